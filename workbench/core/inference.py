@@ -1,0 +1,172 @@
+"""The single inference thread.
+
+MLX binds streams to threads, so every piece of MLX work (loads, prefill, decode steps, unloads) runs
+on this one thread. Plain jobs run in the order they were submitted. Token streams are generators that
+the thread advances one step at a time, round-robin, between jobs: two generations (the compare pane)
+stream fairly, and a stop request is seen before the next step. Results cross to the event loop with
+``call_soon_threadsafe``; the thread never waits for the loop, so a busy UI does not slow decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Stream:
+    factory: Callable[[], Iterator[Any]]
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[Any]
+    stop: threading.Event = field(default_factory=threading.Event)
+    iterator: Iterator[Any] | None = None
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class InferenceThread:
+    """One daemon thread that owns all MLX work."""
+
+    def __init__(self, name: str = "workbench-inference") -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._streams: deque[_Stream] = deque()
+        self._new_streams: queue.SimpleQueue[_Stream] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError("the inference thread is shut down")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((lambda: fn(*args, **kwargs), future))
+        self._wake.set()
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the inference thread and await its result."""
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    async def stream(self, factory: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+        """Iterate, from the event loop, a generator that is created and advanced on the thread.
+
+        Leaving the ``async for`` early (break, exception, task cancellation) stops the generator
+        before its next step and closes it on the thread.
+        """
+        if self._closed:
+            raise RuntimeError("the inference thread is shut down")
+        loop = asyncio.get_running_loop()
+        state = _Stream(factory=factory, loop=loop, out=asyncio.Queue())
+        self._new_streams.put(state)
+        self._wake.set()
+        try:
+            while True:
+                item = await state.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            state.stop.set()
+            self._wake.set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        self._wake.set()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            while not self._new_streams.empty():
+                self._streams.append(self._new_streams.get())
+            ran_job = self._run_one_job()
+            if ran_job is None:  # shutdown
+                for state in self._streams:
+                    self._deliver(state, _END)
+                return
+            if self._streams:
+                self._step_each_stream()
+            elif not ran_job:
+                self._wake.wait()
+
+    def _run_one_job(self) -> bool | None:
+        try:
+            item = self._jobs.get_nowait()
+        except queue.Empty:
+            return False
+        if item is None:
+            return None
+        fn, future = item
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+        return True
+
+    def _step_each_stream(self) -> None:
+        for _ in range(len(self._streams)):
+            state = self._streams.popleft()
+            if state.stop.is_set():
+                self._close(state)
+                continue
+            try:
+                if state.iterator is None:
+                    state.iterator = state.factory()
+                item = next(state.iterator)
+            except StopIteration:
+                self._deliver(state, _END)
+                continue
+            except BaseException as exc:
+                log.exception("inference stream failed")
+                self._deliver(state, _Failure(exc))
+                continue
+            self._deliver(state, item)
+            self._streams.append(state)
+
+    def _close(self, state: _Stream) -> None:
+        close = getattr(state.iterator, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing a stopped stream failed")
+        self._deliver(state, _END)
+
+    @staticmethod
+    def _deliver(state: _Stream, item: Any) -> None:
+        try:
+            state.loop.call_soon_threadsafe(state.out.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
