@@ -8,10 +8,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("HF_TOKEN", None)
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.support.tiny_models import make_tiny_llama  # noqa: E402
-from workbench.core.paths import AppPaths  # noqa: E402
+from tests.support.tiny_models import make_tiny_llama
+from workbench.core.paths import AppPaths
 
 
 @pytest.fixture(scope="session")

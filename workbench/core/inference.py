@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,45 @@ class _Stream:
 class _Failure:
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class TokenStream(Generic[T]):
+    """The event-loop side of a stream running on the inference thread."""
+
+    def __init__(self, state: _Stream, wake: threading.Event) -> None:
+        self._state = state
+        self._wake = wake
+        self._done = False
+
+    def stop(self) -> None:
+        """Ask the thread to close the generator before its next step (returns at once)."""
+        self._state.stop.set()
+        self._wake.set()
+
+    def __aiter__(self) -> TokenStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._state.out.get()
+        except asyncio.CancelledError:
+            self.stop()
+            raise
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if isinstance(item, _Failure):
+            self._done = True
+            raise item.error
+        return item
+
+    async def __aenter__(self) -> TokenStream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class InferenceThread:
@@ -70,29 +110,19 @@ class InferenceThread:
         """Run ``fn`` on the inference thread and await its result."""
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
-    async def stream(self, factory: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-        """Iterate, from the event loop, a generator that is created and advanced on the thread.
+    def stream(self, factory: Callable[[], Iterator[T]]) -> TokenStream[T]:
+        """Advance, on the thread, a generator that ``factory`` creates there; iterate it from the loop.
 
-        Leaving the ``async for`` early (break, exception, task cancellation) stops the generator
-        before its next step and closes it on the thread.
+        Use it as ``async with inference.stream(make) as items: async for item in items: ...``;
+        ``stop()`` (or leaving the block, or cancelling the consuming task) closes the generator
+        before its next step.
         """
         if self._closed:
             raise RuntimeError("the inference thread is shut down")
-        loop = asyncio.get_running_loop()
-        state = _Stream(factory=factory, loop=loop, out=asyncio.Queue())
+        state = _Stream(factory=factory, loop=asyncio.get_running_loop(), out=asyncio.Queue())
         self._new_streams.put(state)
         self._wake.set()
-        try:
-            while True:
-                item = await state.out.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
-        finally:
-            state.stop.set()
-            self._wake.set()
+        return TokenStream(state, self._wake)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._closed:
@@ -166,7 +196,5 @@ class InferenceThread:
 
     @staticmethod
     def _deliver(state: _Stream, item: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening any more
             state.loop.call_soon_threadsafe(state.out.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass

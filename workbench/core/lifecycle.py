@@ -185,6 +185,7 @@ class ModelManager:
         self._records: dict[str, _Record] = {}
         self._listeners: list[Listener] = []
         self._plan_lock = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
 
     # --- registry and queries ---------------------------------------------------------------
 
@@ -377,7 +378,9 @@ class ModelManager:
 
     def _idle_expired(self, record: _Record) -> None:
         record.idle_timer = None
-        asyncio.ensure_future(self._unload_if_idle(record))
+        task = asyncio.ensure_future(self._unload_if_idle(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _unload_if_idle(self, record: _Record) -> None:
         async with self._plan_lock:

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.core.config import (
+    ConfigIssue,
+    Settings,
+    default_config_text,
+    load_settings,
+    locate_key,
+    save_key_binding,
+    save_setting,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_missing_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(tmp_path / "nope.toml") == (Settings(), [])
+
+
+def test_default_template_is_all_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path / "config.toml", default_config_text())) == (Settings(), [])
+
+
+def test_full_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "config.toml",
+        'theme = "nord"\n[memory]\nbudget_gb = 8\nbudget_fraction = 0.5\n'
+        '[models]\ncontext_length = 8192\nidle_unload_minutes = 0\n[keys]\n"pane.chat" = "3"\n',
+    )
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert settings == Settings("nord", 8.0, 0.5, 8192, 0.0, {"pane.chat": "3"})
+    assert isinstance(settings.budget_gb, float)
+
+
+def test_syntax_error_gives_defaults_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", 'theme = "nord"\n[memory]\nbudget_gb = \n')
+    settings, issues = load_settings(path)
+    assert settings == Settings()
+    [issue] = issues
+    assert (issue.file, issue.line, issue.key) == (path, 3, "(syntax)")
+    assert str(issue).startswith(f"{path}:3: (syntax): ")
+
+
+def test_wrong_type_names_file_line_key_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "config.toml",
+        '# settings\ntheme = "nord"\n\n[memory]\nbudget_fraction = "half"\n\n'
+        "[models]\ncontext_length = 2048\n",
+    )
+    settings, issues = load_settings(path)
+    assert settings.budget_fraction == 0.6
+    assert settings.theme == "nord"
+    assert settings.context_length == 2048
+    [issue] = issues
+    assert (issue.file, issue.line, issue.key) == (path, 5, "memory.budget_fraction")
+    assert "expected a number" in issue.message and '"half"' in issue.message
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("memory.budget_fraction = 1.5", "memory.budget_fraction"),
+        ("memory.budget_fraction = 0", "memory.budget_fraction"),
+        ("memory.budget_gb = -1", "memory.budget_gb"),
+        ("models.context_length = 100", "models.context_length"),
+        ("models.context_length = 4096.0", "models.context_length"),
+        ("models.context_length = true", "models.context_length"),
+        ("models.idle_unload_minutes = -5", "models.idle_unload_minutes"),
+        ("theme = 3", "theme"),
+        ('keys."pane.chat" = ""', 'keys."pane.chat"'),
+        ("keys = 3", "keys"),
+    ],
+)
+def test_out_of_range_or_wrong_type(tmp_path: Path, line: str, key: str) -> None:
+    path = write(tmp_path / "config.toml", f"# top\n{line}\n")
+    settings, issues = load_settings(path)
+    assert settings == Settings()
+    assert [(i.key, i.line) for i in issues] == [(key, 2)]
+
+
+def test_int_accepted_for_float(tmp_path: Path) -> None:
+    settings, issues = load_settings(write(tmp_path / "c.toml", "[models]\nidle_unload_minutes = 5\n"))
+    assert issues == []
+    assert settings.idle_unload_minutes == 5.0 and isinstance(settings.idle_unload_minutes, float)
+
+
+def test_unknown_keys_reported_rest_applies(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "config.toml",
+        'theme = "nord"\ncolour = "red"\n[memory]\nbudget_gib = 4\n[extras]\nx = 1\n',
+    )
+    settings, issues = load_settings(path)
+    assert settings.theme == "nord"
+    assert [(i.key, i.line) for i in issues] == [("colour", 2), ("memory.budget_gib", 4), ("extras", 5)]
+    assert all(i.message.startswith("unknown setting") for i in issues)
+    assert "memory.budget_gb" in issues[1].message  # the suggestion
+
+
+def test_issue_str_without_line() -> None:
+    assert str(ConfigIssue(Path("c.toml"), None, "theme", "bad")) == "c.toml: theme: bad"
+    assert str(ConfigIssue(Path("c.toml"), 4, "theme", "bad")) == "c.toml:4: theme: bad"
+
+
+def test_locate_key() -> None:
+    text = (
+        "# comment\n"
+        'theme = "x"\n'
+        "memory.budget_gb = 1\n"
+        "[models]  # models\n"
+        "context_length = 2\n"
+        'doc = """\n'
+        "idle_unload_minutes = 3\n"
+        '"""\n'
+        "[keys]\n"
+        '"pane.chat" = "3"\n'
+        "'pane.x' = \"a=b\"\n"
+    )
+    assert locate_key(text, "theme") == 2
+    assert locate_key(text, "memory.budget_gb") == 3
+    assert locate_key(text, "models") == 4
+    assert locate_key(text, "models.context_length") == 5
+    assert locate_key(text, "models.idle_unload_minutes") is None  # inside a multi-line string
+    assert locate_key(text, 'keys."pane.chat"') == 10
+    assert locate_key(text, ("keys", "pane.x")) == 11
+    assert locate_key(text, "memory.budget_fraction") is None
+
+
+COMMENTED = """\
+# My settings, hand-written.
+theme = "workbench-dark"  # the dark one
+
+[memory]
+# keep room for the browser
+budget_gb = 6.0
+"""
+
+
+def test_save_setting_keeps_comments(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", COMMENTED)
+    save_setting(path, "theme", "nord")
+    save_setting(path, "models.context_length", 8192)
+    text = path.read_text(encoding="utf-8")
+    assert "# My settings, hand-written." in text
+    assert "# keep room for the browser" in text
+    assert 'theme = "nord"' in text
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert (settings.theme, settings.budget_gb, settings.context_length) == ("nord", 6.0, 8192)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_save_setting_creates_file_with_header(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "config.toml"
+    save_setting(path, "memory.budget_gb", 8.0)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# workbench settings")
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert settings.budget_gb == 8.0
+
+
+def test_save_setting_none_removes(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", COMMENTED)
+    save_setting(path, "memory.budget_gb", None)
+    assert load_settings(path)[0].budget_gb is None
+    assert "# keep room for the browser" in path.read_text(encoding="utf-8")
+
+
+def test_save_setting_rejects_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    with pytest.raises(ValueError, match="unknown setting"):
+        save_setting(path, "memory.nope", 1)
+    with pytest.raises(ValueError, match="budget_fraction"):
+        save_setting(path, "memory.budget_fraction", 2)
+    with pytest.raises(ValueError, match="save_key_binding"):
+        save_setting(path, "keys.pane", "3")
+    assert not path.exists()
+
+
+def test_save_key_binding(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", COMMENTED)
+    save_key_binding(path, "pane.chat", "3")
+    save_key_binding(path, "app.palette", "ctrl+p,f1")
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert settings.keys == {"pane.chat": "3", "app.palette": "ctrl+p,f1"}
+    assert "# keep room for the browser" in path.read_text(encoding="utf-8")
+    save_key_binding(path, "pane.chat", None)
+    assert load_settings(path)[0].keys == {"app.palette": "ctrl+p,f1"}
+    with pytest.raises(ValueError):
+        save_key_binding(path, "pane.chat", " ")

@@ -1,0 +1,54 @@
+"""Everything the app and the command line share, built once and passed in (no module-level singletons)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.core.backends.mlx_lm import MlxLmBackend
+from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
+from workbench.core.catalog import CatalogEntry, load_effective_catalog
+from workbench.core.config import ConfigIssue, Settings, load_settings
+from workbench.core.inference import InferenceThread
+from workbench.core.lifecycle import ModelManager
+from workbench.core.local_models import local_specs
+from workbench.core.memory import MemoryProbe, resolve_budget
+from workbench.core.paths import AppPaths
+from workbench.resources import shipped_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    paths: AppPaths
+    settings: Settings
+    manager: ModelManager
+    probe: MemoryProbe
+    catalog: list[CatalogEntry]
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def refresh_local_models(self) -> None:
+        for spec in local_specs(self.paths):
+            self.manager.register(spec)
+
+
+def build_services(paths: AppPaths, settings_file: Path | None = None) -> Services:
+    """Read config and catalog (collecting issues instead of failing) and build the model manager."""
+    settings, issues = load_settings(settings_file or paths.config_file)
+    catalog, catalog_issues = load_effective_catalog(shipped_path("catalog.toml"), paths.user_catalog)
+    issues += catalog_issues
+    for issue in issues:
+        log.warning("config: %s", issue)
+    manager = ModelManager(
+        backends={backend.kind: backend for backend in (MlxLmBackend(), SentenceTransformerBackend())},
+        budget=resolve_budget(settings.budget_gb, settings.budget_fraction),
+        inference=InferenceThread(),
+        context_length=settings.context_length,
+        idle_unload_s=settings.idle_unload_minutes * 60 or None,
+    )
+    services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(),
+                        catalog=catalog, issues=issues)  # fmt: skip
+    services.refresh_local_models()
+    return services
