@@ -1,0 +1,192 @@
+"""Pilot tests of the app shell: panes by key and palette, memory strip, themes, broken files, Models view."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from workbench.core.config import load_settings, save_key_binding
+from workbench.core.lifecycle import ModelState
+from workbench.core.paths import AppPaths
+from workbench.core.services import build_services
+from workbench.ui.app import WorkbenchApp
+from workbench.ui.screens.models import ModelsPane
+from workbench.ui.themes import FALLBACK_THEME
+from workbench.ui.widgets.memory_strip import MemoryStrip
+
+SIZE = (80, 24)
+
+
+def make_app(paths: AppPaths) -> WorkbenchApp:
+    return WorkbenchApp(build_services(paths), import_defaults=False)
+
+
+def notices(app: WorkbenchApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for key, mode in zip("123456", ["catalog", "downloads", "chat", "compare", "embeddings", "models"],
+                             strict=True):  # fmt: skip
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.current_mode == mode
+            assert mode == app.screen.MODE  # type: ignore[attr-defined]
+        await pilot.press("1")
+        await pilot.pause()
+        assert "Not built yet" in str(app.screen.query_one("Markdown").source)  # type: ignore[attr-defined]
+
+
+async def test_panes_are_reachable_from_the_command_palette(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to models")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.current_mode == "models"
+
+
+async def test_memory_strip_shows_numbers(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        strip = app.screen.query_one(MemoryStrip)
+        text = str(strip.render())
+        assert "RAM" in text and "budget" in text and "RSS" in text and "MLX" in text
+        assert " GB" in text and " MB" in text
+
+
+async def test_theme_switch_is_remembered(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "workbench-dark"
+        app.theme = "workbench-light"
+        await pilot.pause()
+    settings, issues = load_settings(app_paths.config_file)
+    assert settings.theme == "workbench-light" and not issues
+    again = make_app(app_paths)
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert again.theme == "workbench-light"
+        assert not again.current_theme.dark
+
+
+async def test_broken_theme_file_gives_a_notice_and_a_fallback(app_paths: AppPaths) -> None:
+    app_paths.user_themes_dir.mkdir(parents=True)
+    (app_paths.user_themes_dir / "mine.toml").write_text('name = "mine"\nprimary = "not-a-colour"\n')
+    app_paths.config_file.write_text('theme = "mine"\n')
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == FALLBACK_THEME
+        text = "\n".join(notices(app))
+        assert "mine.toml" in text and "not-a-colour" in text
+        assert "'mine' is not available" in text
+
+
+async def test_broken_config_names_file_line_and_key_and_starts_on_defaults(app_paths: AppPaths) -> None:
+    app_paths.config_dir.mkdir(parents=True)
+    app_paths.config_file.write_text('theme = "workbench-light"\n\n[models]\ncontext_length = "long"\n')
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "workbench-light"  # the valid setting still applies
+        assert app.services.manager.context_length == 4096
+        assert any(f"{app_paths.config_file}:4: models.context_length" in n for n in notices(app))
+
+
+async def test_config_with_a_syntax_error_still_starts(app_paths: AppPaths) -> None:
+    app_paths.config_dir.mkdir(parents=True)
+    app_paths.config_file.write_text('theme = "workbench-light\n')
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.theme == "workbench-dark"
+        assert any(f"{app_paths.config_file}:1" in n for n in notices(app))
+
+
+async def test_broken_user_catalog_is_reported(app_paths: AppPaths) -> None:
+    app_paths.config_dir.mkdir(parents=True)
+    app_paths.user_catalog.write_text(
+        '[[model]]\nrepo_id = "me/m"\nname = "M"\nkind = "chat"\nparams = "1B"\nquantization = "4-bit"\n'
+        'size_gb = "big"\nmemory_gb = 1.0\n'
+    )
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert any(f"{app_paths.user_catalog}:7: model[0].size_gb" in n for n in notices(app))
+        assert len(app.services.catalog) >= 15  # the shipped catalog still loads
+
+
+async def test_keys_are_remapped_by_binding_id(app_paths: AppPaths) -> None:
+    save_key_binding(app_paths.config_file, "pane.chat", "c")
+    save_key_binding(app_paths.config_file, "no.such.binding", "x")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.current_mode == "chat"
+        assert any("'no.such.binding' is not a binding id" in n for n in notices(app))
+
+
+async def test_every_binding_has_an_id_and_a_description() -> None:
+    from textual.binding import Binding
+
+    from workbench.ui.app import PANE_SCREENS
+
+    for owner in (WorkbenchApp, *PANE_SCREENS.values()):
+        for binding in owner.__dict__.get("BINDINGS", []):  # ours, not the ones Textual inherits
+            assert isinstance(binding, Binding)
+            assert binding.id and binding.description and binding.show, binding
+
+
+async def test_models_view_loads_pins_and_unloads(app_paths: AppPaths, tiny_models: dict[str, Path]) -> None:
+    shutil.copytree(tiny_models["small"], app_paths.models_dir / "tiny-small")
+    app = make_app(app_paths)
+    manager = app.services.manager
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ModelsPane)
+        selected = screen.selected()
+        assert selected is not None and selected.spec.id == "tiny-small"
+        await pilot.press("l")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert manager.info("tiny-small").state is ModelState.READY
+        assert "tiny-small" in str(screen.query_one(MemoryStrip).render())
+        await pilot.press("p")
+        await pilot.pause()
+        assert manager.info("tiny-small").pinned
+        await pilot.press("u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert manager.info("tiny-small").state is ModelState.UNLOADED
+
+
+@pytest.mark.real_model
+async def test_first_start_imports_the_default_chat_model_with_progress(app_paths: AppPaths) -> None:
+    from workbench.core.local_models import DEFAULT_CHAT_ID
+
+    app = WorkbenchApp(build_services(app_paths), import_defaults=True)
+    seen: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        app.watch(app, "activity", lambda value: seen.append(value))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        ids = [info.spec.id for info in app.services.manager.models()]
+    assert DEFAULT_CHAT_ID in ids
+    assert any("importing SmolLM2" in s and "%" in s for s in seen)
+    assert (app_paths.models_dir / DEFAULT_CHAT_ID / "config.json").is_file()

@@ -1,0 +1,173 @@
+"""The Textual app: six panes as modes, global bindings, the command palette, themes, live memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import partial
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from workbench.core.config import save_setting
+from workbench.core.lifecycle import ManagerEvent
+from workbench.core.local_models import default_chat_missing, ensure_default_chat_model
+from workbench.core.memory import MemorySnapshot, metal_budget
+from workbench.core.services import Services
+from workbench.resources import shipped_path
+from workbench.ui.messages import ImportProgress
+from workbench.ui.screens.models import ModelsPane
+from workbench.ui.screens.placeholder import CatalogPane, ChatPane, ComparePane, DownloadsPane, EmbeddingsPane
+from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
+from workbench.ui.widgets.pane_bar import PANES
+
+log = logging.getLogger(__name__)
+
+PANE_SCREENS: dict[str, type[Screen]] = {
+    "catalog": CatalogPane,
+    "downloads": DownloadsPane,
+    "chat": ChatPane,
+    "compare": ComparePane,
+    "embeddings": EmbeddingsPane,
+    "models": ModelsPane,
+}
+MEMORY_REFRESH_S = 1.0
+# The footer shows the six pane keys together ("1 2 3 4 5 6 Panes") so everything fits in 80 columns.
+PANES_GROUP = Binding.Group("Panes", compact=True)
+
+
+class WorkbenchApp(App[None]):
+    TITLE = "workbench"
+    MODES = PANE_SCREENS  # type: ignore[assignment]
+    DEFAULT_MODE = "catalog"
+    BINDINGS = [
+        *(
+            Binding(key, f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
+            for mode, key, title in PANES
+        ),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
+    models_version: reactive[int] = reactive(0)
+    activity: reactive[str] = reactive("")
+
+    def __init__(self, services: Services, import_defaults: bool = True) -> None:
+        super().__init__()
+        self.services = services
+        self.import_defaults = import_defaults
+        self._startup_notes: list[tuple[str, str]] = []
+        self._apply_keymap()
+        self._register_themes()
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    @staticmethod
+    def binding_ids() -> set[str]:
+        ids = {b.id for b in WorkbenchApp.BINDINGS if isinstance(b, Binding) and b.id}
+        for screen in PANE_SCREENS.values():
+            ids |= {b.id for b in screen.BINDINGS if isinstance(b, Binding) and b.id}
+        return ids
+
+    def _apply_keymap(self) -> None:
+        keys = dict(self.services.settings.keys)
+        unknown = sorted(set(keys) - self.binding_ids())
+        for binding_id in unknown:
+            keys.pop(binding_id)
+            self._startup_notes.append((f"[keys] {binding_id!r} is not a binding id; ignored", "warning"))
+        self.set_keymap(keys)
+        self.pane_keys = {mode: keys.get(f"pane.{mode}", key) for mode, key, _ in PANES}
+
+    def _register_themes(self) -> None:
+        themes, errors = load_theme_dirs([shipped_path("themes"), self.services.paths.user_themes_dir])
+        for theme in themes:
+            self.register_theme(theme)
+        for error in errors:
+            log.warning("theme: %s", error)
+            self._startup_notes.append((f"Theme not loaded: {error}", "warning"))
+
+    def on_mount(self) -> None:
+        wanted = self.services.settings.theme
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self.theme = FALLBACK_THEME
+            self._startup_notes.append((f"Theme {wanted!r} is not available; using {FALLBACK_THEME}", "warning"))
+        self.theme_changed_signal.subscribe(self, lambda theme: self._remember_theme(theme.name))
+
+        for issue in self.services.issues:
+            self._startup_notes.append((f"{issue} (using the default)", "warning"))
+        for message, severity in self._startup_notes:
+            self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
+
+        self.services.manager.subscribe(self._on_manager_event)
+        self.sample_memory()
+        self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
+        if self.services.settings.budget_gb is None:
+            self.refine_budget()
+        if self.import_defaults and default_chat_missing(self.services.paths):
+            self.import_default_model()
+
+    async def on_unmount(self) -> None:
+        await self.services.manager.aclose()
+
+    # --- live state ---------------------------------------------------------------------------
+
+    def sample_memory(self) -> None:
+        self.memory_snapshot = self.services.probe.snapshot()
+
+    def _on_manager_event(self, event: ManagerEvent) -> None:
+        self.models_version += 1
+
+    def _remember_theme(self, name: str) -> None:
+        if name == self.services.settings.theme:
+            return
+        self.services.settings.theme = name
+        try:
+            save_setting(self.services.paths.config_file, "theme", name)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot save the theme: %s", exc)
+            self.notify(f"Could not save the theme choice: {exc}", severity="warning")
+
+    @work(group="budget", exit_on_error=False)
+    async def refine_budget(self) -> None:
+        """On Apple Silicon the Metal working set is the real limit; asking costs an MLX import."""
+        manager = self.services.manager
+        budget = await manager.inference.run(metal_budget)
+        if budget is not None:
+            manager.set_budget(budget)
+            self.models_version += 1
+
+    @work(group="import-default", exit_on_error=False)
+    async def import_default_model(self) -> None:
+        services = self.services
+
+        def progress(stage: str, fraction: float) -> None:  # called on the inference thread
+            self.post_message(ImportProgress(stage, fraction))
+
+        self.activity = "importing SmolLM2…"
+        try:
+            spec = await ensure_default_chat_model(services.paths, services.manager.inference, progress)
+        except Exception as exc:
+            log.exception("importing the default chat model failed")
+            self.notify(f"Could not import the default chat model: {exc}", severity="error", timeout=20)
+            self.activity = ""
+            return
+        services.manager.register(spec)
+        self.activity = ""
+        self.notify(f"{spec.name} is imported and ready.", title="Default chat model")
+
+    def on_import_progress(self, message: ImportProgress) -> None:
+        self.activity = f"importing SmolLM2: {message.stage} {message.fraction:.0%}"
+
+    # --- command palette ----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, _key, title in PANES:
+            key = self.pane_keys[mode]
+            yield SystemCommand(f"Go to {title}", f"Switch to the {title} pane (key {key})",
+                                partial(self.switch_mode, mode))  # fmt: skip

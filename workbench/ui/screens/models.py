@@ -1,0 +1,151 @@
+"""The Models view: every model the manager knows, its state and memory; load, unload and pin by key."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from workbench.core.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
+from workbench.core.memory import format_bytes
+from workbench.ui.screens.base import PaneScreen
+
+COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Last used", "Pin")
+
+
+KIND_LABELS = {"mlx-lm": "mlx-lm", "sentence-transformers": "embedder"}
+
+
+def ago(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0, int(now - moment))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def row_for(info: ModelInfo, now: float) -> tuple[str | Text, ...]:
+    state = Text(info.state.value, style="red" if info.state is ModelState.FAILED else "")
+    if info.leases:
+        state.append(f" ×{info.leases}")
+    return (
+        info.spec.id,
+        KIND_LABELS.get(info.spec.kind, info.spec.kind),
+        state,
+        format_bytes(info.estimate.total) if info.estimate else "?",
+        format_bytes(info.measured),
+        ago(info.last_used, now),
+        "yes" if info.pinned else "",
+    )
+
+
+class ModelsPane(PaneScreen):
+    MODE = "models"
+
+    BINDINGS = [
+        Binding("l", "load", "Load", id="models.load"),
+        Binding("u", "unload", "Unload", id="models.unload"),
+        Binding("p", "pin", "Pin", id="models.pin"),
+    ]
+
+    DEFAULT_CSS = """
+    ModelsPane #models-table { height: 1fr; }
+    ModelsPane #models-detail { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
+    """
+
+    @property
+    def manager(self) -> ModelManager:
+        return self.app.services.manager  # type: ignore[attr-defined]
+
+    def compose_body(self) -> ComposeResult:
+        table: DataTable[str | Text] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+        yield Static(id="models-detail")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "models_version", lambda _v: self.refresh_table())
+        self.set_interval(5, self.refresh_table)  # keeps "last used" honest
+        self.query_one(DataTable).focus()
+
+    def refresh_table(self) -> None:
+        table = self.query_one(DataTable)
+        now = time.monotonic()
+        models = self.manager.models()
+        keys = [info.spec.id for info in models]
+        if [row.value for row in table.rows] != keys:
+            cursor = table.cursor_row
+            table.clear()
+            for info in models:
+                table.add_row(*row_for(info, now), key=info.spec.id)
+            if models:
+                table.move_cursor(row=min(cursor, len(models) - 1))
+        else:
+            for info in models:
+                for column, value in zip(table.columns, row_for(info, now), strict=True):
+                    table.update_cell(info.spec.id, column, value)
+        self.show_detail()
+
+    @on(DataTable.RowSelected)
+    def load_selected(self) -> None:
+        self.action_load()
+
+    @on(DataTable.RowHighlighted)
+    def show_detail(self) -> None:
+        info = self.selected()
+        detail = self.query_one("#models-detail", Static)
+        if info is None:
+            detail.update("No models yet.")
+            return
+        estimate = info.estimate
+        parts = [f"{info.spec.name}  [dim]{info.spec.path}[/]"]
+        if estimate:
+            line = f"estimate: weights {format_bytes(estimate.weights)}"
+            if estimate.kv_cache:
+                line += f" + KV cache {format_bytes(estimate.kv_cache)} at {self.manager.context_length} tokens"
+            if estimate.overhead:
+                line += f" + working memory {format_bytes(estimate.overhead)}"
+            parts.append(line)
+        if info.error:
+            parts.append(f"[red]{info.error}[/]")
+        detail.update("\n".join(parts))
+
+    def selected(self) -> ModelInfo | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.manager.info(key) if key else None
+
+    def action_load(self) -> None:
+        if info := self.selected():
+            self.load_model(info.spec.id)
+
+    def action_unload(self) -> None:
+        if info := self.selected():
+            self.unload_model(info.spec.id)
+
+    def action_pin(self) -> None:
+        if info := self.selected():
+            self.manager.pin(info.spec.id, not info.pinned)
+
+    @work(group="models", exit_on_error=False)
+    async def load_model(self, model_id: str) -> None:
+        try:
+            await self.manager.load(model_id)
+        except ModelManagerError as exc:
+            self.notify(str(exc), title="Cannot load", severity="error", timeout=10)
+
+    @work(group="models", exit_on_error=False)
+    async def unload_model(self, model_id: str) -> None:
+        try:
+            await self.manager.unload(model_id)
+        except ModelManagerError as exc:
+            self.notify(str(exc), title="Cannot unload", severity="warning")

@@ -1,0 +1,78 @@
+"""Panes whose issues are not built yet: they say so plainly and point at what works today."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Markdown
+
+from workbench.ui.screens.base import PaneScreen
+
+_PLANNED = {
+    "catalog": (
+        "Catalog",
+        "Search Hugging Face for MLX builds, read model cards and file sizes, and get an honest "
+        "*fits in memory?* verdict. Curated starter models come from `catalog.toml`.",
+    ),
+    "downloads": (
+        "Downloads",
+        "A persistent, resumable download queue into the standard Hugging Face cache, driven by keys.",
+    ),
+    "chat": (
+        "Chat",
+        "Stream answers from a local MLX model with stop, history, system prompt, sampling settings "
+        "and speed figures.",
+    ),
+    "compare": (
+        "Compare",
+        "Two models answer the same prompt side by side, with timings, a diff and blind voting.",
+    ),
+    "embeddings": (
+        "Embeddings",
+        "Embed a corpus, search neighbours and see it as a 2-D map with clusters.",
+    ),
+}
+
+
+class PlaceholderPane(PaneScreen):
+    def compose_body(self) -> ComposeResult:
+        title, plan = _PLANNED[self.MODE]
+        extra = self.extra_text()
+        with VerticalScroll(classes="pane-body"):
+            yield Markdown(
+                f"# {title}\n\n**Not built yet.** This pane is coming in a later release.\n\n"
+                f"What it will do: {plan}\n\n{extra}"
+                "Today the **Models** view (key `6`) shows the models this machine has, their memory, "
+                "and lets you load, unload and pin them."
+            )
+
+    def extra_text(self) -> str:
+        return ""
+
+
+class CatalogPane(PlaceholderPane):
+    MODE = "catalog"
+
+    def extra_text(self) -> str:
+        catalog = self.app.services.catalog  # type: ignore[attr-defined]
+        chat = sum(1 for e in catalog if e.kind == "chat")
+        return (
+            f"The curated catalog is already read: {chat} chat models and {len(catalog) - chat} "
+            "embedding models.\n\n"
+        )
+
+
+class DownloadsPane(PlaceholderPane):
+    MODE = "downloads"
+
+
+class ChatPane(PlaceholderPane):
+    MODE = "chat"
+
+
+class ComparePane(PlaceholderPane):
+    MODE = "compare"
+
+
+class EmbeddingsPane(PlaceholderPane):
+    MODE = "embeddings"

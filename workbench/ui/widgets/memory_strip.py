@@ -1,0 +1,82 @@
+"""The live memory strip at the bottom of every pane."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from workbench.core.lifecycle import ModelInfo, ModelState
+from workbench.core.memory import Budget, MemorySnapshot, format_bytes
+
+_STATE_STYLE = {
+    ModelState.READY: "green",
+    ModelState.BUSY: "bold yellow",
+    ModelState.LOADING: "cyan",
+    ModelState.UNLOADING: "dim",
+    ModelState.FAILED: "red",
+}
+
+
+def render_strip(
+    snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str
+) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if snapshot is None:
+        text.append("measuring memory…", style="dim")
+        return text
+    text.append("RAM ", style="bold")
+    text.append(f"{format_bytes(snapshot.system_used)}/{format_bytes(snapshot.system_total)}")
+    text.append("  budget ", style="bold")
+    text.append(f"{format_bytes(held)}/{format_bytes(budget.bytes)}")
+    text.append("  RSS ", style="bold")
+    text.append(format_bytes(snapshot.process_rss))
+    text.append("  MLX ", style="bold")
+    text.append(format_bytes(snapshot.mlx_active) if snapshot.mlx_active is not None else "idle")
+    for info in models:
+        if info.resident:
+            text.append("  │ ", style="dim")
+            pin = "📌" if info.pinned else ""
+            text.append(f"{pin}{info.spec.id} ", style=_STATE_STYLE.get(info.state, ""))
+            text.append(format_bytes(info.measured) if info.measured else info.state.value, style="dim")
+    if activity:
+        text.append("  │ ", style="dim")
+        text.append(activity, style="italic")
+    return text
+
+
+class MemoryStrip(Static):
+    """Reads the app's latest memory snapshot and model list; repaints when either changes."""
+
+    DEFAULT_CSS = """
+    MemoryStrip {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+        color: $foreground;
+    }
+    """
+
+    snapshot: reactive[MemorySnapshot | None] = reactive(None)
+    activity: reactive[str] = reactive("")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "memory_snapshot", self._on_snapshot)
+        self.watch(self.app, "models_version", lambda _v: self.refresh_strip())
+        self.watch(self.app, "activity", self._on_activity)
+
+    def _on_snapshot(self, snapshot: MemorySnapshot | None) -> None:
+        self.snapshot = snapshot
+
+    def _on_activity(self, activity: str) -> None:
+        self.activity = activity
+
+    def watch_snapshot(self) -> None:
+        self.refresh_strip()
+
+    def watch_activity(self) -> None:
+        self.refresh_strip()
+
+    def refresh_strip(self) -> None:
+        manager = self.app.services.manager  # type: ignore[attr-defined]
+        self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity))
