@@ -20,7 +20,7 @@ from workbench.core.lifecycle import (
     ModelSpec,
     ModelState,
 )
-from workbench.core.memory import Budget, MemoryEstimate
+from workbench.core.memory import MB, Budget, MemoryEstimate
 
 WAIT = 30  # seconds; every wait in these tests is bounded
 
@@ -92,7 +92,9 @@ async def test_measured_memory_matches_estimate(tiny_models: dict[str, Path], ba
     info = await manager.load("quantized")
     assert info.state is ModelState.READY
     assert info.estimate is not None and info.measured is not None
-    assert abs(info.measured - info.estimate.weights) <= 0.15 * info.estimate.weights
+    # MLX allocates up to ~1 MiB once per process or thread (bench/memory.py sees it on the first load);
+    # against a 230 KB model that constant would swamp a relative check.
+    assert abs(info.measured - info.estimate.weights) <= 0.15 * info.estimate.weights + MB
     await manager.aclose()
 
 

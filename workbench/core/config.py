@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-from tomlkit.items import Table
-
 SYNTAX_KEY = "(syntax)"
 FILE_KEY = "(file)"
 
@@ -370,6 +367,9 @@ def save_key_binding(path: Path, binding_id: str, keys: str | None) -> None:
 
 def _update(path: Path, parts: tuple[str, ...], value: object) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else default_config_text()
+    import tomlkit  # only needed to write; keeps start-up light
+    from tomlkit.items import Table
+
     doc = tomlkit.parse(text)
     container: Any = doc
     for name in parts[:-1]:

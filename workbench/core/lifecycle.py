@@ -154,6 +154,7 @@ class Lease:
     async def release(self) -> None:
         if not self.released:
             self.released = True
+            self.handle = None  # a kept lease object must not keep the weights alive
             self._manager._release(self.spec.id)
 
     async def __aenter__(self) -> Lease:

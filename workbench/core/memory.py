@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import struct
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,11 @@ class MemorySnapshot:
 class MemoryProbe:
     """Reads memory figures. Cheap enough to call a few times a second."""
 
-    def __init__(self) -> None:
-        self._process = psutil.Process()
+    @cached_property
+    def _process(self) -> Any:
+        import psutil  # imported on first use: the first frame does not wait for it
+
+        return psutil.Process()
 
     def rss(self) -> int:
         return self._process.memory_info().rss
@@ -63,6 +66,8 @@ class MemoryProbe:
         return int(mx.get_active_memory()) if mx is not None else None
 
     def snapshot(self) -> MemorySnapshot:
+        import psutil
+
         vm = psutil.virtual_memory()
         mx = sys.modules.get("mlx.core")
         active = peak = cache = None
@@ -85,11 +90,16 @@ class Budget:
     source: str  # how it was chosen, shown to the user
 
 
+def physical_memory() -> int:
+    """Installed memory (sysconf works on Linux and macOS and costs nothing at start-up)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def resolve_budget(budget_gb: float | None, fraction: float, total_bytes: int | None = None) -> Budget:
     """An explicit budget wins; otherwise a fraction of physical memory."""
     if budget_gb is not None:
         return Budget(int(budget_gb * GB), "memory.budget_gb")
-    total = total_bytes if total_bytes is not None else psutil.virtual_memory().total
+    total = total_bytes if total_bytes is not None else physical_memory()
     return Budget(int(total * fraction), f"{fraction:.0%} of {format_bytes(total)}")
 
 

@@ -62,6 +62,7 @@ class WorkbenchApp(App[None]):
         self._startup_notes: list[tuple[str, str]] = []
         self._apply_keymap()
         self._register_themes()
+        self._choose_theme()
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -89,13 +90,16 @@ class WorkbenchApp(App[None]):
             log.warning("theme: %s", error)
             self._startup_notes.append((f"Theme not loaded: {error}", "warning"))
 
-    def on_mount(self) -> None:
+    def _choose_theme(self) -> None:
+        """Set before the app runs, so the stylesheet is built once, in the right colours."""
         wanted = self.services.settings.theme
         if wanted in self.available_themes:
             self.theme = wanted
         else:
             self.theme = FALLBACK_THEME
             self._startup_notes.append((f"Theme {wanted!r} is not available; using {FALLBACK_THEME}", "warning"))
+
+    def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, lambda theme: self._remember_theme(theme.name))
 
         for issue in self.services.issues:
@@ -104,7 +108,7 @@ class WorkbenchApp(App[None]):
             self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
 
         self.services.manager.subscribe(self._on_manager_event)
-        self.sample_memory()
+        self.call_after_refresh(self.sample_memory)  # after the first frame: it is not needed for it
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
         if self.services.settings.budget_gb is None:
             self.refine_budget()

@@ -6,8 +6,6 @@ import gc
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from workbench.core.lifecycle import ModelSpec
 from workbench.core.memory import MB, MemoryEstimate, safetensors_weight_bytes
 
@@ -36,4 +34,6 @@ class SentenceTransformerBackend:
         gc.collect()
 
     def memory_in_use(self) -> int:
+        import psutil
+
         return psutil.Process().memory_info().rss

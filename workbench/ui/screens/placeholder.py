@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Markdown
+from textual.widgets import Static
 
 from workbench.ui.screens.base import PaneScreen
 
@@ -12,7 +13,7 @@ _PLANNED = {
     "catalog": (
         "Catalog",
         "Search Hugging Face for MLX builds, read model cards and file sizes, and get an honest "
-        "*fits in memory?* verdict. Curated starter models come from `catalog.toml`.",
+        "'fits in memory?' verdict. Curated starter models come from catalog.toml.",
     ),
     "downloads": (
         "Downloads",
@@ -35,16 +36,23 @@ _PLANNED = {
 
 
 class PlaceholderPane(PaneScreen):
+    DEFAULT_CSS = """
+    PlaceholderPane #placeholder-text { padding: 1 2; }
+    """
+
     def compose_body(self) -> ComposeResult:
         title, plan = _PLANNED[self.MODE]
         extra = self.extra_text()
-        with VerticalScroll(classes="pane-body"):
-            yield Markdown(
-                f"# {title}\n\n**Not built yet.** This pane is coming in a later release.\n\n"
-                f"What it will do: {plan}\n\n{extra}"
-                "Today the **Models** view (key `6`) shows the models this machine has, their memory, "
-                "and lets you load, unload and pin them."
-            )
+        models_key = getattr(self.app, "pane_keys", {}).get("models", "6")
+        text = Text()
+        text.append(f"{title}\n\n", style="bold")
+        text.append("Not built yet.", style="bold reverse")
+        text.append(" This pane is coming in a later release.\n\n")
+        text.append(f"What it will do: {plan}\n\n{extra}")
+        text.append(f"Today the Models view (key {models_key}) shows the models this machine has, their memory, "
+                    "and lets you load, unload and pin them.")  # fmt: skip
+        with VerticalScroll():
+            yield Static(text, id="placeholder-text")
 
     def extra_text(self) -> str:
         return ""
