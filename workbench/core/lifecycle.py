@@ -49,6 +49,10 @@ class Backend(Protocol):
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate: ...
 
+    def prepare(self) -> None:
+        """Runs on the inference thread before a load is measured: import the library, so its one-time
+        cost is not charged to the first model."""
+
     def load(self, spec: ModelSpec) -> Any:
         """Runs on the inference thread; returns the loaded model handle."""
 
@@ -57,6 +61,9 @@ class Backend(Protocol):
 
     def memory_in_use(self) -> int:
         """Runs on the inference thread; the figure whose change across a load is that load's cost."""
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        """The measured cost of a load, given the change of ``memory_in_use`` across it."""
 
 
 @dataclass(frozen=True)
@@ -312,9 +319,10 @@ class ModelManager:
 
     @staticmethod
     def _load_on_thread(backend: Backend, spec: ModelSpec) -> tuple[Any, int]:
+        backend.prepare()
         before = backend.memory_in_use()
         handle = backend.load(spec)
-        return handle, max(0, backend.memory_in_use() - before)
+        return handle, backend.loaded_bytes(handle, max(0, backend.memory_in_use() - before))
 
     async def _make_room(self, incoming: _Record) -> None:
         need = incoming.cost()

@@ -59,6 +59,9 @@ class MlxLmBackend:
         kv = kv_cache_bytes(config, context_length, activation_dtype_bytes(config, by_dtype))
         return MemoryEstimate(weights=weights, kv_cache=kv)
 
+    def prepare(self) -> None:
+        import mlx_lm  # noqa: F401  (2-3 s the first time: it imports transformers)
+
     def load(self, spec: ModelSpec) -> LoadedLanguageModel:
         import mlx_lm
 
@@ -76,6 +79,9 @@ class MlxLmBackend:
         import mlx.core as mx
 
         return int(mx.get_active_memory())
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        return delta  # MLX active memory counts exactly the arrays the load created
 
 
 def generate(

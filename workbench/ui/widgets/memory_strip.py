@@ -36,8 +36,9 @@ def render_strip(
     for info in models:
         if info.resident:
             text.append("  │ ", style="dim")
-            pin = "📌" if info.pinned else ""
-            text.append(f"{pin}{info.spec.id} ", style=_STATE_STYLE.get(info.state, ""))
+            text.append(f"{info.spec.id} ", style=_STATE_STYLE.get(info.state, ""))
+            if info.pinned:
+                text.append("pinned ", style="dim")
             text.append(format_bytes(info.measured) if info.measured else info.state.value, style="dim")
     if activity:
         text.append("  │ ", style="dim")
