@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -62,7 +63,8 @@ async def test_memory_strip_shows_numbers(app_paths: AppPaths) -> None:
         strip = app.screen.query_one(MemoryStrip)
         text = str(strip.render())
         assert "RAM" in text and "budget" in text and "RSS" in text and "MLX" in text
-        assert " GB" in text and " MB" in text
+        assert re.search(r"RAM \d+(\.\d)?[MG]/\d+\.\dG", text), text
+        assert re.search(r"budget 0/\d+\.\dG", text), text
 
 
 async def test_theme_switch_is_remembered(app_paths: AppPaths) -> None:
@@ -167,6 +169,7 @@ async def test_models_view_loads_pins_and_unloads(app_paths: AppPaths, tiny_mode
         await pilot.pause()
         assert manager.info("tiny-small").state is ModelState.READY
         assert "tiny-small" in str(screen.query_one(MemoryStrip).render())
+        assert manager.info("tiny-small").measured
         await pilot.press("p")
         await pilot.pause()
         assert manager.info("tiny-small").pinned

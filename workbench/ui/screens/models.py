@@ -14,10 +14,10 @@ from workbench.core.lifecycle import ModelInfo, ModelManager, ModelManagerError,
 from workbench.core.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
 
-COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Last used", "Pin")
+COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
 
 
-KIND_LABELS = {"mlx-lm": "mlx-lm", "sentence-transformers": "embedder"}
+KIND_LABELS = {"mlx-lm": "mlx", "sentence-transformers": "embed"}
 
 
 def ago(moment: float | None, now: float) -> str:
@@ -90,7 +90,7 @@ class ModelsPane(PaneScreen):
         else:
             for info in models:
                 for column, value in zip(table.columns, row_for(info, now), strict=True):
-                    table.update_cell(info.spec.id, column, value)
+                    table.update_cell(info.spec.id, column, value, update_width=True)
         self.show_detail()
 
     @on(DataTable.RowSelected)

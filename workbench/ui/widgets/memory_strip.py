@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from workbench.core.lifecycle import ModelInfo, ModelState
-from workbench.core.memory import Budget, MemorySnapshot, format_bytes
+from workbench.core.memory import GB, MB, Budget, MemorySnapshot
 
 _STATE_STYLE = {
     ModelState.READY: "green",
@@ -18,6 +18,22 @@ _STATE_STYLE = {
 }
 
 
+MODEL_NAME_WIDTH = 20
+
+
+def short_bytes(n: int | None) -> str:
+    """Terse sizes for a one-line strip: 0, 37M, 1.2G."""
+    if not n:
+        return "0"
+    if n < GB:
+        return f"{max(1, round(n / MB))}M"
+    return f"{n / GB:.1f}G"
+
+
+def short_name(name: str) -> str:
+    return name if len(name) <= MODEL_NAME_WIDTH else name[: MODEL_NAME_WIDTH - 1] + "…"
+
+
 def render_strip(
     snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str
 ) -> Text:
@@ -26,20 +42,19 @@ def render_strip(
         text.append("measuring memory…", style="dim")
         return text
     text.append("RAM ", style="bold")
-    text.append(f"{format_bytes(snapshot.system_used)}/{format_bytes(snapshot.system_total)}")
+    text.append(f"{short_bytes(snapshot.system_used)}/{short_bytes(snapshot.system_total)}")
     text.append("  budget ", style="bold")
-    text.append(f"{format_bytes(held)}/{format_bytes(budget.bytes)}")
+    text.append(f"{short_bytes(held)}/{short_bytes(budget.bytes)}")
     text.append("  RSS ", style="bold")
-    text.append(format_bytes(snapshot.process_rss))
+    text.append(short_bytes(snapshot.process_rss))
     text.append("  MLX ", style="bold")
-    text.append(format_bytes(snapshot.mlx_active) if snapshot.mlx_active is not None else "idle")
+    text.append(short_bytes(snapshot.mlx_active) if snapshot.mlx_active is not None else "idle")
     for info in models:
         if info.resident:
-            text.append("  │ ", style="dim")
-            text.append(f"{info.spec.id} ", style=_STATE_STYLE.get(info.state, ""))
-            if info.pinned:
-                text.append("pinned ", style="dim")
-            text.append(format_bytes(info.measured) if info.measured else info.state.value, style="dim")
+            text.append(" │ ", style="dim")
+            text.append(short_name(info.spec.id), style=_STATE_STYLE.get(info.state, ""))
+            text.append(" pinned" if info.pinned else "", style="dim")
+            text.append(f" {short_bytes(info.measured)}" if info.measured else f" {info.state.value}", style="dim")
     if activity:
         text.append("  │ ", style="dim")
         text.append(activity, style="italic")
