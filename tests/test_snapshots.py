@@ -1,0 +1,56 @@
+"""Snapshot tests: what a person sees at 80x24 (numbers pinned so the pictures are stable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workbench.core.config import Settings
+from workbench.core.inference import InferenceThread
+from workbench.core.lifecycle import ModelManager, ModelSpec
+from workbench.core.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
+from workbench.core.paths import AppPaths
+from workbench.core.services import Services
+from workbench.ui.app import WorkbenchApp
+
+
+class FixedProbe:
+    def snapshot(self) -> MemorySnapshot:
+        return MemorySnapshot(system_total=16 * GB, system_used=9 * GB, process_rss=180 * MB, mlx_active=None)
+
+
+class FixedBackend:
+    kind = "mlx-lm"
+
+    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
+        return MemoryEstimate(weights=int(2.1 * GB), kv_cache=512 * MB)
+
+    def prepare(self) -> None: ...
+
+    def load(self, spec: ModelSpec) -> Any:
+        return object()
+
+    def unload(self, handle: Any) -> None: ...
+
+    def memory_in_use(self) -> int:
+        return 0
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        return int(2.0 * GB)
+
+
+def pinned_app(home: Path) -> WorkbenchApp:
+    manager = ModelManager({"mlx-lm": FixedBackend()}, Budget(10 * GB, "test"), InferenceThread())
+    for name in ("Llama-3.2-3B-Instruct-4bit", "Qwen2.5-7B-Instruct-4bit"):
+        manager.register(ModelSpec(id=name, name=name, kind="mlx-lm", path=Path("/models") / name))
+    services = Services(paths=AppPaths.under(home), settings=Settings(), manager=manager, probe=FixedProbe(),
+                        catalog=[])  # type: ignore[arg-type]  # fmt: skip
+    return WorkbenchApp(services, import_defaults=False)
+
+
+def test_catalog_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(pinned_app(tmp_path), terminal_size=(80, 24))
+
+
+def test_models_view_at_80x24(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(pinned_app(tmp_path), press=["6", "down"], terminal_size=(80, 24))
