@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # The hub is never reachable from tests; huggingface_hub reads these at import.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("HF_TOKEN", None)
+# Never read the developer's own Hugging Face cache: tests that want one build it.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-tests-hf-home-")
 
 import pytest
 

@@ -10,9 +10,12 @@ from workbench.core.config import (
     default_config_text,
     load_settings,
     locate_key,
+    presets,
     save_key_binding,
+    save_preset,
     save_setting,
 )
+from workbench.core.sampling import BUILTIN_PRESETS, SamplingSettings
 
 
 def write(path: Path, text: str) -> Path:
@@ -197,3 +200,135 @@ def test_save_key_binding(tmp_path: Path) -> None:
     assert load_settings(path)[0].keys == {"app.palette": "ctrl+p,f1"}
     with pytest.raises(ValueError):
         save_key_binding(path, "pane.chat", " ")
+
+
+# --- [chat] -----------------------------------------------------------------------------------------
+
+CHAT = """\
+[chat]
+system_prompt = "Be brief."
+preset = "mine"
+
+# my own
+[chat.presets.mine]
+temperature = 0.3
+max_tokens = 1024
+
+[chat.presets.precise]  # override a builtin
+temperature = 0.1
+"""
+
+
+def test_chat_table(tmp_path: Path) -> None:
+    settings, issues = load_settings(write(tmp_path / "config.toml", CHAT))
+    assert issues == []
+    assert (settings.chat_system_prompt, settings.chat_preset) == ("Be brief.", "mine")
+    assert settings.chat_presets == {
+        "mine": SamplingSettings(temperature=0.3, max_tokens=1024),
+        "precise": SamplingSettings(temperature=0.1),
+    }
+
+
+def test_presets_merge_builtins_with_the_users() -> None:
+    assert presets(Settings()) == BUILTIN_PRESETS
+    mine = SamplingSettings(top_k=40)
+    merged = presets(Settings(chat_presets={"mine": mine, "greedy": SamplingSettings(max_tokens=9)}))
+    assert list(merged) == ["balanced", "precise", "creative", "greedy", "mine"]
+    assert merged["mine"] == mine
+    assert merged["greedy"] == SamplingSettings(max_tokens=9)
+    assert merged["creative"] == BUILTIN_PRESETS["creative"]
+
+
+def test_bad_preset_values_name_file_line_key_and_keep_the_rest(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "config.toml",
+        '[chat]\npreset = "mine"\n\n[chat.presets.mine]\ntemperature = "hot"\nmax_tokens = 64\ntop_q = 1\n'
+        "[chat.presets.x]\nmin_p = 1\n",
+    )
+    settings, issues = load_settings(path)
+    assert settings.chat_preset == "mine"
+    assert settings.chat_presets == {"mine": SamplingSettings(max_tokens=64), "x": SamplingSettings()}
+    assert [(i.file, i.line, i.key) for i in issues] == [
+        (path, 5, "chat.presets.mine.temperature"),
+        (path, 7, "chat.presets.mine.top_q"),
+        (path, 9, "chat.presets.x.min_p"),
+    ]
+    assert '"hot"' in issues[0].message
+    assert "did you mean top_p?" in issues[1].message
+
+
+def test_bad_preset_shapes(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "[chat]\npresets.a = 3\npresets.b = { top_k = -1, seed = 4 }\n")
+    settings, issues = load_settings(path)
+    assert settings.chat_presets == {"b": SamplingSettings(seed=4)}
+    # A key inside an inline table has no line of its own: the issue points at the table.
+    assert [(i.line, i.key) for i in issues] == [(2, "chat.presets.a"), (3, "chat.presets.b.top_k")]
+    settings, issues = load_settings(write(tmp_path / "c2.toml", "[chat]\npresets = 1\n"))
+    assert [(i.line, i.key) for i in issues] == [(2, "chat.presets")]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[chat]\npreset = "wild"\n', "chat.preset"),
+        ('[chat]\npreset = ""\n', "chat.preset"),
+        ("[chat]\nsystem_prompt = 3\n", "chat.system_prompt"),
+        ('[chat]\nsystem = "x"\n', "chat.system"),
+        ("chat = 3\n", "chat"),
+    ],
+)
+def test_bad_chat_settings(tmp_path: Path, text: str, key: str) -> None:
+    settings, issues = load_settings(write(tmp_path / "config.toml", text))
+    assert settings == Settings()
+    [issue] = issues
+    assert (issue.key, issue.line) == (key, 1 if key == "chat" else 2)
+
+
+def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", '[chat]\npreset = "wild"\n[chat.presets.mine]\ntop_k = 5\n')
+    settings, [issue] = load_settings(path)
+    assert settings.chat_preset == "balanced"
+    assert issue.message == 'unknown preset "wild" (known: balanced, precise, creative, greedy, mine)'
+
+
+def test_save_preset_keeps_comments_and_round_trips(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", COMMENTED + "\n" + CHAT)
+    fancy = SamplingSettings(0.0, 1.0, 0.05, 40, 2048, 1.1, 42)
+    save_preset(path, "mine", fancy)
+    save_preset(path, "new-one_2", SamplingSettings(top_p=0.5))
+    save_setting(path, "chat.preset", "new-one_2")
+    save_setting(path, "chat.system_prompt", "")
+    text = path.read_text(encoding="utf-8")
+    assert "# keep room for the browser" in text and "# my own" in text and "# override a builtin" in text
+    assert "[chat.presets.new-one_2]" in text
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert settings.chat_presets == {
+        "mine": fancy,
+        "precise": SamplingSettings(temperature=0.1),
+        "new-one_2": SamplingSettings(top_p=0.5),
+    }
+    assert (settings.chat_preset, settings.chat_system_prompt) == ("new-one_2", "")
+
+
+def test_save_preset_into_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    save_preset(path, "mine", SamplingSettings(temperature=0.3))
+    save_setting(path, "chat.preset", "mine")
+    assert path.read_text(encoding="utf-8").startswith("# workbench settings")
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert settings.chat_presets == {"mine": SamplingSettings(temperature=0.3)}
+    assert settings.chat_preset == "mine"
+
+
+@pytest.mark.parametrize("name", ["", "my preset", "a.b", 'q"', "ünï"])
+def test_save_preset_rejects_odd_names(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "config.toml"
+    with pytest.raises(ValueError, match="preset name"):
+        save_preset(path, name, SamplingSettings())
+    with pytest.raises(ValueError, match="save_preset"):
+        save_setting(path, "chat.presets.mine", 1)
+    with pytest.raises(ValueError, match=r"chat\.preset"):
+        save_setting(path, "chat.preset", "")
+    assert not path.exists()

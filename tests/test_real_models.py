@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core.backends.mlx_lm import GenerationStep, MlxLmBackend, generate
+from workbench.core.backends.mlx_lm import MlxLmBackend, generate
+from workbench.core.generation import GenerationStep
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
 from workbench.core.memory import Budget

@@ -11,6 +11,7 @@ from workbench.core.lifecycle import ModelManager, ModelSpec
 from workbench.core.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
 from workbench.core.paths import AppPaths
 from workbench.core.services import Services
+from workbench.core.store import Store
 from workbench.ui.app import WorkbenchApp
 
 
@@ -43,9 +44,10 @@ def pinned_app(home: Path) -> WorkbenchApp:
     manager = ModelManager({"mlx-lm": FixedBackend()}, Budget(10 * GB, "test"), InferenceThread())
     for name in ("Llama-3.2-3B-Instruct-4bit", "Qwen2.5-7B-Instruct-4bit"):
         manager.register(ModelSpec(id=name, name=name, kind="mlx-lm", path=Path("/models") / name))
-    services = Services(paths=AppPaths.under(home), settings=Settings(), manager=manager, probe=FixedProbe(),
-                        catalog=[])  # type: ignore[arg-type]  # fmt: skip
-    return WorkbenchApp(services, import_defaults=False)
+    paths = AppPaths.under(home)
+    services = Services(paths=paths, settings=Settings(), manager=manager, probe=FixedProbe(),  # type: ignore[arg-type]
+                        catalog=[], store=Store(paths.database_file))  # fmt: skip
+    return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 
 def test_catalog_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.core.sampling import BUILTIN_PRESETS, DEFAULT_PRESET, SamplingSettings, validate_sampling
+
 SYNTAX_KEY = "(syntax)"
 FILE_KEY = "(file)"
 
@@ -45,6 +47,14 @@ class Settings:
     context_length: int = 4096
     idle_unload_minutes: float = 15.0
     keys: dict[str, str] = field(default_factory=dict)
+    chat_system_prompt: str = ""
+    chat_preset: str = DEFAULT_PRESET
+    chat_presets: dict[str, SamplingSettings] = field(default_factory=dict)  # the user's own only
+
+
+def presets(settings: Settings) -> dict[str, SamplingSettings]:
+    """Every sampling preset by name: the built-in ones, overridden and extended by the user's."""
+    return {**BUILTIN_PRESETS, **settings.chat_presets}
 
 
 # --- reading TOML for people ----------------------------------------------------------------------
@@ -234,9 +244,11 @@ _FIELDS: dict[tuple[str, ...], _Field] = {
     ("models", "idle_unload_minutes"): _Field(
         "idle_unload_minutes", float, "a number of minutes >= 0 (0 = never)", lambda v: v >= 0
     ),
+    ("chat", "system_prompt"): _Field("chat_system_prompt", str, 'text ("" = the model\'s default)'),
+    ("chat", "preset"): _Field("chat_preset", str, "a preset name", lambda v: bool(v.strip())),
 }
-_TABLES = {"memory", "models", "keys"}
-_KNOWN_NAMES = [".".join(path) for path in _FIELDS] + ["keys"]
+_TABLES = {"memory", "models", "keys", "chat"}
+_KNOWN_NAMES = [".".join(path) for path in _FIELDS] + ["keys", "chat.presets"]
 
 
 def check_value(kind: type, value: object, ok: Callable[[Any], object] = lambda _v: True) -> object | None:
@@ -271,7 +283,10 @@ def load_settings(path: Path) -> tuple[Settings, list[ConfigIssue]]:
         return settings, issues
 
     def issue(parts: KeyPath, message: str) -> None:
-        issues.append(ConfigIssue(path, locate_key(text, parts), format_key(parts), message))
+        # A key inside an inline table has no line of its own: point at the nearest enclosing one.
+        lines = (locate_key(text, parts[:end]) for end in range(len(parts), 0, -1))
+        line = next((found for found in lines if found is not None), None)
+        issues.append(ConfigIssue(path, line, format_key(parts), message))
 
     def unknown(parts: tuple[str, ...]) -> None:
         close = difflib.get_close_matches(".".join(parts), _KNOWN_NAMES, n=1)
@@ -300,8 +315,34 @@ def load_settings(path: Path) -> tuple[Settings, list[ConfigIssue]]:
                     settings.keys[binding] = checked
         else:
             for sub, sub_value in value.items():
-                apply((name, sub), sub_value)
+                if (name, sub) == ("chat", "presets"):
+                    settings.chat_presets = _load_presets(sub_value, issue)
+                else:
+                    apply((name, sub), sub_value)
+
+    if settings.chat_preset not in presets(settings):
+        known = ", ".join(presets(settings))
+        issue(("chat", "preset"), f"unknown preset {describe(settings.chat_preset)} (known: {known})")
+        settings.chat_preset = DEFAULT_PRESET
     return settings, issues
+
+
+def _load_presets(value: object, issue: Callable[[KeyPath, str], None]) -> dict[str, SamplingSettings]:
+    """The user's ``[chat.presets.NAME]`` tables; a bad value is reported and that field keeps its default."""
+    if not isinstance(value, dict):
+        issue(("chat", "presets"), f"expected a table of presets ([chat.presets.NAME]), got {describe(value)}")
+        return {}
+    loaded: dict[str, SamplingSettings] = {}
+    for name, fields in value.items():
+        where = ("chat", "presets", name)
+        if not isinstance(fields, dict):
+            issue(where, f"expected a table of sampling settings ([{format_key(where)}]), got {describe(fields)}")
+            continue
+        clean, problems = validate_sampling(fields)
+        for key, message in problems:
+            issue((*where, key), message)
+        loaded[name] = SamplingSettings(**clean)
+    return loaded
 
 
 # --- writing settings back ------------------------------------------------------------------------
@@ -332,6 +373,17 @@ def default_config_text() -> str:
 [keys]
 # Key bindings: binding id = key(s), comma-separated like Textual keymaps.
 # "pane.chat" = "3"
+
+[chat]
+# Your own sampling presets are tables like the one below: any of temperature, top_p, min_p,
+# top_k, max_tokens, repetition_penalty and seed; the ones left out take the "balanced" defaults.
+#     [chat.presets.mine]
+#     temperature = 0.3
+#     max_tokens = 1024
+# System prompt for new chats; "" leaves the model's own default.
+# system_prompt = ""
+# Sampling preset new chats start with: balanced, precise, creative, greedy or one of yours.
+# preset = "balanced"
 """
 
 
@@ -345,6 +397,8 @@ def save_setting(path: Path, dotted_key: str, value: object) -> None:
     parts = tuple(dotted_key.split("."))
     if parts[0] == "keys":
         raise ValueError("key bindings are saved with save_key_binding()")
+    if parts[:2] == ("chat", "presets"):
+        raise ValueError("sampling presets are saved with save_preset()")
     spec = _FIELDS.get(parts)
     if spec is None:
         raise ValueError(f"unknown setting: {dotted_key}")
@@ -363,6 +417,20 @@ def save_key_binding(path: Path, binding_id: str, keys: str | None) -> None:
             raise ValueError(f"{binding_id}: expected keys as text, got {describe(keys)}")
         keys = checked
     _update(path, ("keys", binding_id), keys)
+
+
+def save_preset(path: Path, name: str, sampling: SamplingSettings) -> None:
+    """Write ``[chat.presets.NAME]`` with every field of ``sampling``, replacing any table of that name.
+
+    ``name`` is letters, digits, ``_`` and ``-``; anything else raises ValueError.
+    """
+    if not _BARE_KEY.fullmatch(name):
+        raise ValueError(f"preset name {name!r}: use only letters, digits, _ and -")
+    import tomlkit
+
+    table = tomlkit.table()
+    table.update(sampling.to_dict())
+    _update(path, ("chat", "presets", name), table)
 
 
 def _update(path: Path, parts: tuple[str, ...], value: object) -> None:

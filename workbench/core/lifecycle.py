@@ -197,6 +197,9 @@ class ModelManager:
 
     # --- registry and queries ---------------------------------------------------------------
 
+    def add_backend(self, backend: Backend) -> None:
+        self._backends[backend.kind] = backend
+
     def register(self, spec: ModelSpec) -> ModelInfo:
         if spec.kind not in self._backends:
             raise ModelManagerError(f"no backend for {spec.kind!r} models ({spec.name})")
@@ -214,6 +217,9 @@ class ModelManager:
 
     def info(self, model_id: str) -> ModelInfo:
         return self._record(model_id).info()
+
+    def backend_for(self, model_id: str) -> Backend:
+        return self._backends[self._record(model_id).spec.kind]
 
     def held_bytes(self) -> int:
         return sum(r.cost() for r in self._records.values() if r.resident)

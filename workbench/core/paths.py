@@ -52,5 +52,9 @@ class AppPaths:
         return self.data_dir / "models"
 
     @property
+    def database_file(self) -> Path:
+        return self.data_dir / "workbench.sqlite3"
+
+    @property
     def log_file(self) -> Path:
         return self.log_dir / "workbench.log"

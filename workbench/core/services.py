@@ -15,6 +15,7 @@ from workbench.core.lifecycle import ModelManager
 from workbench.core.local_models import local_specs
 from workbench.core.memory import MemoryProbe, resolve_budget
 from workbench.core.paths import AppPaths
+from workbench.core.store import Store
 from workbench.resources import shipped_path
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ class Services:
     manager: ModelManager
     probe: MemoryProbe
     catalog: list[CatalogEntry]
+    store: Store
     issues: list[ConfigIssue] = field(default_factory=list)
+    recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
 
     def refresh_local_models(self) -> None:
         for spec in local_specs(self.paths):
@@ -48,7 +51,8 @@ def build_services(paths: AppPaths, settings_file: Path | None = None) -> Servic
         context_length=settings.context_length,
         idle_unload_s=settings.idle_unload_minutes * 60 or None,
     )
-    services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(),
-                        catalog=catalog, issues=issues)  # fmt: skip
+    store = Store(paths.database_file)
+    services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
+                        store=store, issues=issues, recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services

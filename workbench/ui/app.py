@@ -12,15 +12,17 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from workbench.core.config import save_setting
+from workbench.core.config import presets, save_setting
 from workbench.core.lifecycle import ManagerEvent
-from workbench.core.local_models import default_chat_missing, ensure_default_chat_model
+from workbench.core.local_models import default_chat_missing, ensure_default_chat_model, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
+from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
+from workbench.ui.screens.chat import ChatPane
 from workbench.ui.screens.models import ModelsPane
-from workbench.ui.screens.placeholder import CatalogPane, ChatPane, ComparePane, DownloadsPane, EmbeddingsPane
+from workbench.ui.screens.placeholder import CatalogPane, ComparePane, DownloadsPane, EmbeddingsPane
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 from workbench.ui.widgets.pane_bar import PANES
 
@@ -44,10 +46,13 @@ class WorkbenchApp(App[None]):
     MODES = PANE_SCREENS  # type: ignore[assignment]
     DEFAULT_MODE = "catalog"
     BINDINGS = [
+        # alt+N works while typing in a text box, where a plain digit is text
         *(
-            Binding(key, f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
+            Binding(f"{key},alt+{key}", f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
             for mode, key, title in PANES
         ),
+        Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True),
+        Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -55,10 +60,11 @@ class WorkbenchApp(App[None]):
     models_version: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")
 
-    def __init__(self, services: Services, import_defaults: bool = True) -> None:
+    def __init__(self, services: Services, import_defaults: bool = True, scan_cache: bool = True) -> None:
         super().__init__()
         self.services = services
         self.import_defaults = import_defaults
+        self.scan_cache = scan_cache
         self._startup_notes: list[tuple[str, str]] = []
         self._apply_keymap()
         self._register_themes()
@@ -102,6 +108,10 @@ class WorkbenchApp(App[None]):
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, lambda theme: self._remember_theme(theme.name))
 
+        if self.services.recovered_messages:
+            note = (f"{self.services.recovered_messages} answer(s) were cut off when the app last stopped; "
+                    "they are kept and marked incomplete.")  # fmt: skip
+            self._startup_notes.append((note, "information"))
         for issue in self.services.issues:
             self._startup_notes.append((f"{issue} (using the default)", "warning"))
         for message, severity in self._startup_notes:
@@ -114,9 +124,32 @@ class WorkbenchApp(App[None]):
             self.refine_budget()
         if self.import_defaults and default_chat_missing(self.services.paths):
             self.import_default_model()
+        if self.scan_cache:
+            self.find_cached_models()
 
     async def on_unmount(self) -> None:
         await self.services.manager.aclose()
+        self.services.store.close()
+
+    def preset_sampling(self, name: str) -> SamplingSettings:
+        return presets(self.services.settings).get(name, SamplingSettings())
+
+    @work(thread=True, group="hf-cache", exit_on_error=False)
+    def find_cached_models(self) -> None:
+        """MLX models already in the Hugging Face cache (the scan imports huggingface_hub: off the UI path)."""
+        try:
+            specs = local_specs_with_cache(self.services.paths)
+        except Exception:
+            log.exception("scanning the Hugging Face cache failed")
+            return
+        self.call_from_thread(self._register_specs, specs)
+
+    def _register_specs(self, specs: list) -> None:
+        manager = self.services.manager
+        known = {info.spec.id for info in manager.models()}
+        for spec in specs:
+            if spec.id not in known:
+                manager.register(spec)
 
     # --- live state ---------------------------------------------------------------------------
 
@@ -166,6 +199,10 @@ class WorkbenchApp(App[None]):
 
     def on_import_progress(self, message: ImportProgress) -> None:
         self.activity = f"importing SmolLM2: {message.stage} {message.fraction:.0%}"
+
+    def action_next_pane(self, step: int) -> None:
+        modes = [mode for mode, _key, _title in PANES]
+        self.switch_mode(modes[(modes.index(self.current_mode) + step) % len(modes)])
 
     # --- command palette ----------------------------------------------------------------------
 

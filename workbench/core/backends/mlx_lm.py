@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core.generation import GenerationStep
 from workbench.core.lifecycle import ModelSpec
 from workbench.core.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
+from workbench.core.sampling import SamplingSettings
 
 KIND = "mlx-lm"
 
@@ -20,18 +22,6 @@ class LoadedLanguageModel:
     model: Any
     tokenizer: Any
     config: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class GenerationStep:
-    text: str
-    token: int
-    prompt_tokens: int
-    prompt_tps: float
-    generation_tokens: int
-    generation_tps: float
-    peak_memory_gb: float
-    finish_reason: str | None
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -80,24 +70,58 @@ class MlxLmBackend:
 
         return int(mx.get_active_memory())
 
+    # --- chat (on the inference thread) ---
+
+    def chat_stream(
+        self, handle: LoadedLanguageModel, messages: list[dict[str, str]], sampling: SamplingSettings
+    ) -> Iterator[GenerationStep]:
+        return generate(handle, messages, sampling)
+
+    def count_prompt_tokens(self, handle: LoadedLanguageModel, messages: list[dict[str, str]]) -> int:
+        return len(prompt_tokens(handle, messages))
+
+    def context_window(self, handle: LoadedLanguageModel) -> int | None:
+        config = handle.config.get("text_config", handle.config)
+        window = config.get("max_position_embeddings")
+        return int(window) if window else None
+
     def loaded_bytes(self, handle: Any, delta: int) -> int:
         return delta  # MLX active memory counts exactly the arrays the load created
+
+
+def _sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1.0 else 0.0,
+                           min_p=sampling.min_p, top_k=sampling.top_k)  # fmt: skip
+    processors = make_logits_processors(
+        repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None
+    )
+    return {"sampler": sampler, "logits_processors": processors}
+
+
+def prompt_tokens(loaded: LoadedLanguageModel, messages: list[dict[str, str]]) -> list[int]:
+    """The model's own chat template applied to the conversation (a string prompt would skip it)."""
+    return list(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
 def generate(
     loaded: LoadedLanguageModel,
     messages: list[dict[str, str]],
-    max_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
+    sampling: SamplingSettings | None = None,
+    max_tokens: int | None = None,
 ) -> Iterator[GenerationStep]:
     """Stream a chat answer, one step per token. Create and advance it on the inference thread."""
+    import mlx.core as mx
     from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
 
-    prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    sampler = make_sampler(temp=temperature, top_p=top_p)
-    for response in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
+    sampling = sampling or SamplingSettings(temperature=0.0)
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)
+    prompt = prompt_tokens(loaded, messages)
+    limit = max_tokens if max_tokens is not None else sampling.max_tokens
+    for response in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=limit,
+                                    **_sampling_kwargs(sampling)):  # fmt: skip
         yield GenerationStep(
             text=response.text,
             token=int(response.token),

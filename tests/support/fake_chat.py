@@ -1,0 +1,96 @@
+"""A scripted chat backend: real manager, real inference thread, fake model. For fast, exact UI tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.core.generation import GenerationStep
+from workbench.core.lifecycle import ModelSpec
+from workbench.core.memory import MB, MemoryEstimate
+from workbench.core.sampling import SamplingSettings
+
+KIND = "fake-chat"
+
+
+@dataclass
+class Script:
+    tokens: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
+    delay_s: float = 0.0
+    fail_after: int | None = None  # raise after this many tokens
+    window: int | None = 4096
+
+
+class FakeChatBackend:
+    kind = KIND
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self.calls: list[list[dict[str, str]]] = []
+        self.sampling: list[SamplingSettings] = []
+        self.emitted = 0
+        self.started = threading.Event()
+
+    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
+        return MemoryEstimate(weights=10 * MB, kv_cache=2 * MB)
+
+    def prepare(self) -> None:
+        pass
+
+    def load(self, spec: ModelSpec) -> Any:
+        return {"model": spec.id}
+
+    def unload(self, handle: Any) -> None:
+        pass
+
+    def memory_in_use(self) -> int:
+        return 0
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        return 10 * MB
+
+    def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
+                    ) -> Iterator[GenerationStep]:  # fmt: skip
+        self.calls.append(messages)
+        self.sampling.append(sampling)
+        self.started.set()
+        prompt = self.count_prompt_tokens(handle, messages)
+        tokens = self.script.tokens[: sampling.max_tokens]
+        for i, text in enumerate(tokens):
+            if self.script.fail_after is not None and i >= self.script.fail_after:
+                raise RuntimeError("the fake model fell over")
+            if self.script.delay_s:
+                time.sleep(self.script.delay_s)
+            self.emitted += 1
+            yield GenerationStep(
+                text=text, token=i, prompt_tokens=prompt, prompt_tps=1000.0, generation_tokens=i + 1,
+                generation_tps=50.0, peak_memory_gb=0.01,
+                finish_reason=("length" if len(tokens) == sampling.max_tokens else "stop") if i == len(tokens) - 1
+                else None,
+            )  # fmt: skip
+
+    def count_prompt_tokens(self, handle: Any, messages: list[dict[str, str]]) -> int:
+        return sum(len(m["content"].split()) + 4 for m in messages)
+
+    def context_window(self, handle: Any) -> int | None:
+        return self.script.window
+
+
+def fake_spec(model_id: str = "fake-chat") -> ModelSpec:
+    from pathlib import Path
+
+    return ModelSpec(id=model_id, name=model_id, kind=KIND, path=Path("/nonexistent") / model_id)
+
+
+def services_with_fake(paths: Any, script: Script | None = None) -> tuple[Any, FakeChatBackend]:
+    """The real services (config, store, manager) plus a scripted chat model registered as "fake-chat"."""
+    from workbench.core.services import build_services
+
+    services = build_services(paths)
+    backend = FakeChatBackend(script)
+    services.manager.add_backend(backend)
+    services.manager.register(fake_spec())
+    return services, backend

@@ -1,0 +1,143 @@
+"""Pilot tests of the Chat pane with a scripted backend: stream, stop, errors, regenerate, edit, history."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
+
+from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
+from workbench.core.paths import AppPaths
+from workbench.core.store import MessageStatus
+from workbench.ui.app import WorkbenchApp
+from workbench.ui.screens.chat import ChatPane
+from workbench.ui.widgets.chat_input import ChatInput
+from workbench.ui.widgets.chat_message import MessageView
+
+SIZE = (80, 24)
+WAIT = 20
+
+
+def chat_app(paths: AppPaths, script: Script | None = None) -> tuple[WorkbenchApp, FakeChatBackend]:
+    services, backend = services_with_fake(paths, script)
+    return WorkbenchApp(services, import_defaults=False, scan_cache=False), backend
+
+
+async def open_chat(app: WorkbenchApp, pilot: Pilot) -> ChatPane:
+    await pilot.press("3")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, ChatPane)
+    screen.query_one(ChatInput).focus()
+    return screen
+
+
+async def send(pilot: Pilot, text: str) -> None:
+    await pilot.press(*text)
+    await pilot.press("enter")
+
+
+async def answer_done(app: WorkbenchApp, pilot: Pilot) -> None:
+    with contextlib.suppress(WorkerCancelled):
+        await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
+    await pilot.pause()
+
+
+async def test_answer_streams_in_with_figures_and_is_saved(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(tokens=["The ", "**capital**", " is Paris."]))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        assert chat.model_id == "fake-chat"
+        await send(pilot, "capital of France?")
+        await answer_done(app, pilot)
+        views = chat.message_views()
+        assert [v.role for v in views] == ["user", "assistant"]
+        assert views[1].content == "The **capital** is Paris."
+        assert "tok/s" in str(views[1].query_one(".figures").render())
+        stored = app.services.store.messages(chat.conversation.id)
+        assert stored[-1].status is MessageStatus.COMPLETE and stored[-1].figures
+        assert backend.calls[-1][-1] == {"role": "user", "content": "capital of France?"}
+
+
+async def test_escape_stops_within_a_token_and_keeps_the_partial_answer(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(tokens=[f"w{i} " for i in range(300)], delay_s=0.02))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "talk")
+        assert await asyncio.to_thread(backend.started.wait, WAIT)
+        await pilot.pause(0.2)
+        await pilot.press("escape")
+        emitted_at_stop = backend.emitted
+        await answer_done(app, pilot)
+        assert backend.emitted <= emitted_at_stop + 1
+        answer = chat.message_views()[-1]
+        stored = app.services.store.messages(chat.conversation.id)[-1]
+        assert stored.status is MessageStatus.STOPPED
+        assert 0 < len(stored.content.split()) < 300 and answer.content == stored.content
+        assert "stopped" in str(answer.query_one(".note").render())
+
+
+async def test_backend_error_mid_stream_is_shown_in_the_message(app_paths: AppPaths) -> None:
+    app, _ = chat_app(app_paths, Script(tokens=["partial ", "answer ", "lost"], fail_after=2))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "hi")
+        await answer_done(app, pilot)
+        answer = chat.message_views()[-1]
+        assert answer.content == "partial answer "
+        assert "fell over" in str(answer.query_one(".note").render())
+        stored = app.services.store.messages(chat.conversation.id)[-1]
+        assert stored.status is MessageStatus.ERROR and "fell over" in (stored.error or "")
+        await send(pilot, "again")  # the pane still works
+        await answer_done(app, pilot)
+        assert len(chat.message_views()) == 4
+
+
+async def test_regenerate_and_edit_the_last_message(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "first")
+        await answer_done(app, pilot)
+        await pilot.press("ctrl+r")
+        await answer_done(app, pilot)
+        assert len(backend.calls) == 2 and backend.calls[1] == backend.calls[0]
+        assert len(chat.message_views()) == 2
+        await pilot.press("f2")
+        await pilot.pause()
+        assert chat.query_one(ChatInput).text == "first"
+        assert chat.message_views() == []
+        await pilot.press("end", *" again", "enter")
+        await answer_done(app, pilot)
+        assert backend.calls[-1][-1]["content"] == "first again"
+        assert next(m.content for m in app.services.store.messages(chat.conversation.id)) == "first again"
+
+
+async def test_newline_key_and_copy(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await pilot.press(*"line one", "ctrl+j", *"line two", "enter")
+        await answer_done(app, pilot)
+        assert backend.calls[-1][-1]["content"] == "line one\nline two"
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "Hello there!"
+        first = chat.message_views()[0]
+        first.focus()
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "line one\nline two"
+
+
+async def test_conversation_is_there_after_a_restart(app_paths: AppPaths) -> None:
+    app, _ = chat_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_chat(app, pilot)
+        await send(pilot, "remember me")
+        await answer_done(app, pilot)
+    again, _ = chat_app(app_paths)
+    async with again.run_test(size=SIZE) as pilot:
+        chat = await open_chat(again, pilot)
+        assert [v.content for v in chat.message_views()] == ["remember me", "Hello there!"]
+        assert isinstance(chat.message_views()[0], MessageView)

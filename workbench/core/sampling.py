@@ -1,0 +1,110 @@
+"""How a chat samples its next token: the settings, their validation and the built-in presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.7  # >= 0; 0 = greedy
+    top_p: float = 0.95  # 0 < x <= 1
+    min_p: float = 0.0  # 0 <= x < 1
+    top_k: int = 0  # >= 0; 0 = off
+    max_tokens: int = 512  # >= 1
+    repetition_penalty: float = 1.0  # >= 1.0; 1.0 = off
+    seed: int | None = None  # None = random
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name; ``seed`` only when set."""
+        data = dataclasses.asdict(self)
+        if self.seed is None:
+            del data["seed"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingSettings:
+        """Settings from any subset of the fields; raises ValueError naming each unknown or bad key."""
+        clean, problems = validate_sampling(data)
+        if problems:
+            raise ValueError("; ".join(f"{key}: {message}" for key, message in problems))
+        return cls(**clean)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: type
+    expect: str
+    ok: Callable[[Any], bool]
+
+
+_RULES: dict[str, _Rule] = {
+    "temperature": _Rule(float, "a number >= 0 (0 = greedy)", lambda v: v >= 0),
+    "top_p": _Rule(float, "a number greater than 0 and at most 1", lambda v: 0 < v <= 1),
+    "min_p": _Rule(float, "a number from 0 up to but not including 1", lambda v: 0 <= v < 1),
+    "top_k": _Rule(int, "a whole number >= 0 (0 = off)", lambda v: v >= 0),
+    "max_tokens": _Rule(int, "a whole number of tokens >= 1", lambda v: v >= 1),
+    "repetition_penalty": _Rule(float, "a number >= 1 (1 = off)", lambda v: v >= 1),
+    "seed": _Rule(int, "a whole number >= 0", lambda v: v >= 0),
+}
+
+
+def validate_sampling(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The valid values of ``data`` and a ``(key, problem)`` for each unknown key or bad value.
+
+    Ints are accepted where a float is expected (and become floats); booleans are never numbers;
+    ``seed = None`` means random.
+    """
+    clean: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in data.items():
+        rule = _RULES.get(key)
+        if rule is None:
+            close = difflib.get_close_matches(str(key), list(_RULES), n=1)
+            problems.append((key, "unknown sampling setting" + (f" (did you mean {close[0]}?)" if close else "")))
+        elif key == "seed" and value is None:
+            clean[key] = None
+        elif (checked := _check(rule, value)) is None:
+            problems.append((key, f"expected {rule.expect}, got {_show(value)}"))
+        else:
+            clean[key] = checked
+    return clean, problems
+
+
+def _check(rule: _Rule, value: object) -> object | None:
+    if isinstance(value, bool):
+        return None
+    if rule.kind is float and isinstance(value, int | float):
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+    elif not isinstance(value, rule.kind):
+        return None
+    return value if rule.ok(value) else None
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+DEFAULT_PRESET = "balanced"
+
+BUILTIN_PRESETS: dict[str, SamplingSettings] = {
+    "balanced": SamplingSettings(),
+    "precise": SamplingSettings(temperature=0.2, top_p=0.9),
+    "creative": SamplingSettings(temperature=1.0, top_p=1.0, min_p=0.05),
+    "greedy": SamplingSettings(temperature=0.0, top_p=1.0),
+}

@@ -1,0 +1,411 @@
+"""The SQLite store for what the user would miss: chats now, later compare runs, votes and jobs.
+
+The database runs in WAL mode with ``synchronous=NORMAL`` and every write is its own committed
+transaction, so a process that dies (even by SIGKILL) loses nothing it had already written. The
+schema evolves through :data:`MIGRATIONS`, applied in order and recorded in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+
+# Append only: a released migration is never edited, a change is a new script at the end.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL,
+        model_id TEXT,
+        system_prompt TEXT NOT NULL DEFAULT '',
+        sampling TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX conversations_by_updated ON conversations (updated DESC, id DESC);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+        content TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        figures TEXT,
+        created REAL NOT NULL
+    );
+    CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
+    """,
+]
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+    INCOMPLETE = "incomplete"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    role: str  # "system" | "user" | "assistant"
+    content: str
+    status: MessageStatus
+    error: str | None
+    figures: dict[str, Any] | None
+    created: float
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    model_id: str | None
+    system_prompt: str
+    sampling: dict[str, Any]
+    created: float
+    updated: float
+    message_count: int
+
+
+_CONVERSATION_SELECT = """
+    SELECT c.*, (SELECT COUNT(*) FROM messages AS m WHERE m.conversation_id = c.id) AS message_count
+    FROM conversations AS c
+"""
+
+
+class Store:
+    """Chats in one SQLite file.
+
+    Use a store from one thread only (the event loop's): the connection keeps sqlite3's default
+    ``check_same_thread=True``. Each write is a single small statement plus the conversation's
+    ``updated`` bump, committed before the method returns.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+        self._db.row_factory = sqlite3.Row
+        self._db.create_function("casefold", 1, str.casefold, deterministic=True)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._last_time = 0.0
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- conversations ----------------------------------------------------------------------------
+
+    def create_conversation(
+        self,
+        title: str = "New chat",
+        model_id: str | None = None,
+        system_prompt: str = "",
+        sampling: dict[str, Any] | None = None,
+    ) -> Conversation:
+        now = self._now()
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO conversations (title, model_id, system_prompt, sampling, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (title, model_id, system_prompt, json.dumps(sampling or {}), now, now),
+            )
+        return Conversation(cursor.lastrowid or 0, title, model_id, system_prompt, _copy(sampling or {}), now, now, 0)
+
+    def list_conversations(self, search: str = "", limit: int = 500) -> list[Conversation]:
+        """Most recently updated first; ``search`` matches any part of the title, ignoring case."""
+        rows = self._db.execute(
+            f"{_CONVERSATION_SELECT} WHERE instr(casefold(c.title), ?) > 0 ORDER BY c.updated DESC, c.id DESC LIMIT ?",
+            (search.casefold(), limit),
+        ).fetchall()
+        return [_conversation(row) for row in rows]
+
+    def get_conversation(self, conversation_id: int) -> Conversation | None:
+        row = self._db.execute(f"{_CONVERSATION_SELECT} WHERE c.id = ?", (conversation_id,)).fetchone()
+        return None if row is None else _conversation(row)
+
+    def update_conversation(
+        self,
+        conversation_id: int,
+        *,
+        title: str | None = None,
+        model_id: str | None = None,
+        system_prompt: str | None = None,
+        sampling: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the fields given (None leaves a field as it is) and bump ``updated``."""
+        changes: dict[str, Any] = {"updated": self._now()}
+        if title is not None:
+            changes["title"] = title
+        if model_id is not None:
+            changes["model_id"] = model_id
+        if system_prompt is not None:
+            changes["system_prompt"] = system_prompt
+        if sampling is not None:
+            changes["sampling"] = json.dumps(sampling)
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE conversations SET {assignments} WHERE id = ?", (*changes.values(), conversation_id)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no conversation with id {conversation_id}")
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        if not title.strip():
+            raise ValueError("a chat's title cannot be blank")
+        self.update_conversation(conversation_id, title=title.strip())
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete the conversation and, by ``ON DELETE CASCADE``, its messages."""
+        with self._write() as db:
+            if db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount == 0:
+                raise KeyError(f"no conversation with id {conversation_id}")
+
+    # --- messages -----------------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        status: MessageStatus = MessageStatus.COMPLETE,
+        figures: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> StoredMessage:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        status = MessageStatus(status)
+        now = self._now()
+        with self._write() as db:
+            self._touch(db, conversation_id, now)
+            cursor = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, status, error, figures, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation_id, role, content, status.value, error, _dumps_or_none(figures), now),
+            )
+        return StoredMessage(cursor.lastrowid or 0, conversation_id, role, content, status, error, _copy(figures), now)
+
+    def update_message(
+        self,
+        message_id: int,
+        *,
+        content: str | None = None,
+        status: MessageStatus | None = None,
+        error: str | None = None,
+        figures: dict[str, Any] | None = None,
+    ) -> None:
+        """Change the fields given (None leaves a field as it is) and bump the conversation's ``updated``."""
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if status is not None:
+            changes["status"] = MessageStatus(status).value
+        if error is not None:
+            changes["error"] = error
+        if figures is not None:
+            changes["figures"] = json.dumps(figures)
+        with self._write() as db:
+            self._touch(db, self._conversation_of(db, message_id), self._now())
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", (*changes.values(), message_id))
+
+    def delete_message(self, message_id: int) -> None:
+        with self._write() as db:
+            self._touch(db, self._conversation_of(db, message_id), self._now())
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def messages(self, conversation_id: int) -> list[StoredMessage]:
+        rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+        return [_message(row) for row in rows]
+
+    def recover_interrupted(self) -> int:
+        """Mark answers left STREAMING by a process that died as INCOMPLETE; returns how many."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE messages SET status = ? WHERE status = ?",
+                (MessageStatus.INCOMPLETE.value, MessageStatus.STREAMING.value),
+            )
+        return cursor.rowcount
+
+    # --- export ---------------------------------------------------------------------------------------
+
+    def export_markdown(self, conversation_id: int) -> str:
+        conversation = self._require(conversation_id)
+        date = datetime.fromtimestamp(conversation.created).strftime("%Y-%m-%d %H:%M")
+        model = f"`{conversation.model_id}`" if conversation.model_id else "no model"
+        blocks = [f"# {conversation.title}", f"Model: {model} · {date}"]
+        if conversation.system_prompt.strip():
+            quoted = "\n".join(f"> {line}".rstrip() for line in conversation.system_prompt.splitlines())
+            blocks.append(f"**System prompt**\n\n{quoted}")
+        for message in self.messages(conversation_id):
+            blocks.append(f"## {_HEADINGS[message.role]}")
+            if message.content:
+                blocks.append(message.content)
+            if note := _status_note(message):
+                blocks.append(f"_({note})_")
+            if line := figures_line(message.figures):
+                blocks.append(f"_{line}_")
+        return "\n\n".join(blocks) + "\n"
+
+    def export_json(self, conversation_id: int) -> str:
+        conversation = self._require(conversation_id)
+        messages = [{**asdict(message), "status": message.status.value} for message in self.messages(conversation_id)]
+        return json.dumps({"conversation": asdict(conversation), "messages": messages}, indent=2, ensure_ascii=False)
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed transaction; IMMEDIATE takes the write lock up front so it never has to upgrade."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if self._version() == len(MIGRATIONS):
+            return
+        # Under the write lock, so a second process opening the same file waits and then finds it done.
+        with self._write() as db:
+            version = self._version()
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this workbench knows ({len(MIGRATIONS)})"
+                )
+            for number in range(version + 1, len(MIGRATIONS) + 1):
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _now(self) -> float:
+        # Strictly increasing, so two writes within one clock tick still order correctly.
+        self._last_time = max(time.time(), self._last_time + 1e-6)
+        return self._last_time
+
+    @staticmethod
+    def _touch(db: sqlite3.Connection, conversation_id: int, now: float) -> None:
+        if db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id)).rowcount == 0:
+            raise KeyError(f"no conversation with id {conversation_id}")
+
+    @staticmethod
+    def _conversation_of(db: sqlite3.Connection, message_id: int) -> int:
+        row = db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no message with id {message_id}")
+        return int(row[0])
+
+    def _require(self, conversation_id: int) -> Conversation:
+        conversation = self.get_conversation(conversation_id)
+        if conversation is None:
+            raise KeyError(f"no conversation with id {conversation_id}")
+        return conversation
+
+
+_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
+
+
+def figures_line(figures: dict[str, Any] | None) -> str:
+    """``12 tokens · 7.4 tok/s · first token 0.31 s · …`` from whichever figures are present."""
+    if not figures:
+        return ""
+    formats = (
+        ("generation_tokens", "{:.0f} tokens"),
+        ("generation_tps", "{:.1f} tok/s"),
+        ("ttft_s", "first token {:.2f} s"),
+        ("prompt_tokens", "prompt {:.0f} tokens"),
+        ("prompt_tps", "prompt {:.1f} tok/s"),
+        ("peak_memory_gb", "peak memory {:.2f} GB"),
+    )
+    parts = []
+    for key, template in formats:
+        value = figures.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            parts.append(template.format(value))
+    return " · ".join(parts)
+
+
+def _status_note(message: StoredMessage) -> str:
+    match message.status:
+        case MessageStatus.STOPPED:
+            return "stopped"
+        case MessageStatus.INCOMPLETE:
+            return "incomplete: the app stopped mid-answer"
+        case MessageStatus.STREAMING:
+            return "incomplete: still being written"
+        case MessageStatus.ERROR:
+            return f"error: {message.error or 'unknown'}"
+    return ""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a SQL script, one at a time (``execute`` runs one; ``executescript`` would commit)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        yield pending
+
+
+def _dumps_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _copy(value: Any) -> Any:
+    """The value as reading it back from the store would give it (tuples become lists, and so on)."""
+    return json.loads(json.dumps(value))
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model_id=row["model_id"],
+        system_prompt=row["system_prompt"],
+        sampling=json.loads(row["sampling"]),
+        created=row["created"],
+        updated=row["updated"],
+        message_count=row["message_count"],
+    )
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        status=MessageStatus(row["status"]),
+        error=row["error"],
+        figures=None if row["figures"] is None else json.loads(row["figures"]),
+        created=row["created"],
+    )
