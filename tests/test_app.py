@@ -152,8 +152,13 @@ async def test_every_binding_has_an_id_and_a_description() -> None:
     from textual.binding import Binding
 
     from workbench.ui.app import PANE_SCREENS
+    from workbench.ui.screens.chat_history import HistoryScreen
+    from workbench.ui.screens.chat_settings import SettingsScreen
+    from workbench.ui.widgets.chat_input import ChatInput
 
-    for owner in (WorkbenchApp, *PANE_SCREENS.values()):
+    ids = WorkbenchApp.binding_ids()
+    assert {"pane.chat", "models.pin", "chat.stop", "chat.send", "history.rename"} <= ids
+    for owner in (WorkbenchApp, *PANE_SCREENS.values(), HistoryScreen, SettingsScreen, ChatInput):
         for binding in owner.__dict__.get("BINDINGS", []):  # ours, not the ones Textual inherits
             assert isinstance(binding, Binding)
             assert binding.id and binding.description, binding

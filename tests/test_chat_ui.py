@@ -141,3 +141,40 @@ async def test_conversation_is_there_after_a_restart(app_paths: AppPaths) -> Non
         chat = await open_chat(again, pilot)
         assert [v.content for v in chat.message_views()] == ["remember me", "Hello there!"]
         assert isinstance(chat.message_views()[0], MessageView)
+
+
+async def test_history_and_settings_from_the_chat_pane(app_paths: AppPaths) -> None:
+    from workbench.ui.screens.chat_history import HistoryScreen
+    from workbench.ui.screens.chat_settings import SettingsScreen
+
+    app, backend = chat_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "about cats")
+        await answer_done(app, pilot)
+        first = chat.conversation
+        await pilot.press("ctrl+n")
+        await send(pilot, "about dogs")
+        await answer_done(app, pilot)
+        assert chat.conversation.id != first.id
+
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, HistoryScreen)
+        await pilot.press("/", *"cats", "enter")
+        await pilot.pause()
+        assert chat.conversation.id == first.id
+        assert chat.message_views()[0].content == "about cats"
+
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        app.screen.query_one("#max_tokens").value = "2"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert chat.sampling.max_tokens == 2
+        await send(pilot, "short please")
+        await answer_done(app, pilot)
+        assert chat.message_views()[-1].content == "Hello there"
+        assert backend.sampling[-1].max_tokens == 2
+        assert app.services.store.get_conversation(first.id).sampling["max_tokens"] == 2

@@ -11,6 +11,7 @@ from workbench.core.generation import GenerationStep
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
 from workbench.core.memory import Budget
+from workbench.core.paths import AppPaths
 
 pytestmark = pytest.mark.real_model
 
@@ -59,3 +60,25 @@ async def test_the_manager_holds_the_default_embedder_too() -> None:
     await manager.unload(DEFAULT_EMBEDDER_ID)
     assert manager.info(DEFAULT_EMBEDDER_ID).state.value == "unloaded"
     await manager.aclose()
+
+
+async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, app_paths: AppPaths) -> None:
+    from tests.test_chat_ui import answer_done, open_chat, send
+    from workbench.core.local_models import DEFAULT_CHAT_ID
+    from workbench.core.sampling import SamplingSettings
+    from workbench.core.services import build_services
+    from workbench.ui.app import WorkbenchApp
+
+    app_paths.models_dir.mkdir(parents=True)
+    (app_paths.models_dir / DEFAULT_CHAT_ID).symlink_to(smollm2_dir)
+    app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        chat = await open_chat(app, pilot)
+        assert chat.model_id == DEFAULT_CHAT_ID
+        chat.sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=12)
+        await send(pilot, "What is the capital of France?")
+        await answer_done(app, pilot)
+        answer = chat.message_views()[-1]
+        assert "Paris" in answer.content
+        stored = app.services.store.messages(chat.conversation.id)[-1]
+        assert stored.figures and stored.figures["generation_tps"] > 0 and stored.figures["prompt_tokens"] > 10

@@ -74,10 +74,24 @@ class WorkbenchApp(App[None]):
 
     @staticmethod
     def binding_ids() -> set[str]:
-        ids = {b.id for b in WorkbenchApp.BINDINGS if isinstance(b, Binding) and b.id}
-        for screen in PANE_SCREENS.values():
-            ids |= {b.id for b in screen.BINDINGS if isinstance(b, Binding) and b.id}
-        return ids
+        """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
+        from textual.dom import DOMNode
+
+        import workbench.ui.screens.chat_history
+        import workbench.ui.screens.chat_settings  # noqa: F401  (their classes declare bindings too)
+
+        def ours(cls: type) -> list[type]:
+            found = [cls] if cls.__module__.startswith("workbench.ui") else []
+            for sub in cls.__subclasses__():
+                found += ours(sub)
+            return found
+
+        return {
+            binding.id
+            for cls in ours(DOMNode)
+            for binding in cls.__dict__.get("BINDINGS", [])
+            if isinstance(binding, Binding) and binding.id
+        }
 
     def _apply_keymap(self) -> None:
         keys = dict(self.services.settings.keys)

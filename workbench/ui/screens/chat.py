@@ -127,19 +127,32 @@ class ChatPane(PaneScreen):
 
     @on(Select.Changed, "#model-select")
     def model_chosen(self, event: Select.Changed) -> None:
-        if event.value is Select.NULL:
+        if event.value is Select.NULL or event.value == self.model_id:
             return
         self.model_id = str(event.value)
         if self.conversation is not None:
             self.store.update_conversation(self.conversation.id, model_id=self.model_id)
         self.show_status()
+        self.preload(self.model_id)
+
+    @work(group="chat-preload", exclusive=True, exit_on_error=False)
+    async def preload(self, model_id: str) -> None:
+        """Load the chosen model now, so the first answer does not wait for it; refusals say why."""
+        try:
+            await self.manager.load(model_id)
+        except ModelManagerError as exc:
+            self.notify(str(exc), title="Cannot load the model", severity="error", timeout=12)
 
     def show_status(self) -> None:
         parts = []
         if self.model_id:
-            state = self.manager.info(self.model_id).state
-            if state is not ModelState.UNLOADED:
-                parts.append(state.value)
+            info = self.manager.info(self.model_id)
+            if info.state is ModelState.LOADING:
+                parts.append("loading…")
+            elif info.state is ModelState.FAILED or (info.state is ModelState.UNLOADED and info.error):
+                parts.append("not loaded (see Models, 6)")
+            elif info.state is not ModelState.UNLOADED:
+                parts.append(info.state.value)
         parts.append(f"T {self.sampling.temperature:g} · max {self.sampling.max_tokens}")
         self.query_one("#chat-status", Static).update(" · ".join(parts))
 

@@ -1,0 +1,334 @@
+"""Pilot tests of the chat's modals: confirm/prompt dialogs, the history view and the settings screen."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Select, Static, TextArea
+
+from workbench.core.config import load_settings
+from workbench.core.paths import AppPaths
+from workbench.core.sampling import SamplingSettings
+from workbench.core.services import build_services
+from workbench.core.store import Conversation, Store
+from workbench.ui.app import WorkbenchApp
+from workbench.ui.screens.chat_history import HistoryScreen, slug, when
+from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
+from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
+
+SIZE = (80, 24)
+
+
+def make_app(paths: AppPaths) -> WorkbenchApp:
+    return WorkbenchApp(build_services(paths), import_defaults=False)
+
+
+def notices(app: WorkbenchApp) -> str:
+    return "\n".join(n.message for n in app._notifications)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "t.sqlite3")
+    yield store
+    store.close()
+
+
+def add_chats(store: Store, *titles: str) -> list[Conversation]:
+    chats = []
+    for title in titles:
+        chat = store.create_conversation(title, model_id="tiny-small")
+        store.add_message(chat.id, "user", f"hello from {title}")
+        store.add_message(chat.id, "assistant", "hi")
+        chats.append(chat)
+    return chats
+
+
+async def open_history(
+    app: WorkbenchApp, pilot: Pilot, store: Store, paths: AppPaths
+) -> tuple[HistoryScreen, list[int | None]]:
+    results: list[int | None] = []
+    screen = HistoryScreen(store, paths)
+    app.push_screen(screen, results.append)
+    await pilot.pause()
+    return screen, results
+
+
+def titles(screen: HistoryScreen) -> list[str]:
+    return [conversation.title for conversation in screen.rows]
+
+
+# --- small helpers ---------------------------------------------------------------------------------
+
+
+def test_slug_is_lowercase_ascii_and_short() -> None:
+    assert slug("Café: what's 2+2?") == "cafe-what-s-2-2"
+    assert slug("!!!") == "chat"
+    assert len(slug("word " * 30)) <= 40 and not slug("word " * 30).endswith("-")
+
+
+def test_when_is_relative_then_a_date() -> None:
+    now = 1_700_000_000.0
+    assert when(now - 5, now) == "just now"
+    assert when(now - 300, now) == "5m ago"
+    assert when(now - 3 * 3600, now) == "3h ago"
+    assert when(now - 2 * 86400, now) == "2d ago"
+    assert when(now - 30 * 86400, now).count("-") == 2
+
+
+# --- dialogs ---------------------------------------------------------------------------------------
+
+
+async def test_confirm_and_prompt_dialogs(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    results: list[object] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for keys, expected in ((["y"], True), (["enter"], True), (["n"], False), (["escape"], False)):
+            app.push_screen(ConfirmScreen("Delete it?"), results.append)
+            await pilot.pause()
+            await pilot.press(*keys)
+            await pilot.pause()
+            assert results.pop() is expected
+        app.push_screen(PromptScreen("Name?", "old"), results.append)
+        await pilot.pause()
+        await pilot.press(*"  new name ", "enter")
+        await pilot.pause()
+        assert results.pop() == "new name"
+        for keys in (["ctrl+u", "space", "enter"], ["escape"]):
+            app.push_screen(PromptScreen("Name?", "old"), results.append)
+            await pilot.pause()
+            await pilot.press(*keys)
+            await pilot.pause()
+            assert results.pop() is None
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+
+async def test_history_lists_newest_first_and_enter_opens(app_paths: AppPaths, store: Store) -> None:
+    alpha, beta, _gamma = add_chats(store, "alpha", "beta", "gamma")
+    store.add_message(alpha.id, "user", "again")  # alpha is now the most recently updated
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_history(app, pilot, store, app_paths)
+        assert titles(screen) == ["alpha", "gamma", "beta"]
+        assert screen.table.get_row_at(0)[:2] == ["alpha", "3"]
+        await pilot.press("down", "down", "enter")
+        await pilot.pause()
+        assert results == [beta.id]
+
+
+async def test_history_search_filters_as_you_type(app_paths: AppPaths, store: Store) -> None:
+    add_chats(store, "Paris trip", "Rust lifetimes", "Packing list for Paris")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_history(app, pilot, store, app_paths)
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"pari")
+        await pilot.pause()
+        assert titles(screen) == ["Packing list for Paris", "Paris trip"]
+        await pilot.press(*"sx")
+        await pilot.pause()
+        assert titles(screen) == []
+        hint = screen.query_one("#history-empty", Static)
+        assert hint.display and "No chat title contains “parisx”" in str(hint.render())
+        await pilot.press("backspace")
+        await pilot.pause()
+        await pilot.press("down", "down", "enter")  # down leaves the search box, then moves in the list
+        await pilot.pause()
+        assert results == [store.list_conversations(search="paris")[1].id]
+
+
+async def test_history_empty_shows_a_hint(app_paths: AppPaths, store: Store) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_history(app, pilot, store, app_paths)
+        assert "No chats yet" in str(screen.query_one("#history-empty", Static).render())
+        await pilot.press("enter", "r", "d", "m")  # nothing to act on: nothing happens
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("escape")
+        await pilot.pause()
+        assert results == [None]
+
+
+async def test_history_rename_keeps_the_cursor_on_the_chat(app_paths: AppPaths, store: Store) -> None:
+    _alpha, beta, _gamma = add_chats(store, "alpha", "beta", "gamma")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, _results = await open_history(app, pilot, store, app_paths)
+        await pilot.press("down", "r")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press(*"Beta renamed", "enter")
+        await pilot.pause()
+        assert app.screen is screen
+        renamed = store.get_conversation(beta.id)
+        assert renamed is not None and renamed.title == "Beta renamed"
+        assert "Beta renamed" in titles(screen)
+        selected = screen.selected()
+        assert selected is not None and selected.id == beta.id
+
+
+async def test_history_delete_asks_first(app_paths: AppPaths, store: Store) -> None:
+    alpha, beta, gamma = add_chats(store, "alpha", "beta", "gamma")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, _results = await open_history(app, pilot, store, app_paths)
+        await pilot.press("down", "d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert store.get_conversation(beta.id) is not None
+        await pilot.press("d", "y")
+        await pilot.pause()
+        assert store.get_conversation(beta.id) is None
+        assert titles(screen) == ["gamma", "alpha"]
+        selected = screen.selected()
+        assert selected is not None and selected.id == alpha.id  # the row that took its place
+        assert store.messages(beta.id) == []
+        assert store.get_conversation(gamma.id) is not None
+
+
+async def test_history_exports_markdown_and_json(app_paths: AppPaths, store: Store) -> None:
+    (chat,) = add_chats(store, "Why is the sky blue?")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_history(app, pilot, store, app_paths)
+        await pilot.press("m", "j")
+        await pilot.pause()
+        markdown = app_paths.data_dir / "exports" / f"why-is-the-sky-blue-{chat.id}.md"
+        assert markdown.is_file()
+        assert "# Why is the sky blue?" in markdown.read_text(encoding="utf-8")
+        data = json.loads(markdown.with_suffix(".json").read_text(encoding="utf-8"))
+        assert data["conversation"]["title"] == "Why is the sky blue?"
+        assert str(markdown) in notices(app)
+
+
+async def test_history_export_failure_is_a_notification(app_paths: AppPaths, store: Store) -> None:
+    add_chats(store, "alpha")
+    app_paths.data_dir.mkdir(parents=True)
+    (app_paths.data_dir / "exports").write_text("a file where the folder should be")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, _results = await open_history(app, pilot, store, app_paths)
+        await pilot.press("m")
+        await pilot.pause()
+        assert app.screen is screen
+        assert "Could not write" in notices(app)
+
+
+async def test_history_escape_returns_none(app_paths: AppPaths, store: Store) -> None:
+    add_chats(store, "alpha")
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        _screen, results = await open_history(app, pilot, store, app_paths)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert results == [None]
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+async def open_settings(
+    app: WorkbenchApp, pilot: Pilot, current: ChatSettings | None = None
+) -> tuple[SettingsScreen, list[ChatSettings | None]]:
+    results: list[ChatSettings | None] = []
+    screen = SettingsScreen(app.services, current or ChatSettings("", SamplingSettings()))
+    app.push_screen(screen, results.append)
+    await pilot.pause()
+    return screen, results
+
+
+async def replace_text(pilot: Pilot, widget: Input | TextArea, text: str) -> None:
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("ctrl+shift+a" if isinstance(widget, Input) else "f7", "backspace", *text)
+
+
+async def test_settings_preset_then_edit_then_apply(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_settings(app, pilot)
+        select = screen.query_one("#preset", Select)
+        assert select.value == "balanced" and app.focused is select
+        await pilot.press("enter", "down", "enter")  # balanced -> precise
+        await pilot.pause()
+        assert select.value == "precise"
+        assert screen.query_one("#temperature", Input).value == "0.2"
+        assert screen.query_one("#top_p", Input).value == "0.9"
+        await replace_text(pilot, screen.query_one("#max_tokens", Input), "64")
+        await replace_text(pilot, screen.query_one("#system-prompt", TextArea), "Answer in one line.")
+        await pilot.pause()
+        assert select.value == Select.NULL  # edited away from the preset: shown as "Custom"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert results == [
+            ChatSettings("Answer in one line.", SamplingSettings(temperature=0.2, top_p=0.9, max_tokens=64))
+        ]
+
+
+async def test_settings_bad_value_keeps_the_screen_open(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_settings(app, pilot)
+        temperature = screen.query_one("#temperature", Input)
+        await replace_text(pilot, temperature, "-1")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen and results == []
+        assert "temperature: expected a number >= 0" in notices(app)
+        assert temperature.has_class("-invalid") and screen.query_one("#temperature-hint").has_class("-error")
+        assert app.focused is temperature
+        await replace_text(pilot, temperature, "0.5")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert results == [ChatSettings("", SamplingSettings(temperature=0.5))]
+
+
+async def test_settings_blank_seed_is_random_and_escape_cancels(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        current = ChatSettings("Be brief.", SamplingSettings(seed=7))
+        screen, results = await open_settings(app, pilot, current)
+        seed = screen.query_one("#seed", Input)
+        assert seed.value == "7" and screen.query_one("#preset", Select).value == Select.NULL
+        await replace_text(pilot, seed, "")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert results == [ChatSettings("Be brief.", SamplingSettings())]
+        _screen, results = await open_settings(app, pilot, current)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert results == [None]
+
+
+async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, results = await open_settings(app, pilot)
+        await replace_text(pilot, screen.query_one("#temperature", Input), "0.3")
+        await replace_text(pilot, screen.query_one("#max_tokens", Input), "1024")
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press(*"bad name", "enter")  # a space is not allowed: nothing is written
+        await pilot.pause()
+        assert "preset name" in notices(app)
+        assert not app_paths.config_file.exists()
+        await pilot.press("ctrl+t", *"mine", "enter")
+        await pilot.pause()
+        wanted = SamplingSettings(temperature=0.3, max_tokens=1024)
+        settings, issues = load_settings(app_paths.config_file)
+        assert not issues and settings.chat_presets == {"mine": wanted}
+        assert app.services.settings.chat_presets["mine"] == wanted
+        assert screen.query_one("#preset", Select).value == "mine"
+        assert app.screen is screen and results == []
