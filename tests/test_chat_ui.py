@@ -10,6 +10,7 @@ from textual.worker import WorkerCancelled
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from workbench.core.paths import AppPaths
+from workbench.core.sampling import SamplingSettings
 from workbench.core.store import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat import ChatPane
@@ -178,3 +179,28 @@ async def test_history_and_settings_from_the_chat_pane(app_paths: AppPaths) -> N
         assert chat.message_views()[-1].content == "Hello there"
         assert backend.sampling[-1].max_tokens == 2
         assert app.services.store.get_conversation(first.id).sampling["max_tokens"] == 2
+
+
+async def test_paints_are_bounded_however_fast_tokens_come(app_paths: AppPaths, monkeypatch) -> None:
+    import time
+
+    from textual.widgets._markdown import MarkdownStream
+
+    writes: list[float] = []
+    original = MarkdownStream.write
+
+    async def counting_write(self: MarkdownStream, fragment: str) -> None:
+        writes.append(time.monotonic())
+        await original(self, fragment)
+
+    monkeypatch.setattr(MarkdownStream, "write", counting_write)
+    app, _ = chat_app(app_paths, Script(tokens=[f"t{i} " for i in range(3000)]))  # no delay: as fast as it gets
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        chat.sampling = SamplingSettings(max_tokens=3000)
+        started = time.monotonic()
+        await send(pilot, "flood")
+        await answer_done(app, pilot)
+        elapsed = time.monotonic() - started
+        assert chat.message_views()[-1].content.count(" ") == 3000
+    assert len(writes) <= elapsed * 30 + 2  # 30 paints a second at most, plus the final flush
