@@ -204,3 +204,19 @@ async def test_paints_are_bounded_however_fast_tokens_come(app_paths: AppPaths, 
         elapsed = time.monotonic() - started
         assert chat.message_views()[-1].content.count(" ") == 3000
     assert len(writes) <= elapsed * 30 + 2  # 30 paints a second at most, plus the final flush
+
+
+async def test_quitting_mid_answer_keeps_it_as_stopped(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(tokens=[f"w{i} " for i in range(1000)], delay_s=0.01))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "long one")
+        assert await asyncio.to_thread(backend.started.wait, WAIT)
+        await pilot.pause(0.2)
+        conversation_id = chat.conversation.id
+    from workbench.core.store import Store
+
+    store = Store(app_paths.database_file)
+    answer = store.messages(conversation_id)[-1]
+    assert answer.status is MessageStatus.STOPPED and answer.content.startswith("w0 ")
+    store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -261,18 +263,23 @@ class ChatPane(PaneScreen):
                     status = MessageStatus.STOPPED if event.stopped else MessageStatus.COMPLETE
         except (ModelManagerError, ChatError) as exc:
             status, error = MessageStatus.ERROR, str(exc)
+        except asyncio.CancelledError:  # the app is closing: keep what came, as a stopped answer
+            run.stop()
+            status = MessageStatus.STOPPED
+            raise
         except Exception as exc:  # a backend failing mid-answer: keep what came, say what happened
             log.exception("chat generation failed")
             status, error = MessageStatus.ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            if pending:
-                await stream.write(pending)
-            await stream.stop()
             self.store.update_message(message_id, content=text, status=status, error=error,
                                       figures=figures.to_dict() if figures else None)  # fmt: skip
+            self.run = None
             view.content = text
             view.set_result(status, figures, error)
-            self.run = None
+            with contextlib.suppress(asyncio.CancelledError):
+                if pending:
+                    await stream.write(pending)
+                await stream.stop()
             self.transcript.scroll_end(animate=False)
             self.show_status()
 
