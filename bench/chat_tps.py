@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import os
 import statistics
 import sys
@@ -70,6 +71,7 @@ class WorkbenchRun:
     generation: Generation
     stalls: Stalls
     first_text_s: float  # Enter to the first painted text
+    gc_ms: list[float]  # Python garbage collections that ended while the answer streamed, in ms
 
 
 def early(generation: Generation, wanted: int) -> str:
@@ -127,6 +129,24 @@ class StallMonitor:
         return [late for at, late in self.samples if start <= at <= end]
 
 
+class GcPauses:
+    """A ``gc.callbacks`` hook: how long each collection took. Collections hold the GIL: every thread waits."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []  # (end time, ms)
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        else:
+            self.samples.append((now, (now - self._started) * 1000))
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [ms for at, ms in self.samples if start <= at <= end]
+
+
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -161,8 +181,9 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
         await pilot.press(*PROMPT)
         await pilot.pause()
 
-        monitor = StallMonitor()
+        monitor, collections = StallMonitor(), GcPauses()
         watcher = asyncio.create_task(monitor.run())
+        gc.callbacks.append(collections)
         try:
             sent = time.perf_counter()
             await pilot.press("enter")
@@ -174,6 +195,7 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
             await wait_until(lambda: chat.run is None, limit, "answer finished")
             done = time.perf_counter()
         finally:
+            gc.callbacks.remove(collections)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -189,7 +211,7 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
             figures["generation_tokens"], figures["generation_tps"], figures["prompt_tokens"], finish, stored.content
         )
         stalls = Stalls(monitor.between(first_text, done), before_first_text=monitor.between(sent, first_text))
-        return WorkbenchRun(generation, stalls, first_text - sent)
+        return WorkbenchRun(generation, stalls, first_text - sent, collections.between(first_text, done))
 
 
 def workbench_round(models_dir: Path, tokens: int) -> WorkbenchRun:
@@ -214,7 +236,8 @@ def show_wb(label: str, run: WorkbenchRun, wanted: int) -> None:
     prefill_max, _ = Stalls.summary(run.stalls.before_first_text)
     print(
         f"{label:<8} wb   {g.tokens:>4} tok  {g.tps:6.2f} tok/s  stall max {stall_max:.1f} ms p99 {stall_p99:.1f} ms"
-        f"   (first text {run.first_text_s:.1f} s, stall before it max {prefill_max:.1f} ms){early(g, wanted)}"
+        f"   (longest gc {max(run.gc_ms, default=0):.0f} ms; first text {run.first_text_s:.1f} s,"
+        f" stall before it max {prefill_max:.1f} ms){early(g, wanted)}"
     )
 
 
@@ -260,6 +283,10 @@ def main() -> None:
     p99_stall = max(Stalls.summary(r.stalls.streaming)[1] for r in ours)
     print(f"median   raw {raw_tps:.2f} tok/s   wb {wb_tps:.2f} tok/s   ratio {ratio:.2f}")
     print(f"stalls   max {max_stall:.1f} ms, worst round p99 {p99_stall:.1f} ms (5 ms sleeps while streaming)")
+    longest_gc = max((ms for r in ours for ms in r.gc_ms), default=0.0)
+    if max_stall > GOAL_STALL_MS and longest_gc > GOAL_STALL_MS:
+        print(f"note: Python's garbage collector paused for up to {longest_gc:.0f} ms while answers streamed"
+              " (a full collection holds the GIL; gc.freeze() after loading keeps it short)")  # fmt: skip
     short = [g.tokens for g in raw + [r.generation for r in ours] if g.tokens < args.tokens]
     if short:
         print(f"note: {len(short)} run(s) stopped before {args.tokens} tokens (at {short}): EOS")
