@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.config import Settings
+from workbench.core.downloads import DownloadQueue
+from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
 from workbench.core.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
@@ -45,13 +47,15 @@ def pinned_app(home: Path) -> WorkbenchApp:
     for name in ("Llama-3.2-3B-Instruct-4bit", "Qwen2.5-7B-Instruct-4bit"):
         manager.register(ModelSpec(id=name, name=name, kind="mlx-lm", path=Path("/models") / name))
     paths = AppPaths.under(home)
+    store = Store(paths.database_file)
     services = Services(paths=paths, settings=Settings(), manager=manager, probe=FixedProbe(),  # type: ignore[arg-type]
-                        catalog=[], store=Store(paths.database_file))  # fmt: skip
+                        catalog=[], store=store, hub=HubCatalog(paths.data_dir / "hub"),
+                        downloads=DownloadQueue(store))  # fmt: skip
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 
-def test_catalog_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(pinned_app(tmp_path), terminal_size=(80, 24))
+def test_downloads_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(pinned_app(tmp_path), press=["2"], terminal_size=(80, 24))
 
 
 def test_models_view_at_80x24(snap_compare, tmp_path: Path) -> None:

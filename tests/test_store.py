@@ -248,26 +248,28 @@ def test_reopening_sees_everything(db_path: Path) -> None:
 
 def test_migration_version_is_recorded_and_not_rerun(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(db_path).close()
+    shipped = len(store_module.MIGRATIONS)
     with closing(sqlite3.connect(db_path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(store_module.MIGRATIONS) == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == shipped
 
     probe = "CREATE TABLE probe (n INTEGER);\nINSERT INTO probe VALUES (1);"
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, probe])
     for _ in range(3):  # only the first open applies the new migration; rerunning would fail on CREATE TABLE
         Store(db_path).close()
     with closing(sqlite3.connect(db_path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == shipped + 1
         assert db.execute("SELECT COUNT(*) FROM probe").fetchone()[0] == 1
 
 
 def test_failed_migration_leaves_nothing_half_done(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(db_path).close()
+    shipped = len(store_module.MIGRATIONS)
     broken = "CREATE TABLE half (n INTEGER);\nTHIS IS NOT SQL;"
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
     with pytest.raises(sqlite3.OperationalError):
         Store(db_path)
     with closing(sqlite3.connect(db_path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == shipped
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchall() == []
 
 
@@ -308,3 +310,17 @@ def test_write_survives_sigkill(db_path: Path) -> None:
         assert store.messages(conversation.id)[1].status is MessageStatus.INCOMPLETE
     finally:
         store.close()
+
+
+def test_download_jobs_are_queued_in_order(db_path: Path) -> None:
+    from workbench.core.downloads import DownloadQueue
+
+    queue = DownloadQueue(Store(db_path))
+    first = queue.enqueue("mlx-community/a-4bit")
+    queue.enqueue("mlx-community/b-4bit", files=["config.json"])
+    assert queue.enqueue("mlx-community/a-4bit") == first  # queuing twice is a no-op
+    jobs = DownloadQueue(Store(db_path)).jobs()
+    assert [(j.repo_id, j.files, j.state) for j in jobs] == [
+        ("mlx-community/a-4bit", [], "queued"),
+        ("mlx-community/b-4bit", ["config.json"], "queued"),
+    ]

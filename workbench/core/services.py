@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from workbench.core.backends.mlx_lm import MlxLmBackend
 from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
+from workbench.core.downloads import DownloadQueue
+from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager
 from workbench.core.local_models import local_specs
@@ -29,6 +32,8 @@ class Services:
     probe: MemoryProbe
     catalog: list[CatalogEntry]
     store: Store
+    hub: HubCatalog
+    downloads: DownloadQueue
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
 
@@ -37,7 +42,7 @@ class Services:
             self.manager.register(spec)
 
 
-def build_services(paths: AppPaths, settings_file: Path | None = None) -> Services:
+def build_services(paths: AppPaths, settings_file: Path | None = None, hub_endpoint: str | None = None) -> Services:
     """Read config and catalog (collecting issues instead of failing) and build the model manager."""
     settings, issues = load_settings(settings_file or paths.config_file)
     catalog, catalog_issues = load_effective_catalog(shipped_path("catalog.toml"), paths.user_catalog)
@@ -52,7 +57,11 @@ def build_services(paths: AppPaths, settings_file: Path | None = None) -> Servic
         idle_unload_s=settings.idle_unload_minutes * 60 or None,
     )
     store = Store(paths.database_file)
+    # HF_ENDPOINT (read here, not only by huggingface_hub at import) points the catalog at another hub
+    hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=hub_endpoint or os.environ.get("HF_ENDPOINT"),
+                     context_length=settings.context_length)  # fmt: skip
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, issues=issues, recovered_messages=store.recover_interrupted())  # fmt: skip
+                        store=store, hub=hub, downloads=DownloadQueue(store), issues=issues,
+                        recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services

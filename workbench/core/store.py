@@ -45,6 +45,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX messages_by_conversation ON messages (conversation_id, id);
     """,
+    # 2: the download queue (issue 5 grows it); the catalog hands repos to it
+    """
+    CREATE TABLE download_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        repo_id TEXT NOT NULL,
+        revision TEXT NOT NULL DEFAULT 'main',
+        files TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL DEFAULT 'queued',
+        priority INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX download_jobs_by_state ON download_jobs (state, priority DESC, id);
+    """,
 ]
 
 
@@ -84,6 +99,19 @@ _CONVERSATION_SELECT = """
     SELECT c.*, (SELECT COUNT(*) FROM messages AS m WHERE m.conversation_id = c.id) AS message_count
     FROM conversations AS c
 """
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    id: int
+    repo_id: str
+    revision: str
+    files: list[str]  # empty: the default selection
+    state: str
+    priority: int
+    error: str | None
+    created: float
+    updated: float
 
 
 class Store:
@@ -274,6 +302,28 @@ class Store:
         return json.dumps({"conversation": asdict(conversation), "messages": messages}, indent=2, ensure_ascii=False)
 
     # --- internals ------------------------------------------------------------------------------------
+
+    # --- download jobs --------------------------------------------------------------------------
+
+    def add_download_job(self, repo_id: str, revision: str = "main", files: list[str] | None = None) -> DownloadJob:
+        now = self._now()
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO download_jobs (repo_id, revision, files, created, updated) VALUES (?, ?, ?, ?, ?)",
+                (repo_id, revision, json.dumps(files or []), now, now),
+            )
+        return DownloadJob(cursor.lastrowid or 0, repo_id, revision, list(files or []), "queued", 0, None, now, now)
+
+    def download_jobs(self) -> list[DownloadJob]:
+        rows = self._db.execute("SELECT * FROM download_jobs ORDER BY priority DESC, id").fetchall()
+        return [
+            DownloadJob(
+                id=row["id"], repo_id=row["repo_id"], revision=row["revision"], files=json.loads(row["files"]),
+                state=row["state"], priority=row["priority"], error=row["error"], created=row["created"],
+                updated=row["updated"],
+            )
+            for row in rows
+        ]
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

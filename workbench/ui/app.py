@@ -20,9 +20,10 @@ from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
+from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane
 from workbench.ui.screens.models import ModelsPane
-from workbench.ui.screens.placeholder import CatalogPane, ComparePane, DownloadsPane, EmbeddingsPane
+from workbench.ui.screens.placeholder import ComparePane, DownloadsPane, EmbeddingsPane
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 from workbench.ui.widgets.pane_bar import PANES
 
@@ -77,6 +78,7 @@ class WorkbenchApp(App[None]):
         """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
         from textual.dom import DOMNode
 
+        import workbench.ui.screens.catalog_details
         import workbench.ui.screens.chat_history
         import workbench.ui.screens.chat_settings  # noqa: F401  (their classes declare bindings too)
 

@@ -10,11 +10,6 @@ from textual.widgets import Static
 from workbench.ui.screens.base import PaneScreen
 
 _PLANNED = {
-    "catalog": (
-        "Catalog",
-        "Search Hugging Face for MLX builds, read model cards and file sizes, and get an honest "
-        "'fits in memory?' verdict. Curated starter models come from catalog.toml.",
-    ),
     "downloads": (
         "Downloads",
         "A persistent, resumable download queue into the standard Hugging Face cache, driven by keys.",
@@ -56,18 +51,6 @@ class PlaceholderPane(PaneScreen):
 
     def extra_text(self) -> str:
         return ""
-
-
-class CatalogPane(PlaceholderPane):
-    MODE = "catalog"
-
-    def extra_text(self) -> str:
-        catalog = self.app.services.catalog  # type: ignore[attr-defined]
-        chat = sum(1 for e in catalog if e.kind == "chat")
-        return (
-            f"The curated catalog is already read: {chat} chat models and {len(catalog) - chat} "
-            "embedding models.\n\n"
-        )
 
 
 class DownloadsPane(PlaceholderPane):

@@ -1,0 +1,269 @@
+"""The Catalog pane: curated models first, then Hugging Face search with filters, sort, paging and fit verdicts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Input, Static
+
+from workbench.core.catalog import CatalogEntry
+from workbench.core.hub import FitVerdict, HubCatalog, HubError, HubModel, SearchPage, SearchQuery, fit_verdict
+from workbench.core.local_status import LocalStatus, local_status
+from workbench.core.memory import GB, format_bytes
+from workbench.ui.screens.base import PaneScreen
+
+log = logging.getLogger(__name__)
+
+# What decides a choice comes first, so it stays on screen at 80 columns; the rest scrolls.
+COLUMNS = ("Model", "Fit", "Size", "Params", "Quant", "Local", "Downloads", "Likes", "Updated")
+NAME_WIDTH = 34
+PAGES = Binding.Group("Page", compact=True)
+SORT_ORDER = ["downloads", "likes", "trending", "updated"]
+TASKS = [None, "text-generation", "feature-extraction", "sentence-similarity", "image-text-to-text"]
+VERDICT_STYLE = {FitVerdict.FITS: "green", FitVerdict.TIGHT: "yellow", FitVerdict.WONT_FIT: "red"}
+
+
+def count(n: int) -> str:
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}".replace(".0", "")
+    return str(n)
+
+
+def params_text(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e9:.1f}B".replace(".0B", "B") if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def age_text(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes:.0f} min old"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.0f} h old"
+    return f"{minutes / 1440:.0f} days old"
+
+
+def short_name(repo_id: str) -> str:
+    return repo_id if len(repo_id) <= NAME_WIDTH else repo_id[: NAME_WIDTH - 1] + "…"
+
+
+def verdict_cell(verdict: FitVerdict, exact: bool = True) -> Text:
+    label = verdict.value if exact or verdict is FitVerdict.UNKNOWN else f"{verdict.value}≈"
+    return Text(label, style=VERDICT_STYLE.get(verdict, "dim"))
+
+
+class CatalogPane(PaneScreen):
+    MODE = "catalog"
+
+    BINDINGS = [
+        Binding("slash", "focus_search", "Search", id="catalog.search"),
+        Binding("f", "toggle_mlx", "MLX", id="catalog.mlx"),
+        Binding("s", "cycle_sort", "Sort", id="catalog.sort"),
+        Binding("t", "cycle_task", "Task", id="catalog.task"),
+        Binding("a", "author", "Author", id="catalog.author"),
+        Binding("left_square_bracket", "page(-1)", "Previous page", id="catalog.previous-page", group=PAGES),
+        Binding("right_square_bracket", "page(1)", "Next page", id="catalog.next-page", group=PAGES),
+        Binding("d", "download", "Download", id="catalog.download"),
+        Binding("r", "retry", "Retry", id="catalog.retry"),
+    ]
+
+    DEFAULT_CSS = """
+    CatalogPane #catalog-search { height: 3; }
+    CatalogPane #catalog-status { height: 1; padding: 0 1; color: $text-muted; }
+    CatalogPane #catalog-status.-error { color: $error; }
+    CatalogPane #catalog-table { height: 1fr; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_state = SearchQuery()
+        self.page = 0
+        self.result: SearchPage | None = None
+        self.rows: list[HubModel | CatalogEntry] = []
+        self.error: HubError | None = None
+        self.local: dict[str, LocalStatus] = {}
+
+    @property
+    def hub(self) -> HubCatalog:
+        return self.app.services.hub  # type: ignore[attr-defined]
+
+    def compose_body(self) -> ComposeResult:
+        yield Input(placeholder="/ to search Hugging Face, e.g. qwen coder", id="catalog-search")
+        yield Static("", id="catalog-status")
+        table: DataTable[str | Text] = DataTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "models_version", lambda _v: self.render_rows())  # the budget may change
+        cached = self.hub.last_cached(self.query_state)
+        if cached is not None:  # the last results, instantly and offline; fresh ones follow
+            self.result = cached
+        self.render_rows()
+        self.query_one(DataTable).focus()
+        self.run_search()
+
+    # --- searching --------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#catalog-search")
+    def search_submitted(self, event: Input.Submitted) -> None:
+        self.query_state = replace(self.query_state, text=event.value.strip())
+        self.page = 0
+        self.run_search()
+        self.query_one(DataTable).focus()
+
+    @work(thread=True, exclusive=True, group="catalog-search", exit_on_error=False)
+    def run_search(self) -> None:
+        query, page = self.query_state, self.page
+        self.app.call_from_thread(self.show_status, "searching…")
+        try:
+            result: SearchPage | HubError = self.hub.search(query, page)
+        except HubError as exc:
+            result = exc
+        except Exception as exc:  # never let a surprise kill the pane
+            log.exception("catalog search failed")
+            result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
+        statuses = {}
+        if isinstance(result, SearchPage):
+            statuses = {m.repo_id: local_status(m.repo_id) for m in result.models}
+        self.app.call_from_thread(self.show_result, query, page, result, statuses)
+
+    def show_result(self, query: SearchQuery, page: int, result: SearchPage | HubError,
+                    statuses: dict[str, LocalStatus]) -> None:  # fmt: skip
+        if query != self.query_state or page != self.page:
+            return  # an older search finished after a newer one started
+        self.local = statuses
+        if isinstance(result, HubError):
+            self.error = result
+        else:
+            self.error, self.result = None, result
+        self.render_rows()
+
+    # --- rendering ---------------------------------------------------------------------------------
+
+    def curated_rows(self) -> list[CatalogEntry]:
+        if self.page:
+            return []
+        catalog: list[CatalogEntry] = self.app.services.catalog  # type: ignore[attr-defined]
+        text = self.query_state.text.lower()
+        words = text.split()
+        return [e for e in catalog if all(w in f"{e.repo_id} {e.name} {e.note}".lower() for w in words)
+                and (e.kind == "chat" or not self.query_state.mlx_only or not text)]  # fmt: skip
+
+    def render_rows(self) -> None:
+        table = self.query_one(DataTable)
+        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        local = self.local
+        cursor = table.cursor_row
+        table.clear()
+        self.rows = []
+        for entry in self.curated_rows():
+            verdict = fit_verdict(int(entry.memory_gb * GB), budget)
+            table.add_row(Text("★ " + short_name(entry.repo_id)), verdict_cell(verdict), f"{entry.size_gb:.1f} GB",
+                          entry.params, entry.quantization, "", "", "", "")  # fmt: skip
+            self.rows.append(entry)
+        curated = {e.repo_id for e in self.rows if isinstance(e, CatalogEntry)}
+        for model in self.result.models if self.result else []:
+            if model.repo_id in curated:
+                continue
+            verdict = fit_verdict(model.memory_bytes, budget)
+            updated = model.last_modified[:10] if model.last_modified else ""
+            status = local.get(model.repo_id, LocalStatus.NOT_DOWNLOADED)
+            table.add_row(short_name(model.repo_id), verdict_cell(verdict, model.kv_exact),
+                          format_bytes(model.weights_bytes) if model.weights_bytes else "?", params_text(model.params),
+                          model.quantization or "?", status.value, count(model.downloads), count(model.likes),
+                          updated)  # fmt: skip
+            self.rows.append(model)
+        if self.rows:
+            table.move_cursor(row=min(max(cursor, 0), len(self.rows) - 1))
+        self.show_status()
+
+    def show_status(self, note: str = "") -> None:
+        status = self.query_one("#catalog-status", Static)
+        q = self.query_state
+        parts = ["MLX builds" if q.mlx_only else "all models", f"sort: {q.sort}"]
+        if q.task:
+            parts.append(f"task: {q.task}")
+        if q.author:
+            parts.append(f"author: {q.author}")
+        parts.append(f"page {self.page + 1}")
+        if self.result is not None and self.result.from_cache:
+            parts.append(f"cached, {age_text(self.result.age_s())}")
+        if note:
+            parts.append(note)
+        status.set_class(self.error is not None, "-error")
+        if self.error is not None:
+            status.update(f"{self.error.kind}: {self.error} — r retries")
+        else:
+            status.update(" · ".join(parts))
+
+    # --- actions ------------------------------------------------------------------------------------
+
+    def selected(self) -> HubModel | CatalogEntry | None:
+        row = self.query_one(DataTable).cursor_row
+        return self.rows[row] if 0 <= row < len(self.rows) else None
+
+    def action_focus_search(self) -> None:
+        self.query_one("#catalog-search", Input).focus()
+
+    def restart(self, **changes: object) -> None:
+        self.query_state = replace(self.query_state, **changes)  # type: ignore[arg-type]
+        self.page = 0
+        self.result = self.hub.last_cached(self.query_state)
+        self.render_rows()
+        self.run_search()
+
+    def action_toggle_mlx(self) -> None:
+        self.restart(mlx_only=not self.query_state.mlx_only)
+
+    def action_cycle_sort(self) -> None:
+        self.restart(sort=SORT_ORDER[(SORT_ORDER.index(self.query_state.sort) + 1) % len(SORT_ORDER)])
+
+    def action_cycle_task(self) -> None:
+        self.restart(task=TASKS[(TASKS.index(self.query_state.task) + 1) % len(TASKS)])
+
+    def action_author(self) -> None:
+        from workbench.ui.screens.dialogs import PromptScreen
+
+        def chosen(author: str | None) -> None:
+            self.restart(author=author or None)
+
+        self.app.push_screen(PromptScreen("Only models by (empty for everyone)", self.query_state.author or ""),
+                             chosen)  # fmt: skip
+
+    def action_page(self, step: int) -> None:
+        if step > 0 and not (self.result and self.result.has_next):
+            return
+        self.page = max(0, self.page + step)
+        self.result = None
+        self.render_rows()
+        self.run_search()
+
+    def action_retry(self) -> None:
+        self.error = None
+        self.run_search()
+
+    def action_download(self) -> None:
+        item = self.selected()
+        if item is None:
+            return
+        job = self.app.services.downloads.enqueue(item.repo_id)  # type: ignore[attr-defined]
+        self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
+
+    @on(DataTable.RowSelected, "#catalog-table")
+    def open_details(self) -> None:
+        from workbench.ui.screens.catalog_details import DetailsScreen
+
+        item = self.selected()
+        if item is not None:
+            self.app.push_screen(DetailsScreen(item.repo_id))
+

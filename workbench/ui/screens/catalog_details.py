@@ -1,0 +1,98 @@
+"""One hub model in full: the card, licence, gating, files with sizes, and what a download would fetch."""
+
+from __future__ import annotations
+
+import logging
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Markdown, Static
+
+from workbench.core.hub import HubError, ModelDetails, fit_verdict
+from workbench.core.memory import format_bytes
+
+log = logging.getLogger(__name__)
+
+
+class DetailsScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="details.back"),
+        Binding("d", "download", "Download", id="details.download"),
+        Binding("r", "retry", "Retry", id="details.retry"),
+        Binding("tab", "app.focus_next", "Card/files", id="details.focus-next", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    DetailsScreen #details-head { height: auto; padding: 0 1; background: $panel; }
+    DetailsScreen #details-head.-error { color: $error; }
+    DetailsScreen #details-card { height: 2fr; padding: 0 1; }
+    DetailsScreen #details-files { height: 1fr; }
+    """
+
+    def __init__(self, repo_id: str) -> None:
+        super().__init__()
+        self.repo_id = repo_id
+        self.details: ModelDetails | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"{self.repo_id}\nloading…", id="details-head")
+        with VerticalScroll(id="details-card"):
+            yield Markdown("")
+        table: DataTable[str] = DataTable(id="details-files", cursor_type="row")
+        table.add_columns("File", "Size", "Fetched")
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def load(self) -> None:
+        try:
+            result: ModelDetails | HubError = self.app.services.hub.details(self.repo_id)  # type: ignore[attr-defined]
+        except HubError as exc:
+            result = exc
+        except Exception as exc:
+            log.exception("loading details of %s failed", self.repo_id)
+            result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
+        self.app.call_from_thread(self.show, result)
+
+    def show(self, result: ModelDetails | HubError) -> None:
+        head = self.query_one("#details-head", Static)
+        if isinstance(result, HubError):
+            head.set_class(True, "-error")
+            head.update(f"{self.repo_id}\n{result.kind}: {result} — r retries, Esc goes back")
+            return
+        head.set_class(False, "-error")
+        self.details = result
+        model = result.model
+        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        verdict = fit_verdict(model.memory_bytes, budget)
+        gated = {False: "not gated", "auto": "gated (automatic approval)", "manual": "gated (manual approval)"}
+        memory = (f"needs {format_bytes(model.memory_bytes)} (weights {format_bytes(model.weights_bytes)} + KV cache "
+                  f"{format_bytes(model.kv_bytes)}{'' if model.kv_exact else ' estimated'}) → {verdict.value} in "
+                  f"the {format_bytes(budget)} budget") if model.memory_bytes else "memory need unknown"  # fmt: skip
+        head.update(
+            f"[b]{self.repo_id}[/b]  ·  licence {result.license or 'not stated'}  ·  "
+            f"{gated.get(model.gated, 'gated')}  ·  {model.quantization or '?'}\n"
+            f"download {format_bytes(result.download_bytes)} in {len(result.selected)} files  ·  {memory}"
+        )
+        self.query_one(Markdown).update(result.card or "_This model has no card._")
+        table = self.query_one(DataTable)
+        table.clear()
+        selected = set(result.selected)
+        for file in result.files:
+            table.add_row(file.path, format_bytes(file.size) if file.size is not None else "?",
+                          "yes" if file.path in selected else "")  # fmt: skip
+
+    def action_download(self) -> None:
+        files = self.details.selected if self.details else None
+        job = self.app.services.downloads.enqueue(self.repo_id, files=files)  # type: ignore[attr-defined]
+        self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
+
+    def action_retry(self) -> None:
+        self.query_one("#details-head", Static).update(f"{self.repo_id}\nloading…")
+        self.load()
