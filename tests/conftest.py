@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # The hub is never reachable from tests; huggingface_hub reads these at import.
@@ -13,6 +14,7 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-tests-hf-home-")
 
 import pytest
 
+from tests.support.hub_server import LoopbackHub
 from tests.support.tiny_models import make_tiny_llama
 from workbench.core.paths import AppPaths
 
@@ -41,3 +43,26 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workbench.core.local_models import smollm2_gguf
 
     return import_gguf(smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct-4bit", bits=4)
+
+
+@pytest.fixture(scope="session")
+def demo_hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Repos for the loopback hub: the tiny real MLX model and realistic placeholders (built once)."""
+    from tests.support.hub_repos import make_demo_hub, make_many_repos
+
+    root = tmp_path_factory.mktemp("demo-hub")
+    make_demo_hub(root)
+    make_many_repos(root, 40)
+    return root
+
+
+@pytest.fixture
+def online_hub(demo_hub_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
+    """A running loopback hub, with huggingface_hub allowed online (to 127.0.0.1 only) and no token."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with LoopbackHub(demo_hub_root) as server:
+        yield server

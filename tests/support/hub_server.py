@@ -861,9 +861,13 @@ class _Handler(BaseHTTPRequestHandler):
             if not data:
                 self._abort()
                 return
-            self.wfile.write(data)
+            hub._count_sent(len(data))  # before the write, so a client that has the bytes sees them counted
+            try:
+                self.wfile.write(data)
+            except OSError:
+                hub._count_sent(-len(data))
+                raise
             sent += len(data)
-            hub._count_sent(len(data))
             if bandwidth:
                 ahead = began + sent / bandwidth - hub._clock()
                 if ahead > 0 and not hub._wait(ahead):
@@ -893,12 +897,11 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise unsatisfiable
         return max(0, size - suffix), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and int(last) < start:
+        return None  # invalid: ignored
     if start >= size:
         raise unsatisfiable
-    return start, min(end, size - 1)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -950,7 +953,9 @@ class LoopbackHub:
         server = _HubHTTPServer((self.host, self.port), _Handler)
         server.hub = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="loopback-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-hub", daemon=True
+        )
         self._thread.start()
         return self.url
 
