@@ -146,3 +146,15 @@ async def test_offline_the_curated_catalog_and_the_last_results_stay(app_paths: 
     async with never.run_test(size=SIZE) as pilot:
         pane = await settle(never, pilot)
         assert "offline" in status(pane) and len(pane.rows) >= 15  # curated only
+
+
+async def test_a_gated_repo_says_what_to_do_in_its_details(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
+    app = catalog_app(app_paths, online_hub)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.push_screen(DetailsScreen("meta-llama/Llama-3.2-3B-Instruct"))
+        with contextlib.suppress(WorkerCancelled):
+            await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
+        await pilot.pause()
+        head = str(app.screen.query_one("#details-head").render())
+        assert "gated" in head and "accept its licence" in head and "HF_TOKEN" in head and "r retries" in head
