@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import re
+import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from workbench.core.paths import AppPaths
 
+if TYPE_CHECKING:
+    from workbench.core.downloads import JobSnapshot
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 def setup_logging(paths: AppPaths) -> None:
@@ -50,6 +59,95 @@ def run_import_gguf(paths: AppPaths, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
+    repo_id, _, revision = args.repo.partition("@")
+    if not REPO_ID.fullmatch(repo_id) or "@" in revision or args.repo.endswith("@"):
+        print(f"workbench pull: {args.repo!r} is not a repo (org/name or org/name@revision)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(pull(paths, repo_id, revision or "main", args.include or [], args.all))
+    except KeyboardInterrupt:
+        print("\nworkbench pull: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_ERROR
+
+
+async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str], all_files: bool) -> int:
+    """Queue the repo in the app's own queue (same store, same cache), run just that job, report."""
+    from workbench.core.downloads import DownloadManager, JobState
+    from workbench.core.store import Store
+
+    store = Store(paths.database_file)
+    # HF_ENDPOINT is read here, as for the catalog, and handed over explicitly
+    manager = DownloadManager(store, endpoint=os.environ.get("HF_ENDPOINT") or None)
+    line = ProgressLine(sys.stderr)
+    try:
+        job = manager.enqueue(repo_id, revision, include=include or None, all_files=all_files)
+        manager.subscribe(lambda snapshot: line.show(snapshot) if snapshot.id == job.id else None)
+        await manager.start(only=[job.id])
+        final = await manager.wait(job.id)
+        line.finish(final)
+        if final.state is JobState.DONE:
+            print(manager.snapshot_path(job.id))
+            return EXIT_OK
+        reason = final.error or final.message or f"the download is {final.state}"
+        print(f"workbench pull: {repo_id}: {reason}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        await manager.aclose()
+        store.close()
+
+
+class ProgressLine:
+    """One line on stderr, redrawn in place on a terminal; elsewhere (logs, pipes) one line per state change."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._drawn = False
+        self._last: tuple[str, str | None] | None = None
+
+    def show(self, job: JobSnapshot) -> None:
+        if self.tty:
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            self.stream.write("\r" + render_progress(job, width).ljust(width)[:width])
+            self.stream.flush()
+            self._drawn = True
+            return
+        state = (str(job.state), job.message)
+        if state != self._last:
+            self._last = state
+            note = f" ({job.message})" if job.message else ""
+            print(f"{job.repo_id}: {job.state}{note}", file=self.stream, flush=True)
+
+    def finish(self, job: JobSnapshot) -> None:
+        if self.tty:
+            self.show(job)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def render_progress(job: JobSnapshot, width: int = 80) -> str:
+    """``repo [#####-----]  48%  12.3 MB/25.6 MB  3.4 MB/s  ETA 0:04  2/5 files  downloading``"""
+    from workbench.core.downloads import format_bytes
+
+    fraction = job.fraction
+    tail = [f"{fraction:4.0%}" if fraction is not None else "   …"]
+    if job.total_bytes is not None:
+        tail.append(f"{format_bytes(job.done_bytes)}/{format_bytes(job.total_bytes)}")
+    if job.active and job.speed_bps > 0:
+        tail.append(f"{format_bytes(job.speed_bps)}/s")
+        if job.eta_s is not None:
+            minutes, seconds = divmod(int(job.eta_s), 60)
+            tail.append(f"ETA {minutes}:{seconds:02d}")
+    if job.files_total:
+        tail.append(f"{job.files_done}/{job.files_total} files")
+    tail.append(job.message or str(job.state))
+    text = "  ".join(tail)
+    bar_width = max(10, min(30, width - len(job.repo_id) - len(text) - 5))
+    filled = round(bar_width * (fraction or 0))
+    return f"{job.repo_id} [{'#' * filled}{'-' * (bar_width - filled)}] {text}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -62,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="4 keeps Q4_0/Q4_1/Q8_0 blocks as they are (default); 8 and 16 widen them")  # fmt: skip
     imp.add_argument("--name", help="folder name for the model (default: file name and bits)")
     imp.add_argument("--force", action="store_true", help="replace an existing model of that name")
+    pull = commands.add_parser(
+        "pull",
+        help="download a hub repo into the Hugging Face cache through the workbench's queue (resumable)",
+        description="Download REPO (org/name, optionally @revision) into the standard Hugging Face cache, verified. "
+        "Exit status 0 only when every file is in the cache; run it again after an interruption to resume. "
+        "HF_ENDPOINT and HF_TOKEN are honoured.",
+    )
+    pull.add_argument("repo", metavar="REPO[@REV]", help="e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+    choice = pull.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="only files matching this glob (repeat for more); default: what an MLX model needs",
+    )
+    choice.add_argument("--all", action="store_true", help="every file of the repo")
     return parser
 
 
@@ -71,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(paths)
     if args.command == "import-gguf":
         return run_import_gguf(paths, args)
+    if args.command == "pull":
+        return run_pull(paths, args)
     return run_tui(paths)
 
 

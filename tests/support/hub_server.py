@@ -80,7 +80,9 @@ SAFETENSORS_DTYPE_BYTES = {
 class HubFaults:
     """Faults the hub injects; change the fields at any time, the next request sees them.
 
-    Counted faults (``rate_limit``, ``server_error``, ``cut_times``, ``stall_times``) count down as they fire;
+    Counted faults (``rate_limit``, ``server_error``, ``corrupt_next``, ``cut_times``, ``stall_times``) count down as
+    they fire; ``corrupt_next`` flips one byte in the middle of the next N file bodies (resolve GETs), as a bad proxy
+    or disk would;
     ``None`` for ``cut_times``/``stall_times`` means every time. ``only_path`` (a substring of the request path) and
     ``only_method`` narrow the counted faults, the cut and the stall to matching requests; latency and bandwidth
     apply to every request.
@@ -98,6 +100,7 @@ class HubFaults:
     rate_limit: int | None = None
     retry_after_s: int = 1
     server_error: int | None = None
+    corrupt_next: int | None = None
     only_path: str | None = None
     only_method: str | None = None
 
@@ -793,9 +796,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_head(status, length, headers)
         if method == "HEAD" or length == 0:
             return
+        corrupt = hub._take("corrupt_next", method, self.path)
         with found.disk_path.open("rb") as fh:
             fh.seek(start)
-            self._stream(fh, length, faultable=hub.faults.applies_to(method, self.path))
+            self._stream(fh, length, faultable=hub.faults.applies_to(method, self.path),
+                         corrupt_at=length // 2 if corrupt else None)  # fmt: skip
 
     # -- writing ----------------------------------------------------------------------------------------------------
 
@@ -829,9 +834,9 @@ class _Handler(BaseHTTPRequestHandler):
         headers["X-Error-Message"] = err.message.encode("ascii", "replace").decode()
         self._send_json({"error": err.message}, status=err.status, headers=headers)
 
-    def _stream(self, source: BinaryIO, length: int, *, faultable: bool) -> None:
+    def _stream(self, source: BinaryIO, length: int, *, faultable: bool, corrupt_at: int | None = None) -> None:
         """Write ``length`` bytes of ``source``, throttled by the bandwidth knob; a faultable body may be cut or
-        stalled."""
+        stalled; the byte at ``corrupt_at`` (from the start of this body) goes out flipped."""
         hub = self.server.hub
         faults = hub.faults
         cut_at = faults.cut_after_bytes if faultable and faults.cut_times != 0 else None
@@ -861,6 +866,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not data:
                 self._abort()
                 return
+            if corrupt_at is not None and sent <= corrupt_at < sent + len(data):
+                flipped = bytearray(data)
+                flipped[corrupt_at - sent] ^= 0xFF
+                data = bytes(flipped)
             hub._count_sent(len(data))  # before the write, so a client that has the bytes sees them counted
             try:
                 self.wfile.write(data)

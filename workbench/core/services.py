@@ -11,7 +11,7 @@ from workbench.core.backends.mlx_lm import MlxLmBackend
 from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
-from workbench.core.downloads import DownloadQueue
+from workbench.core.downloads import DownloadManager
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager
@@ -33,7 +33,7 @@ class Services:
     catalog: list[CatalogEntry]
     store: Store
     hub: HubCatalog
-    downloads: DownloadQueue
+    downloads: DownloadManager
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
 
@@ -42,7 +42,9 @@ class Services:
             self.manager.register(spec)
 
 
-def build_services(paths: AppPaths, settings_file: Path | None = None, hub_endpoint: str | None = None) -> Services:
+def build_services(
+    paths: AppPaths, settings_file: Path | None = None, hub_endpoint: str | None = None, hf_cache: Path | None = None
+) -> Services:
     """Read config and catalog (collecting issues instead of failing) and build the model manager."""
     settings, issues = load_settings(settings_file or paths.config_file)
     catalog, catalog_issues = load_effective_catalog(shipped_path("catalog.toml"), paths.user_catalog)
@@ -58,10 +60,12 @@ def build_services(paths: AppPaths, settings_file: Path | None = None, hub_endpo
     )
     store = Store(paths.database_file)
     # HF_ENDPOINT (read here, not only by huggingface_hub at import) points the catalog at another hub
-    hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=hub_endpoint or os.environ.get("HF_ENDPOINT"),
-                     context_length=settings.context_length)  # fmt: skip
+    endpoint = hub_endpoint or os.environ.get("HF_ENDPOINT")
+    hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
+    # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
+    downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads=DownloadQueue(store), issues=issues,
+                        store=store, hub=hub, downloads=downloads, issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +60,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX download_jobs_by_state ON download_jobs (state, priority DESC, id);
     """,
+    # 3: the download queue proper: selection by patterns, the commit a job pins, notes, and one row per file
+    """
+    ALTER TABLE download_jobs ADD COLUMN include TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE download_jobs ADD COLUMN all_files INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE download_jobs ADD COLUMN commit_sha TEXT;
+    ALTER TABLE download_jobs ADD COLUMN message TEXT;
+    ALTER TABLE download_jobs ADD COLUMN total_bytes INTEGER;
+    ALTER TABLE download_jobs ADD COLUMN done_bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE download_files (
+        job_id INTEGER NOT NULL REFERENCES download_jobs (id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        size INTEGER,
+        etag TEXT,
+        hash_kind TEXT,
+        expected_hash TEXT,
+        done_bytes INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        error TEXT,
+        position INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, path)
+    );
+    """,
 ]
 
 
@@ -106,12 +128,49 @@ class DownloadJob:
     id: int
     repo_id: str
     revision: str
-    files: list[str]  # empty: the default selection
+    files: list[str]  # empty: the default selection (or ``include``, or all files)
     state: str
-    priority: int
+    priority: int  # higher first; equal priorities in the order they were queued
     error: str | None
     created: float
     updated: float
+    include: list[str] = field(default_factory=list)  # glob patterns
+    all_files: bool = False
+    commit: str | None = None  # the commit the job pins once it has listed the repo
+    message: str | None = None  # a note for people: why it is paused, what it is waiting for
+    total_bytes: int | None = None
+    done_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class DownloadFile:
+    """One file of a download job; ``hash_kind`` is ``sha256`` (LFS files) or ``git-sha1`` (the rest)."""
+
+    job_id: int
+    path: str
+    size: int | None
+    etag: str | None
+    hash_kind: str | None
+    expected_hash: str | None
+    done_bytes: int = 0
+    state: str = "pending"
+    error: str | None = None
+
+
+_JOB_COLUMNS = {
+    "state": "state",
+    "priority": "priority",
+    "error": "error",
+    "files": "files",
+    "include": "include",
+    "all_files": "all_files",
+    "commit": "commit_sha",
+    "message": "message",
+    "total_bytes": "total_bytes",
+    "done_bytes": "done_bytes",
+}
+_FILE_COLUMNS = ("size", "etag", "hash_kind", "expected_hash", "done_bytes", "state", "error")
+_UNSET: Any = object()
 
 
 class Store:
@@ -301,29 +360,129 @@ class Store:
         messages = [{**asdict(message), "status": message.status.value} for message in self.messages(conversation_id)]
         return json.dumps({"conversation": asdict(conversation), "messages": messages}, indent=2, ensure_ascii=False)
 
-    # --- internals ------------------------------------------------------------------------------------
-
     # --- download jobs --------------------------------------------------------------------------
 
-    def add_download_job(self, repo_id: str, revision: str = "main", files: list[str] | None = None) -> DownloadJob:
+    def add_download_job(
+        self,
+        repo_id: str,
+        revision: str = "main",
+        files: list[str] | None = None,
+        include: list[str] | None = None,
+        all_files: bool = False,
+    ) -> DownloadJob:
+        """A new job at the end of the queue, state ``queued``."""
         now = self._now()
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO download_jobs (repo_id, revision, files, created, updated) VALUES (?, ?, ?, ?, ?)",
-                (repo_id, revision, json.dumps(files or []), now, now),
+                "INSERT INTO download_jobs (repo_id, revision, files, include, all_files, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (repo_id, revision, json.dumps(files or []), json.dumps(include or []), int(all_files), now, now),
             )
-        return DownloadJob(cursor.lastrowid or 0, repo_id, revision, list(files or []), "queued", 0, None, now, now)
+        return DownloadJob(cursor.lastrowid or 0, repo_id, revision, list(files or []), "queued", 0, None, now, now,
+                           include=list(include or []), all_files=all_files)  # fmt: skip
 
     def download_jobs(self) -> list[DownloadJob]:
+        """Every job, in queue order: higher priority first, then in the order they were queued."""
         rows = self._db.execute("SELECT * FROM download_jobs ORDER BY priority DESC, id").fetchall()
+        return [_download_job(row) for row in rows]
+
+    def get_download_job(self, job_id: int) -> DownloadJob | None:
+        row = self._db.execute("SELECT * FROM download_jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _download_job(row)
+
+    def update_download_job(
+        self,
+        job_id: int,
+        *,
+        state: str = _UNSET,
+        priority: int = _UNSET,
+        error: str | None = _UNSET,
+        files: list[str] = _UNSET,
+        include: list[str] = _UNSET,
+        all_files: bool = _UNSET,
+        commit: str | None = _UNSET,
+        message: str | None = _UNSET,
+        total_bytes: int | None = _UNSET,
+        done_bytes: int = _UNSET,
+    ) -> None:
+        """Change the fields given (None is a value here: it clears ``error``, ``message``, ``commit``)."""
+        given = {"state": state, "priority": priority, "error": error, "files": files, "include": include,
+                 "all_files": all_files, "commit": commit, "message": message, "total_bytes": total_bytes,
+                 "done_bytes": done_bytes}  # fmt: skip
+        changes: dict[str, Any] = {}
+        for name, value in given.items():
+            if value is _UNSET:
+                continue
+            if name in ("files", "include"):
+                value = json.dumps(value)
+            elif name == "all_files":
+                value = int(value)
+            changes[_JOB_COLUMNS[name]] = value
+        changes["updated"] = self._now()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE download_jobs SET {assignments} WHERE id = ?", (*changes.values(), job_id))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no download job with id {job_id}")
+
+    def reorder_download_jobs(self, job_ids: list[int]) -> None:
+        """Put the jobs in this order (first downloads first) by renumbering their priorities."""
+        with self._write() as db:
+            for index, job_id in enumerate(job_ids):
+                db.execute("UPDATE download_jobs SET priority = ? WHERE id = ?", (len(job_ids) - index, job_id))
+
+    def delete_download_job(self, job_id: int) -> None:
+        """Forget a job and, by ``ON DELETE CASCADE``, its files (the files on disk stay)."""
+        with self._write() as db:
+            if db.execute("DELETE FROM download_jobs WHERE id = ?", (job_id,)).rowcount == 0:
+                raise KeyError(f"no download job with id {job_id}")
+
+    def set_download_files(self, job_id: int, files: list[DownloadFile]) -> None:
+        """Replace the job's file rows (after it listed the repo)."""
+        with self._write() as db:
+            db.execute("DELETE FROM download_files WHERE job_id = ?", (job_id,))
+            rows = [
+                (job_id, f.path, f.size, f.etag, f.hash_kind, f.expected_hash, f.done_bytes, f.state, f.error, i)
+                for i, f in enumerate(files)
+            ]
+            db.executemany(
+                "INSERT INTO download_files (job_id, path, size, etag, hash_kind, expected_hash, done_bytes, state,"
+                " error, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def download_files(self, job_id: int) -> list[DownloadFile]:
+        rows = self._db.execute("SELECT * FROM download_files WHERE job_id = ? ORDER BY position", (job_id,))
         return [
-            DownloadJob(
-                id=row["id"], repo_id=row["repo_id"], revision=row["revision"], files=json.loads(row["files"]),
-                state=row["state"], priority=row["priority"], error=row["error"], created=row["created"],
-                updated=row["updated"],
+            DownloadFile(
+                job_id=row["job_id"],
+                path=row["path"],
+                size=row["size"],
+                etag=row["etag"],
+                hash_kind=row["hash_kind"],
+                expected_hash=row["expected_hash"],
+                done_bytes=row["done_bytes"],
+                state=row["state"],
+                error=row["error"],
             )
             for row in rows
         ]
+
+    def update_download_file(self, job_id: int, path: str, **changes: Any) -> None:
+        """Change the named columns of one file row: size, etag, hash_kind, expected_hash, done_bytes, state, error."""
+        unknown = set(changes) - set(_FILE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown download file fields: {', '.join(sorted(unknown))}")
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE download_files SET {assignments} WHERE job_id = ? AND path = ?",
+                                (*changes.values(), job_id, path))  # fmt: skip
+            if cursor.rowcount == 0:
+                raise KeyError(f"no file {path!r} in download job {job_id}")
+
+    # --- internals ------------------------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -445,6 +604,26 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         created=row["created"],
         updated=row["updated"],
         message_count=row["message_count"],
+    )
+
+
+def _download_job(row: sqlite3.Row) -> DownloadJob:
+    return DownloadJob(
+        id=row["id"],
+        repo_id=row["repo_id"],
+        revision=row["revision"],
+        files=json.loads(row["files"]),
+        state=row["state"],
+        priority=row["priority"],
+        error=row["error"],
+        created=row["created"],
+        updated=row["updated"],
+        include=json.loads(row["include"]),
+        all_files=bool(row["all_files"]),
+        commit=row["commit_sha"],
+        message=row["message"],
+        total_bytes=row["total_bytes"],
+        done_bytes=row["done_bytes"],
     )
 
 

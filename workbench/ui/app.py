@@ -22,8 +22,9 @@ from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane
+from workbench.ui.screens.downloads import DownloadsPane
 from workbench.ui.screens.models import ModelsPane
-from workbench.ui.screens.placeholder import ComparePane, DownloadsPane, EmbeddingsPane
+from workbench.ui.screens.placeholder import ComparePane, EmbeddingsPane
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 from workbench.ui.widgets.pane_bar import PANES
 
@@ -78,6 +79,7 @@ class WorkbenchApp(App[None]):
         """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
         from textual.dom import DOMNode
 
+        import workbench.ui.screens.cache
         import workbench.ui.screens.catalog_details
         import workbench.ui.screens.chat_history
         import workbench.ui.screens.chat_settings  # noqa: F401  (their classes declare bindings too)
@@ -134,6 +136,7 @@ class WorkbenchApp(App[None]):
             self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
 
         self.services.manager.subscribe(self._on_manager_event)
+        self.run_worker(self.services.downloads.start(), name="downloads", group="downloads")
         self.call_after_refresh(self.sample_memory)  # after the first frame: it is not needed for it
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
         if self.services.settings.budget_gb is None:
@@ -144,6 +147,7 @@ class WorkbenchApp(App[None]):
             self.find_cached_models()
 
     async def on_unmount(self) -> None:
+        await self.services.downloads.aclose()
         await self.services.manager.aclose()
         self.services.store.close()
 

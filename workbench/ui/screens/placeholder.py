@@ -10,10 +10,6 @@ from textual.widgets import Static
 from workbench.ui.screens.base import PaneScreen
 
 _PLANNED = {
-    "downloads": (
-        "Downloads",
-        "A persistent, resumable download queue into the standard Hugging Face cache, driven by keys.",
-    ),
     "chat": (
         "Chat",
         "Stream answers from a local MLX model with stop, history, system prompt, sampling settings "
@@ -51,14 +47,6 @@ class PlaceholderPane(PaneScreen):
 
     def extra_text(self) -> str:
         return ""
-
-
-class DownloadsPane(PlaceholderPane):
-    MODE = "downloads"
-
-
-class ChatPane(PlaceholderPane):
-    MODE = "chat"
 
 
 class ComparePane(PlaceholderPane):

@@ -1,0 +1,124 @@
+"""Pilot tests of the Downloads pane and the cache view, against the loopback hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+from textual.worker import WorkerCancelled
+
+from tests.support.hub_repos import TINY_REPO_ID
+from tests.support.hub_server import LoopbackHub
+from workbench.core.downloads import JobState
+from workbench.core.paths import AppPaths
+from workbench.core.services import build_services
+from workbench.ui.app import WorkbenchApp
+from workbench.ui.screens.cache import CacheScreen
+from workbench.ui.screens.dialogs import ConfirmScreen
+from workbench.ui.screens.downloads import DownloadsPane, JobFilesScreen
+
+SIZE = (100, 30)
+WAIT = 30
+
+
+def downloads_app(paths: AppPaths, hub: LoopbackHub) -> WorkbenchApp:
+    services = build_services(paths, hub_endpoint=hub.url, hf_cache=paths.data_dir / "hf-cache")
+    return WorkbenchApp(services, import_defaults=False, scan_cache=False)
+
+
+async def wait_for(pilot: Pilot, condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+async def open_downloads(app: WorkbenchApp, pilot: Pilot) -> DownloadsPane:
+    await pilot.press("2")
+    await pilot.pause()
+    assert isinstance(app.screen, DownloadsPane)
+    return app.screen
+
+
+def cell(pane: DownloadsPane, job_id: int, column: int) -> str:
+    table = pane.query_one(DataTable)
+    return str(table.get_cell_at((table.get_row_index(str(job_id)), column)))
+
+
+async def test_a_queued_repo_downloads_with_progress(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
+    app = downloads_app(app_paths, online_hub)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_downloads(app, pilot)
+        assert "No downloads yet" in str(pane.query_one("#downloads-note").render())
+        job = app.services.downloads.enqueue(TINY_REPO_ID)
+        await wait_for(pilot, lambda: app.services.downloads.job(job.id).state is JobState.DONE, "the download")
+        await pilot.pause(0.2)
+        assert cell(pane, job.id, 1) == "done"
+        files = cell(pane, job.id, 3)
+        done, total = files.split("/")
+        assert done == total and int(total) >= 3
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, JobFilesScreen)
+        assert app.screen.query_one("#job-files", DataTable).row_count == int(total)
+        await pilot.press("escape")
+
+
+async def test_pause_resume_cancel_and_reorder_by_keys(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
+    online_hub.faults.bandwidth_bps = 50_000  # slow enough to catch it mid-file
+    app = downloads_app(app_paths, online_hub)
+    downloads = app.services.downloads
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_downloads(app, pilot)
+        first = downloads.enqueue(TINY_REPO_ID)
+        second = downloads.enqueue("mlx-community/Llama-3.2-1B-Instruct-4bit")
+        await wait_for(pilot, lambda: downloads.job(first.id).state is JobState.DOWNLOADING, "downloading")
+        pane.query_one(DataTable).move_cursor(row=0)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: downloads.job(first.id).state is JobState.PAUSED, "paused")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: downloads.job(first.id).state is not JobState.PAUSED, "resumed")
+
+        await pilot.press("minus")  # the first job moves down the queue
+        await pilot.pause()
+        assert [j.id for j in downloads.jobs()] == [second.id, first.id]
+        await pilot.press("plus")
+        await pilot.pause()
+        assert [j.id for j in downloads.jobs()] == [first.id, second.id]
+
+        pane.query_one(DataTable).move_cursor(row=0)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: downloads.job(first.id).state is JobState.CANCELLED, "cancelled")
+        await pilot.press("P")  # pause everything left
+        await pilot.pause()
+        settled = (JobState.PAUSED, JobState.CANCELLED, JobState.DONE)  # the small second repo may be done
+        await wait_for(pilot, lambda: all(j.state in settled for j in downloads.jobs()),
+                       "everything paused")
+    online_hub.faults.bandwidth_bps = None
+
+
+async def test_cache_view_lists_and_deletes(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
+    app = downloads_app(app_paths, online_hub)
+    downloads = app.services.downloads
+    async with app.run_test(size=SIZE) as pilot:
+        await open_downloads(app, pilot)
+        job = downloads.enqueue(TINY_REPO_ID)
+        await wait_for(pilot, lambda: downloads.job(job.id).state is JobState.DONE, "the download")
+        await pilot.press("v")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CacheScreen)
+        await wait_for(pilot, lambda: bool(screen.rows), "the cache scan")
+        assert screen.rows[0][0].repo_id == TINY_REPO_ID
+        await pilot.press("D")
+        await pilot.pause()
+        await pilot.press("y")
+        with contextlib.suppress(WorkerCancelled):
+            await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
+        await wait_for(pilot, lambda: not screen.rows, "the repo to go")

@@ -1,0 +1,141 @@
+"""The Hugging Face cache: repos and revisions with sizes and last use; delete them; clean partial files."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from workbench.core import hf_cache
+from workbench.core.downloads import DownloadManager
+from workbench.core.memory import format_bytes
+
+log = logging.getLogger(__name__)
+
+
+def ago(moment: float, now: float) -> str:
+    days = (now - moment) / 86400
+    if days < 1:
+        return "today"
+    return f"{days:.0f} days ago"
+
+
+class CacheScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="cache.back"),
+        Binding("d", "delete_revision", "Delete revision", id="cache.delete-revision"),
+        Binding("D", "delete_repo", "Delete repo", id="cache.delete-repo"),
+        Binding("x", "clean", "Clean partial files", id="cache.clean"),
+        Binding("g", "rescan", "Rescan", id="cache.rescan"),
+    ]
+
+    DEFAULT_CSS = """
+    CacheScreen #cache-head { height: auto; padding: 0 1; background: $panel; }
+    CacheScreen #cache-table { height: 1fr; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[hf_cache.CachedRepo, hf_cache.CachedRevision | None]] = []
+
+    @property
+    def downloads(self) -> DownloadManager:
+        return self.app.services.downloads  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Reading the cache…", id="cache-head")
+        table: DataTable[str] = DataTable(id="cache-table", cursor_type="row")
+        table.add_columns("Repo / revision", "Size", "Files", "Last used", "Refs")
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.action_rescan()
+
+    @work(thread=True, exclusive=True, group="cache-scan", exit_on_error=False)
+    def action_rescan(self) -> None:
+        cache_dir = self.downloads.cache_dir
+        try:
+            repos = hf_cache.scan(cache_dir)
+            partials = hf_cache.partial_files(cache_dir)
+        except Exception as exc:
+            log.exception("scanning the cache failed")
+            self.app.call_from_thread(self.notify, f"Cannot read the cache: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.show, repos, partials)
+
+    def show(self, repos: list[hf_cache.CachedRepo], partials: list[hf_cache.PartialFile]) -> None:
+        now = time.time()
+        table = self.query_one(DataTable)
+        table.clear()
+        self.rows = []
+        for repo in repos:
+            used = ago(repo.last_accessed, now)
+            table.add_row(repo.repo_id, format_bytes(repo.size_bytes), str(repo.files), used, "")
+            self.rows.append((repo, None))
+            for revision in repo.revisions:
+                table.add_row(f"  @{revision.commit[:12]}", format_bytes(revision.size_bytes), str(revision.files),
+                              ago(revision.last_modified, now), ", ".join(revision.refs))  # fmt: skip
+                self.rows.append((repo, revision))
+        total = sum(r.size_bytes for r in repos)
+        partial = sum(p.size_bytes for p in partials)
+        self.query_one("#cache-head", Static).update(
+            f"{self.downloads.cache_dir}\n{len(repos)} repos, {format_bytes(total)}; "
+            f"{len(partials)} partial files ({format_bytes(partial)})"
+        )
+
+    def selected(self) -> tuple[hf_cache.CachedRepo, hf_cache.CachedRevision | None] | None:
+        row = self.query_one(DataTable).cursor_row
+        return self.rows[row] if 0 <= row < len(self.rows) else None
+
+    def confirm(self, question: str, then: object) -> None:
+        from workbench.ui.screens.dialogs import ConfirmScreen
+
+        self.app.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)  # type: ignore[operator]
+
+    def action_delete_revision(self) -> None:
+        chosen = self.selected()
+        if chosen is None:
+            return
+        repo, revision = chosen
+        if revision is None:
+            self.action_delete_repo()
+            return
+
+        def delete() -> None:
+            self.run_delete(lambda: hf_cache.delete_revision(repo.repo_id, revision.commit, self.downloads.cache_dir))
+
+        self.confirm(f"Delete {repo.repo_id}@{revision.commit[:12]} ({format_bytes(revision.size_bytes)})?", delete)
+
+    def action_delete_repo(self) -> None:
+        chosen = self.selected()
+        if chosen is None:
+            return
+        repo = chosen[0]
+
+        def delete() -> None:
+            self.run_delete(lambda: hf_cache.delete_repo(repo.repo_id, self.downloads.cache_dir))
+
+        self.confirm(f"Delete all of {repo.repo_id} ({format_bytes(repo.size_bytes)}) from the cache?", delete)
+
+    @work(thread=True, group="cache-delete", exit_on_error=False)
+    def run_delete(self, delete: object) -> None:
+        try:
+            freed = delete()  # type: ignore[operator]
+        except Exception as exc:
+            log.exception("deleting from the cache failed")
+            self.app.call_from_thread(self.notify, f"Could not delete: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"Freed {format_bytes(freed)}.")
+        self.app.call_from_thread(self.action_rescan)
+
+    def action_clean(self) -> None:
+        removed = self.downloads.clean_partial_files()
+        self.notify(f"Removed {len(removed)} partial files ({format_bytes(sum(p.size_bytes for p in removed))}).")
+        self.action_rescan()
