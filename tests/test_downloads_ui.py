@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from textual.pilot import Pilot
 from textual.widgets import DataTable
@@ -12,6 +11,7 @@ from textual.worker import WorkerCancelled
 
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
+from tests.support.waits import wait_for
 from workbench.core.downloads import JobState
 from workbench.core.paths import AppPaths
 from workbench.core.services import build_services
@@ -27,13 +27,6 @@ WAIT = 30
 def downloads_app(paths: AppPaths, hub: LoopbackHub) -> WorkbenchApp:
     services = build_services(paths, hub_endpoint=hub.url, hf_cache=paths.data_dir / "hf-cache")
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
-
-
-async def wait_for(pilot: Pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
 
 
 async def open_downloads(app: WorkbenchApp, pilot: Pilot) -> DownloadsPane:

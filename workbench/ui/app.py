@@ -13,6 +13,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from workbench.core.config import presets, save_setting
+from workbench.core.downloads import JobSnapshot, JobState
 from workbench.core.lifecycle import ManagerEvent
 from workbench.core.local_models import default_chat_missing, ensure_default_chat_model, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
@@ -145,6 +146,7 @@ class WorkbenchApp(App[None]):
             self.import_default_model()
         if self.scan_cache:
             self.find_cached_models()
+        self.services.downloads.subscribe(self._on_download)
 
     async def on_unmount(self) -> None:
         await self.services.downloads.aclose()
@@ -154,15 +156,19 @@ class WorkbenchApp(App[None]):
     def preset_sampling(self, name: str) -> SamplingSettings:
         return presets(self.services.settings).get(name, SamplingSettings())
 
-    @work(thread=True, group="hf-cache", exit_on_error=False)
+    @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
     def find_cached_models(self) -> None:
         """MLX models already in the Hugging Face cache (the scan imports huggingface_hub: off the UI path)."""
         try:
-            specs = local_specs_with_cache(self.services.paths)
+            specs = local_specs_with_cache(self.services.paths, self.services.downloads.cache_dir)
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
             return
         self.call_from_thread(self._register_specs, specs)
+
+    def _on_download(self, job: JobSnapshot) -> None:
+        if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
+            self.find_cached_models()
 
     def _register_specs(self, specs: list) -> None:
         manager = self.services.manager

@@ -38,7 +38,9 @@ def count(n: int) -> str:
 def params_text(n: int | None) -> str:
     if not n:
         return "?"
-    return f"{n / 1e9:.1f}B".replace(".0B", "B") if n >= 1e9 else f"{n / 1e6:.0f}M"
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B".replace(".0B", "B")
+    return f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
 def age_text(seconds: float) -> str:
