@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 from workbench.core import hf_cache
 from workbench.core.hub import default_selection, quiet_hub_logging, translate_error
+from workbench.core.memory import format_bytes
 from workbench.core.store import DownloadFile, DownloadJob, Store
 
 log = logging.getLogger(__name__)
@@ -308,14 +309,6 @@ def disk_free(path: Path) -> int:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return shutil.disk_usage(probe).free
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _matches(path: str, pattern: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from workbench.core import hf_cache
+
 
 class LocalStatus(StrEnum):
     NOT_DOWNLOADED = "–"
@@ -12,18 +14,8 @@ class LocalStatus(StrEnum):
     DOWNLOADED = "downloaded"
 
 
-def hub_cache_dir() -> Path:
-    from huggingface_hub import constants  # honours HF_HOME / HF_HUB_CACHE
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def repo_folder(repo_id: str, cache_dir: Path | None = None) -> Path:
-    return (cache_dir or hub_cache_dir()) / f"models--{repo_id.replace('/', '--')}"
-
-
 def local_status(repo_id: str, cache_dir: Path | None = None) -> LocalStatus:
-    folder = repo_folder(repo_id, cache_dir)
+    folder = hf_cache.repo_dir(cache_dir or hf_cache.hub_cache_dir(), repo_id)
     if not folder.is_dir():
         return LocalStatus.NOT_DOWNLOADED
     if any(folder.glob("blobs/*.incomplete")):

@@ -136,7 +136,8 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            statuses = {m.repo_id: local_status(m.repo_id) for m in result.models}
+            cache_dir = self.app.services.downloads.cache_dir  # type: ignore[attr-defined]
+            statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
         self.app.call_from_thread(self.show_result, query, page, result, statuses)
 
     def show_result(self, query: SearchQuery, page: int, result: SearchPage | HubError,
