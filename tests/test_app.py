@@ -34,7 +34,8 @@ async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) ->
         await pilot.pause()
         for key, mode in zip("123456", ["catalog", "downloads", "chat", "compare", "embeddings", "models"],
                              strict=True):  # fmt: skip
-            await pilot.press(f"alt+{key}" if app.current_mode == "chat" else key)  # in chat, digits are text
+            typing = app.current_mode in ("chat", "compare")  # a prompt box has focus there: digits are text
+            await pilot.press(f"alt+{key}" if typing else key)
             await pilot.pause()
             assert app.current_mode == mode
             assert mode == app.screen.MODE  # type: ignore[attr-defined]
@@ -44,9 +45,9 @@ async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) ->
         await pilot.press("ctrl+pageup")
         await pilot.pause()
         assert app.current_mode == "models"
-        await pilot.press("4")
+        await pilot.press("5")
         await pilot.pause()
-        assert app.current_mode == "compare"
+        assert app.current_mode == "embeddings"
         assert "Not built yet" in str(app.screen.query_one("#placeholder-text").render())
 
 

@@ -54,8 +54,8 @@ def pinned_app(home: Path) -> WorkbenchApp:
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 
-def test_compare_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(pinned_app(tmp_path), press=["4"], terminal_size=(80, 24))
+def test_embeddings_placeholder_at_80x24(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(pinned_app(tmp_path), press=["5"], terminal_size=(80, 24))
 
 
 def test_models_view_at_80x24(snap_compare, tmp_path: Path) -> None:

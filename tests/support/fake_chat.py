@@ -27,7 +27,11 @@ class Script:
 class FakeChatBackend:
     kind = KIND
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, kind: str = KIND, weights: int = 10 * MB) -> None:
+        """``kind`` lets a test register several fakes (one per kind, each with its own script);
+        ``weights`` is what a load of one of its models measures (the estimate adds 2 MB of KV cache)."""
+        self.kind = kind
+        self.weights = weights
         self.script = script or Script()
         self.calls: list[list[dict[str, str]]] = []
         self.sampling: list[SamplingSettings] = []
@@ -35,7 +39,7 @@ class FakeChatBackend:
         self.started = threading.Event()
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
-        return MemoryEstimate(weights=10 * MB, kv_cache=2 * MB)
+        return MemoryEstimate(weights=self.weights, kv_cache=2 * MB)
 
     def prepare(self) -> None:
         pass
@@ -50,7 +54,7 @@ class FakeChatBackend:
         return 0
 
     def loaded_bytes(self, handle: Any, delta: int) -> int:
-        return 10 * MB
+        return self.weights
 
     def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
                     ) -> Iterator[GenerationStep]:  # fmt: skip
@@ -79,10 +83,10 @@ class FakeChatBackend:
         return self.script.window
 
 
-def fake_spec(model_id: str = "fake-chat") -> ModelSpec:
+def fake_spec(model_id: str = "fake-chat", kind: str = KIND) -> ModelSpec:
     from pathlib import Path
 
-    return ModelSpec(id=model_id, name=model_id, kind=KIND, path=Path("/nonexistent") / model_id)
+    return ModelSpec(id=model_id, name=model_id, kind=kind, path=Path("/nonexistent") / model_id)
 
 
 def services_with_fake(paths: Any, script: Script | None = None) -> tuple[Any, FakeChatBackend]:

@@ -13,7 +13,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -225,6 +225,21 @@ class ModelManager:
     def held_bytes(self) -> int:
         return sum(r.cost() for r in self._records.values() if r.resident)
 
+    def cost_of(self, model_id: str) -> int | None:
+        """What the model holds, or would hold once loaded, against the budget (measured + KV cache once
+        loaded, else the estimate); None when nothing is known about its size."""
+        record = self._record(model_id)
+        if record.estimate is None and record.measured is None:
+            return None
+        return record.cost()
+
+    def unevictable_bytes(self, exclude: Iterable[str] = ()) -> int:
+        """What resident models that a load could not evict (in use, pinned, loading) hold, except ``exclude``."""
+        skip = set(exclude)
+        return sum(
+            r.cost() for r in self._records.values() if r.resident and r.spec.id not in skip and not self._evictable(r)
+        )
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
@@ -348,10 +363,7 @@ class ModelManager:
         need = incoming.cost()
         budget = self.budget.bytes
         others = [r for r in self._records.values() if r is not incoming and r.resident]
-        evictable = sorted(
-            (r for r in others if r.state is ModelState.READY and r.leases == 0 and not r.pinned),
-            key=lambda r: r.last_used or 0.0,
-        )
+        evictable = sorted((r for r in others if self._evictable(r)), key=lambda r: r.last_used or 0.0)
         kept = [r for r in others if r not in evictable]
         if need > budget:
             raise ModelDoesNotFitError(
@@ -375,6 +387,10 @@ class ModelManager:
                 f"{incoming.spec.name} needs {format_bytes(need)} and the models in use hold "
                 f"{format_bytes(self.held_bytes())} of {format_bytes(budget)}: try again when one is free"
             )
+
+    @staticmethod
+    def _evictable(record: _Record) -> bool:
+        return record.state is ModelState.READY and record.leases == 0 and not record.pinned
 
     @staticmethod
     def _why_kept(record: _Record) -> str:

@@ -1,4 +1,4 @@
-"""The SQLite store for what the user would miss: chats now, later compare runs, votes and jobs.
+"""The SQLite store for what the user would miss: chats, compare runs and votes, download jobs.
 
 The database runs in WAL mode with ``synchronous=NORMAL`` and every write is its own committed
 transaction, so a process that dies (even by SIGKILL) loses nothing it had already written. The
@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.core.compare import Contender, MemoryPlan
 
 ROLES = ("system", "user", "assistant")
 
@@ -82,7 +85,36 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, path)
     );
     """,
+    # 4: the compare pane: one row per prompt put to two contenders, and the blind votes on them
+    """
+    CREATE TABLE compare_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created REAL NOT NULL,
+        prompt TEXT NOT NULL,
+        contender_a TEXT NOT NULL,
+        contender_b TEXT NOT NULL,
+        answer_a TEXT NOT NULL DEFAULT '',
+        answer_b TEXT NOT NULL DEFAULT '',
+        figures_a TEXT,
+        figures_b TEXT,
+        plan TEXT NOT NULL DEFAULT '',
+        blind INTEGER NOT NULL DEFAULT 0,
+        swapped INTEGER NOT NULL DEFAULT 0,
+        error_a TEXT,
+        error_b TEXT
+    );
+    CREATE INDEX compare_runs_by_created ON compare_runs (created DESC, id DESC);
+    CREATE TABLE compare_votes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES compare_runs (id) ON DELETE CASCADE,
+        outcome TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad')),
+        created REAL NOT NULL
+    );
+    CREATE INDEX compare_votes_by_run ON compare_votes (run_id);
+    """,
 ]
+
+VOTE_OUTCOMES = ("a", "b", "tie", "both_bad")
 
 
 class MessageStatus(StrEnum):
@@ -157,6 +189,28 @@ class DownloadFile:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class CompareRunRecord:
+    """One stored compare run. Contenders are dicts (model_id, label, sampling, system_prompt); ``swapped``
+    means blind mode showed contender B first, so a stored vote's "a" meant B."""
+
+    id: int
+    created: float
+    prompt: str
+    contender_a: dict[str, Any]
+    contender_b: dict[str, Any]
+    answer_a: str
+    answer_b: str
+    figures_a: dict[str, Any] | None
+    figures_b: dict[str, Any] | None
+    plan: str
+    blind: bool
+    swapped: bool
+    error_a: str | None
+    error_b: str | None
+
+
+_COMPARE_COLUMNS = ("answer_a", "answer_b", "figures_a", "figures_b", "error_a", "error_b")
 _JOB_COLUMNS = {
     "state": "state",
     "priority": "priority",
@@ -482,6 +536,88 @@ class Store:
             if cursor.rowcount == 0:
                 raise KeyError(f"no file {path!r} in download job {job_id}")
 
+    # --- compare runs and votes ------------------------------------------------------------------------
+
+    def add_compare_run(
+        self,
+        prompt: str,
+        a: Contender | dict[str, Any],
+        b: Contender | dict[str, Any],
+        *,
+        plan: MemoryPlan | str = "",
+        blind: bool = False,
+        swapped: bool = False,
+    ) -> int:
+        """A new run (answers empty until :meth:`update_compare_run`); returns its id. ``swapped``: blind mode
+        shows contender B first (see :meth:`add_compare_vote`). A plan is stored by its kind ("together", ...)."""
+        contenders = [json.dumps(c if isinstance(c, dict) else c.to_dict()) for c in (a, b)]
+        plan_text = plan if isinstance(plan, str) else plan.kind.value
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO compare_runs (created, prompt, contender_a, contender_b, plan, blind, swapped)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self._now(), prompt, *contenders, plan_text, int(blind), int(swapped)),
+            )
+        return cursor.lastrowid or 0
+
+    def update_compare_run(
+        self,
+        run_id: int,
+        *,
+        answer_a: str = _UNSET,
+        answer_b: str = _UNSET,
+        figures_a: dict[str, Any] | None = _UNSET,
+        figures_b: dict[str, Any] | None = _UNSET,
+        error_a: str | None = _UNSET,
+        error_b: str | None = _UNSET,
+    ) -> None:
+        """Change the fields given (None is a value: it clears figures or an error)."""
+        given = dict(zip(_COMPARE_COLUMNS, (answer_a, answer_b, figures_a, figures_b, error_a, error_b), strict=True))
+        changes = {
+            column: _dumps_or_none(value) if column.startswith("figures") else value
+            for column, value in given.items()
+            if value is not _UNSET
+        }
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE compare_runs SET {assignments} WHERE id = ?", (*changes.values(), run_id))
+            if cursor.rowcount == 0:
+                raise KeyError(f"no compare run with id {run_id}")
+
+    def add_compare_vote(self, run_id: int, outcome: str) -> int:
+        """Record a vote as the user cast it: "a" is the side shown first, "b" the other, or "tie", "both_bad".
+        :meth:`compare_votes` maps it back to the contenders when the run was shown swapped."""
+        if outcome not in VOTE_OUTCOMES:
+            raise ValueError(f"unknown vote {outcome!r}; expected one of {', '.join(VOTE_OUTCOMES)}")
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM compare_runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise KeyError(f"no compare run with id {run_id}")
+            cursor = db.execute(
+                "INSERT INTO compare_votes (run_id, outcome, created) VALUES (?, ?, ?)", (run_id, outcome, self._now())
+            )
+        return cursor.lastrowid or 0
+
+    def compare_votes(self) -> list[tuple[str, str, str]]:
+        """Every vote in the order cast, as ``(label of A, label of B, outcome)`` where "a" means contender A."""
+        rows = self._db.execute(
+            "SELECT r.contender_a, r.contender_b, r.swapped, v.outcome FROM compare_votes AS v"
+            " JOIN compare_runs AS r ON r.id = v.run_id ORDER BY v.id"
+        )
+        votes = []
+        for row in rows:
+            outcome = row["outcome"]
+            if row["swapped"]:
+                outcome = {"a": "b", "b": "a"}.get(outcome, outcome)
+            votes.append((_label(json.loads(row["contender_a"])), _label(json.loads(row["contender_b"])), outcome))
+        return votes
+
+    def compare_runs(self, limit: int = 100) -> list[CompareRunRecord]:
+        """The most recent runs first."""
+        rows = self._db.execute("SELECT * FROM compare_runs ORDER BY created DESC, id DESC LIMIT ?", (limit,))
+        return [_compare_run(row) for row in rows]
+
     # --- internals ------------------------------------------------------------------------------------
 
     @contextmanager
@@ -624,6 +760,29 @@ def _download_job(row: sqlite3.Row) -> DownloadJob:
         message=row["message"],
         total_bytes=row["total_bytes"],
         done_bytes=row["done_bytes"],
+    )
+
+
+def _label(contender: dict[str, Any]) -> str:
+    return str(contender.get("label") or contender.get("model_id") or "?")
+
+
+def _compare_run(row: sqlite3.Row) -> CompareRunRecord:
+    return CompareRunRecord(
+        id=row["id"],
+        created=row["created"],
+        prompt=row["prompt"],
+        contender_a=json.loads(row["contender_a"]),
+        contender_b=json.loads(row["contender_b"]),
+        answer_a=row["answer_a"],
+        answer_b=row["answer_b"],
+        figures_a=None if row["figures_a"] is None else json.loads(row["figures_a"]),
+        figures_b=None if row["figures_b"] is None else json.loads(row["figures_b"]),
+        plan=row["plan"],
+        blind=bool(row["blind"]),
+        swapped=bool(row["swapped"]),
+        error_a=row["error_a"],
+        error_b=row["error_b"],
     )
 
 

@@ -23,9 +23,10 @@ from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane
+from workbench.ui.screens.compare import ComparePane
 from workbench.ui.screens.downloads import DownloadsPane
 from workbench.ui.screens.models import ModelsPane
-from workbench.ui.screens.placeholder import ComparePane, EmbeddingsPane
+from workbench.ui.screens.placeholder import EmbeddingsPane
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 from workbench.ui.widgets.pane_bar import PANES
 
@@ -80,10 +81,6 @@ class WorkbenchApp(App[None]):
         """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
         from textual.dom import DOMNode
 
-        import workbench.ui.screens.cache
-        import workbench.ui.screens.catalog_details
-        import workbench.ui.screens.chat_history
-        import workbench.ui.screens.chat_settings  # noqa: F401  (their classes declare bindings too)
 
         def ours(cls: type) -> list[type]:
             found = [cls] if cls.__module__.startswith("workbench.ui") else []

@@ -15,10 +15,6 @@ _PLANNED = {
         "Stream answers from a local MLX model with stop, history, system prompt, sampling settings "
         "and speed figures.",
     ),
-    "compare": (
-        "Compare",
-        "Two models answer the same prompt side by side, with timings, a diff and blind voting.",
-    ),
     "embeddings": (
         "Embeddings",
         "Embed a corpus, search neighbours and see it as a 2-D map with clusters.",
@@ -47,10 +43,6 @@ class PlaceholderPane(PaneScreen):
 
     def extra_text(self) -> str:
         return ""
-
-
-class ComparePane(PlaceholderPane):
-    MODE = "compare"
 
 
 class EmbeddingsPane(PlaceholderPane):

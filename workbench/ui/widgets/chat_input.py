@@ -23,9 +23,14 @@ class ChatInput(TextArea):
     """
 
     class Submitted(Message):
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, prompt: ChatInput | None = None) -> None:
             super().__init__()
             self.text = text
+            self.prompt = prompt
+
+        @property
+        def control(self) -> ChatInput | None:  # lets @on(ChatInput.Submitted, "#id") select the box
+            return self.prompt
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)  # type: ignore[arg-type]
@@ -37,7 +42,7 @@ class ChatInput(TextArea):
             event.prevent_default()
 
     def action_submit(self) -> None:
-        self.post_message(self.Submitted(self.text))
+        self.post_message(self.Submitted(self.text, self))
 
     def action_newline(self) -> None:
         self.insert("\n")
