@@ -149,3 +149,33 @@ async def test_over_budget_runs_one_after_the_other(app_paths: AppPaths) -> None
         await pilot.press(*"go", "enter")
         await settle(app, pilot)
         assert side(pane, "a").text == "x" and side(pane, "b").text == "y"
+
+
+async def test_a_prompt_set_runs_and_exports(app_paths: AppPaths, tmp_path) -> None:
+    import json
+
+    from workbench.ui.screens.prompt_set import PromptSetScreen
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "first"}\nnot json\n{"prompt": "second"}\n')
+    app, a, _ = compare_app(app_paths, Script(tokens=["one ", "two"]), Script(tokens=["three"]))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_compare(app, pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press(*str(prompts), "enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PromptSetScreen)
+        await settle(app, pilot)
+        assert screen.query_one("#prompt-set-table").row_count == 2
+        assert [call[-1]["content"] for call in a.calls] == ["first", "second"]
+        await pilot.press("j")
+        await pilot.press("m")
+        await pilot.pause()
+    exports = sorted((app_paths.data_dir / "exports").iterdir())
+    jsonl = next(p for p in exports if p.suffix == ".jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["first", "second"]
+    assert rows[0]["answer_a"] == "one two" and rows[0]["a"]["sampling"] and rows[0]["a"]["machine"]
+    assert "first" in next(p for p in exports if p.suffix == ".md").read_text()

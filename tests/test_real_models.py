@@ -82,3 +82,29 @@ async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, ap
         assert "Paris" in answer.content
         stored = app.services.store.messages(chat.conversation.id)[-1]
         assert stored.figures and stored.figures["generation_tps"] > 0 and stored.figures["prompt_tokens"] > 10
+
+
+async def test_compare_the_real_smollm2_in_two_settings(smollm2_dir: Path) -> None:
+    from workbench.core.chat import ChatMessage, Finished, Token
+    from workbench.core.compare import CompareRun, Contender, PlanKind, plan_memory
+    from workbench.core.sampling import SamplingSettings
+
+    manager = ModelManager(backends={"mlx-lm": MlxLmBackend()}, budget=Budget(1 << 32, "test"),
+                           inference=InferenceThread(), idle_unload_s=None)  # fmt: skip
+    manager.register(ModelSpec(id="smol", name="SmolLM2", kind="mlx-lm", path=smollm2_dir))
+    greedy = Contender("smol", "greedy", SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=10))
+    short = Contender("smol", "short", SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=3))
+    plan = plan_memory(manager, greedy, short)
+    assert plan.kind is PlanKind.TOGETHER
+    question = [ChatMessage("user", "What is the capital of France?")]
+    texts = {"a": "", "b": ""}
+    finished = set()
+    async for side_event in CompareRun(manager, greedy, short, question, question, plan).events():
+        if isinstance(side_event.event, Token):
+            texts[side_event.side] += side_event.event.text
+        elif isinstance(side_event.event, Finished):
+            finished.add(side_event.side)
+    assert finished == {"a", "b"}
+    assert "Paris" in texts["a"]
+    assert texts["b"] and texts["a"].startswith(texts["b"]) and len(texts["b"]) < len(texts["a"])  # its own max
+    await manager.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -115,6 +116,7 @@ class ComparePane(PaneScreen):
         Binding("ctrl+t", "settings('b')", "Settings B", id="compare.settings-b"),
         Binding("ctrl+n", "new", "New", id="compare.new"),
         Binding("ctrl+l", "leaderboard", "Ratings", id="compare.leaderboard"),
+        Binding("ctrl+o", "prompt_set", "Prompt set", id="compare.prompt-set"),
         Binding("1", "vote('1')", "A better", id="compare.vote-a"),
         Binding("2", "vote('2')", "B better", id="compare.vote-b"),
         Binding("equals_sign", "vote('=')", "Tie", id="compare.vote-tie"),
@@ -391,6 +393,31 @@ class ComparePane(PaneScreen):
 
         current = ChatSettings(self.system_prompts[side], self.settings[side])
         self.app.push_screen(SettingsScreen(self.app.services, current), applied)  # type: ignore[attr-defined]
+
+    def action_prompt_set(self) -> None:
+        from workbench.core.compare import load_prompt_set
+        from workbench.ui.screens.dialogs import PromptScreen
+        from workbench.ui.screens.prompt_set import PromptSetScreen
+
+        a, b, plan = self.contender("a"), self.contender("b"), self.current_plan()
+        if a is None or b is None or plan is None or self.run is not None:
+            self.notify("Choose model A and model B first (and let the current answers finish).", severity="warning")
+            return
+
+        def chosen(path_text: str | None) -> None:
+            if not path_text:
+                return
+            path = Path(path_text).expanduser()
+            prompts, problems = load_prompt_set(path)
+            for problem in problems[:5]:
+                self.notify(f"{path.name}: {problem}", severity="warning")
+            if not prompts:
+                self.notify(f"No prompts in {path}.", severity="error")
+                return
+            self.app.push_screen(PromptSetScreen(path, prompts, a, b, plan))
+
+        self.app.push_screen(PromptScreen("A file of prompts (one per line, or JSONL with \"prompt\")", "",
+                                          placeholder="~/prompts.txt"), chosen)  # fmt: skip
 
     def action_leaderboard(self) -> None:
         from workbench.ui.screens.leaderboard import LeaderboardScreen
