@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.waits import wait_for
 from workbench.core.config import load_settings, save_key_binding
 from workbench.core.lifecycle import ModelState
 from workbench.core.paths import AppPaths
@@ -153,14 +154,14 @@ async def test_keys_are_remapped_by_binding_id(app_paths: AppPaths) -> None:
 async def test_every_binding_has_an_id_and_a_description() -> None:
     from textual.binding import Binding
 
-    from workbench.ui.app import PANE_SCREENS
+    from workbench.ui.app import pane_screens
     from workbench.ui.screens.chat_history import HistoryScreen
     from workbench.ui.screens.chat_settings import SettingsScreen
     from workbench.ui.widgets.chat_input import ChatInput
 
     ids = WorkbenchApp.binding_ids()
     assert {"pane.chat", "models.pin", "chat.stop", "chat.send", "history.rename"} <= ids
-    for owner in (WorkbenchApp, *PANE_SCREENS.values(), HistoryScreen, SettingsScreen, ChatInput):
+    for owner in (WorkbenchApp, *pane_screens().values(), HistoryScreen, SettingsScreen, ChatInput):
         for binding in owner.__dict__.get("BINDINGS", []):  # ours, not the ones Textual inherits
             assert isinstance(binding, Binding)
             assert binding.id and binding.description, binding
@@ -200,9 +201,7 @@ async def test_first_start_imports_the_default_chat_model_with_progress(app_path
     seen: list[str] = []
     async with app.run_test(size=SIZE) as pilot:
         app.watch(app, "activity", lambda value: seen.append(value))
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        ids = [info.spec.id for info in app.services.manager.models()]
-    assert DEFAULT_CHAT_ID in ids
+        models = app.services.manager.models
+        await wait_for(pilot, lambda: DEFAULT_CHAT_ID in [i.spec.id for i in models()], "the import", timeout=120)
     assert any("importing SmolLM2" in s and "%" in s for s in seen)
     assert (app_paths.models_dir / DEFAULT_CHAT_ID / "config.json").is_file()

@@ -43,3 +43,16 @@ def test_starting_the_app_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_first_frame_imports_no_heavy_library(tmp_path: Path) -> None:
+    """Background work (hub search, cache scan, downloads, MLX) starts only after the first frame is painted."""
+    import json
+    import os
+
+    root = PACKAGE.parent
+    mark = tmp_path / "mark.json"
+    env = {**os.environ, "BENCH_MARK_FILE": str(mark)}
+    subprocess.run([sys.executable, str(root / "bench" / "startup.py"), "--child", "workbench"], env=env,
+                   cwd=root, timeout=60, check=True, capture_output=True)  # fmt: skip
+    assert json.loads(mark.read_text())["heavy"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
+from importlib import import_module
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -21,25 +22,29 @@ from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
-from workbench.ui.screens.catalog import CatalogPane
-from workbench.ui.screens.chat import ChatPane
-from workbench.ui.screens.compare import ComparePane
-from workbench.ui.screens.downloads import DownloadsPane
-from workbench.ui.screens.models import ModelsPane
-from workbench.ui.screens.placeholder import EmbeddingsPane
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 from workbench.ui.widgets.pane_bar import PANES
 
 log = logging.getLogger(__name__)
 
-PANE_SCREENS: dict[str, type[Screen]] = {
-    "catalog": CatalogPane,
-    "downloads": DownloadsPane,
-    "chat": ChatPane,
-    "compare": ComparePane,
-    "embeddings": EmbeddingsPane,
-    "models": ModelsPane,
+# Each pane's module is imported when the pane is first shown, so start-up pays only for the first one.
+PANE_CLASSES = {
+    "catalog": "workbench.ui.screens.catalog:CatalogPane",
+    "downloads": "workbench.ui.screens.downloads:DownloadsPane",
+    "chat": "workbench.ui.screens.chat:ChatPane",
+    "compare": "workbench.ui.screens.compare:ComparePane",
+    "embeddings": "workbench.ui.screens.placeholder:EmbeddingsPane",
+    "models": "workbench.ui.screens.models:ModelsPane",
 }
+
+
+def pane_class(mode: str) -> type[Screen]:
+    module, name = PANE_CLASSES[mode].split(":")
+    return getattr(import_module(module), name)
+
+
+def pane_screens() -> dict[str, type[Screen]]:
+    return {mode: pane_class(mode) for mode in PANE_CLASSES}
 MEMORY_REFRESH_S = 1.0
 # The footer shows the six pane keys together ("1 2 3 4 5 6 Panes") so everything fits in 80 columns.
 PANES_GROUP = Binding.Group("Panes", compact=True)
@@ -47,7 +52,7 @@ PANES_GROUP = Binding.Group("Panes", compact=True)
 
 class WorkbenchApp(App[None]):
     TITLE = "workbench"
-    MODES = PANE_SCREENS  # type: ignore[assignment]
+    MODES = {mode: partial(lambda m: pane_class(m)(), mode) for mode in PANE_CLASSES}  # type: ignore[assignment]
     DEFAULT_MODE = "catalog"
     BINDINGS = [
         # alt+N works while typing in a text box, where a plain digit is text
@@ -97,7 +102,7 @@ class WorkbenchApp(App[None]):
 
     def _apply_keymap(self) -> None:
         keys = dict(self.services.settings.keys)
-        unknown = sorted(set(keys) - self.binding_ids())
+        unknown = sorted(set(keys) - self.binding_ids()) if keys else []
         for binding_id in unknown:
             keys.pop(binding_id)
             self._startup_notes.append((f"[keys] {binding_id!r} is not a binding id; ignored", "warning"))
@@ -134,16 +139,21 @@ class WorkbenchApp(App[None]):
             self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
 
         self.services.manager.subscribe(self._on_manager_event)
-        self.run_worker(self.services.downloads.start(), name="downloads", group="downloads")
-        self.call_after_refresh(self.sample_memory)  # after the first frame: it is not needed for it
+        self.services.downloads.subscribe(self._on_download)
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
+        # Everything else waits for the first frame: the background work below imports huggingface_hub and
+        # MLX, and even in a thread an import holds the interpreter long enough to delay the first paint.
+        self.call_after_refresh(self.start_background_work)
+
+    def start_background_work(self) -> None:
+        self.sample_memory()
+        self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
         if self.import_defaults and default_chat_missing(self.services.paths):
             self.import_default_model()
         if self.scan_cache:
             self.find_cached_models()
-        self.services.downloads.subscribe(self._on_download)
 
     async def on_unmount(self) -> None:
         await self.services.downloads.aclose()
