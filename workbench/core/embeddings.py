@@ -322,7 +322,8 @@ def embed_corpus(
     for digest, text in zip(digests, texts, strict=True):
         if digest not in missing and cache.get(model_id, digest) is None:
             missing[digest] = text
-    todo = list(missing.items())
+    # Longest first, like SentenceTransformer.encode: texts of similar length share a batch, so little padding.
+    todo = sorted(missing.items(), key=lambda item: -len(item[1]))
     total = len(texts)
     waiting = sum(1 for digest in digests if digest in missing)
     done = total - waiting

@@ -52,6 +52,10 @@ class AppPaths:
         return self.data_dir / "models"
 
     @property
+    def embeddings_dir(self) -> Path:
+        return self.data_dir / "embeddings"
+
+    @property
     def database_file(self) -> Path:
         return self.data_dir / "workbench.sqlite3"
 
