@@ -86,8 +86,9 @@ def test_scan_cache_dir_accepts_the_hand_made_layout(hf_cache: Path) -> None:
     assert len(info.warnings) == 1  # models--org--broken
 
 
-def test_only_the_loadable_mlx_chat_model_is_listed(hf_cache: Path) -> None:
-    [spec] = cached_specs(hf_cache)
+def test_the_loadable_chat_model_and_the_embedder_are_listed(hf_cache: Path) -> None:
+    spec, embedder = cached_specs(hf_cache)
+    assert (embedder.id, embedder.kind) == ("sentence-transformers/tiny-embedder", "sentence-transformers")
     snapshot = hf_cache.resolve() / f"models--{LLAMA_ID.replace('/', '--')}" / "snapshots" / ("a" * 40)
     assert spec == ModelSpec(id=LLAMA_ID, name=LLAMA_ID, kind="mlx-lm", path=snapshot)
     assert json.loads((spec.path / "config.json").read_text())["model_type"] == "llama"
@@ -139,8 +140,8 @@ def test_local_specs_with_cache(
     for name, data in llama_files.items():
         (imported / name).write_bytes(data)
     ids = [spec.id for spec in local_specs_with_cache(app_paths, hf_cache)]
-    assert ids[:2] == ["my-import", LLAMA_ID]
-    assert ids[2:] in ([], [DEFAULT_EMBEDDER_ID])
+    assert ids[:3] == ["my-import", LLAMA_ID, "sentence-transformers/tiny-embedder"]
+    assert ids[3:] in ([], [DEFAULT_EMBEDDER_ID])
 
     # An imported model with the same id as a cached one is listed once, as the import.
     same = ModelSpec(id=LLAMA_ID, name="mine", kind="mlx-lm", path=imported)
@@ -154,4 +155,4 @@ def test_default_cache_follows_hf_hub_cache(hf_cache: Path) -> None:
     code = "from workbench.core.local_models import cached_specs; print([s.id for s in cached_specs()])"
     env = {**os.environ, "HF_HUB_CACHE": str(hf_cache), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
-    assert out.stdout.strip() == repr([LLAMA_ID])
+    assert out.stdout.strip() == repr([LLAMA_ID, "sentence-transformers/tiny-embedder"])

@@ -111,7 +111,9 @@ def local_specs_with_cache(paths: AppPaths, hf_cache: Path | None = None) -> lis
 
 
 def cached_specs(cache_dir: Path | None = None) -> list[ModelSpec]:
-    """MLX chat models in the Hugging Face cache (``None``: the standard one, per HF_HOME / HF_HUB_CACHE).
+    """Chat models mlx-lm can load and sentence-transformers embedders in the Hugging Face cache.
+
+    ``cache_dir`` None means the standard cache (per HF_HOME / HF_HUB_CACHE).
 
     Each model repo counts with its most recently modified revision. Broken entries are logged and
     skipped; a missing cache gives ``[]``.
@@ -134,13 +136,24 @@ def cached_specs(cache_dir: Path | None = None) -> list[ModelSpec]:
             continue
         snapshot = max(repo.revisions, key=lambda revision: revision.last_modified).snapshot_path
         try:
-            loadable = is_mlx_lm_snapshot(snapshot)
+            kind = snapshot_kind(snapshot)
         except (OSError, ValueError) as exc:  # unreadable files, bad JSON
             log.info("skipping %s in the Hugging Face cache: %s", repo.repo_id, exc)
             continue
-        if loadable:
-            specs.append(ModelSpec(id=repo.repo_id, name=repo.repo_id, kind=mlx_lm.KIND, path=snapshot))
+        if kind is not None:
+            specs.append(ModelSpec(id=repo.repo_id, name=repo.repo_id, kind=kind, path=snapshot))
     return specs
+
+
+def snapshot_kind(folder: Path) -> str | None:
+    """The backend that can load a downloaded snapshot, or None."""
+    if is_sentence_transformers_snapshot(folder):
+        return sentence_transformers.KIND
+    return mlx_lm.KIND if is_mlx_lm_snapshot(folder) else None
+
+
+def is_sentence_transformers_snapshot(folder: Path) -> bool:
+    return (folder / "modules.json").is_file() and any(folder.rglob("*.safetensors"))
 
 
 def is_mlx_lm_snapshot(folder: Path) -> bool:
