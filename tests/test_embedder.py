@@ -70,7 +70,7 @@ async def test_cancelling_the_task_waits_for_the_batch_then_releases(embedder: E
     started = asyncio.Event()
     loop = asyncio.get_running_loop()
     texts = [f"{sentence} Again." for sentence in SENTENCES] + SENTENCES
-    notify = lambda done, total: loop.call_soon_threadsafe(started.set)  # noqa: E731
+    notify = lambda done, total: done and loop.call_soon_threadsafe(started.set)  # noqa: E731
     task = asyncio.ensure_future(embedder.embed(DEFAULT_EMBEDDER_ID, texts, progress=notify))
     await asyncio.wait_for(started.wait(), timeout=60)
     task.cancel()
@@ -78,3 +78,12 @@ async def test_cancelling_the_task_waits_for_the_batch_then_releases(embedder: E
         await task
     assert embedder.manager.info(DEFAULT_EMBEDDER_ID).state is ModelState.READY
     assert 0 < embedder.cache.count(DEFAULT_EMBEDDER_ID) < 120
+
+
+async def test_a_fully_cached_corpus_needs_no_model(embedder: Embedder) -> None:
+    first = await embedder.embed(DEFAULT_EMBEDDER_ID, SENTENCES)
+    await embedder.manager.unload(DEFAULT_EMBEDDER_ID)
+    reopened = Embedder(embedder.manager, type(embedder.cache)(embedder.cache.folder))
+    again = await reopened.embed(DEFAULT_EMBEDDER_ID, SENTENCES)
+    np.testing.assert_array_equal(again, first)
+    assert embedder.manager.info(DEFAULT_EMBEDDER_ID).state is ModelState.UNLOADED

@@ -324,3 +324,16 @@ def test_download_jobs_are_queued_in_order(db_path: Path) -> None:
         ("mlx-community/a-4bit", [], "queued"),
         ("mlx-community/b-4bit", ["config.json"], "queued"),
     ]
+
+
+def test_embedding_sets_remember_the_latest_open_per_path_and_column(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    store.remember_embedding_set("/notes", None, "all-MiniLM-L6-v2", 10)
+    store.remember_embedding_set("/data.csv", "title", "all-MiniLM-L6-v2", 5)
+    store.remember_embedding_set("/notes", None, "org/other", 12)
+    sets = store.embedding_sets()
+    assert [(s.path, s.column, s.model_id, s.passages) for s in sets] == [
+        ("/notes", None, "org/other", 12),
+        ("/data.csv", "title", "all-MiniLM-L6-v2", 5),
+    ]
+    store.close()

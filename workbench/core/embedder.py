@@ -27,6 +27,10 @@ def encode_batch(model: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
+def _never_called(texts: list[str]) -> np.ndarray:
+    raise AssertionError("every text was cached")
+
+
 class Embedder:
     def __init__(self, manager: ModelManager, cache: EmbeddingCache, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.manager = manager
@@ -50,6 +54,8 @@ class Embedder:
         task) stops before the next batch and raises `embeddings.Cancelled`; finished batches stay cached.
         """
         cancel = cancel or threading.Event()
+        if self.cache.missing(model_id, texts) == 0:  # reopening a corpus needs no model at all
+            return embed_corpus(_never_called, model_id, texts, self.cache, self.batch_size, progress)
         lease = await self.manager.acquire(model_id)
         try:
             model = lease.handle

@@ -296,6 +296,10 @@ class EmbeddingCache:
     def count(self, model_id: str) -> int:
         return len(self._store(model_id).rows)
 
+    def missing(self, model_id: str, texts: list[str]) -> int:
+        """How many of `texts` this model has no vector for yet."""
+        return sum(1 for text in texts if self.get(model_id, text_hash(text)) is None)
+
 
 class Cancelled(Exception):
     """embed_corpus stopped because `cancelled()` turned true; the batches done so far are cached."""

@@ -12,6 +12,8 @@ from workbench.core.backends.sentence_transformers import SentenceTransformerBac
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
 from workbench.core.downloads import DownloadManager
+from workbench.core.embedder import Embedder
+from workbench.core.embeddings import EmbeddingCache
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager
@@ -34,6 +36,7 @@ class Services:
     store: Store
     hub: HubCatalog
     downloads: DownloadManager
+    embedder: Embedder
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
 
@@ -65,7 +68,8 @@ def build_services(
     # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
     downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads=downloads, issues=issues,
+                        store=store, hub=hub, downloads=downloads,
+                        embedder=Embedder(manager, EmbeddingCache(paths.embeddings_dir)), issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services

@@ -112,9 +112,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX compare_votes_by_run ON compare_votes (run_id);
     """,
+    """
+    CREATE TABLE embedding_sets (
+        path TEXT NOT NULL,
+        column_name TEXT NOT NULL DEFAULT '',
+        model_id TEXT NOT NULL,
+        passages INTEGER NOT NULL DEFAULT 0,
+        opened REAL NOT NULL,
+        PRIMARY KEY (path, column_name)
+    );
+    """,
 ]
 
 VOTE_OUTCOMES = ("a", "b", "tie", "both_bad")
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """A corpus the Embeddings pane opened: where it is, which column, and the model it was embedded with."""
+
+    path: str
+    column: str | None
+    model_id: str
+    passages: int
+    opened: float
 
 
 class MessageStatus(StrEnum):
@@ -598,6 +619,21 @@ class Store:
                 "INSERT INTO compare_votes (run_id, outcome, created) VALUES (?, ?, ?)", (run_id, outcome, self._now())
             )
         return cursor.lastrowid or 0
+
+    def remember_embedding_set(self, path: str, column: str | None, model_id: str, passages: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO embedding_sets (path, column_name, model_id, passages, opened) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (path, column_name) DO UPDATE SET model_id = excluded.model_id,"
+                " passages = excluded.passages, opened = excluded.opened",
+                (path, column or "", model_id, passages, self._now()),
+            )
+
+    def embedding_sets(self, limit: int = 20) -> list[EmbeddingSet]:
+        """The most recently opened first."""
+        rows = self._db.execute("SELECT * FROM embedding_sets ORDER BY opened DESC LIMIT ?", (limit,))
+        return [EmbeddingSet(path=row["path"], column=row["column_name"] or None, model_id=row["model_id"],
+                             passages=row["passages"], opened=row["opened"]) for row in rows]  # fmt: skip
 
     def compare_votes(self) -> list[tuple[str, str, str]]:
         """Every vote in the order cast, as ``(label of A, label of B, outcome)`` where "a" means contender A."""
