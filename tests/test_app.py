@@ -35,7 +35,7 @@ async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) ->
         await pilot.pause()
         for key, mode in zip("123456", ["catalog", "downloads", "chat", "compare", "embeddings", "models"],
                              strict=True):  # fmt: skip
-            typing = app.current_mode in ("chat", "compare")  # a prompt box has focus there: digits are text
+            typing = app.current_mode in ("chat", "compare", "embeddings")  # a text box has focus: digits are text
             await pilot.press(f"alt+{key}" if typing else key)
             await pilot.pause()
             assert app.current_mode == mode
@@ -49,7 +49,7 @@ async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) ->
         await pilot.press("5")
         await pilot.pause()
         assert app.current_mode == "embeddings"
-        assert "Not built yet" in str(app.screen.query_one("#placeholder-text").render())
+        assert "ctrl+o opens one" in str(app.screen.query_one("#corpus-line").render())
 
 
 async def test_panes_are_reachable_from_the_command_palette(app_paths: AppPaths) -> None:

@@ -91,7 +91,10 @@ def _fix_signs(points: np.ndarray) -> np.ndarray:
 def _umap(array: np.ndarray, seed: int) -> np.ndarray:
     import umap
 
-    reducer = umap.UMAP(n_components=2, random_state=seed, metric="cosine", n_neighbors=min(15, array.shape[0] - 1))
+    # A seed makes UMAP single-threaded anyway; saying n_jobs=1 keeps it from warning about that.
+    reducer = umap.UMAP(
+        n_components=2, random_state=seed, metric="cosine", n_neighbors=min(15, array.shape[0] - 1), n_jobs=1
+    )
     return np.asarray(reducer.fit_transform(array), dtype=np.float32)
 
 

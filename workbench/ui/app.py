@@ -33,7 +33,7 @@ PANE_CLASSES = {
     "downloads": "workbench.ui.screens.downloads:DownloadsPane",
     "chat": "workbench.ui.screens.chat:ChatPane",
     "compare": "workbench.ui.screens.compare:ComparePane",
-    "embeddings": "workbench.ui.screens.placeholder:EmbeddingsPane",
+    "embeddings": "workbench.ui.screens.embeddings:EmbeddingsPane",
     "models": "workbench.ui.screens.models:ModelsPane",
 }
 
@@ -55,9 +55,14 @@ class WorkbenchApp(App[None]):
     MODES = {mode: partial(lambda m: pane_class(m)(), mode) for mode in PANE_CLASSES}  # type: ignore[assignment]
     DEFAULT_MODE = "catalog"
     BINDINGS = [
-        # alt+N works while typing in a text box, where a plain digit is text
         *(
-            Binding(f"{key},alt+{key}", f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
+            Binding(key, f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
+            for mode, key, title in PANES
+        ),
+        # alt+N works while typing in a text box, where a plain digit is text (not in the footer: the pane bar
+        # names the panes, and "alt+1alt+2…" would crowd out the pane's own keys)
+        *(
+            Binding(f"alt+{key}", f"switch_mode('{mode}')", title, id=f"pane.{mode}.typing", show=False)
             for mode, key, title in PANES
         ),
         Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True),

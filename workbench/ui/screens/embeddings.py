@@ -1,0 +1,768 @@
+"""The Embeddings pane: open a corpus, embed it, search it as you type, map and cluster it, compare two embedders."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Input, ProgressBar, Select, Static, TabbedContent, TabPane
+
+from workbench.core.embedder import Embedder
+from workbench.core.embedding_map import (
+    Clustering,
+    ClusterLabel,
+    Overlap,
+    Projection,
+    cluster,
+    default_cluster_count,
+    label_clusters,
+    least_agreeing,
+    neighbour_overlap,
+    project,
+    similarity_matrix,
+    umap_available,
+)
+from workbench.core.embeddings import Cancelled, Corpus, load_corpus, top_k
+from workbench.core.lifecycle import ModelManagerError
+from workbench.core.local_models import DEFAULT_EMBEDDER_ID
+from workbench.ui.screens.base import PaneScreen
+from workbench.ui.screens.dialogs import PromptScreen
+from workbench.ui.widgets.cluster_map import ClusterMap, cluster_colour
+from workbench.ui.widgets.heatmap import heatmap_table
+
+log = logging.getLogger(__name__)
+
+SEARCH_DEBOUNCE_S = 0.12
+RESULTS = 10
+OVERLAP_K = 10
+NEIGHBOURS_SHOWN = 5
+HEATMAP_MAX = 10
+DISAGREEMENTS_SHOWN = 200
+SNIPPET = 160
+PASSAGE_TABLES = ("results", "members", "disagreements", "neighbours-a", "neighbours-b")  # rows keyed by passage
+
+NO_CORPUS = "No corpus open · ctrl+o opens one"
+OPEN_HINT = (
+    "Open a corpus with ctrl+o: a .txt file (one item a line), a folder of .txt/.md notes (split into passages), "
+    "or a .csv / .jsonl file (add ::column to pick the text column, e.g. data.csv::title)."
+)
+
+
+def parse_corpus_spec(spec: str) -> tuple[Path, str | None]:
+    """`PATH` or `PATH::COLUMN`, with ~ expanded."""
+    path, _, column = spec.partition("::")
+    return Path(path.strip()).expanduser(), column.strip() or None
+
+
+def snippet(text: str, length: int = SNIPPET) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= length else line[: length - 1] + "…"
+
+
+@dataclass(frozen=True)
+class MapResult:
+    projection: Projection
+    clustering: Clustering
+    labels: list[ClusterLabel]
+    seconds: float
+
+
+class EmbedProgress(Message):
+    def __init__(self, side: str, done: int, total: int) -> None:
+        super().__init__()
+        self.side = side
+        self.done = done
+        self.total = total
+
+
+class MapReady(Message):
+    def __init__(self, generation: int, result: MapResult | None, error: str = "") -> None:
+        super().__init__()
+        self.generation = generation
+        self.result = result
+        self.error = error
+
+
+class OverlapReady(Message):
+    def __init__(self, generation: int, overlap: Overlap | None, error: str = "") -> None:
+        super().__init__()
+        self.generation = generation
+        self.overlap = overlap
+        self.error = error
+
+
+class EmbeddingsPane(PaneScreen):
+    MODE = "embeddings"
+
+    BINDINGS = [
+        Binding("ctrl+o", "open_corpus", "Open", id="embeddings.open"),
+        Binding("escape", "cancel", "Cancel", id="embeddings.cancel"),
+        Binding("slash", "focus_query", "Search", id="embeddings.search"),
+        Binding("m", "show_tab('map')", "Map", id="embeddings.map"),
+        Binding("c", "show_tab('compare')", "Compare", id="embeddings.compare"),
+        Binding("h", "show_tab('heatmap')", "Heatmap", id="embeddings.heatmap"),
+        Binding("s", "show_tab('search')", "Search tab", id="embeddings.search_tab", show=False),
+        Binding("space", "mark", "Mark", id="embeddings.mark", show=False),
+        Binding("x", "clear_marks", "Clear marks", id="embeddings.clear_marks", show=False),
+        Binding("left_square_bracket", "clusters(-1)", "Fewer clusters", id="embeddings.fewer", show=False),
+        Binding("right_square_bracket", "clusters(1)", "More clusters", id="embeddings.more", show=False),
+        Binding("p", "toggle_projection", "PCA/UMAP", id="embeddings.projection", show=False),
+        Binding("ctrl+l", "choose_model", "Model", id="embeddings.model", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    EmbeddingsPane #emb-top { height: 3; }
+    EmbeddingsPane #model-a { width: 44; }
+    EmbeddingsPane #corpus-line { width: 1fr; padding: 1 1 0 1; }
+    EmbeddingsPane #progress-row { height: 1; display: none; padding: 0 1; }
+    EmbeddingsPane #progress-row.running { display: block; }
+    EmbeddingsPane #embed-progress { width: 30; }
+    EmbeddingsPane #progress-label { width: 1fr; color: $text-muted; }
+    EmbeddingsPane TabbedContent { height: 1fr; }
+    EmbeddingsPane TabPane { padding: 0; }
+    EmbeddingsPane #results, EmbeddingsPane #members, EmbeddingsPane #disagreements { height: 1fr; }
+    EmbeddingsPane #search-status, EmbeddingsPane #map-status, EmbeddingsPane #overlap-line,
+    EmbeddingsPane #heatmap-title { height: 1; color: $text-muted; padding: 0 1; }
+    EmbeddingsPane #detail { height: auto; max-height: 6; padding: 0 1; }
+    EmbeddingsPane #map { width: 3fr; height: 1fr; }
+    EmbeddingsPane #map-side { width: 2fr; }
+    EmbeddingsPane #clusters { height: auto; max-height: 45%; }
+    EmbeddingsPane #point-detail { height: auto; max-height: 7; padding: 0 1; }
+    EmbeddingsPane #compare-top { height: 3; }
+    EmbeddingsPane #model-b { width: 44; }
+    EmbeddingsPane #compare-hint { height: auto; padding: 0 1; color: $text-muted; }
+    EmbeddingsPane #neighbours-a, EmbeddingsPane #neighbours-b { width: 1fr; height: 1fr; }
+    EmbeddingsPane #heatmap-scroll { height: 1fr; padding: 0 1; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.corpus: Corpus | None = None
+        self.corpus_label = ""
+        self.corpus_spec = ""
+        self.generation = 0  # bumped whenever the corpus or a model changes, so late results are dropped
+        self.model_a: str | None = None
+        self.model_b: str | None = None
+        self.vectors_a: np.ndarray | None = None
+        self.vectors_b: np.ndarray | None = None
+        self.query_a: np.ndarray | None = None
+        self.query_b: np.ndarray | None = None
+        self.query_text = ""
+        self.hits: list[tuple[int, float]] = []
+        self.hits_for = ""  # the query the shown hits answer
+        self.map_result: MapResult | None = None
+        self.cluster_count: int | None = None
+        self.projection_method = "pca"
+        self.overlap: Overlap | None = None
+        self.selected: int | None = None
+        self.marked: list[int] = []
+        self.progress: dict[str, tuple[int, int]] = {}
+        self.cancels: dict[str, threading.Event] = {}
+        self.status = ""
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.app.services.embedder  # type: ignore[attr-defined]
+
+    # --- layout ----------------------------------------------------------------------------------
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="emb-top"):
+            yield Static(NO_CORPUS, id="corpus-line", markup=False)
+            yield Select[str]([], prompt="Embedding model (ctrl+l)", id="model-a", allow_blank=True)
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(id="embed-progress", show_eta=False)
+            yield Static("", id="progress-label")
+        with TabbedContent(initial="search"):
+            with TabPane("Search", id="search"):
+                yield Input(placeholder="Type to search the corpus (/ from anywhere)", id="query")
+                yield Static("", id="search-status")
+                yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+                yield Static(OPEN_HINT, id="detail", markup=False)
+            with TabPane("Map", id="map-tab"):
+                yield Static("", id="map-status")
+                with Horizontal():
+                    yield ClusterMap(id="map")
+                    with Vertical(id="map-side"):
+                        yield DataTable(id="clusters", cursor_type="row")
+                        yield DataTable(id="members", cursor_type="row")
+                yield Static("", id="point-detail", markup=False)
+            with TabPane("Compare", id="compare"):
+                with Horizontal(id="compare-top"):
+                    yield Select[str]([], prompt="Second model (B)", id="model-b", allow_blank=True)
+                    yield Static("", id="overlap-line")
+                yield Static("", id="compare-hint", markup=False)
+                with Horizontal():
+                    yield DataTable(id="disagreements", cursor_type="row")
+                    yield DataTable(id="neighbours-a", cursor_type="row")
+                    yield DataTable(id="neighbours-b", cursor_type="row")
+            with TabPane("Heatmap", id="heatmap-tab"):
+                yield Static("", id="heatmap-title", markup=False)
+                with VerticalScroll(id="heatmap-scroll"):
+                    yield Static("", id="heatmap")
+
+    def on_mount(self) -> None:
+        self.query_one("#results", DataTable).add_columns("#", "score", "source", "passage")
+        self.query_one("#clusters", DataTable).add_columns("", "size", "label")
+        self.query_one("#members", DataTable).add_columns("passage")
+        self.query_one("#disagreements", DataTable).add_columns("overlap", "passage")
+        self.query_one("#neighbours-a", DataTable).add_columns("A", "passage")
+        self.query_one("#neighbours-b", DataTable).add_columns("B", "passage")
+        self.watch(self.app, "models_version", lambda _v: self.refresh_models())
+        self.refresh_models()
+        self.show_compare_hint()
+        self.query_one("#query", Input).focus()
+        recent = self.app.services.store.embedding_sets(limit=1)  # type: ignore[attr-defined]
+        if recent and Path(recent[0].path).exists():
+            last = recent[0]
+            if last.model_id in self.embedder.model_ids():
+                self.model_a = last.model_id
+                self.query_one("#model-a", Select).value = last.model_id
+            self.open_corpus(Path(last.path), last.column)
+
+    # --- models ----------------------------------------------------------------------------------
+
+    def refresh_models(self) -> None:
+        ids = self.embedder.model_ids()
+        manager = self.embedder.manager
+        options = [(manager.info(i).spec.name, i) for i in ids]
+        for select_id in ("#model-a", "#model-b"):
+            select = self.query_one(select_id, Select)
+            if [value for _, value in select._options if value is not Select.NULL] != ids:
+                current = select.value
+                select.set_options(options)
+                if current in ids:
+                    select.value = current
+        if self.model_a not in ids:
+            self.model_a = DEFAULT_EMBEDDER_ID if DEFAULT_EMBEDDER_ID in ids else (ids[0] if ids else None)
+        if self.model_a is not None and self.query_one("#model-a", Select).value != self.model_a:
+            self.query_one("#model-a", Select).value = self.model_a
+        self.show_compare_hint()
+
+    @on(Select.Changed, "#model-a")
+    def model_a_chosen(self, event: Select.Changed) -> None:
+        if event.value is Select.NULL or event.value == self.model_a:
+            return
+        self.model_a = str(event.value)
+        self.restart("a")
+
+    @on(Select.Changed, "#model-b")
+    def model_b_chosen(self, event: Select.Changed) -> None:
+        value = None if event.value is Select.NULL else str(event.value)
+        if value == self.model_b:
+            return
+        self.model_b = value
+        self.restart("b")
+
+    def restart(self, side: str) -> None:
+        """A model changed: drop what the old one produced and embed again (cached vectors come back at once)."""
+        self.generation += 1
+        self.cancel_side(side)
+        self.overlap = None
+        if side == "a":
+            self.vectors_a, self.query_a, self.map_result = None, None, None
+        else:
+            self.vectors_b, self.query_b = None, None
+        self.show_overlap()
+        self.show_compare_hint()
+        if self.corpus is not None and self.corpus.passages:
+            self.embed(side)
+
+    def action_choose_model(self) -> None:
+        select = self.query_one("#model-a", Select)
+        select.focus()
+        select.expanded = True
+
+    # --- opening a corpus ------------------------------------------------------------------------
+
+    def action_open_corpus(self) -> None:
+        def chosen(spec: str | None) -> None:
+            if spec:
+                self.open_corpus(*parse_corpus_spec(spec))
+
+        title = "Open a corpus: a file or folder (PATH, or PATH::COLUMN for CSV/JSONL)"
+        self.app.push_screen(PromptScreen(title, self.corpus_spec, placeholder="~/notes  or  data.csv::text"), chosen)
+
+    @work(group="corpus", exclusive=True, exit_on_error=False)
+    async def open_corpus(self, path: Path, column: str | None = None) -> None:
+        for side in ("a", "b"):
+            self.cancel_side(side)
+        path = path.resolve()
+        self.corpus_spec = f"{path}::{column}" if column else str(path)
+        self.show_status(f"reading {path.name}…")
+        corpus = await asyncio.to_thread(load_corpus, path, column)
+        self.generation += 1
+        self.corpus = corpus
+        self.corpus_label = path.name + ("/" if path.is_dir() else "") + (f" [{column}]" if column else "")
+        self.vectors_a = self.vectors_b = self.query_a = self.query_b = None
+        self.map_result, self.overlap, self.selected, self.hits = None, None, None, []
+        self.marked.clear()
+        self.show_results()
+        self.show_map()
+        self.show_overlap()
+        problems = corpus.problems
+        if problems:
+            shown = "\n".join(problems[:4]) + (f"\n… and {len(problems) - 4} more (in the log)" if len(problems) > 4
+                                               else "")  # fmt: skip
+            self.query_one("#detail", Static).update(f"Skipped {len(problems)}:\n{shown}")
+            for problem in problems:
+                log.info("corpus %s: %s", path, problem)
+        if not corpus.passages:
+            self.show_status("nothing to embed")
+            self.notify(f"No passages in {path.name}" + (f": {problems[0]}" if problems else ""), severity="warning")
+            return
+        self.show_status("")
+        self.embed("a")
+        if self.model_b is not None:
+            self.embed("b")
+
+    # --- embedding -------------------------------------------------------------------------------
+
+    def embed(self, side: str) -> None:
+        model_id = self.model_a if side == "a" else self.model_b
+        if model_id is None or self.corpus is None:
+            return
+        self.run_worker(self.embed_side(side, model_id, self.corpus.texts, self.generation),
+                        group=f"embed-{side}", exclusive=True, exit_on_error=False)  # fmt: skip
+
+    async def embed_side(self, side: str, model_id: str, texts: list[str], generation: int) -> None:
+        cancel = self.cancels[side] = threading.Event()
+        self.progress[side] = (0, len(texts))
+        self.show_progress()
+        started = time.perf_counter()
+        try:
+            vectors = await self.embedder.embed(
+                model_id, texts, progress=lambda done, total: self.post_message(EmbedProgress(side, done, total)),
+                cancel=cancel,
+            )
+        except Cancelled as exc:
+            self.show_status(f"{side.upper()}: {exc}; ctrl+o and enter continues where it stopped")
+            return
+        except ModelManagerError as exc:
+            self.show_status(f"{side.upper()}: {exc}")
+            self.notify(str(exc), severity="error", timeout=15)
+            return
+        except Exception as exc:
+            log.exception("embedding with %s failed", model_id)
+            self.show_status(f"{side.upper()}: embedding failed ({type(exc).__name__}: {exc})")
+            return
+        finally:
+            self.progress.pop(side, None)
+            if self.cancels.get(side) is cancel:
+                del self.cancels[side]
+            self.show_progress()
+        if generation != self.generation:
+            return
+        seconds = time.perf_counter() - started
+        self.show_status(f"{side.upper()} embedded {len(texts)} in {seconds:.1f} s")
+        if side == "a":
+            self.vectors_a = vectors
+            if self.corpus_spec:
+                path, column = parse_corpus_spec(self.corpus_spec)
+                self.app.services.store.remember_embedding_set(  # type: ignore[attr-defined]
+                    str(path), column, model_id, len(texts)
+                )
+            self.compute_map()
+            if self.query_text:
+                self.search(self.query_text)
+        else:
+            self.vectors_b = vectors
+        self.show_compare_hint()
+        if self.vectors_a is not None and self.vectors_b is not None:
+            self.compute_overlap()
+            if self.query_text:
+                self.search(self.query_text)
+
+    def on_embed_progress(self, message: EmbedProgress) -> None:
+        if message.side in self.progress:
+            self.progress[message.side] = (message.done, message.total)
+            self.show_progress()
+
+    def show_progress(self) -> None:
+        row = self.query_one("#progress-row")
+        row.set_class(bool(self.progress), "running")
+        if not self.progress:
+            return
+        done = sum(d for d, _ in self.progress.values())
+        total = sum(t for _, t in self.progress.values())
+        self.query_one("#embed-progress", ProgressBar).update(total=max(total, 1), progress=done)
+        parts = [f"{side.upper()} {d}/{t}" for side, (d, t) in sorted(self.progress.items())]
+        self.query_one("#progress-label", Static).update(f"embedding {' · '.join(parts)} · esc cancels")
+
+    def cancel_side(self, side: str) -> None:
+        if side in self.cancels:
+            self.cancels[side].set()
+
+    def action_cancel(self) -> None:
+        if self.cancels:
+            for side in list(self.cancels):
+                self.cancel_side(side)
+        elif self.focused is self.query_one("#query"):
+            self.query_one("#results").focus()
+
+    def show_status(self, status: str) -> None:
+        self.status = status
+        line = Text()
+        if self.corpus is None:
+            line.append(NO_CORPUS)
+        else:
+            line.append(self.corpus_label, style="bold")
+            line.append(f" · {len(self.corpus.passages)} passages")
+            if self.corpus.problems:
+                line.append(f" · {len(self.corpus.problems)} skipped", style="yellow")
+            if self.marked:
+                line.append(f" · {len(self.marked)} marked")
+        if status:
+            line.append(f" · {status}", style="italic")
+        self.query_one("#corpus-line", Static).update(line)
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def action_focus_query(self) -> None:
+        self.set_focus(None)
+        self.query_one(TabbedContent).active = "search"
+        self.query_one("#query", Input).focus()
+
+    @on(Input.Changed, "#query")
+    def query_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value.strip()
+        self.search(self.query_text)
+
+    @on(Input.Submitted, "#query")
+    def query_submitted(self) -> None:
+        self.query_one("#results").focus()
+
+    @work(group="search", exclusive=True, exit_on_error=False)
+    async def search(self, text: str) -> None:
+        await asyncio.sleep(SEARCH_DEBOUNCE_S)  # a newer keystroke cancels this worker first
+        if not text or self.vectors_a is None or self.model_a is None:
+            self.hits, self.hits_for, self.query_a, self.query_b = [], "", None, None
+            self.show_results()
+            self.show_neighbour_lists()
+            return
+        generation = self.generation
+        started = time.perf_counter()
+        try:
+            query = await self.embedder.encode_query(self.model_a, text)
+        except ModelManagerError as exc:
+            self.query_one("#search-status", Static).update(str(exc))
+            return
+        encoded = time.perf_counter()
+        if generation != self.generation or self.vectors_a is None:
+            return
+        self.hits = top_k(self.vectors_a, query, RESULTS)
+        searched = time.perf_counter()
+        self.hits_for = text
+        self.query_a = query
+        self.show_results(f"{(searched - encoded) * 1000:.1f} ms search + {(encoded - started) * 1000:.0f} ms "
+                          "to embed the query")  # fmt: skip
+        self.query_b = None
+        if self.model_b is not None and self.vectors_b is not None:
+            query_b = await self.embedder.encode_query(self.model_b, text)
+            if generation == self.generation:
+                self.query_b = query_b
+        self.show_neighbour_lists()
+
+    def show_results(self, timing: str = "") -> None:
+        table = self.query_one("#results", DataTable)
+        table.clear()
+        status = self.query_one("#search-status", Static)
+        if self.corpus is None or not self.hits:
+            status.update("" if self.corpus is None or not self.query_text else "no results yet")
+            return
+        passages = self.corpus.passages
+        for rank, (row, score) in enumerate(self.hits, start=1):
+            mark = "•" if row in self.marked else ""
+            table.add_row(f"{mark}{rank}", f"{score:.3f}", passages[row].id, snippet(passages[row].text), key=str(row))
+        status.update(f"top {len(self.hits)} of {len(passages)} · {timing}" if timing else "")
+
+    @on(DataTable.RowHighlighted, "#results")
+    def result_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            row = int(event.row_key.value)
+            if self.corpus is not None:
+                self.query_one("#detail", Static).update(self.corpus.passages[row].text)
+            self.select_passage(row)
+
+    # --- selection and neighbours ----------------------------------------------------------------
+
+    def select_passage(self, row: int) -> None:
+        self.selected = row
+        self.query_one(ClusterMap).select(row)
+        self.show_point_detail()
+
+    def neighbours_of(self, vectors: np.ndarray, row: int, count: int) -> list[tuple[int, float]]:
+        return [(i, s) for i, s in top_k(vectors, vectors[row], count + 1) if i != row][:count]
+
+    def show_point_detail(self) -> None:
+        detail = self.query_one("#point-detail", Static)
+        if self.corpus is None or self.selected is None or self.vectors_a is None:
+            detail.update("Select a passage (clusters on the right, or click the map) to read it and its neighbours.")
+            return
+        passage = self.corpus.passages[self.selected]
+        text = Text()
+        text.append(f"{passage.id}: ", style="bold")
+        text.append(snippet(passage.text, 300))
+        for row, score in self.neighbours_of(self.vectors_a, self.selected, 3):
+            text.append(f"\n  {score:.3f} ", style="dim")
+            text.append(snippet(self.corpus.passages[row].text, 120))
+        detail.update(text)
+
+    # --- the map ---------------------------------------------------------------------------------
+
+    def compute_map(self) -> None:
+        if self.vectors_a is None or self.corpus is None:
+            return
+        self.query_one("#map-status", Static).update("projecting and clustering…")
+        k = self.cluster_count or default_cluster_count(len(self.vectors_a))
+        self.map_worker(self.vectors_a, self.corpus.texts, k, self.projection_method, self.generation)
+
+    @work(thread=True, group="map", exclusive=True, exit_on_error=False)
+    def map_worker(self, vectors: np.ndarray, texts: list[str], k: int, method: str, generation: int) -> None:
+        started = time.perf_counter()
+        try:
+            projection = project(vectors, method=method, seed=0)
+            clustering = cluster(vectors, k=k, seed=0)
+            labels = label_clusters(texts, vectors, clustering)
+        except Exception as exc:
+            log.exception("projecting the corpus failed")
+            self.post_message(MapReady(generation, None, f"{type(exc).__name__}: {exc}"))
+            return
+        result = MapResult(projection, clustering, labels, time.perf_counter() - started)
+        self.post_message(MapReady(generation, result))
+
+    def on_map_ready(self, message: MapReady) -> None:
+        if message.generation != self.generation:
+            return
+        if message.result is None:
+            self.query_one("#map-status", Static).update(f"map failed: {message.error}")
+            return
+        self.map_result = message.result
+        self.show_map()
+
+    def show_map(self) -> None:
+        status = self.query_one("#map-status", Static)
+        clusters = self.query_one("#clusters", DataTable)
+        clusters.clear()
+        self.query_one("#members", DataTable).clear()
+        result = self.map_result
+        if result is None:
+            self.query_one(ClusterMap).show(np.zeros((0, 2)), np.zeros(0, dtype=int))
+            status.update("" if self.corpus is None else "the map appears once the corpus is embedded")
+            self.show_point_detail()
+            return
+        umap_note = "" if umap_available() else " (pip install umap-learn for UMAP)"
+        status.update(f"{result.projection.method.upper()} · k-means, {result.clustering.k} clusters "
+                      f"([ ] fewer/more, p PCA/UMAP{umap_note}) · {result.seconds:.2f} s")  # fmt: skip
+        self.query_one(ClusterMap).show(result.projection.points, result.clustering.labels, self.selected)
+        assert self.corpus is not None
+        for label in result.labels:
+            swatch = Text("●", style=cluster_colour(label.cluster))
+            name = ", ".join(label.terms) or snippet(self.corpus.passages[label.central].text, 40)
+            clusters.add_row(swatch, str(label.size), name, key=str(label.cluster))
+        self.show_point_detail()
+
+    @on(DataTable.RowHighlighted, "#clusters")
+    def cluster_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self.map_result is None or self.corpus is None or self.vectors_a is None or event.row_key.value is None:
+            return
+        number = int(event.row_key.value)
+        members = np.flatnonzero(self.map_result.clustering.labels == number)
+        centre = self.map_result.clustering.centres[number]
+        order = members[np.argsort(-(self.vectors_a[members] @ centre), kind="stable")]
+        table = self.query_one("#members", DataTable)
+        table.clear()
+        for row in order:
+            table.add_row(snippet(self.corpus.passages[row].text, 80), key=str(row))
+
+    @on(DataTable.RowHighlighted, "#members")
+    def member_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.select_passage(int(event.row_key.value))
+
+    @on(ClusterMap.PointClicked)
+    def point_clicked(self, event: ClusterMap.PointClicked) -> None:
+        self.select_passage(event.row)
+
+    def action_clusters(self, step: int) -> None:
+        if self.vectors_a is None:
+            return
+        current = self.cluster_count or default_cluster_count(len(self.vectors_a))
+        self.cluster_count = max(2, min(len(self.vectors_a), current + step, 20))
+        if self.cluster_count != current:
+            self.compute_map()
+
+    def action_toggle_projection(self) -> None:
+        if self.projection_method == "pca" and not umap_available():
+            self.notify("UMAP needs the umap-learn package: pip install umap-learn (into the workbench's venv).",
+                        severity="warning")  # fmt: skip
+            return
+        self.projection_method = "umap" if self.projection_method == "pca" else "pca"
+        self.compute_map()
+
+    # --- two embedders ---------------------------------------------------------------------------
+
+    def show_compare_hint(self) -> None:
+        hint = self.query_one("#compare-hint", Static)
+        others = [i for i in self.embedder.model_ids() if i != self.model_a]
+        if not others:
+            hint.update(
+                "Only one embedding model is on this machine. Find another in the Catalog (key 1, t for the "
+                "sentence-similarity task), e.g. BAAI/bge-small-en-v1.5; once downloaded it appears here."
+            )
+        elif self.model_b is None:
+            hint.update("Choose a second model (B) to embed the same corpus and see where their neighbours differ.")
+        elif self.vectors_b is None:
+            hint.update(f"B ({self.model_b}) is embedding the corpus…" if self.corpus else "Open a corpus first.")
+        else:
+            hint.update("Left: items whose neighbours differ most. Right: each model's neighbours of the highlighted "
+                        "item, or of the search query; ● marks neighbours both models share.")  # fmt: skip
+
+    def compute_overlap(self) -> None:
+        if self.vectors_a is None or self.vectors_b is None:
+            return
+        self.query_one("#overlap-line", Static).update("comparing neighbours…")
+        self.overlap_worker(self.vectors_a, self.vectors_b, self.generation)
+
+    @work(thread=True, group="overlap", exclusive=True, exit_on_error=False)
+    def overlap_worker(self, a: np.ndarray, b: np.ndarray, generation: int) -> None:
+        try:
+            overlap = neighbour_overlap(a, b, k=OVERLAP_K)
+        except Exception as exc:
+            log.exception("comparing neighbours failed")
+            self.post_message(OverlapReady(generation, None, f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(OverlapReady(generation, overlap))
+
+    def on_overlap_ready(self, message: OverlapReady) -> None:
+        if message.generation != self.generation:
+            return
+        if message.overlap is None:
+            self.query_one("#overlap-line", Static).update(f"comparison failed: {message.error}")
+            return
+        self.overlap = message.overlap
+        self.show_overlap()
+
+    def show_overlap(self) -> None:
+        line = self.query_one("#overlap-line", Static)
+        table = self.query_one("#disagreements", DataTable)
+        table.clear()
+        if self.overlap is None or self.corpus is None:
+            line.update("")
+            self.show_neighbour_lists()
+            return
+        overlap = self.overlap
+        low = int(np.sum(overlap.per_item <= 0.3))
+        line.update(f"neighbour overlap at {overlap.k}: {overlap.mean:.2f} on average · "
+                    f"{low} of {len(overlap.per_item)} items share ≤ 30%")  # fmt: skip
+        for row in least_agreeing(overlap, DISAGREEMENTS_SHOWN):
+            table.add_row(f"{overlap.per_item[row]:.1f}", snippet(self.corpus.passages[row].text, 80), key=str(row))
+        self.show_neighbour_lists()
+
+    @on(DataTable.RowHighlighted, "#disagreements")
+    def disagreement_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.selected = int(event.row_key.value)
+            self.query_one(ClusterMap).select(self.selected)
+            self.show_neighbour_lists(prefer_item=True)
+
+    def show_neighbour_lists(self, prefer_item: bool = False) -> None:
+        """A's and B's neighbours of the query (when there is one) or of the selected item, side by side."""
+        tables = self.query_one("#neighbours-a", DataTable), self.query_one("#neighbours-b", DataTable)
+        for table in tables:
+            table.clear()
+        if self.corpus is None or self.vectors_a is None or self.vectors_b is None:
+            return
+        lists: list[list[tuple[int, float]]] = []
+        if self.query_a is not None and self.query_b is not None and not prefer_item:
+            lists = [top_k(self.vectors_a, self.query_a, OVERLAP_K), top_k(self.vectors_b, self.query_b, OVERLAP_K)]
+        elif self.selected is not None:
+            lists = [self.neighbours_of(v, self.selected, OVERLAP_K) for v in (self.vectors_a, self.vectors_b)]
+        if not lists:
+            return
+        shared = {row for row, _ in lists[0]} & {row for row, _ in lists[1]}
+        for table, hits in zip(tables, lists, strict=True):
+            for row, score in hits:
+                score_text = Text(("● " if row in shared else "  ") + f"{score:.2f}")
+                table.add_row(score_text, snippet(self.corpus.passages[row].text, 60), key=str(row))
+
+    # --- marks and the heatmap -------------------------------------------------------------------
+
+    def focused_row(self) -> int | None:
+        focused = self.focused
+        if isinstance(focused, DataTable) and focused.id in PASSAGE_TABLES and focused.row_count:
+            key = focused.coordinate_to_cell_key(focused.cursor_coordinate).row_key.value
+            return int(key) if key is not None else None
+        return self.selected
+
+    def action_mark(self) -> None:
+        row = self.focused_row()
+        if row is None:
+            return
+        if row in self.marked:
+            self.marked.remove(row)
+        elif len(self.marked) >= HEATMAP_MAX:
+            self.notify(f"The heatmap shows up to {HEATMAP_MAX} passages; x clears the marks.", severity="warning")
+            return
+        else:
+            self.marked.append(row)
+        self.show_status(self.status)
+        self.show_heatmap()
+
+    def action_clear_marks(self) -> None:
+        self.marked.clear()
+        self.show_status(self.status)
+        self.show_heatmap()
+
+    def heatmap_rows(self) -> tuple[str, list[int]]:
+        if len(self.marked) >= 2:
+            return "Marked passages (space marks or unmarks, x clears)", list(self.marked)
+        if len(self.hits) >= 2:
+            return f"Top results for “{self.query_text}” (space marks your own choice)", \
+                [row for row, _ in self.hits[:HEATMAP_MAX]]  # fmt: skip
+        if self.map_result is not None and len(self.map_result.labels) >= 2:
+            return "The central passage of each cluster (space marks your own choice)", \
+                [label.central for label in self.map_result.labels][:HEATMAP_MAX]  # fmt: skip
+        return "", []
+
+    def show_heatmap(self) -> None:
+        title, rows = self.heatmap_rows()
+        view = self.query_one("#heatmap", Static)
+        if self.vectors_a is None or self.corpus is None or len(rows) < 2:
+            self.query_one("#heatmap-title", Static).update("")
+            view.update("Mark two or more passages with space (in search results or cluster members), "
+                        "or search for something, to compare them here.")  # fmt: skip
+            return
+        self.query_one("#heatmap-title", Static).update(f"{title} · cosine similarity, model A")
+        labels = [snippet(self.corpus.passages[row].text, 60) for row in rows]
+        view.update(heatmap_table(labels, similarity_matrix(self.vectors_a, rows)))
+
+    # --- tabs ------------------------------------------------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        self.set_focus(None)  # a focused widget in the old tab would pull TabbedContent back to it
+        self.query_one(TabbedContent).active = {"map": "map-tab", "heatmap": "heatmap-tab"}.get(tab, tab)
+
+    @on(TabbedContent.TabActivated)
+    def tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id
+        if pane == "search":
+            self.query_one("#query").focus()
+        elif pane == "heatmap-tab":
+            self.show_heatmap()
+            self.query_one("#heatmap-scroll").focus()
+        elif pane == "map-tab":
+            self.query_one("#clusters").focus()
+        elif pane == "compare":
+            self.query_one("#disagreements" if self.overlap is not None else "#model-b").focus()

@@ -1,0 +1,36 @@
+"""A similarity matrix as a Rich table: each cell's background runs from cold (dissimilar) to warm (similar)."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.color import Color
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+COLD = Color.from_rgb(40, 60, 120)
+WARM = Color.from_rgb(230, 120, 40)
+
+
+def cell_colour(value: float, low: float, high: float) -> Color:
+    fraction = 0.0 if high <= low else min(1.0, max(0.0, (value - low) / (high - low)))
+    cold, warm = COLD.get_truecolor(), WARM.get_truecolor()
+    return Color.from_rgb(*(round(c + (w - c) * fraction) for c, w in zip(cold, warm, strict=True)))
+
+
+def heatmap_table(labels: list[str], matrix: np.ndarray) -> Table:
+    """Rows and columns are numbered; the row header carries the label. The scale spans the off-diagonal values."""
+    table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
+    table.add_column("", no_wrap=True, overflow="ellipsis", max_width=36)
+    for number in range(1, len(labels) + 1):
+        table.add_column(str(number), justify="right", no_wrap=True)
+    off_diagonal = matrix[~np.eye(len(labels), dtype=bool)] if len(labels) > 1 else np.array([0.0, 1.0])
+    low, high = float(off_diagonal.min()), float(off_diagonal.max())
+    for row, label in enumerate(labels):
+        cells = [Text(f"{row + 1} {label}")]
+        for column in range(len(labels)):
+            value = float(matrix[row, column])
+            colour = Color.from_rgb(90, 90, 90) if row == column else cell_colour(value, low, high)
+            cells.append(Text(f"{value:.2f}", style=Style(bgcolor=colour, color="white")))
+        table.add_row(*cells)
+    return table
