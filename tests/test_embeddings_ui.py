@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rich.console import Console
 from rich.text import Text
 from textual.widgets import DataTable, Input, Static, TabbedContent
@@ -228,3 +230,28 @@ async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppP
         a_rows = [int(left.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(left.row_count)]
         assert a_rows == [row for row, _ in top_k(pane.vectors_a, pane.query_a, 10)]
         assert app.services.manager.info("fake-b").state is ModelState.READY
+
+
+@pytest.mark.real_model
+async def test_the_pane_with_the_real_minilm(app_paths: AppPaths, tmp_path: Path) -> None:
+    from workbench.core.services import build_services
+
+    notes = write_notes_folder(tmp_path / "notes")
+    app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_pane(app, pilot)
+        assert pane.model_a == DEFAULT_EMBEDDER_ID
+        await open_corpus(pilot, pane, str(notes))
+        assert pane.vectors_a.shape == (NOTES, 384)
+        await search(pilot, pane, "planets and galaxies in the night sky")
+        scores = pane.vectors_a @ pane.query_a
+        assert [row for row, _ in pane.hits] == sorted(range(NOTES), key=lambda i: -scores[i])[:10]
+        assert {pane.corpus.passages[row].source for row, _ in pane.hits[:3]} == {"astronomy.md"}
+
+        await pilot.press("escape", "m")
+        await wait_for(pilot, lambda: pane.map_result is not None, "the map")
+        clustering = pane.map_result.clustering
+        topics = [passage.source for passage in pane.corpus.passages]
+        majority = sum(Counter(topics[row] for row in np.flatnonzero(clustering.labels == number)).most_common(1)[0][1]
+                       for number in range(clustering.k))  # fmt: skip
+        assert clustering.k == 4 and majority / NOTES >= 0.8, majority  # the clusters follow the four topics
