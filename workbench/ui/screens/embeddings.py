@@ -52,6 +52,8 @@ DISAGREEMENTS_SHOWN = 200
 SNIPPET = 160
 PASSAGE_TABLES = ("results", "members", "disagreements", "neighbours-a", "neighbours-b")  # rows keyed by passage
 
+KEYS_HINT = ("Type to search · enter: to the results · m map · c compare two models · h heatmap · "
+             "space marks a passage for the heatmap · esc leaves the search box")  # fmt: skip
 NO_CORPUS = "No corpus open · ctrl+o opens one"
 OPEN_HINT = (
     "Open a corpus with ctrl+o: a .txt file (one item a line), a folder of .txt/.md notes (split into passages), "
@@ -123,7 +125,7 @@ class EmbeddingsPane(PaneScreen):
 
     DEFAULT_CSS = """
     EmbeddingsPane #emb-top { height: 3; }
-    EmbeddingsPane #model-a { width: 44; }
+    EmbeddingsPane #model-a { width: 38; }
     EmbeddingsPane #corpus-line { width: 1fr; padding: 1 1 0 1; }
     EmbeddingsPane #progress-row { height: 1; display: none; padding: 0 1; }
     EmbeddingsPane #progress-row.running { display: block; }
@@ -140,7 +142,7 @@ class EmbeddingsPane(PaneScreen):
     EmbeddingsPane #clusters { height: auto; max-height: 45%; }
     EmbeddingsPane #point-detail { height: auto; max-height: 7; padding: 0 1; }
     EmbeddingsPane #compare-top { height: 3; }
-    EmbeddingsPane #model-b { width: 44; }
+    EmbeddingsPane #model-b { width: 38; }
     EmbeddingsPane #compare-hint { height: auto; padding: 0 1; color: $text-muted; }
     EmbeddingsPane #neighbours-a, EmbeddingsPane #neighbours-b { width: 1fr; height: 1fr; }
     EmbeddingsPane #heatmap-scroll { height: 1fr; padding: 0 1; }
@@ -312,6 +314,7 @@ class EmbeddingsPane(PaneScreen):
         self.show_map()
         self.show_overlap()
         problems = corpus.problems
+        self.query_one("#detail", Static).update(KEYS_HINT)
         if problems:
             shown = "\n".join(problems[:4]) + (f"\n… and {len(problems) - 4} more (in the log)" if len(problems) > 4
                                                else "")  # fmt: skip
@@ -562,9 +565,8 @@ class EmbeddingsPane(PaneScreen):
             status.update("" if self.corpus is None else "the map appears once the corpus is embedded")
             self.show_point_detail()
             return
-        umap_note = "" if umap_available() else " (pip install umap-learn for UMAP)"
-        status.update(f"{result.projection.method.upper()} · k-means, {result.clustering.k} clusters "
-                      f"([ ] fewer/more, p PCA/UMAP{umap_note}) · {result.seconds:.2f} s")  # fmt: skip
+        status.update(f"{result.projection.method.upper()} · {result.clustering.k} k-means clusters · "
+                      f"{result.seconds:.2f} s · [ ] fewer/more · p PCA/UMAP")  # fmt: skip
         self.query_one(ClusterMap).show(result.projection.points, result.clustering.labels, self.selected)
         assert self.corpus is not None
         for label in result.labels:
