@@ -17,7 +17,7 @@ from workbench.core.embeddings import EmbeddingCache
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager
-from workbench.core.local_models import local_specs
+from workbench.core.local_models import local_specs, local_specs_with_cache
 from workbench.core.memory import MemoryProbe, resolve_budget
 from workbench.core.paths import AppPaths
 from workbench.core.store import Store
@@ -43,6 +43,14 @@ class Services:
     def refresh_local_models(self) -> None:
         for spec in local_specs(self.paths):
             self.manager.register(spec)
+
+    def register_all_models(self) -> None:
+        """Everything loadable, also what the Hugging Face cache holds (imports huggingface_hub; for the CLI
+        and the server; the TUI scans the cache in a worker instead)."""
+        known = {info.spec.id for info in self.manager.models()}
+        for spec in local_specs_with_cache(self.paths, self.downloads.cache_dir):
+            if spec.id not in known:
+                self.manager.register(spec)
 
 
 def build_services(
