@@ -15,6 +15,7 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="workbench-tests-hf-home-")
 import pytest
 
 from tests.support.hub_server import LoopbackHub
+from tests.support.mlx_server import MlxServer, running_mlx_server
 from tests.support.tiny_models import make_tiny_llama
 from workbench.core.paths import AppPaths
 
@@ -65,4 +66,11 @@ def online_hub(demo_hub_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with LoopbackHub(demo_hub_root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlx_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlxServer]:
+    """A real mlx_lm.server serving the SmolLM2 model on 127.0.0.1."""
+    with running_mlx_server(smollm2_dir, tmp_path_factory.mktemp("mlx-server")) as server:
         yield server

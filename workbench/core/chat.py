@@ -164,7 +164,9 @@ class ChatRun:
             started = self._clock()
             first_token_at: float | None = None
             last: GenerationStep | None = None
-            self._tokens = self.manager.inference.stream(lambda: backend.chat_stream(handle, payload, self.sampling))
+            inference = self.manager.inference
+            run_stream = inference.thread_stream if getattr(backend, "blocking_io", False) else inference.stream
+            self._tokens = run_stream(lambda: backend.chat_stream(handle, payload, self.sampling))
             async with self._tokens as steps:
                 async for step in steps:
                     if first_token_at is None:

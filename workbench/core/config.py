@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.core.endpoints import Endpoint, parse_endpoints
 from workbench.core.sampling import BUILTIN_PRESETS, DEFAULT_PRESET, SamplingSettings, validate_sampling
 
 SYNTAX_KEY = "(syntax)"
@@ -50,6 +51,7 @@ class Settings:
     chat_system_prompt: str = ""
     chat_preset: str = DEFAULT_PRESET
     chat_presets: dict[str, SamplingSettings] = field(default_factory=dict)  # the user's own only
+    endpoints: list[Endpoint] = field(default_factory=list)
 
 
 def presets(settings: Settings) -> dict[str, SamplingSettings]:
@@ -248,7 +250,7 @@ _FIELDS: dict[tuple[str, ...], _Field] = {
     ("chat", "preset"): _Field("chat_preset", str, "a preset name", lambda v: bool(v.strip())),
 }
 _TABLES = {"memory", "models", "keys", "chat"}
-_KNOWN_NAMES = [".".join(path) for path in _FIELDS] + ["keys", "chat.presets"]
+_KNOWN_NAMES = [".".join(path) for path in _FIELDS] + ["keys", "chat.presets", "endpoints"]
 
 
 def check_value(kind: type, value: object, ok: Callable[[Any], object] = lambda _v: True) -> object | None:
@@ -302,7 +304,9 @@ def load_settings(path: Path) -> tuple[Settings, list[ConfigIssue]]:
             setattr(settings, spec.attr, checked)
 
     for name, value in data.items():
-        if name not in _TABLES:
+        if name == "endpoints":
+            settings.endpoints = parse_endpoints(value, issue)
+        elif name not in _TABLES:
             apply((name,), value)
         elif not isinstance(value, dict):
             issue((name,), f"expected a table ([{name}]), got {describe(value)}")
@@ -384,6 +388,16 @@ def default_config_text() -> str:
 # system_prompt = ""
 # Sampling preset new chats start with: balanced, precise, creative, greedy or one of yours.
 # preset = "balanced"
+
+# Models on other machines: any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, mlx_lm.server).
+# Their models appear in the Chat and Compare pickers as NAME:MODEL. The API key is never written here:
+# api_key_env names the environment variable that holds it.
+# [[endpoints]]
+# name = "cluster"
+# base_url = "http://gpu-box:8000/v1"
+# api_key_env = "CLUSTER_API_KEY"
+# models = ["meta-llama/Llama-3.3-70B-Instruct"]   # leave out to ask the server
+# context_length = 32768
 """
 
 

@@ -124,6 +124,29 @@ class InferenceThread:
         self._wake.set()
         return TokenStream(state, self._wake)
 
+    def thread_stream(self, factory: Callable[[], Iterator[T]]) -> TokenStream[T]:
+        """Like :meth:`stream`, but the generator runs on a thread of its own. For generators that wait on
+        the network (remote endpoints): on this thread they would hold up every MLX stream between chunks.
+        A stop is seen before the next item; closing the generator closes its connection."""
+        if self._closed:
+            raise RuntimeError("the inference thread is shut down")
+        state = _Stream(factory=factory, loop=asyncio.get_running_loop(), out=asyncio.Queue())
+        threading.Thread(target=self._drive, args=(state,), name="workbench-remote-stream", daemon=True).start()
+        return TokenStream(state, threading.Event())
+
+    def _drive(self, state: _Stream) -> None:
+        try:
+            state.iterator = state.factory()
+            for item in state.iterator:
+                if state.stop.is_set():
+                    break
+                self._deliver(state, item)
+        except BaseException as exc:
+            log.warning("stream failed: %s", exc)
+            self._deliver(state, _Failure(exc))
+            return
+        self._close(state)
+
     def shutdown(self, wait: bool = True) -> None:
         if self._closed:
             return

@@ -8,15 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.core.backends.mlx_lm import MlxLmBackend
+from workbench.core.backends.remote import RemoteChatBackend, remote_spec
 from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
 from workbench.core.downloads import DownloadManager
 from workbench.core.embedder import Embedder
 from workbench.core.embeddings import EmbeddingCache
+from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager
+from workbench.core.lifecycle import ModelManager, ModelSpec
 from workbench.core.local_models import local_specs, local_specs_with_cache
 from workbench.core.memory import MemoryProbe, resolve_budget
 from workbench.core.paths import AppPaths
@@ -43,12 +45,31 @@ class Services:
     def refresh_local_models(self) -> None:
         for spec in local_specs(self.paths):
             self.manager.register(spec)
+        for endpoint in self.settings.endpoints:  # the ones whose models the config lists need no network
+            for model in endpoint.models:
+                self.manager.register(remote_spec(endpoint, model))
+
+    def discover_remote_models(self) -> tuple[list[ModelSpec], list[str]]:
+        """Ask each endpoint that does not list its models in the config which it serves (blocking: a thread).
+        Returns the specs and, for endpoints that could not be asked, what is wrong in words."""
+        specs: list[ModelSpec] = []
+        problems: list[str] = []
+        for endpoint in self.settings.endpoints:
+            if endpoint.models:
+                continue
+            try:
+                specs += [remote_spec(endpoint, model) for model in list_models(endpoint)]
+            except EndpointError as exc:
+                log.warning("endpoint %s: %s", endpoint.name, exc)
+                problems.append(str(exc))
+        return specs, problems
 
     def register_all_models(self) -> None:
         """Everything loadable, also what the Hugging Face cache holds (imports huggingface_hub; for the CLI
         and the server; the TUI scans the cache in a worker instead)."""
         known = {info.spec.id for info in self.manager.models()}
-        for spec in local_specs_with_cache(self.paths, self.downloads.cache_dir):
+        remote, _problems = self.discover_remote_models()
+        for spec in local_specs_with_cache(self.paths, self.downloads.cache_dir) + remote:
             if spec.id not in known:
                 self.manager.register(spec)
 
@@ -63,7 +84,8 @@ def build_services(
     for issue in issues:
         log.warning("config: %s", issue)
     manager = ModelManager(
-        backends={backend.kind: backend for backend in (MlxLmBackend(), SentenceTransformerBackend())},
+        backends={backend.kind: backend for backend in (MlxLmBackend(), SentenceTransformerBackend(),
+                                                        RemoteChatBackend(settings.endpoints))},
         budget=resolve_budget(settings.budget_gb, settings.budget_fraction),
         inference=InferenceThread(),
         context_length=settings.context_length,

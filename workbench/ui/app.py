@@ -170,13 +170,19 @@ class WorkbenchApp(App[None]):
 
     @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
     def find_cached_models(self) -> None:
-        """MLX models already in the Hugging Face cache (the scan imports huggingface_hub: off the UI path)."""
+        """Models in the Hugging Face cache (the scan imports huggingface_hub: off the UI path), then the ones
+        remote endpoints serve (network: also off the UI path)."""
         try:
             specs = local_specs_with_cache(self.services.paths, self.services.downloads.cache_dir)
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
-            return
-        self.call_from_thread(self._register_specs, specs)
+        else:
+            self.call_from_thread(self._register_specs, specs)
+        remote, problems = self.services.discover_remote_models()
+        self.call_from_thread(self._register_specs, remote)
+        for problem in problems:
+            self.call_from_thread(self.notify, f"{problem}. The Models view (6, t) tests the connection.",
+                                  title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
 
     def _on_download(self, job: JobSnapshot) -> None:
         if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model

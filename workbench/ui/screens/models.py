@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from workbench.core.backends.remote import KIND as REMOTE_KIND
+from workbench.core.endpoints import ConnectionReport, Endpoint, check_connection
 from workbench.core.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
 from workbench.core.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
@@ -17,7 +20,7 @@ from workbench.ui.screens.base import PaneScreen
 COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
 
 
-KIND_LABELS = {"mlx-lm": "mlx", "sentence-transformers": "embed"}
+KIND_LABELS = {"mlx-lm": "mlx", "sentence-transformers": "embed", "openai-remote": "remote"}
 
 
 def ago(moment: float | None, now: float) -> str:
@@ -53,12 +56,17 @@ class ModelsPane(PaneScreen):
         Binding("l", "load", "Load", id="models.load"),
         Binding("u", "unload", "Unload", id="models.unload"),
         Binding("p", "pin", "Pin", id="models.pin"),
+        Binding("t", "test_connection", "Test endpoint", id="models.test"),
     ]
 
     DEFAULT_CSS = """
     ModelsPane #models-table { height: 1fr; }
     ModelsPane #models-detail { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: dict[str, ConnectionReport] = {}  # connection tests by model id (or endpoint name)
 
     @property
     def manager(self) -> ModelManager:
@@ -114,7 +122,9 @@ class ModelsPane(PaneScreen):
                 line += f" + working memory {format_bytes(estimate.overhead)}"
             parts.append(line)
         if info.error:
-            parts.append(f"[red]{info.error}[/]")
+            parts.append(f"[red]{escape(info.error)}[/]")
+        if report := self.reports.get(info.spec.id):
+            parts.append(f"[{'green' if report.ok else 'red'}]{escape(str(report))}[/]")
         detail.update("\n".join(parts))
 
     def selected(self) -> ModelInfo | None:
@@ -135,6 +145,32 @@ class ModelsPane(PaneScreen):
     def action_pin(self) -> None:
         if info := self.selected():
             self.manager.pin(info.spec.id, not info.pinned)
+
+    def action_test_connection(self) -> None:
+        """The selected remote model's endpoint and model; with no remote model selected, every endpoint."""
+        endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+        if not endpoints:
+            self.notify("No remote endpoints: add [[endpoints]] to config.toml (see the README).", timeout=10)
+            return
+        info = self.selected()
+        if info is not None and info.spec.kind == REMOTE_KIND:
+            name, _, model = info.spec.id.partition(":")
+            self.test_connection(info.spec.id, endpoints[name], model)
+        else:
+            for endpoint in endpoints.values():
+                self.test_connection(endpoint.name, endpoint, None)
+
+    @work(thread=True, group="connection-test", exit_on_error=False)
+    def test_connection(self, key: str, endpoint: Endpoint, model: str | None) -> None:
+        self.app.call_from_thread(self.notify, f"Testing {endpoint.name} ({endpoint.base_url})…", timeout=3)
+        report = check_connection(endpoint, model)
+        self.app.call_from_thread(self.show_report, key, endpoint, report)
+
+    def show_report(self, key: str, endpoint: Endpoint, report: ConnectionReport) -> None:
+        self.reports[key] = report
+        self.show_detail()
+        self.notify(str(report), title=f"Endpoint {endpoint.name}: {'OK' if report.ok else 'problem'}",
+                    severity="information" if report.ok else "error", timeout=20, markup=False)  # fmt: skip
 
     @work(group="models", exit_on_error=False)
     async def load_model(self, model_id: str) -> None:
