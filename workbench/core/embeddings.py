@@ -364,6 +364,6 @@ def top_k(vectors: np.ndarray, query: np.ndarray, k: int = 10) -> list[tuple[int
         return []
     scores = vectors @ normalise(np.asarray(query).reshape(-1))
     k = min(k, count)
-    candidates = np.arange(count) if k == count else np.argpartition(-scores, k - 1)[:k]
+    candidates = np.arange(count) if k == count else np.argpartition(scores, count - k)[count - k :]
     order = np.lexsort((candidates, -scores[candidates]))
     return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
