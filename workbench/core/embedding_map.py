@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -294,3 +295,32 @@ def least_agreeing(overlap: Overlap, count: int) -> list[int]:
     """Up to `count` rows with the lowest overlap, lowest first, ties by row index."""
     order = np.lexsort((np.arange(overlap.per_item.shape[0]), overlap.per_item))
     return [int(row) for row in order[: max(count, 0)]]
+
+
+# ---------------------------------------------------------------------------------------------------- the whole map
+
+
+@dataclass(frozen=True, eq=False)
+class CorpusMap:
+    """What the map view shows: 2-D points, k-means clusters and their labels, and how long it took."""
+
+    projection: Projection
+    clustering: Clustering
+    labels: list[ClusterLabel]
+    seconds: float
+
+
+def build_map(vectors: np.ndarray, texts: list[str], k: int | None = None, method: str = "pca",
+              seed: int = 0) -> CorpusMap:  # fmt: skip
+    started = time.perf_counter()
+    projection = project(vectors, method=method, seed=seed)
+    clustering = cluster(vectors, k=k, seed=seed)
+    labels = label_clusters(texts, vectors, clustering)
+    return CorpusMap(projection, clustering, labels, time.perf_counter() - started)
+
+
+def members_by_centrality(corpus_map: CorpusMap, vectors: np.ndarray, number: int) -> np.ndarray:
+    """The rows of one cluster, the most central (highest cosine to the cluster's centre) first."""
+    members = np.flatnonzero(corpus_map.clustering.labels == number)
+    centre = corpus_map.clustering.centres[number]
+    return members[np.argsort(-(vectors[members] @ centre), kind="stable")]

@@ -367,3 +367,8 @@ def top_k(vectors: np.ndarray, query: np.ndarray, k: int = 10) -> list[tuple[int
     candidates = np.arange(count) if k == count else np.argpartition(scores, count - k)[count - k :]
     order = np.lexsort((candidates, -scores[candidates]))
     return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+
+
+def neighbours_of(vectors: np.ndarray, row: int, count: int) -> list[tuple[int, float]]:
+    """The `count` rows most similar to row `row`, best first, without the row itself."""
+    return [(i, score) for i, score in top_k(vectors, vectors[row], count + 1) if i != row][:count]

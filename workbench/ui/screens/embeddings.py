@@ -6,7 +6,6 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,42 +13,36 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static, TabbedContent, TabPane
 
 from workbench.core.embedder import Embedder
 from workbench.core.embedding_map import (
-    Clustering,
-    ClusterLabel,
+    CorpusMap,
     Overlap,
-    Projection,
-    cluster,
+    build_map,
     default_cluster_count,
-    label_clusters,
-    least_agreeing,
     neighbour_overlap,
-    project,
     similarity_matrix,
     umap_available,
 )
-from workbench.core.embeddings import Cancelled, Corpus, load_corpus, top_k
+from workbench.core.embeddings import Cancelled, Corpus, load_corpus, neighbours_of, top_k
 from workbench.core.lifecycle import ModelManagerError
 from workbench.core.local_models import DEFAULT_EMBEDDER_ID
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import PromptScreen
-from workbench.ui.widgets.cluster_map import ClusterMap, cluster_colour
-from workbench.ui.widgets.heatmap import heatmap_table
+from workbench.ui.widgets.embedder_comparison import EmbedderComparison
+from workbench.ui.widgets.heatmap import HeatmapView
+from workbench.ui.widgets.map_view import MapView
+from workbench.ui.widgets.passages import PassageSelected, snippet
 
 log = logging.getLogger(__name__)
 
 SEARCH_DEBOUNCE_S = 0.12
 RESULTS = 10
 OVERLAP_K = 10
-NEIGHBOURS_SHOWN = 5
 HEATMAP_MAX = 10
-DISAGREEMENTS_SHOWN = 200
-SNIPPET = 160
 PASSAGE_TABLES = ("results", "members", "disagreements", "neighbours-a", "neighbours-b")  # rows keyed by passage
 
 KEYS_HINT = ("Type to search · enter: to the results · m map · c compare two models · h heatmap · "
@@ -67,18 +60,6 @@ def parse_corpus_spec(spec: str) -> tuple[Path, str | None]:
     return Path(path.strip()).expanduser(), column.strip() or None
 
 
-def snippet(text: str, length: int = SNIPPET) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= length else line[: length - 1] + "…"
-
-
-@dataclass(frozen=True)
-class MapResult:
-    projection: Projection
-    clustering: Clustering
-    labels: list[ClusterLabel]
-    seconds: float
-
 
 class EmbedProgress(Message):
     def __init__(self, side: str, done: int, total: int) -> None:
@@ -89,7 +70,7 @@ class EmbedProgress(Message):
 
 
 class MapReady(Message):
-    def __init__(self, generation: int, result: MapResult | None, error: str = "") -> None:
+    def __init__(self, generation: int, result: CorpusMap | None, error: str = "") -> None:
         super().__init__()
         self.generation = generation
         self.result = result
@@ -125,7 +106,7 @@ class EmbeddingsPane(PaneScreen):
 
     DEFAULT_CSS = """
     EmbeddingsPane #emb-top { height: 3; }
-    EmbeddingsPane #model-a { width: 38; }
+    EmbeddingsPane #model-a, EmbeddingsPane #model-b { width: 38; }
     EmbeddingsPane #corpus-line { width: 1fr; padding: 1 1 0 1; }
     EmbeddingsPane #progress-row { height: 1; display: none; padding: 0 1; }
     EmbeddingsPane #progress-row.running { display: block; }
@@ -133,19 +114,9 @@ class EmbeddingsPane(PaneScreen):
     EmbeddingsPane #progress-label { width: 1fr; color: $text-muted; }
     EmbeddingsPane TabbedContent { height: 1fr; }
     EmbeddingsPane TabPane { padding: 0; }
-    EmbeddingsPane #results, EmbeddingsPane #members, EmbeddingsPane #disagreements { height: 1fr; }
-    EmbeddingsPane #search-status, EmbeddingsPane #map-status, EmbeddingsPane #overlap-line,
-    EmbeddingsPane #heatmap-title { height: 1; color: $text-muted; padding: 0 1; }
+    EmbeddingsPane #results { height: 1fr; }
+    EmbeddingsPane #search-status { height: 1; color: $text-muted; padding: 0 1; }
     EmbeddingsPane #detail { height: auto; max-height: 6; padding: 0 1; }
-    EmbeddingsPane #map { width: 3fr; height: 1fr; }
-    EmbeddingsPane #map-side { width: 2fr; }
-    EmbeddingsPane #clusters { height: auto; max-height: 45%; }
-    EmbeddingsPane #point-detail { height: auto; max-height: 7; padding: 0 1; }
-    EmbeddingsPane #compare-top { height: 3; }
-    EmbeddingsPane #model-b { width: 38; }
-    EmbeddingsPane #compare-hint { height: auto; padding: 0 1; color: $text-muted; }
-    EmbeddingsPane #neighbours-a, EmbeddingsPane #neighbours-b { width: 1fr; height: 1fr; }
-    EmbeddingsPane #heatmap-scroll { height: 1fr; padding: 0 1; }
     """
 
     def __init__(self) -> None:
@@ -163,7 +134,7 @@ class EmbeddingsPane(PaneScreen):
         self.query_text = ""
         self.hits: list[tuple[int, float]] = []
         self.hits_for = ""  # the query the shown hits answer
-        self.map_result: MapResult | None = None
+        self.map_result: CorpusMap | None = None
         self.cluster_count: int | None = None
         self.projection_method = "pca"
         self.overlap: Overlap | None = None
@@ -193,34 +164,15 @@ class EmbeddingsPane(PaneScreen):
                 yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
                 yield Static(OPEN_HINT, id="detail", markup=False)
             with TabPane("Map", id="map-tab"):
-                yield Static("", id="map-status")
-                with Horizontal():
-                    yield ClusterMap(id="map")
-                    with Vertical(id="map-side"):
-                        yield DataTable(id="clusters", cursor_type="row")
-                        yield DataTable(id="members", cursor_type="row")
-                yield Static("", id="point-detail", markup=False)
+                yield MapView()
             with TabPane("Compare", id="compare"):
-                with Horizontal(id="compare-top"):
-                    yield Select[str]([], prompt="Second model (B)", id="model-b", allow_blank=True)
-                    yield Static("", id="overlap-line")
-                yield Static("", id="compare-hint", markup=False)
-                with Horizontal():
-                    yield DataTable(id="disagreements", cursor_type="row")
-                    yield DataTable(id="neighbours-a", cursor_type="row")
-                    yield DataTable(id="neighbours-b", cursor_type="row")
+                yield Select[str]([], prompt="Second model (B)", id="model-b", allow_blank=True)
+                yield EmbedderComparison()
             with TabPane("Heatmap", id="heatmap-tab"):
-                yield Static("", id="heatmap-title", markup=False)
-                with VerticalScroll(id="heatmap-scroll"):
-                    yield Static("", id="heatmap")
+                yield HeatmapView(id="heatmap-scroll")
 
     def on_mount(self) -> None:
         self.query_one("#results", DataTable).add_columns("#", "score", "source", "passage")
-        self.query_one("#clusters", DataTable).add_columns("", "size", "label")
-        self.query_one("#members", DataTable).add_columns("passage")
-        self.query_one("#disagreements", DataTable).add_columns("overlap", "passage")
-        self.query_one("#neighbours-a", DataTable).add_columns("A", "passage")
-        self.query_one("#neighbours-b", DataTable).add_columns("B", "passage")
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.refresh_models()
         self.show_compare_hint()
@@ -498,104 +450,47 @@ class EmbeddingsPane(PaneScreen):
                 self.query_one("#detail", Static).update(self.corpus.passages[row].text)
             self.select_passage(row)
 
-    # --- selection and neighbours ----------------------------------------------------------------
+    # --- selection ------------------------------------------------------------------------------
 
     def select_passage(self, row: int) -> None:
         self.selected = row
-        self.query_one(ClusterMap).select(row)
-        self.show_point_detail()
+        self.query_one(MapView).select(row)
 
-    def neighbours_of(self, vectors: np.ndarray, row: int, count: int) -> list[tuple[int, float]]:
-        return [(i, s) for i, s in top_k(vectors, vectors[row], count + 1) if i != row][:count]
-
-    def show_point_detail(self) -> None:
-        detail = self.query_one("#point-detail", Static)
-        if self.corpus is None or self.selected is None or self.vectors_a is None:
-            detail.update("Select a passage (clusters on the right, or click the map) to read it and its neighbours.")
-            return
-        passage = self.corpus.passages[self.selected]
-        text = Text()
-        text.append(f"{passage.id}: ", style="bold")
-        text.append(snippet(passage.text, 300))
-        for row, score in self.neighbours_of(self.vectors_a, self.selected, 3):
-            text.append(f"\n  {score:.3f} ", style="dim")
-            text.append(snippet(self.corpus.passages[row].text, 120))
-        detail.update(text)
+    def on_passage_selected(self, message: PassageSelected) -> None:
+        self.select_passage(message.row)
+        if message.source == "compare":
+            self.show_neighbour_lists(prefer_item=True)
 
     # --- the map ---------------------------------------------------------------------------------
 
     def compute_map(self) -> None:
         if self.vectors_a is None or self.corpus is None:
             return
-        self.query_one("#map-status", Static).update("projecting and clustering…")
+        self.query_one(MapView).set_status("projecting and clustering…")
         k = self.cluster_count or default_cluster_count(len(self.vectors_a))
         self.map_worker(self.vectors_a, self.corpus.texts, k, self.projection_method, self.generation)
 
     @work(thread=True, group="map", exclusive=True, exit_on_error=False)
     def map_worker(self, vectors: np.ndarray, texts: list[str], k: int, method: str, generation: int) -> None:
-        started = time.perf_counter()
         try:
-            projection = project(vectors, method=method, seed=0)
-            clustering = cluster(vectors, k=k, seed=0)
-            labels = label_clusters(texts, vectors, clustering)
+            corpus_map = build_map(vectors, texts, k=k, method=method)
         except Exception as exc:
             log.exception("projecting the corpus failed")
             self.post_message(MapReady(generation, None, f"{type(exc).__name__}: {exc}"))
             return
-        result = MapResult(projection, clustering, labels, time.perf_counter() - started)
-        self.post_message(MapReady(generation, result))
+        self.post_message(MapReady(generation, corpus_map))
 
     def on_map_ready(self, message: MapReady) -> None:
         if message.generation != self.generation:
             return
         if message.result is None:
-            self.query_one("#map-status", Static).update(f"map failed: {message.error}")
+            self.query_one(MapView).set_status(f"map failed: {message.error}")
             return
         self.map_result = message.result
         self.show_map()
 
     def show_map(self) -> None:
-        status = self.query_one("#map-status", Static)
-        clusters = self.query_one("#clusters", DataTable)
-        clusters.clear()
-        self.query_one("#members", DataTable).clear()
-        result = self.map_result
-        if result is None:
-            self.query_one(ClusterMap).show(np.zeros((0, 2)), np.zeros(0, dtype=int))
-            status.update("" if self.corpus is None else "the map appears once the corpus is embedded")
-            self.show_point_detail()
-            return
-        status.update(f"{result.projection.method.upper()} · {result.clustering.k} k-means clusters · "
-                      f"{result.seconds:.2f} s · [ ] fewer/more · p PCA/UMAP")  # fmt: skip
-        self.query_one(ClusterMap).show(result.projection.points, result.clustering.labels, self.selected)
-        assert self.corpus is not None
-        for label in result.labels:
-            swatch = Text("●", style=cluster_colour(label.cluster))
-            name = ", ".join(label.terms) or snippet(self.corpus.passages[label.central].text, 40)
-            clusters.add_row(swatch, str(label.size), name, key=str(label.cluster))
-        self.show_point_detail()
-
-    @on(DataTable.RowHighlighted, "#clusters")
-    def cluster_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self.map_result is None or self.corpus is None or self.vectors_a is None or event.row_key.value is None:
-            return
-        number = int(event.row_key.value)
-        members = np.flatnonzero(self.map_result.clustering.labels == number)
-        centre = self.map_result.clustering.centres[number]
-        order = members[np.argsort(-(self.vectors_a[members] @ centre), kind="stable")]
-        table = self.query_one("#members", DataTable)
-        table.clear()
-        for row in order:
-            table.add_row(snippet(self.corpus.passages[row].text, 80), key=str(row))
-
-    @on(DataTable.RowHighlighted, "#members")
-    def member_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self.select_passage(int(event.row_key.value))
-
-    @on(ClusterMap.PointClicked)
-    def point_clicked(self, event: ClusterMap.PointClicked) -> None:
-        self.select_passage(event.row)
+        self.query_one(MapView).show(self.corpus, self.vectors_a, self.map_result, self.selected)
 
     def action_clusters(self, step: int) -> None:
         if self.vectors_a is None:
@@ -607,8 +502,7 @@ class EmbeddingsPane(PaneScreen):
 
     def action_toggle_projection(self) -> None:
         if self.projection_method == "pca" and not umap_available():
-            self.notify("UMAP needs the umap-learn package: pip install umap-learn (into the workbench's venv).",
-                        severity="warning")  # fmt: skip
+            self.notify("UMAP needs the umap-learn package: .venv/bin/pip install -e '.[umap]'", severity="warning")
             return
         self.projection_method = "umap" if self.projection_method == "pca" else "pca"
         self.compute_map()
@@ -616,25 +510,23 @@ class EmbeddingsPane(PaneScreen):
     # --- two embedders ---------------------------------------------------------------------------
 
     def show_compare_hint(self) -> None:
-        hint = self.query_one("#compare-hint", Static)
         others = [i for i in self.embedder.model_ids() if i != self.model_a]
         if not others:
-            hint.update(
-                "Only one embedding model is on this machine. Find another in the Catalog (key 1, t for the "
-                "sentence-similarity task), e.g. BAAI/bge-small-en-v1.5; once downloaded it appears here."
-            )
+            hint = ("Only one embedding model is on this machine. Find another in the Catalog (key 1, t for the "
+                    "sentence-similarity task), e.g. BAAI/bge-small-en-v1.5; once downloaded it appears here.")
         elif self.model_b is None:
-            hint.update("Choose a second model (B) to embed the same corpus and see where their neighbours differ.")
+            hint = "Choose a second model (B) to embed the same corpus and see where their neighbours differ."
         elif self.vectors_b is None:
-            hint.update(f"B ({self.model_b}) is embedding the corpus…" if self.corpus else "Open a corpus first.")
+            hint = f"B ({self.model_b}) is embedding the corpus…" if self.corpus else "Open a corpus first."
         else:
-            hint.update("Left: items whose neighbours differ most. Right: each model's neighbours of the highlighted "
-                        "item, or of the search query; ● marks neighbours both models share.")  # fmt: skip
+            hint = ("Left: items whose neighbours differ most. Right: each model's neighbours of the highlighted "
+                    "item, or of the search query; ● marks neighbours both models share.")
+        self.query_one(EmbedderComparison).set_hint(hint)
 
     def compute_overlap(self) -> None:
         if self.vectors_a is None or self.vectors_b is None:
             return
-        self.query_one("#overlap-line", Static).update("comparing neighbours…")
+        self.query_one(EmbedderComparison).set_line("comparing neighbours…")
         self.overlap_worker(self.vectors_a, self.vectors_b, self.generation)
 
     @work(thread=True, group="overlap", exclusive=True, exit_on_error=False)
@@ -651,53 +543,25 @@ class EmbeddingsPane(PaneScreen):
         if message.generation != self.generation:
             return
         if message.overlap is None:
-            self.query_one("#overlap-line", Static).update(f"comparison failed: {message.error}")
+            self.query_one(EmbedderComparison).set_line(f"comparison failed: {message.error}")
             return
         self.overlap = message.overlap
         self.show_overlap()
 
     def show_overlap(self) -> None:
-        line = self.query_one("#overlap-line", Static)
-        table = self.query_one("#disagreements", DataTable)
-        table.clear()
-        if self.overlap is None or self.corpus is None:
-            line.update("")
-            self.show_neighbour_lists()
-            return
-        overlap = self.overlap
-        low = int(np.sum(overlap.per_item <= 0.3))
-        line.update(f"neighbour overlap at {overlap.k}: {overlap.mean:.2f} on average · "
-                    f"{low} of {len(overlap.per_item)} items share ≤ 30%")  # fmt: skip
-        for row in least_agreeing(overlap, DISAGREEMENTS_SHOWN):
-            table.add_row(f"{overlap.per_item[row]:.1f}", snippet(self.corpus.passages[row].text, 80), key=str(row))
+        self.query_one(EmbedderComparison).show_overlap(self.overlap, self.corpus)
         self.show_neighbour_lists()
 
-    @on(DataTable.RowHighlighted, "#disagreements")
-    def disagreement_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self.selected = int(event.row_key.value)
-            self.query_one(ClusterMap).select(self.selected)
-            self.show_neighbour_lists(prefer_item=True)
-
     def show_neighbour_lists(self, prefer_item: bool = False) -> None:
-        """A's and B's neighbours of the query (when there is one) or of the selected item, side by side."""
-        tables = self.query_one("#neighbours-a", DataTable), self.query_one("#neighbours-b", DataTable)
-        for table in tables:
-            table.clear()
-        if self.corpus is None or self.vectors_a is None or self.vectors_b is None:
-            return
+        """A's and B's neighbours of the query (when there is one) or of the selected item."""
         lists: list[list[tuple[int, float]]] = []
-        if self.query_a is not None and self.query_b is not None and not prefer_item:
-            lists = [top_k(self.vectors_a, self.query_a, OVERLAP_K), top_k(self.vectors_b, self.query_b, OVERLAP_K)]
-        elif self.selected is not None:
-            lists = [self.neighbours_of(v, self.selected, OVERLAP_K) for v in (self.vectors_a, self.vectors_b)]
-        if not lists:
-            return
-        shared = {row for row, _ in lists[0]} & {row for row, _ in lists[1]}
-        for table, hits in zip(tables, lists, strict=True):
-            for row, score in hits:
-                score_text = Text(("● " if row in shared else "  ") + f"{score:.2f}")
-                table.add_row(score_text, snippet(self.corpus.passages[row].text, 60), key=str(row))
+        a, b = self.vectors_a, self.vectors_b
+        if a is not None and b is not None:
+            if self.query_a is not None and self.query_b is not None and not prefer_item:
+                lists = [top_k(a, self.query_a, OVERLAP_K), top_k(b, self.query_b, OVERLAP_K)]
+            elif self.selected is not None:
+                lists = [neighbours_of(vectors, self.selected, OVERLAP_K) for vectors in (a, b)]
+        self.query_one(EmbedderComparison).show_lists(self.corpus, lists)
 
     # --- marks and the heatmap -------------------------------------------------------------------
 
@@ -740,15 +604,13 @@ class EmbeddingsPane(PaneScreen):
 
     def show_heatmap(self) -> None:
         title, rows = self.heatmap_rows()
-        view = self.query_one("#heatmap", Static)
+        view = self.query_one(HeatmapView)
         if self.vectors_a is None or self.corpus is None or len(rows) < 2:
-            self.query_one("#heatmap-title", Static).update("")
-            view.update("Mark two or more passages with space (in search results or cluster members), "
-                        "or search for something, to compare them here.")  # fmt: skip
+            view.show_empty("Mark two or more passages with space (in search results or cluster members), "
+                            "or search for something, to compare them here.")  # fmt: skip
             return
-        self.query_one("#heatmap-title", Static).update(f"{title} · cosine similarity, model A")
         labels = [snippet(self.corpus.passages[row].text, 60) for row in rows]
-        view.update(heatmap_table(labels, similarity_matrix(self.vectors_a, rows)))
+        view.show(f"{title} · cosine similarity, model A", labels, similarity_matrix(self.vectors_a, rows))
 
     # --- tabs ------------------------------------------------------------------------------------
 

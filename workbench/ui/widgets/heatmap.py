@@ -7,6 +7,9 @@ from rich.color import Color
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
 
 COLD = Color.from_rgb(40, 60, 120)
 WARM = Color.from_rgb(230, 120, 40)
@@ -34,3 +37,22 @@ def heatmap_table(labels: list[str], matrix: np.ndarray) -> Table:
             cells.append(Text(f"{value:.2f}", style=Style(bgcolor=colour, color="white")))
         table.add_row(*cells)
     return table
+
+
+class HeatmapView(VerticalScroll):
+    DEFAULT_CSS = """
+    HeatmapView { height: 1fr; padding: 0 1; }
+    HeatmapView #heatmap-title { height: 1; color: $text-muted; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="heatmap-title", markup=False)
+        yield Static("", id="heatmap")
+
+    def show(self, title: str, labels: list[str], matrix: np.ndarray) -> None:
+        self.query_one("#heatmap-title", Static).update(title)
+        self.query_one("#heatmap", Static).update(heatmap_table(labels, matrix))
+
+    def show_empty(self, text: str) -> None:
+        self.query_one("#heatmap-title", Static).update("")
+        self.query_one("#heatmap", Static).update(text)
