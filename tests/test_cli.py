@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
+import select
+import shutil
+import signal
 import subprocess
 import sys
+import types
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.test_local_models import add_snapshot, folder_files, safetensors_bytes
+from workbench import cli
+from workbench.commands.common import ProgressBar
+from workbench.core import hf_cache
+from workbench.core.local_models import DEFAULT_CHAT_ID, DEFAULT_EMBEDDER_ID
+from workbench.core.memory import GB
+from workbench.core.paths import AppPaths
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,3 +48,475 @@ def test_import_gguf_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> None:
 def test_import_gguf_help_and_bad_bits(tmp_path: Path) -> None:
     assert "--bits" in run_cli(tmp_path, "import-gguf", "--help").stdout
     assert run_cli(tmp_path, "import-gguf", "x.gguf", "--bits", "3").returncode == 2
+
+
+# --- ls, rm, chat, compare, embed, serve ----------------------------------------------------------------------------
+
+LLAMA = "mlx-community/tiny-llama-4bit"
+EMBEDDER = "sentence-transformers/tiny-embedder"
+UNSUPPORTED = "org/unsupported"
+
+
+class Home:
+    """WORKBENCH_HOME and the Hugging Face cache of one test, for in-process and subprocess runs alike."""
+
+    def __init__(self, root: Path, cache: Path) -> None:
+        self.root = root
+        self.paths = AppPaths.under(root)
+        self.cache = cache
+        self.paths.models_dir.mkdir(parents=True)
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "WORKBENCH_HOME": str(self.root), "HF_HUB_CACHE": str(self.cache),
+               "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # fmt: skip
+        env.pop("HF_TOKEN", None)
+        return env
+
+    def link(self, name: str, folder: Path) -> Path:
+        """An imported model that is a symlink to a built model (cheap; `rm` would only remove the link)."""
+        target = self.paths.models_dir / name
+        target.symlink_to(folder, target_is_directory=True)
+        return target
+
+    def copy(self, name: str, folder: Path) -> Path:
+        return Path(shutil.copytree(folder, self.paths.models_dir / name))
+
+    def broken(self, name: str) -> Path:
+        """Looks like an MLX model folder, fails to load."""
+        folder = self.paths.models_dir / name
+        folder.mkdir()
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "model.safetensors").write_bytes(b"not safetensors at all")
+        return folder
+
+    def configure(self, text: str) -> None:
+        self.paths.config_dir.mkdir(parents=True, exist_ok=True)
+        self.paths.config_file.write_text(text)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # huggingface_hub is imported already
+    monkeypatch.chdir(tmp_path)
+    return Home(tmp_path / "home", cache)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
+    capsys.readouterr()
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return Result(code, out, err)
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """argparse's own usage errors end the process with status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(list(args))
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def models(home: Home, tiny_models: dict[str, Path]) -> Home:
+    home.link("tiny-small", tiny_models["small"])
+    home.link("tiny-medium", tiny_models["medium"])
+    return home
+
+
+# --- help ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["ls", "rm", "chat", "compare", "embed", "serve"])
+def test_every_command_says_what_it_does_and_its_exit_codes(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status: 0" in " ".join(text.split())
+    assert command in cli.build_parser().format_help()
+
+
+# --- ls and rm -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stocked(home: Home, tiny_models: dict[str, Path], tmp_path: Path) -> Home:
+    """An imported model, and a cache with a chat model in two revisions, an embedder and an unsupported repo."""
+    llama = folder_files(tiny_models["small"])
+    add_snapshot(home.cache, LLAMA, llama, "a" * 40, mtime=1_000_000)
+    add_snapshot(home.cache, LLAMA, {**llama, "config.json": llama["config.json"] + b" "}, "b" * 40)
+    weights = safetensors_bytes(tmp_path / "w.safetensors")
+    embedder = {"config.json": b'{"model_type": "bert"}', "modules.json": b"[]", "model.safetensors": weights}
+    add_snapshot(home.cache, EMBEDDER, embedder, "c" * 40)
+    add_snapshot(home.cache, UNSUPPORTED, {"config.json": b'{"model_type": "no_such_arch"}',
+                                           "model.safetensors": weights}, "d" * 40)  # fmt: skip
+    home.copy("my-import", tiny_models["small"])
+    return home
+
+
+def blob_bytes(cache: Path, repo_id: str) -> int:
+    return sum(p.stat().st_size for p in (hf_cache.repo_dir(cache, repo_id) / "blobs").iterdir())
+
+
+def test_ls_lists_imports_cache_models_and_the_builtin_embedder(
+    stocked: Home, tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "ls", "--json")
+    assert result.code == 0
+    rows = {row["id"]: row for row in result.json()}
+    assert list(rows) == ["my-import", LLAMA, EMBEDDER, DEFAULT_EMBEDDER_ID]
+    assert [(r["kind"], r["source"]) for r in rows.values()] == [
+        ("chat", "imported"), ("chat", "hf-cache"), ("embed", "hf-cache"), ("embed", "built-in")]  # fmt: skip
+    small = sum(p.stat().st_size for p in tiny_models["small"].iterdir())
+    assert rows["my-import"]["size_bytes"] == small
+    # two revisions share all blobs but one config.json: each blob counted once, symlinks followed
+    second_config = (tiny_models["small"] / "config.json").stat().st_size + 1
+    assert rows[LLAMA]["size_bytes"] == blob_bytes(stocked.cache, LLAMA) == small + second_config
+    assert Path(rows[LLAMA]["path"]).name == "b" * 40  # the newest revision is what loads
+    assert rows[DEFAULT_EMBEDDER_ID]["size_bytes"] > 80_000_000
+
+
+def test_ls_prints_an_aligned_table(stocked: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "ls")
+    assert result.code == 0
+    header, *lines = result.out.splitlines()
+    assert header.split() == ["ID", "KIND", "SIZE", "SOURCE", "PATH"]
+    assert len(lines) == 4
+    for column in ("KIND", "SOURCE", "PATH"):
+        start = header.index(column)
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines), column
+    size_end = header.index("SIZE") + len("SIZE")
+    assert all(line[size_end - 1] == "B" for line in lines)  # right-aligned: "327 KB", "87 MB"
+
+
+def test_ls_with_nothing_gives_an_empty_list(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [row["id"] for row in run(capsys, "ls", "--json").json()]
+    assert ids == [DEFAULT_EMBEDDER_ID]
+
+
+def test_rm_deletes_a_cache_repo_with_all_its_revisions(stocked: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    size = blob_bytes(stocked.cache, LLAMA)
+    result = run(capsys, "rm", LLAMA, "--yes", "--json")
+    assert result.code == 0, result.err
+    folder = hf_cache.repo_dir(stocked.cache, LLAMA)
+    assert result.json() == {"id": LLAMA, "kind": "chat", "source": "hf-cache", "path": str(folder.resolve()),
+                             "freed_bytes": size}  # fmt: skip
+    assert not hf_cache.repo_dir(stocked.cache, LLAMA).exists()
+    assert hf_cache.repo_dir(stocked.cache, EMBEDDER).exists()
+    assert LLAMA not in [row["id"] for row in run(capsys, "ls", "--json").json()]
+
+
+def test_rm_deletes_an_imported_folder_and_any_cached_model_repo(
+    stocked: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "rm", "my-import", "-y")
+    assert result.code == 0 and result.out.startswith("deleted my-import (")
+    assert not (stocked.paths.models_dir / "my-import").exists()
+    # a repo ls does not list (mlx-lm cannot load it) can still be deleted by its id
+    assert run(capsys, "rm", UNSUPPORTED, "--yes").code == 0
+    assert not hf_cache.repo_dir(stocked.cache, UNSUPPORTED).exists()
+
+
+def test_rm_refuses_unknown_models_the_builtin_embedder_and_silent_deletes(
+    stocked: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = run(capsys, "rm", "tiny-llama", "--yes")
+    assert unknown.code == 2 and f"did you mean: {LLAMA}" in unknown.err
+    builtin = run(capsys, "rm", DEFAULT_EMBEDDER_ID, "--yes")
+    assert builtin.code == 2 and "built-in" in builtin.err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))  # not a terminal: no question, no delete
+    silent = run(capsys, "rm", "my-import")
+    assert silent.code == 2 and "--yes" in silent.err
+    assert (stocked.paths.models_dir / "my-import").is_dir()
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rm_asks_on_a_terminal(
+    stocked: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
+    declined = run(capsys, "rm", EMBEDDER)
+    assert declined.code == 1 and f"Delete {EMBEDDER} (" in declined.err and "? [y/N]" in declined.err
+    assert hf_cache.repo_dir(stocked.cache, EMBEDDER).exists()
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+    assert run(capsys, "rm", EMBEDDER).code == 0
+    assert not hf_cache.repo_dir(stocked.cache, EMBEDDER).exists()
+
+
+def test_rm_without_yes_in_a_real_process_exits_2(stocked: Home) -> None:
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", "rm", "my-import"], env=stocked.env(),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "pass --yes" in result.stderr and "Traceback" not in result.stderr
+    assert (stocked.paths.models_dir / "my-import").is_dir()
+
+
+# --- chat ------------------------------------------------------------------------------------------
+
+
+def test_chat_json_gives_one_document(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "chat", "tiny-small", "w1 w2 w3", "--max-tokens", "6", "--temperature", "0", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    assert set(document) == {"model", "answer", "figures", "finish_reason", "stopped"}
+    assert document["model"] == "tiny-small" and document["stopped"] is False
+    figures = document["figures"]
+    assert 1 <= figures["generation_tokens"] <= 6 and figures["prompt_tokens"] > 0
+    assert figures["ttft_s"] >= 0 and figures["generation_tps"] > 0
+    assert document["finish_reason"] == ("length" if figures["generation_tokens"] == 6 else "stop")
+    assert "loading tiny-small" in result.err and "tok/s" in result.err.splitlines()[-1]
+
+
+def test_chat_streams_to_stdout_and_figures_to_stderr(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    greedy = ("--max-tokens", "8", "--temperature", "0", "--system", "w5")
+    streamed = run(capsys, "chat", "tiny-medium", "w1 w2", *greedy)
+    assert streamed.code == 0, streamed.err
+    answer = run(capsys, "chat", "tiny-medium", "w1 w2", *greedy, "--json").json()["answer"]
+    assert answer and streamed.out == answer + "\n"
+    last = streamed.err.splitlines()[-1]
+    assert last.startswith("tiny-medium: first token ") and " tok @ " in last and "tok/s" in last
+
+
+def test_chat_reads_the_prompt_from_stdin(
+    models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("w7 w8 w9\n"))
+    result = run(capsys, "chat", "tiny-small", "-", "--max-tokens", "3", "--json")
+    assert result.code == 0 and result.json()["figures"]["prompt_tokens"] >= 3
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    empty = run(capsys, "chat", "tiny-small", "-")
+    assert empty.code == 2 and "the prompt is empty" in empty.err
+
+
+def test_chat_usage_errors(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    unknown = run(capsys, "chat", "tiny", "hi")
+    assert unknown.code == 2 and "did you mean:" in unknown.err and "tiny-small" in unknown.err
+    embedder = run(capsys, "chat", DEFAULT_EMBEDDER_ID, "hi")
+    assert embedder.code == 2 and "not a chat model" in embedder.err
+    bad = run(capsys, "chat", "tiny-small", "hi", "--top-p", "0")
+    assert bad.code == 2 and "--top-p" in bad.err
+    assert "invalid int value" in usage_error(capsys, "chat", "tiny-small", "hi", "--max-tokens", "many")
+
+
+def test_a_model_that_fails_to_load_exits_1(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    models.broken("broken")
+    result = run(capsys, "chat", "broken", "hi")
+    assert result.code == 1 and "broken failed to load" in result.err
+    assert result.out == ""
+
+
+def test_ctrl_c_stops_the_answer_with_status_130(models: Home) -> None:
+    command = [sys.executable, "-m", "workbench.cli", "chat", "tiny-medium", "w1", "--max-tokens", "4000",
+               "--temperature", "1"]  # fmt: skip
+    child = subprocess.Popen(command, env=models.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        assert select.select([child.stdout], [], [], 60)[0], "no answer within 60 s"
+        first = child.stdout.read1(64)  # type: ignore[attr-defined]  # the answer has begun
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate(timeout=10)
+    stderr = err.decode()
+    assert first and child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    figures = stderr.splitlines()[-1]
+    assert figures.endswith("(stopped)") and "tok/s" in figures
+    generated = re.search(r"· (\d+) tok @", figures)  # "… · 345 tok @ 720.2 tok/s · …"
+    assert generated is not None and int(generated.group(1)) < 4000
+
+
+@pytest.mark.real_model
+def test_smollm2_knows_the_capital_of_france(
+    home: Home, smollm2_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.link(DEFAULT_CHAT_ID, smollm2_dir)
+    result = run(capsys, "chat", DEFAULT_CHAT_ID, "What is the capital of France?", "--temperature", "0",
+                 "--max-tokens", "8")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "Paris" in result.out
+
+
+# --- compare ---------------------------------------------------------------------------------------
+
+
+def test_compare_json_has_both_sides_and_the_plan(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "compare", "tiny-small", "tiny-medium", "w3 w4", "--max-tokens", "5", "--seed", "7", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    assert document["plan"]["kind"] == "together" and "both at once" in document["plan"]["reason"]
+    for side, model in (("a", "tiny-small"), ("b", "tiny-medium")):
+        assert document[side]["model"] == model and document[side]["error"] is None
+        assert 1 <= document[side]["figures"]["generation_tokens"] <= 5
+    assert "plan: " in result.err
+
+
+def test_compare_prints_each_side_under_its_header(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "compare", "tiny-small", "tiny-medium", "w3 w4", "--max-tokens", "5", "--temperature", "0")
+    assert result.code == 0, result.err
+    a_at, b_at = result.out.index("=== A: tiny-small ===\n"), result.out.index("=== B: tiny-medium ===\n")
+    assert a_at == 0 < b_at
+    assert result.out[len("=== A: tiny-small ===\n") : b_at].strip()  # A's answer, whole, before B's header
+    assert result.out[b_at:].split("\n", 1)[1].strip()
+    figures = [line for line in result.err.splitlines() if "tok/s" in line]
+    assert [line.split()[:2] for line in figures] == [["A", "tiny-small:"], ["B", "tiny-medium:"]]
+
+
+def test_compare_runs_one_after_the_other_when_both_do_not_fit(
+    models: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.core.backends.mlx_lm import MlxLmBackend
+    from workbench.core.lifecycle import ModelSpec
+
+    backend = MlxLmBackend()
+    costs = [backend.estimate(ModelSpec(n, n, "mlx-lm", models.paths.models_dir / n), 4096).total
+             for n in ("tiny-small", "tiny-medium")]  # fmt: skip
+    models.configure(f"[memory]\nbudget_gb = {(max(costs) + min(costs) // 2) / GB!r}\n")
+    result = run(capsys, "compare", "tiny-small", "tiny-medium", "w1", "--max-tokens", "3", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    assert document["plan"]["kind"] == "sequential" and "one after the other" in result.err
+    assert document["a"]["answer"] and document["b"]["answer"]
+
+
+def test_a_failed_side_exits_1_but_the_other_answers(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    models.broken("broken")
+    result = run(capsys, "compare", "broken", "tiny-small", "w1", "--max-tokens", "3", "--json")
+    assert result.code == 1
+    document = result.json()
+    assert "failed to load" in document["a"]["error"] and document["a"]["answer"] == ""
+    assert document["b"]["error"] is None and document["b"]["answer"]
+    human = run(capsys, "compare", "broken", "tiny-small", "w1", "--max-tokens", "3")
+    assert human.code == 1 and "A broken failed: " in human.err and "=== B: tiny-small ===" in human.out
+    assert run(capsys, "compare", "tiny-small", "nope", "w1").code == 2
+
+
+# --- embed -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.real_model
+def test_embed_a_text_file_with_minilm(home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("A cat sleeps on the mat.\n\nThe stars burn hydrogen.\nA cat sleeps on the mat.\nRain today.\n")
+    result = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(notes))
+    assert result.code == 0, result.err
+    assert result.out == f"{tmp_path / 'notes.npy'}\n"
+    vectors = np.load(tmp_path / "notes.npy")
+    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])  # file order
+    assert "row i is the i-th passage" in result.err and "100%" in result.err
+
+
+@pytest.mark.real_model
+def test_embed_a_csv_with_bad_rows_lists_the_problems(
+    home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,text,note\n1,hello world,x\n2,,y\n3\n4,good night,z\n")
+    out = tmp_path / "out" / "vectors.bin"
+    out.parent.mkdir()
+    result = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(rows), "-o", str(out), "--column", "text", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    problems = ["rows.csv line 3: empty 'text'", "rows.csv line 4: missing column 'text'"]
+    assert document == {"path": str(out), "count": 2, "dimensions": 384, "model": DEFAULT_EMBEDDER_ID,
+                        "problems": problems}  # fmt: skip
+    assert np.load(out).shape == (2, 384)
+    assert "skipped: rows.csv line 3" in result.err
+
+
+def test_embed_with_nothing_to_embed_or_the_wrong_model(
+    models: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    nothing = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(empty))
+    assert nothing.code == 1 and "nothing to embed" in nothing.err
+    missing = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(tmp_path / "nope.txt"))
+    assert missing.code == 1 and "no such file" in missing.err
+    assert not (tmp_path / "empty.npy").exists()
+    chat_model = run(capsys, "embed", "tiny-small", str(empty))
+    assert chat_model.code == 2 and "not an embedding model" in chat_model.err
+    unknown = run(capsys, "embed", "MiniLM", str(empty))
+    assert unknown.code == 2 and DEFAULT_EMBEDDER_ID in unknown.err
+    nowhere = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(empty), "-o", str(tmp_path / "no" / "x.npy"))
+    assert nowhere.code == 1 and "cannot write" in nowhere.err
+
+
+def test_progress_bar_redraws_on_a_terminal_and_stays_sparse_elsewhere() -> None:
+    log = io.StringIO()
+    bar = ProgressBar("embedding", "passages", log)
+    for done in range(101):
+        bar.update(done, 100)
+    bar.finish()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].endswith("100%  100/100 passages")
+    screen = Terminal()
+    bar = ProgressBar("embedding", "passages", screen)
+    bar.update(1, 2)
+    bar.update(2, 2)
+    bar.finish()
+    assert screen.getvalue().count("\r") == 2 and screen.getvalue().endswith("\n")
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def fake_server(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> dict[str, Any]:
+    """Stands in for workbench.core.openai_server, written elsewhere: records the call, reports ready, returns."""
+    seen: dict[str, Any] = {}
+
+    async def serve(services: Any, host: str = "127.0.0.1", port: int = 8000, ready: Any = None) -> None:
+        seen.update(host=host, port=port, models=[info.spec.id for info in services.manager.models()])
+        if fail:
+            raise OSError(98, "Address already in use")
+        ready(f"http://{host}:{port}")
+
+    module = types.ModuleType("workbench.core.openai_server")
+    module.serve = serve  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "workbench.core.openai_server", module)
+    return seen
+
+
+def test_serve_runs_the_server_with_every_model_registered(
+    models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = fake_server(monkeypatch)
+    result = run(capsys, "serve", "--port", "8123")
+    assert result.code == 0, result.err
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert {"tiny-small", "tiny-medium", DEFAULT_EMBEDDER_ID} <= set(seen["models"])
+    assert "serving the OpenAI API on http://127.0.0.1:8123/v1 (ctrl+c stops)" in result.err
+    assert result.out == ""
+
+
+def test_serve_reports_a_taken_port_and_bad_arguments(
+    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_server(monkeypatch, fail=True)
+    taken = run(capsys, "serve", "--host", "0.0.0.0", "--port", "9")
+    assert taken.code == 1 and "cannot serve on 0.0.0.0:9: Address already in use" in taken.err
+    assert "not a port number" in usage_error(capsys, "serve", "--port", "70000")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -12,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from workbench.commands import embed, generate, models, serve
+from workbench.commands.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandError, Handler
 from workbench.core.paths import AppPaths
 
 if TYPE_CHECKING:
     from workbench.core.downloads import JobSnapshot
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger(__name__)
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     imp = commands.add_parser("import-gguf", help="convert a GGUF file into an MLX model the workbench can load")
+    imp.set_defaults(handler=run_import_gguf)
     imp.add_argument("path", help="the .gguf file")
     imp.add_argument("--bits", type=int, choices=(4, 8, 16), default=4,
                      help="4 keeps Q4_0/Q4_1/Q8_0 blocks as they are (default); 8 and 16 widen them")  # fmt: skip
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 0 only when every file is in the cache; run it again after an interruption to resume. "
         "HF_ENDPOINT and HF_TOKEN are honoured.",
     )
+    pull.set_defaults(handler=run_pull)
     pull.add_argument("repo", metavar="REPO[@REV]", help="e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
     choice = pull.add_mutually_exclusive_group()
     choice.add_argument(
@@ -176,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="only files matching this glob (repeat for more); default: what an MLX model needs",
     )
     choice.add_argument("--all", action="store_true", help="every file of the repo")
+    for module in (models, generate, embed, serve):
+        module.register(commands)
     return parser
 
 
@@ -183,11 +190,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     paths = AppPaths.from_env()
     setup_logging(paths)
-    if args.command == "import-gguf":
-        return run_import_gguf(paths, args)
-    if args.command == "pull":
-        return run_pull(paths, args)
-    return run_tui(paths)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        return run_tui(paths)
+    return run_command(handler, paths, args)
+
+
+def run_command(handler: Handler, paths: AppPaths, args: argparse.Namespace) -> int:
+    """Run a subcommand; failures meant for people become a line on stderr and an exit status, never a traceback
+    (that goes to the log file)."""
+    prefix = f"workbench {args.command}"
+    try:
+        return handler(paths, args)
+    except CommandError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr, flush=True)
+        return exc.code
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"\n{prefix}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `workbench chat … | head -1`: the reader left; say nothing more on stdout
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as exc:
+        log.exception("workbench %s failed", args.command)
+        print(f"{prefix}: {type(exc).__name__}: {exc} (details in {paths.log_file})", file=sys.stderr, flush=True)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":
