@@ -42,7 +42,7 @@ def row_for(info: ModelInfo, now: float) -> tuple[str | Text, ...]:
         info.spec.id,
         KIND_LABELS.get(info.spec.kind, info.spec.kind),
         state,
-        format_bytes(info.estimate.total) if info.estimate else "?",
+        "–" if info.spec.kind == "openai-remote" else format_bytes(info.estimate.total) if info.estimate else "?",
         format_bytes(info.measured),
         ago(info.last_used, now),
         "yes" if info.pinned else "",
@@ -113,7 +113,14 @@ class ModelsPane(PaneScreen):
             detail.update("No models yet.")
             return
         estimate = info.estimate
-        parts = [f"{info.spec.name}  [dim]{info.spec.path}[/]"]
+        if info.spec.kind == REMOTE_KIND:
+            endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+            endpoint = endpoints.get(info.spec.id.partition(":")[0])
+            where = endpoint.base_url if endpoint else "?"
+            parts = [f"{escape(info.spec.name)}  [dim]{escape(where)}[/]", "runs on the server: no local memory"]
+            estimate = None
+        else:
+            parts = [f"{escape(info.spec.name)}  [dim]{escape(str(info.spec.path))}[/]"]
         if estimate:
             line = f"estimate: weights {format_bytes(estimate.weights)}"
             if estimate.kv_cache:
