@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # Heavy libraries must never be imported at start-up (lazy imports, see DESIGN.md): the first frame
 # has to appear in well under a second. The child reports any of these found in sys.modules.
-HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub")
+HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub", "numpy", "openai")
 MARK_ENV = "BENCH_MARK_FILE"
 GOAL_RATIO = 1.5
 GOAL_SECONDS = 1.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import workbench
 
 PACKAGE = Path(workbench.__file__).parent
-HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub")
+HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub", "numpy", "openai")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -7,8 +7,6 @@ from typing import Any
 
 from workbench.core.config import Settings
 from workbench.core.downloads import DownloadQueue
-from workbench.core.embedder import Embedder
-from workbench.core.embeddings import EmbeddingCache
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
@@ -52,8 +50,7 @@ def pinned_app(home: Path) -> WorkbenchApp:
     store = Store(paths.database_file)
     services = Services(paths=paths, settings=Settings(), manager=manager, probe=FixedProbe(),  # type: ignore[arg-type]
                         catalog=[], store=store, hub=HubCatalog(paths.data_dir / "hub"),
-                        downloads=DownloadQueue(store),
-                        embedder=Embedder(manager, EmbeddingCache(paths.embeddings_dir)))  # fmt: skip
+                        downloads=DownloadQueue(store))  # fmt: skip
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.core.backends.mlx_lm import MlxLmBackend
 from workbench.core.backends.remote import RemoteChatBackend, remote_spec
@@ -13,8 +14,6 @@ from workbench.core.backends.sentence_transformers import SentenceTransformerBac
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
 from workbench.core.downloads import DownloadManager
-from workbench.core.embedder import Embedder
-from workbench.core.embeddings import EmbeddingCache
 from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
@@ -24,6 +23,9 @@ from workbench.core.memory import MemoryProbe, resolve_budget
 from workbench.core.paths import AppPaths
 from workbench.core.store import Store
 from workbench.resources import shipped_path
+
+if TYPE_CHECKING:
+    from workbench.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,19 @@ class Services:
     store: Store
     hub: HubCatalog
     downloads: DownloadManager
-    embedder: Embedder
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
+    _embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        """Built on first use: it imports numpy, which the first frame does not need."""
+        if self._embedder is None:
+            from workbench.core.embedder import Embedder
+            from workbench.core.embeddings import EmbeddingCache
+
+            self._embedder = Embedder(self.manager, EmbeddingCache(self.paths.embeddings_dir))
+        return self._embedder
 
     def refresh_local_models(self) -> None:
         for spec in local_specs(self.paths):
@@ -98,8 +110,7 @@ def build_services(
     # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
     downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads=downloads,
-                        embedder=Embedder(manager, EmbeddingCache(paths.embeddings_dir)), issues=issues,
+                        store=store, hub=hub, downloads=downloads, issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services
