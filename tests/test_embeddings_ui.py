@@ -255,3 +255,42 @@ async def test_the_pane_with_the_real_minilm(app_paths: AppPaths, tmp_path: Path
         majority = sum(Counter(topics[row] for row in np.flatnonzero(clustering.labels == number)).most_common(1)[0][1]
                        for number in range(clustering.k))  # fmt: skip
         assert clustering.k == 4 and majority / NOTES >= 0.8, majority  # the clusters follow the four topics
+
+
+@pytest.mark.real_model
+async def test_two_real_embedders_side_by_side(app_paths: AppPaths, tmp_path: Path) -> None:
+    """MiniLM (mean pooling) against a second real embedder: the same weights read out with CLS pooling."""
+    import json
+    import shutil
+
+    from workbench.core.backends.sentence_transformers import KIND
+    from workbench.core.lifecycle import ModelSpec
+    from workbench.core.local_models import default_embedder_spec
+    from workbench.core.services import build_services
+
+    cls_model = tmp_path / "minilm-cls"
+    shutil.copytree(default_embedder_spec().path, cls_model)
+    pooling = cls_model / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(config))
+    services = build_services(app_paths)
+    services.manager.register(ModelSpec(id="minilm-cls", name="minilm-cls", kind=KIND, path=cls_model))
+    notes = write_notes_folder(tmp_path / "notes")
+    app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_pane(app, pilot)
+        await open_corpus(pilot, pane, str(notes))
+        await pilot.press("escape", "c")
+        await pilot.pause()
+        pane.query_one("#model-b").value = "minilm-cls"
+        await wait_for(pilot, lambda: pane.overlap is not None, "the neighbour overlap", timeout=120)
+        assert pane.vectors_b.shape == (NOTES, 384)
+        assert 0.2 < pane.overlap.mean < 1  # two different read-outs of one network: related, not the same
+        await search(pilot, pane, "stars and galaxies")
+        await wait_for(pilot, lambda: pane.query_b is not None, "model B's query vector")
+        for vectors, query in ((pane.vectors_a, pane.query_a), (pane.vectors_b, pane.query_b)):
+            top = [row for row, _ in top_k(vectors, query, 3)]
+            assert {pane.corpus.passages[row].source for row in top} == {"astronomy.md"}
+        side_by_side = pane.query_one("#neighbours-a", DataTable), pane.query_one("#neighbours-b", DataTable)
+        assert [table.row_count for table in side_by_side] == [10, 10]  # the query's neighbours under A and B
