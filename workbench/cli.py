@@ -8,13 +8,21 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from workbench.commands import embed, generate, models, serve
-from workbench.commands.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CommandError, Handler
+from workbench.commands.common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    Handler,
+    TerminalLine,
+    bar_line,
+)
 from workbench.core.paths import AppPaths
 
 if TYPE_CHECKING:
@@ -106,15 +114,12 @@ class ProgressLine:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self._drawn = False
+        self._line = TerminalLine(stream)
         self._last: tuple[str, str | None] | None = None
 
     def show(self, job: JobSnapshot) -> None:
         if self.tty:
-            width = shutil.get_terminal_size((80, 24)).columns - 1
-            self.stream.write("\r" + render_progress(job, width).ljust(width)[:width])
-            self.stream.flush()
-            self._drawn = True
+            self._line.draw(render_progress(job, self._line.width()))
             return
         state = (str(job.state), job.message)
         if state != self._last:
@@ -125,8 +130,7 @@ class ProgressLine:
     def finish(self, job: JobSnapshot) -> None:
         if self.tty:
             self.show(job)
-            self.stream.write("\n")
-            self.stream.flush()
+            self._line.end()
 
 
 def render_progress(job: JobSnapshot, width: int = 80) -> str:
@@ -145,10 +149,7 @@ def render_progress(job: JobSnapshot, width: int = 80) -> str:
     if job.files_total:
         tail.append(f"{job.files_done}/{job.files_total} files")
     tail.append(job.message or str(job.state))
-    text = "  ".join(tail)
-    bar_width = max(10, min(30, width - len(job.repo_id) - len(text) - 5))
-    filled = round(bar_width * (fraction or 0))
-    return f"{job.repo_id} [{'#' * filled}{'-' * (bar_width - filled)}] {text}"
+    return bar_line(job.repo_id, fraction or 0, "  ".join(tail), width)
 
 
 def build_parser() -> argparse.ArgumentParser:

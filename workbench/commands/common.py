@@ -153,6 +153,37 @@ def stop_on_interrupt(stop: Callable[[], None]) -> Iterator[Interrupt]:
 # --- progress ------------------------------------------------------------------------------------
 
 
+def bar_line(label: str, fraction: float, tail: str, width: int = 80) -> str:
+    """``label [#####-----] tail``, the bar between 10 and 30 characters wide so the line fits ``width``."""
+    bar_width = max(10, min(30, width - len(label) - len(tail) - 5))
+    filled = round(bar_width * fraction)
+    return f"{label} [{'#' * filled}{'-' * (bar_width - filled)}] {tail}"
+
+
+class TerminalLine:
+    """One line on a terminal, redrawn in place; ``end`` moves past it once something was drawn."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._drawn = False
+
+    @staticmethod
+    def width() -> int:
+        return shutil.get_terminal_size((80, 24)).columns - 1
+
+    def draw(self, text: str) -> None:
+        width = self.width()
+        self.stream.write("\r" + text.ljust(width)[:width])
+        self.stream.flush()
+        self._drawn = True
+
+    def end(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
 class ProgressBar:
     """``label [#####-----]  48%  120/250 unit`` on stderr: redrawn in place on a terminal; elsewhere (logs,
     pipes) a line at each tenth, so a log stays short. ``update`` may be called from any one thread."""
@@ -162,22 +193,16 @@ class ProgressBar:
         self.unit = unit
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self._drawn = False
+        self._line = TerminalLine(self.stream)
         self._last_tenth = -1
 
     def render(self, done: int, total: int, width: int = 80) -> str:
         fraction = done / total if total else 1.0
-        tail = f"{fraction:4.0%}  {done}/{total} {self.unit}"
-        bar_width = max(10, min(30, width - len(self.label) - len(tail) - 5))
-        filled = round(bar_width * fraction)
-        return f"{self.label} [{'#' * filled}{'-' * (bar_width - filled)}] {tail}"
+        return bar_line(self.label, fraction, f"{fraction:4.0%}  {done}/{total} {self.unit}", width)
 
     def update(self, done: int, total: int) -> None:
         if self.tty:
-            width = shutil.get_terminal_size((80, 24)).columns - 1
-            self.stream.write("\r" + self.render(done, total, width).ljust(width)[:width])
-            self.stream.flush()
-            self._drawn = True
+            self._line.draw(self.render(done, total, self._line.width()))
             return
         tenth = int(10 * done / total) if total else 10
         if tenth != self._last_tenth:
@@ -185,7 +210,4 @@ class ProgressBar:
             print(self.render(done, total), file=self.stream, flush=True)
 
     def finish(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        self._line.end()
