@@ -408,6 +408,8 @@ class EmbeddingsPane(PaneScreen):
             return
         generation = self.generation
         started = time.perf_counter()
+        if not self.embedder.manager.info(self.model_a).resident:  # the first query loads the model: seconds
+            self.query_one("#search-status", Static).update(f"loading {self.model_a} to embed the query…")
         try:
             query = await self.embedder.encode_query(self.model_a, text)
         except ModelManagerError as exc:
