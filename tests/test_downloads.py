@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID, make_tiny_mlx_repo, model_card, write_repo
-from tests.support.hub_server import DEFAULT_TOKEN, LoopbackHub
+from tests.support.hub_server import DEFAULT_TOKEN, HubLies, LoopbackHub
 from workbench.core import downloads, hf_cache
 from workbench.core.downloads import DownloadManager, FileState, JobSnapshot, JobState
 from workbench.core.paths import AppPaths
@@ -537,3 +537,112 @@ def test_pull_exit_codes(hub: LoopbackHub, tmp_path: Path) -> None:
 
     assert pull("not a repo!", env=env).returncode == 2
     assert pull(REPO, "--all", "--include", "*.json", env=env).returncode == 2
+
+
+# --- a lying hub: every name a hub gives is data -------------------------------------------------------------------
+
+EVIL = "evil"  # every name the lying hub gives contains it: nothing so named may exist anywhere after a pull
+
+
+def lies_about_names(sandbox: Path, cache: Path) -> dict[str, tuple[HubLies, Path]]:
+    """Each lie, with the path it would create outside the cache. ``cache`` lies under ``sandbox`` (a folder the
+    test owns), deep enough that every ``../`` of the lies still lands in the sandbox."""
+    folder = repo_folder(cache)
+
+    def outside(path: str) -> Path:
+        target = Path(os.path.normpath(path))
+        assert target.is_relative_to(sandbox) and not target.is_relative_to(cache), target
+        return target
+
+    some_snapshot = folder / "snapshots" / ("a" * 40)
+    absolute = sandbox / f"abs-{EVIL}.json"
+    return {
+        "dotdot file name": (
+            HubLies(file_names={"config.json": f"../../../../{EVIL}.json"}),
+            outside(f"{some_snapshot}/../../../../{EVIL}.json"),
+        ),
+        "absolute file name": (HubLies(file_names={"config.json": str(absolute)}), outside(str(absolute))),
+        "backslash file name": (
+            HubLies(file_names={"config.json": f"..\\..\\..\\..\\{EVIL}.json"}),
+            outside(f"{some_snapshot}/../../../../{EVIL}.json"),
+        ),
+        "NUL in file name": (HubLies(file_names={"config.json": f"{EVIL}\x00.json"}), sandbox / f"{EVIL}"),
+        "bad ETag": (HubLies(etag=f"../../../{EVIL}_etag"), outside(f"{folder}/blobs/../../../{EVIL}_etag")),
+        "bad listed hash": (
+            HubLies(listed_hash=f"../../../{EVIL}_hash"),
+            outside(f"{folder}/blobs/../../../{EVIL}_hash.incomplete"),
+        ),
+        "bad commit": (
+            HubLies(commit=f"../../../../{EVIL}_sha"),
+            outside(f"{folder}/snapshots/../../../../{EVIL}_sha"),
+        ),
+    }
+
+
+LIES = ["dotdot file name", "absolute file name", "backslash file name", "NUL in file name", "bad ETag",
+        "bad listed hash", "bad commit"]  # fmt: skip
+# what the failure must name (as repr shows it) and say
+NAMED = {
+    "dotdot file name": f"'../../../../{EVIL}.json'",
+    "absolute file name": f"abs-{EVIL}.json'",
+    "backslash file name": "'..\\\\..\\\\..\\\\..\\\\evil.json'",
+    "NUL in file name": "'evil\\x00.json'",
+    "bad ETag": f"'../../../{EVIL}_etag'",
+    "bad listed hash": f"'../../../{EVIL}_hash'",
+    "bad commit": f"'../../../../{EVIL}_sha'",
+}
+
+
+def sandboxed(tmp_path: Path) -> tuple[Path, Path]:
+    sandbox = tmp_path / "sandbox"
+    return sandbox, sandbox / "a" / "b" / "c" / "hf" / "hub"
+
+
+def nothing_evil_in(sandbox: Path, target: Path) -> None:
+    assert not os.path.lexists(target), f"{target} was written"
+    written = [p for p in sandbox.rglob("*") if EVIL in p.name]
+    assert not written, written
+
+
+@pytest.mark.parametrize("lie", LIES)
+async def test_a_lying_hub_fails_the_file_in_the_queue_and_writes_nothing_outside(
+    make: Make, hub: LoopbackHub, tmp_path: Path, lie: str
+) -> None:
+    sandbox, cache = sandboxed(tmp_path)
+    lies, target = lies_about_names(sandbox, cache)[lie]
+    hub.lies = lies
+    manager = await make(cache_dir=cache)
+    final = await manager.wait(manager.enqueue(REPO).id, WAIT)
+    assert final.state is JobState.FAILED
+    assert final.error and NAMED[lie] in final.error, final.error
+    failed = [f for f in final.file_progress if f.state is FileState.FAILED]
+    if lie != "bad commit":  # a bad commit fails the listing, before there are files
+        assert failed and all(f.error and NAMED[lie] in f.error for f in failed), final.file_progress
+    nothing_evil_in(sandbox, target)
+
+
+@pytest.mark.parametrize("lie", ["dotdot file name", "absolute file name", "backslash file name", "bad ETag",
+                                 "bad commit"])  # fmt: skip
+def test_pull_from_a_lying_hub_exits_1_naming_the_bad_name(hub: LoopbackHub, tmp_path: Path, lie: str) -> None:
+    sandbox, cache = sandboxed(tmp_path)
+    lies, target = lies_about_names(sandbox, cache)[lie]
+    hub.lies = lies
+    env = {**cli_env(sandbox, hub), "HF_HOME": str(cache.parent)}
+    done = pull(REPO, env=env)
+    assert done.returncode == 1, done.stderr
+    assert NAMED[lie] in done.stderr and "refused" in done.stderr, done.stderr
+    nothing_evil_in(sandbox, target)
+
+
+def test_pull_takes_a_branch_or_a_pr_ref_and_refuses_a_bad_revision(repos_root: Path, tmp_path: Path) -> None:
+    with LoopbackHub(repos_root, revisions=("refs/pr/3",)) as hub:
+        env = cli_env(tmp_path, hub)
+        for revision in ("refs/pr/3", "main"):
+            done = pull(f"{REPO}@{revision}", "--include", "*.json", env=env)
+            assert done.returncode == 0, done.stderr
+            commit = Path(done.stdout.strip()).name
+            assert (repo_folder(tmp_path / "hf" / "hub") / "refs" / revision).read_text() == commit
+        for bad in ("../../../../evil", "refs/../../evil", "/evil", "ma in", "evil.lock"):
+            refused = pull(f"{REPO}@{bad}", env=env)
+            assert refused.returncode == 2 and "is not a valid revision name" in refused.stderr, refused.stderr
+        assert not [p for p in tmp_path.rglob("*") if EVIL in p.name]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID
-from tests.support.hub_server import LoopbackHub
+from tests.support.hub_server import HubLies, LoopbackHub
 from workbench.core.hub import (
     FitVerdict,
     HubCatalog,
@@ -165,3 +165,25 @@ def test_verdicts_and_listing_arithmetic() -> None:
     assert default_selection(["model.safetensors", "config.json", "model.gguf", "modeling.py", "README.md",
                               "tokenizer.json", "pytorch_model.bin"]) == [
         "model.safetensors", "config.json", "README.md", "tokenizer.json"]  # fmt: skip
+
+
+@pytest.mark.parametrize("lie", ["etag", "commit"])
+def test_details_from_a_lying_hub_write_nothing_outside_the_cache(
+    online_hub: LoopbackHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lie: str
+) -> None:
+    import huggingface_hub.constants as constants
+
+    sandbox = tmp_path / "sandbox"
+    cache = sandbox / "a" / "b" / "c" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # where a download would land (and escape from)
+    online_hub.lies = HubLies(etag="../../../../evil_etag") if lie == "etag" else HubLies(commit="../../../evil_sha")
+    catalog = catalog_for(online_hub, tmp_path)
+    if lie == "etag":  # the card and config are read into memory: the ETag names nothing
+        details = catalog.details(TINY_REPO_ID)
+        assert details.card and details.model.kv_exact
+    else:
+        with pytest.raises(HubError) as refused:
+            catalog.details(TINY_REPO_ID)
+        assert "refused" in str(refused.value) and "'../../../evil_sha'" in str(refused.value)
+    assert not [p for p in sandbox.rglob("*") if "evil" in p.name]
+    assert not cache.exists()

@@ -71,9 +71,18 @@ def run_import_gguf(paths: AppPaths, args: argparse.Namespace) -> int:
 
 
 def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
+    from workbench.core import hub_names
+
     repo_id, _, revision = args.repo.partition("@")
     if not REPO_ID.fullmatch(repo_id) or "@" in revision or args.repo.endswith("@"):
         print(f"workbench pull: {args.repo!r} is not a repo (org/name or org/name@revision)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        hub_names.check_repo_id(repo_id)
+        if revision:
+            hub_names.check_revision(revision)  # it becomes refs/<revision> in the cache
+    except hub_names.BadName as exc:
+        print(f"workbench pull: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(pull(paths, repo_id, revision or "main", args.include or [], args.all))

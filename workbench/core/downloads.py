@@ -13,6 +13,10 @@ lists its repo once (``model_info``) and pins that commit; each file then goes:
 5. ``os.replace`` into ``blobs/<etag>``, then the relative ``snapshots/<commit>/<path>`` link and ``refs/<branch>``,
    laid out exactly as huggingface_hub lays them out, so ``hf``, ``mlx_lm`` and ``transformers`` find the files.
 
+Every name the hub gives (file names, ETags, listed hashes, the commit) is checked by
+:mod:`~workbench.core.hub_names` before it becomes part of a path: a bad one fails its file (or, for the commit, the
+job) with a message that names it, and nothing is written outside the cache.
+
 Transfers are blocking I/O on daemon threads (one per active job, never the MLX inference thread), through
 huggingface_hub's HTTP session and headers (the token is sent, never shown). Pause, cancel and shutdown are a flag
 checked between chunks. Everything that touches the store or calls listeners runs on the asyncio loop.
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
-from workbench.core import hf_cache
+from workbench.core import hf_cache, hub_names
 from workbench.core.hub import default_selection, quiet_hub_logging, translate_error
 from workbench.core.memory import format_bytes
 from workbench.core.store import DownloadFile, DownloadJob, Store
@@ -316,6 +320,19 @@ def _matches(path: str, pattern: str) -> bool:
     return fnmatch(path, pattern) or ("/" not in pattern and fnmatch(path.rsplit("/", 1)[-1], pattern))
 
 
+def _name_problem(f: _File) -> str | None:
+    """Why the hub's names for this file must not touch the cache (its name, ETag or listed hash), or None."""
+    try:
+        hub_names.check_file_name(f.path)
+        if f.etag is not None:
+            hub_names.check_etag(f.etag, "listed hash", f.path)
+        if f.expected_hash is not None:
+            hub_names.check_etag(f.expected_hash, "listed hash", f.path)
+    except hub_names.BadName as exc:
+        return f"refused: {exc}"
+    return None
+
+
 def _new_hasher(kind: str, size: int) -> Any:
     if kind == SHA256:
         return hashlib.sha256()
@@ -582,11 +599,11 @@ class DownloadManager:
     def clean_partial_files(self) -> list[hf_cache.PartialFile]:
         """Delete ``*.incomplete`` blobs no job owns (huggingface_hub's leftovers included); returns them."""
         owned = [
-            self._incomplete_path(job, f)
+            path
             for job in self._jobs.values()
             if job.state not in (JobState.DONE, JobState.CANCELLED)
             for f in job.files
-            if f.etag and f.state is not FileState.DONE
+            if f.state is not FileState.DONE and (path := self._incomplete_path(job, f)) is not None
         ]
         return hf_cache.clean_partial_files(self.cache_dir, keep=owned)
 
@@ -619,6 +636,8 @@ class DownloadManager:
     def _all_linked(self, job: _Job) -> bool:
         if job.commit is None or not job.files:
             return False
+        if not hub_names.COMMIT.fullmatch(job.commit) or any(_name_problem(f) for f in job.files):
+            return False
         snapshot = hf_cache.repo_dir(self.cache_dir, job.repo_id) / "snapshots" / job.commit
         return all((snapshot / f.path).exists() for f in job.files)
 
@@ -640,9 +659,11 @@ class DownloadManager:
         job.transferred = 0
         job.meter.reset(self._clock())
         try:
+            self._check_names(job)
             if job.commit is None or not job.files:
                 commit, files = await self._in_thread(job, self._plan, job, control)
                 self._apply_plan(job, commit, files)
+                self._check_names(job)
             await self._in_thread(job, self._prepare, job)
             for f in job.files:
                 if f.state is FileState.DONE:
@@ -659,7 +680,7 @@ class DownloadManager:
         except _DiskLow as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.PAUSED, message=str(exc))
-        except DownloadFailure as exc:
+        except (DownloadFailure, hub_names.BadName) as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.FAILED, error=str(exc), message=None)
         except Exception as exc:
@@ -679,6 +700,29 @@ class DownloadManager:
             self._release_waiters(job.id)
             self._emit(job.id, force=True)
             self._schedule()
+
+    def _check_names(self, job: _Job) -> None:
+        """Refuse a job whose names would lead outside the cache: the repo id and revision it was given, the
+        commit and the file names and hashes the hub listed. A bad file is failed with the reason."""
+        try:
+            hub_names.check_repo_id(job.repo_id)
+            hub_names.check_revision(job.revision)
+            if job.commit is not None:
+                hub_names.check_commit(job.commit)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"refused: {exc}") from exc
+        bad = []
+        for f in job.files:
+            if f.state is FileState.DONE:
+                continue
+            problem = _name_problem(f)
+            if problem is not None:
+                f.state, f.error = FileState.FAILED, problem
+                self._persist_file(job, f)
+                bad.append(problem)
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DownloadFailure(f"{bad[0]}{more}")
 
     def _in_thread(self, job: _Job, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run blocking ``fn`` on a daemon thread (it never holds up interpreter exit); await its result."""
@@ -773,26 +817,30 @@ class DownloadManager:
             if not future.done():
                 future.set_result(None)
 
-    def _incomplete_path(self, job: _Job, f: _File) -> Path:
+    def _incomplete_path(self, job: _Job, f: _File) -> Path | None:
+        """``blobs/<etag>.incomplete``; None while the file has no ETag (or a bad one)."""
+        if f.etag is None or not hub_names.ETAG.fullmatch(f.etag):
+            return None
         return hf_cache.repo_dir(self.cache_dir, job.repo_id) / "blobs" / f"{f.etag}{hf_cache.INCOMPLETE_SUFFIX}"
 
     def _measure_partials(self, job: _Job) -> None:
         """Progress after a restart is what is on disk."""
         for f in job.files:
-            if f.etag and f.state is not FileState.DONE:
+            if f.state is not FileState.DONE and (path := self._incomplete_path(job, f)) is not None:
                 try:
-                    f.done_bytes = self._incomplete_path(job, f).stat().st_size
+                    f.done_bytes = path.stat().st_size
                 except OSError:
                     f.done_bytes = 0
 
     def _remove_partials(self, job: _Job) -> None:
         folder = hf_cache.repo_folder_name(job.repo_id)
         for f in job.files:
-            if not f.etag or f.state is FileState.DONE:
-                continue
             path = self._incomplete_path(job, f)
+            if path is None or f.state is FileState.DONE:
+                continue
             if path.exists():
-                partial = hf_cache.PartialFile(path, 0, folder, f.etag, from_library=False)
+                partial = hf_cache.PartialFile(path, 0, folder, path.name.removesuffix(hf_cache.INCOMPLETE_SUFFIX),
+                                               from_library=False)  # fmt: skip
                 if not hf_cache.remove_partial(self.cache_dir, partial):
                     log.info("kept %s: another download holds its lock", path)
             f.done_bytes, f.state = 0, FileState.PENDING
@@ -873,6 +921,10 @@ class DownloadManager:
         commit = info.sha
         if not commit:
             raise DownloadFailure(f"the hub did not say which commit {job.repo_id}@{job.revision} is")
+        try:
+            hub_names.check_commit(commit)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"{job.repo_id}@{job.revision}: refused: {exc}") from exc
         siblings = {s.rfilename: s for s in info.siblings or []}
         files = []
         for path in self._select(job, list(siblings)):
@@ -887,11 +939,13 @@ class DownloadManager:
                                expected_hash=expected))  # fmt: skip
         snapshot = hf_cache.repo_dir(self.cache_dir, job.repo_id) / "snapshots" / commit
         for f in files:
+            if _name_problem(f) is not None:  # failed by _check_names; never looked up on disk
+                continue
             if (snapshot / f.path).exists():
                 f.state, f.done_bytes = FileState.DONE, f.size or 0
-            elif f.etag:
+            elif (partial := self._incomplete_path(job, f)) is not None:
                 with contextlib.suppress(OSError):
-                    f.done_bytes = self._incomplete_path(job, f).stat().st_size
+                    f.done_bytes = partial.stat().st_size
         return commit, files
 
     def _select(self, job: _Job, paths: list[str]) -> list[str]:
@@ -916,15 +970,15 @@ class DownloadManager:
 
     def _prepare_repo_folder(self, repo_id: str, revision: str, commit: str) -> None:
         """What huggingface_hub makes before a download: blobs/, the snapshot folder, refs/<branch>, the cache tag."""
-        folder = hf_cache.repo_dir(self.cache_dir, repo_id)
+        folder = hf_cache.repo_dir(self.cache_dir, hub_names.check_repo_id(repo_id))
         (folder / "blobs").mkdir(parents=True, exist_ok=True)
-        (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (folder / "snapshots" / hub_names.check_commit(commit)).mkdir(parents=True, exist_ok=True)
         tag = self.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
             with contextlib.suppress(OSError):
                 tag.write_text(CACHEDIR_TAG)
         if revision != commit:
-            ref = folder / "refs" / revision
+            ref = folder / "refs" / hub_names.check_revision(revision)
             ref.parent.mkdir(parents=True, exist_ok=True)
             if not ref.exists() or ref.read_text() != commit:
                 staged = ref.with_name(f"{ref.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -949,7 +1003,11 @@ class DownloadManager:
         """One file into the cache, verified and linked, with retries; raises DownloadFailure when it gives up."""
         folder = hf_cache.repo_dir(self.cache_dir, job.repo_id)
         assert job.commit is not None
-        pointer = folder / "snapshots" / job.commit / f.path
+        try:
+            pointer = hub_names.inside(folder / "snapshots" / hub_names.check_commit(job.commit), f.path)
+        except hub_names.BadName as exc:
+            f.state, f.error = FileState.FAILED, f"refused: {exc}"
+            raise DownloadFailure(f.error) from exc
         if pointer.exists():  # already in the cache
             f.state, f.done_bytes = FileState.DONE, f.size or pointer.stat().st_size
             return
@@ -1052,6 +1110,10 @@ class DownloadManager:
         meta = get_hf_file_metadata(url, timeout=max(self.stall_timeout_s, 1.0), endpoint=self.endpoint)
         if not meta.etag:
             raise DownloadFailure(f"{f.path}: the hub sent no ETag, so the file cannot be named in the cache")
+        try:
+            hub_names.check_etag(meta.etag, "ETag", f.path)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"refused: {exc}") from exc
         size = meta.size if meta.size is not None else f.size
         if size is None:
             raise DownloadFailure(f"{f.path}: the hub did not say how big the file is")
