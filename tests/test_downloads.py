@@ -646,3 +646,90 @@ def test_pull_takes_a_branch_or_a_pr_ref_and_refuses_a_bad_revision(repos_root: 
             refused = pull(f"{REPO}@{bad}", env=env)
             assert refused.returncode == 2 and "is not a valid revision name" in refused.stderr, refused.stderr
         assert not [p for p in tmp_path.rglob("*") if EVIL in p.name]
+
+
+# --- a long Retry-After pauses the job until then ---------------------------------------------------------------
+
+
+class WallClock:
+    """A wall clock the test moves (the queue's rate-limit pauses are measured on it)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_long_retry_after_pauses_until_then_and_resumes_by_itself(
+    make: Make, hub: LoopbackHub, store: Store
+) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 86400, WEIGHTS
+    clock = WallClock()
+    began = time.monotonic()
+    manager = await make(wall_clock=clock, resume_check_s=0.01)
+    job = manager.enqueue(REPO)
+    paused = await manager.wait(job.id, WAIT)
+    assert paused.state is JobState.PAUSED and time.monotonic() - began < WAIT  # not a day
+    assert paused.resume_at == clock.now + 86400
+    assert paused.message == f"rate limited until {downloads.clock_time(clock.now + 86400, clock.now)}"
+    record = store.get_download_job(job.id)
+    assert record is not None and record.resume_at == paused.resume_at  # kept for the next start
+
+    heads = len(weights_requests(hub, "HEAD"))
+    await asyncio.sleep(0.1)  # ten looks at the clock, which has not moved: nothing happens
+    assert manager.job(job.id).state is JobState.PAUSED and len(weights_requests(hub, "HEAD")) == heads
+    clock.now += 86400
+    await until(lambda: manager.job(job.id).state is JobState.DONE, "the job to resume by itself and finish")
+    record = store.get_download_job(job.id)
+    assert manager.job(job.id).resume_at is None and record is not None and record.resume_at is None
+
+
+def test_resume_times_read_as_a_clock_time() -> None:
+    from datetime import datetime, timedelta
+
+    now = datetime(2030, 5, 6, 9, 30).timestamp()
+    at = datetime(2030, 5, 6, 14, 5)
+    assert downloads.clock_time(at.timestamp(), now) == "14:05"
+    assert downloads.clock_time(at.timestamp() + 1, now) == "14:06"  # rounded up: never too early
+    assert downloads.clock_time((at + timedelta(days=1)).timestamp(), now) == "14:05 tomorrow"
+    assert downloads.clock_time((at + timedelta(days=3)).timestamp(), now) == "14:05 on 2030-05-09"
+
+
+async def test_a_rate_limit_pause_survives_a_restart(make: Make, hub: LoopbackHub) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 3600, WEIGHTS
+    clock = WallClock()
+    first = await make(wall_clock=clock)
+    job = first.enqueue(REPO)
+    assert (await first.wait(job.id, WAIT)).state is JobState.PAUSED
+    await first.aclose()
+
+    restarted = await make(wall_clock=clock, resume_check_s=0.01)  # the same store
+    again = restarted.job(job.id)
+    assert again.state is JobState.PAUSED and again.resume_at == clock.now + 3600
+    assert again.message and again.message.startswith("rate limited until ")
+    clock.now += 3600
+    await until(lambda: restarted.job(job.id).state is JobState.DONE, "the restarted queue to resume it")
+
+
+async def test_a_retry_after_within_the_limit_is_waited_in_place(make: Make, hub: LoopbackHub) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 1, WEIGHTS
+    manager = await make(max_retry_wait_s=1.0)
+    final = await manager.wait(manager.enqueue(REPO).id, WAIT)
+    assert final.state is JobState.DONE and final.resume_at is None, final.message
+    # one second more than the limit, on the listing this time: paused, not waited
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 2, f"/api/models/{REPO}"
+    listed = await manager.wait(manager.enqueue(REPO, all_files=True).id, WAIT)
+    assert listed.state is JobState.PAUSED and listed.resume_at is not None, listed.message
+    assert listed.message and listed.message.startswith("rate limited until ")
+
+
+def test_pull_says_when_to_run_again_after_a_long_rate_limit(hub: LoopbackHub, tmp_path: Path) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 86400, WEIGHTS
+    began = time.monotonic()
+    done = pull(REPO, env=cli_env(tmp_path, hub))
+    assert time.monotonic() - began < 50  # (the helper gives up after 60 s)
+    assert done.returncode == 1, done.stderr
+    assert "rate limited until " in done.stderr and "run again after " in done.stderr, done.stderr
+    again = pull(REPO, env=cli_env(tmp_path, hub))  # the hub lets go: the same command finishes it
+    assert again.returncode == 0, again.stderr

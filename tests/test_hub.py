@@ -187,3 +187,14 @@ def test_details_from_a_lying_hub_write_nothing_outside_the_cache(
         assert "refused" in str(refused.value) and "'../../../evil_sha'" in str(refused.value)
     assert not [p for p in sandbox.rglob("*") if "evil" in p.name]
     assert not cache.exists()
+
+
+def test_retry_after_is_seconds_or_an_http_date_and_nothing_else() -> None:
+    from workbench.core.hub import parse_retry_after
+
+    assert parse_retry_after("86400") == 86400 and parse_retry_after(" 7 ") == 7
+    now = 1_445_412_000.0  # 07:20:00 GMT on the date below
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 480
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now + 3600) == 0  # in the past: now
+    for junk in ("-1", "nan", "inf", "1" * 400, "soon", "", "Wed, 21 Oct 2015 07:28:00"):
+        assert parse_retry_after(junk) is None, junk

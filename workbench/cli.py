@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -93,7 +94,7 @@ def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
 
 async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str], all_files: bool) -> int:
     """Queue the repo in the app's own queue (same store, same cache), run just that job, report."""
-    from workbench.core.downloads import DownloadManager, JobState
+    from workbench.core.downloads import DownloadManager, JobState, clock_time
     from workbench.core.store import Store
 
     store = Store(paths.database_file)
@@ -110,6 +111,8 @@ async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str],
             print(manager.snapshot_path(job.id))
             return EXIT_OK
         reason = final.error or final.message or f"the download is {final.state}"
+        if final.state is JobState.PAUSED and final.resume_at is not None:  # a long Retry-After: not waited here
+            reason = f"{reason}; run again after {clock_time(final.resume_at, time.time())}"
         print(f"workbench pull: {repo_id}: {reason}", file=sys.stderr)
         return EXIT_ERROR
     finally:

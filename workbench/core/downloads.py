@@ -58,6 +58,9 @@ DISK_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked again after this ma
 SPEED_WINDOW_S = 5.0
 HASH_BLOCK = 8 * 1024 * 1024
 CLOSE_TIMEOUT_S = 5.0
+MAX_RETRY_WAIT_S = 600.0  # a Retry-After up to this long is waited; a longer one pauses the job until then
+MAX_RATE_LIMIT_PAUSE_S = 7 * 24 * 3600.0  # a later Retry-After is taken as this (then the hub is asked again)
+RESUME_CHECK_S = 60.0  # a rate-limited job looks at the wall clock this often (a laptop may sleep meanwhile)
 SHA256, GIT_SHA1 = "sha256", "git-sha1"
 _KEEP: Any = object()  # "leave this field as it is"
 CACHEDIR_TAG = (
@@ -120,6 +123,7 @@ class JobSnapshot:
     eta_s: float | None
     created: float
     updated: float
+    resume_at: float | None = None  # rate limited: it resumes by itself then (seconds since the epoch)
 
     @property
     def files_total(self) -> int:
@@ -146,6 +150,14 @@ class DownloadFailure(Exception):
 
 class _Stopped(Exception):
     """Paused, cancelled or shutting down (the flag was seen between chunks)."""
+
+
+class _RateLimited(Exception):
+    """The hub asked to wait longer than the queue waits in place: the job pauses until ``until`` (wall clock)."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
 
 
 class _DiskLow(Exception):
@@ -265,6 +277,7 @@ class _Job:
     files: list[_File] = field(default_factory=list)
     transferred: int = 0  # bytes received since it last started (for the speed)
     meter: _Meter = field(default_factory=_Meter)
+    resume_at: float | None = None
 
     @classmethod
     def from_record(cls, record: DownloadJob, files: list[DownloadFile]) -> _Job:
@@ -283,6 +296,7 @@ class _Job:
             priority=record.priority,
             error=record.error,
             message=record.message,
+            resume_at=record.resume_at,
             commit=record.commit,
             total_bytes=record.total_bytes,
             created=record.created,
@@ -305,6 +319,18 @@ def _file_from_record(record: DownloadFile) -> _File:
         state = FileState.PENDING
     return _File(record.path, record.size, record.etag, record.hash_kind, record.expected_hash, record.done_bytes,
                  state, record.error)  # fmt: skip
+
+
+def clock_time(when: float, now: float) -> str:
+    """``14:05`` (local time, rounded up to the minute), with ``tomorrow`` or the date when it is not today."""
+    from datetime import datetime
+
+    moment = datetime.fromtimestamp(math.ceil(when / 60) * 60)
+    days = (moment.date() - datetime.fromtimestamp(now).date()).days
+    text = moment.strftime("%H:%M")
+    if days == 1:
+        return f"{text} tomorrow"
+    return text if days == 0 else f"{text} on {moment:%Y-%m-%d}"
 
 
 def disk_free(path: Path) -> int:
@@ -366,6 +392,9 @@ class DownloadManager:
         backoff_max_s: float = 60.0,
         min_free_bytes: int = 1 << 30,
         clock: Callable[[], float] = time.monotonic,
+        max_retry_wait_s: float = MAX_RETRY_WAIT_S,
+        wall_clock: Callable[[], float] = time.time,
+        resume_check_s: float = RESUME_CHECK_S,
     ) -> None:
         self.store = store
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -378,6 +407,10 @@ class DownloadManager:
         self.backoff_max_s = backoff_max_s
         self.min_free_bytes = min_free_bytes
         self._clock = clock
+        self.max_retry_wait_s = max_retry_wait_s
+        self._wall_clock = wall_clock  # for rate-limit pauses, which outlive the process
+        self.resume_check_s = resume_check_s
+        self._resume_timers: dict[int, asyncio.TimerHandle] = {}
         self._bucket = TokenBucket(bandwidth_bps, clock) if bandwidth_bps else None
         self._jobs: dict[int, _Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -434,6 +467,9 @@ class DownloadManager:
             if job.state is not JobState.DONE and any(f.etag and f.state is not FileState.DONE for f in job.files):
                 self._measure_partials(job)
         self._started = True
+        for job in self._ordered():
+            if job.state is JobState.PAUSED and job.resume_at is not None:
+                self._arm_resume(job)
         self._schedule()
 
     async def aclose(self) -> None:
@@ -448,9 +484,10 @@ class DownloadManager:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        for handle in self._pending_delivery.values():
+        for handle in [*self._pending_delivery.values(), *self._resume_timers.values()]:
             handle.cancel()
         self._pending_delivery.clear()
+        self._resume_timers.clear()
         for futures in self._waiters.values():
             for future in futures:
                 if not future.done():
@@ -641,6 +678,28 @@ class DownloadManager:
         snapshot = hf_cache.repo_dir(self.cache_dir, job.repo_id) / "snapshots" / job.commit
         return all((snapshot / f.path).exists() for f in job.files)
 
+    def _arm_resume(self, job: _Job) -> None:
+        """Look again at a rate-limited job when its time comes (at least every ``resume_check_s``)."""
+        if (handle := self._resume_timers.pop(job.id, None)) is not None:
+            handle.cancel()
+        if self._loop is None or self._closing or job.resume_at is None:
+            return
+        if self._only is not None and job.id not in self._only:
+            return
+        delay = min(max(0.0, job.resume_at - self._wall_clock()), self.resume_check_s)
+        self._resume_timers[job.id] = self._loop.call_later(delay, self._resume_when_due, job.id)
+
+    def _resume_when_due(self, job_id: int) -> None:
+        self._resume_timers.pop(job_id, None)
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.PAUSED or job.resume_at is None:
+            return
+        if self._wall_clock() >= job.resume_at:
+            log.info("download %s: the rate limit is over; resuming", job.repo_id)
+            self.resume(job_id)
+        else:
+            self._arm_resume(job)
+
     def _schedule(self) -> None:
         if not self._started or self._closing or self._loop is None:
             return
@@ -680,6 +739,12 @@ class DownloadManager:
         except _DiskLow as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.PAUSED, message=str(exc))
+        except _RateLimited as limited:
+            if job.state in ACTIVE:
+                job.resume_at = limited.until
+                until = clock_time(limited.until, self._wall_clock())
+                self._set_state(job, JobState.PAUSED, message=f"rate limited until {until}")
+                self._arm_resume(job)
         except (DownloadFailure, hub_names.BadName) as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.FAILED, error=str(exc), message=None)
@@ -766,8 +831,13 @@ class DownloadManager:
             job.error = error
         if message is not _KEEP:
             job.message = message
+        if state is not JobState.PAUSED:  # only a paused job waits out a rate limit
+            job.resume_at = None
+            if (handle := self._resume_timers.pop(job.id, None)) is not None:
+                handle.cancel()
         job.updated = time.time()
-        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message)
+        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
+                                       resume_at=job.resume_at)  # fmt: skip
         self._emit(job.id, force=True)
         self._release_waiters(job.id)
 
@@ -904,6 +974,7 @@ class DownloadManager:
             eta_s=eta,
             created=job.created,
             updated=job.updated,
+            resume_at=job.resume_at,
         )
 
     # --- on a transfer thread ---
@@ -1040,7 +1111,7 @@ class DownloadManager:
             before = job.transferred
             try:
                 return action()
-            except (_Stopped, _DiskLow, DownloadFailure, _HashMismatch):
+            except (_Stopped, _DiskLow, _RateLimited, DownloadFailure, _HashMismatch):
                 raise
             except Exception as exc:
                 retry_after, reason = self._classify(exc, job, f)
@@ -1051,6 +1122,9 @@ class DownloadManager:
                     if f is not None:
                         f.state, f.error = FileState.FAILED, reason
                     raise DownloadFailure(f"{reason} (gave up after {attempts} tries)") from exc
+                if retry_after is not None and retry_after > self.max_retry_wait_s:
+                    log.info("download %s: %s; Retry-After %.0f s: pausing", job.repo_id, reason, retry_after)
+                    raise _RateLimited(self._wall_clock() + min(retry_after, MAX_RATE_LIMIT_PAUSE_S)) from exc
                 delay = retry_after if retry_after is not None else self._backoff(attempts)
                 log.info("download %s: %s; retrying in %.1f s", job.repo_id, reason, delay)
                 note = f"{reason}; retrying in {delay:.0f} s (try {attempts + 1} of {self.max_attempts})"

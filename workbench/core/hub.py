@@ -254,10 +254,26 @@ class HubError(Exception):
 
 def _retry_after(response: Any) -> float | None:
     value = response.headers.get("Retry-After") if response is not None else None
+    return parse_retry_after(value) if value is not None else None
+
+
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date (``now``: the wall clock
+    the date is measured from). None for anything else (the caller's own backoff applies)."""
+    import email.utils
+    import math
+
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def translate_error(exc: BaseException, repo_id: str | None = None) -> HubError:
