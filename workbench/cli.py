@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -94,6 +93,8 @@ def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
 
 async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str], all_files: bool) -> int:
     """Queue the repo in the app's own queue (same store, same cache), run just that job, report."""
+    import time
+
     from workbench.core.downloads import DownloadManager, JobState, clock_time
     from workbench.core.store import Store
 
