@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID, make_tiny_mlx_repo, model_card, write_repo
-from tests.support.hub_server import DEFAULT_TOKEN, LoopbackHub
+from tests.support.hub_server import DEFAULT_TOKEN, HubLies, LoopbackHub
 from workbench.core import downloads, hf_cache
 from workbench.core.downloads import DownloadManager, FileState, JobSnapshot, JobState
 from workbench.core.paths import AppPaths
@@ -537,3 +537,199 @@ def test_pull_exit_codes(hub: LoopbackHub, tmp_path: Path) -> None:
 
     assert pull("not a repo!", env=env).returncode == 2
     assert pull(REPO, "--all", "--include", "*.json", env=env).returncode == 2
+
+
+# --- a lying hub: every name a hub gives is data -------------------------------------------------------------------
+
+EVIL = "evil"  # every name the lying hub gives contains it: nothing so named may exist anywhere after a pull
+
+
+def lies_about_names(sandbox: Path, cache: Path) -> dict[str, tuple[HubLies, Path]]:
+    """Each lie, with the path it would create outside the cache. ``cache`` lies under ``sandbox`` (a folder the
+    test owns), deep enough that every ``../`` of the lies still lands in the sandbox."""
+    folder = repo_folder(cache)
+
+    def outside(path: str) -> Path:
+        target = Path(os.path.normpath(path))
+        assert target.is_relative_to(sandbox) and not target.is_relative_to(cache), target
+        return target
+
+    some_snapshot = folder / "snapshots" / ("a" * 40)
+    absolute = sandbox / f"abs-{EVIL}.json"
+    return {
+        "dotdot file name": (
+            HubLies(file_names={"config.json": f"../../../../{EVIL}.json"}),
+            outside(f"{some_snapshot}/../../../../{EVIL}.json"),
+        ),
+        "absolute file name": (HubLies(file_names={"config.json": str(absolute)}), outside(str(absolute))),
+        "backslash file name": (
+            HubLies(file_names={"config.json": f"..\\..\\..\\..\\{EVIL}.json"}),
+            outside(f"{some_snapshot}/../../../../{EVIL}.json"),
+        ),
+        "NUL in file name": (HubLies(file_names={"config.json": f"{EVIL}\x00.json"}), sandbox / f"{EVIL}"),
+        "bad ETag": (HubLies(etag=f"../../../{EVIL}_etag"), outside(f"{folder}/blobs/../../../{EVIL}_etag")),
+        "bad listed hash": (
+            HubLies(listed_hash=f"../../../{EVIL}_hash"),
+            outside(f"{folder}/blobs/../../../{EVIL}_hash.incomplete"),
+        ),
+        "bad commit": (
+            HubLies(commit=f"../../../../{EVIL}_sha"),
+            outside(f"{folder}/snapshots/../../../../{EVIL}_sha"),
+        ),
+    }
+
+
+LIES = ["dotdot file name", "absolute file name", "backslash file name", "NUL in file name", "bad ETag",
+        "bad listed hash", "bad commit"]  # fmt: skip
+# what the failure must name (as repr shows it) and say
+NAMED = {
+    "dotdot file name": f"'../../../../{EVIL}.json'",
+    "absolute file name": f"abs-{EVIL}.json'",
+    "backslash file name": "'..\\\\..\\\\..\\\\..\\\\evil.json'",
+    "NUL in file name": "'evil\\x00.json'",
+    "bad ETag": f"'../../../{EVIL}_etag'",
+    "bad listed hash": f"'../../../{EVIL}_hash'",
+    "bad commit": f"'../../../../{EVIL}_sha'",
+}
+
+
+def sandboxed(tmp_path: Path) -> tuple[Path, Path]:
+    sandbox = tmp_path / "sandbox"
+    return sandbox, sandbox / "a" / "b" / "c" / "hf" / "hub"
+
+
+def nothing_evil_in(sandbox: Path, target: Path) -> None:
+    assert not os.path.lexists(target), f"{target} was written"
+    written = [p for p in sandbox.rglob("*") if EVIL in p.name]
+    assert not written, written
+
+
+@pytest.mark.parametrize("lie", LIES)
+async def test_a_lying_hub_fails_the_file_in_the_queue_and_writes_nothing_outside(
+    make: Make, hub: LoopbackHub, tmp_path: Path, lie: str
+) -> None:
+    sandbox, cache = sandboxed(tmp_path)
+    lies, target = lies_about_names(sandbox, cache)[lie]
+    hub.lies = lies
+    manager = await make(cache_dir=cache)
+    final = await manager.wait(manager.enqueue(REPO).id, WAIT)
+    assert final.state is JobState.FAILED
+    assert final.error and NAMED[lie] in final.error, final.error
+    failed = [f for f in final.file_progress if f.state is FileState.FAILED]
+    if lie != "bad commit":  # a bad commit fails the listing, before there are files
+        assert failed and all(f.error and NAMED[lie] in f.error for f in failed), final.file_progress
+    nothing_evil_in(sandbox, target)
+
+
+@pytest.mark.parametrize("lie", ["dotdot file name", "absolute file name", "backslash file name", "bad ETag",
+                                 "bad commit"])  # fmt: skip
+def test_pull_from_a_lying_hub_exits_1_naming_the_bad_name(hub: LoopbackHub, tmp_path: Path, lie: str) -> None:
+    sandbox, cache = sandboxed(tmp_path)
+    lies, target = lies_about_names(sandbox, cache)[lie]
+    hub.lies = lies
+    env = {**cli_env(sandbox, hub), "HF_HOME": str(cache.parent)}
+    done = pull(REPO, env=env)
+    assert done.returncode == 1, done.stderr
+    assert NAMED[lie] in done.stderr and "refused" in done.stderr, done.stderr
+    nothing_evil_in(sandbox, target)
+
+
+def test_pull_takes_a_branch_or_a_pr_ref_and_refuses_a_bad_revision(repos_root: Path, tmp_path: Path) -> None:
+    with LoopbackHub(repos_root, revisions=("refs/pr/3",)) as hub:
+        env = cli_env(tmp_path, hub)
+        for revision in ("refs/pr/3", "main"):
+            done = pull(f"{REPO}@{revision}", "--include", "*.json", env=env)
+            assert done.returncode == 0, done.stderr
+            commit = Path(done.stdout.strip()).name
+            assert (repo_folder(tmp_path / "hf" / "hub") / "refs" / revision).read_text() == commit
+        for bad in ("../../../../evil", "refs/../../evil", "/evil", "ma in", "evil.lock"):
+            refused = pull(f"{REPO}@{bad}", env=env)
+            assert refused.returncode == 2 and "is not a valid revision name" in refused.stderr, refused.stderr
+        assert not [p for p in tmp_path.rglob("*") if EVIL in p.name]
+
+
+# --- a long Retry-After pauses the job until then ---------------------------------------------------------------
+
+
+class WallClock:
+    """A wall clock the test moves (the queue's rate-limit pauses are measured on it)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_long_retry_after_pauses_until_then_and_resumes_by_itself(
+    make: Make, hub: LoopbackHub, store: Store
+) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 86400, WEIGHTS
+    clock = WallClock()
+    began = time.monotonic()
+    manager = await make(wall_clock=clock, resume_check_s=0.01)
+    job = manager.enqueue(REPO)
+    paused = await manager.wait(job.id, WAIT)
+    assert paused.state is JobState.PAUSED and time.monotonic() - began < WAIT  # not a day
+    assert paused.resume_at == clock.now + 86400
+    assert paused.message == f"rate limited until {downloads.clock_time(clock.now + 86400, clock.now)}"
+    record = store.get_download_job(job.id)
+    assert record is not None and record.resume_at == paused.resume_at  # kept for the next start
+
+    heads = len(weights_requests(hub, "HEAD"))
+    await asyncio.sleep(0.1)  # ten looks at the clock, which has not moved: nothing happens
+    assert manager.job(job.id).state is JobState.PAUSED and len(weights_requests(hub, "HEAD")) == heads
+    clock.now += 86400
+    await until(lambda: manager.job(job.id).state is JobState.DONE, "the job to resume by itself and finish")
+    record = store.get_download_job(job.id)
+    assert manager.job(job.id).resume_at is None and record is not None and record.resume_at is None
+
+
+def test_resume_times_read_as_a_clock_time() -> None:
+    from datetime import datetime, timedelta
+
+    now = datetime(2030, 5, 6, 9, 30).timestamp()
+    at = datetime(2030, 5, 6, 14, 5)
+    assert downloads.clock_time(at.timestamp(), now) == "14:05"
+    assert downloads.clock_time(at.timestamp() + 1, now) == "14:06"  # rounded up: never too early
+    assert downloads.clock_time((at + timedelta(days=1)).timestamp(), now) == "14:05 tomorrow"
+    assert downloads.clock_time((at + timedelta(days=3)).timestamp(), now) == "14:05 on 2030-05-09"
+
+
+async def test_a_rate_limit_pause_survives_a_restart(make: Make, hub: LoopbackHub) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 3600, WEIGHTS
+    clock = WallClock()
+    first = await make(wall_clock=clock)
+    job = first.enqueue(REPO)
+    assert (await first.wait(job.id, WAIT)).state is JobState.PAUSED
+    await first.aclose()
+
+    restarted = await make(wall_clock=clock, resume_check_s=0.01)  # the same store
+    again = restarted.job(job.id)
+    assert again.state is JobState.PAUSED and again.resume_at == clock.now + 3600
+    assert again.message and again.message.startswith("rate limited until ")
+    clock.now += 3600
+    await until(lambda: restarted.job(job.id).state is JobState.DONE, "the restarted queue to resume it")
+
+
+async def test_a_retry_after_within_the_limit_is_waited_in_place(make: Make, hub: LoopbackHub) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 1, WEIGHTS
+    manager = await make(max_retry_wait_s=1.0)
+    final = await manager.wait(manager.enqueue(REPO).id, WAIT)
+    assert final.state is JobState.DONE and final.resume_at is None, final.message
+    # one second more than the limit, on the listing this time: paused, not waited
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 2, f"/api/models/{REPO}"
+    listed = await manager.wait(manager.enqueue(REPO, all_files=True).id, WAIT)
+    assert listed.state is JobState.PAUSED and listed.resume_at is not None, listed.message
+    assert listed.message and listed.message.startswith("rate limited until ")
+
+
+def test_pull_says_when_to_run_again_after_a_long_rate_limit(hub: LoopbackHub, tmp_path: Path) -> None:
+    hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 86400, WEIGHTS
+    began = time.monotonic()
+    done = pull(REPO, env=cli_env(tmp_path, hub))
+    assert time.monotonic() - began < 50  # (the helper gives up after 60 s)
+    assert done.returncode == 1, done.stderr
+    assert "rate limited until " in done.stderr and "run again after " in done.stderr, done.stderr
+    again = pull(REPO, env=cli_env(tmp_path, hub))  # the hub lets go: the same command finishes it
+    assert again.returncode == 0, again.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID
-from tests.support.hub_server import LoopbackHub
+from tests.support.hub_server import HubLies, LoopbackHub
 from workbench.core.hub import (
     FitVerdict,
     HubCatalog,
@@ -165,3 +165,36 @@ def test_verdicts_and_listing_arithmetic() -> None:
     assert default_selection(["model.safetensors", "config.json", "model.gguf", "modeling.py", "README.md",
                               "tokenizer.json", "pytorch_model.bin"]) == [
         "model.safetensors", "config.json", "README.md", "tokenizer.json"]  # fmt: skip
+
+
+@pytest.mark.parametrize("lie", ["etag", "commit"])
+def test_details_from_a_lying_hub_write_nothing_outside_the_cache(
+    online_hub: LoopbackHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lie: str
+) -> None:
+    import huggingface_hub.constants as constants
+
+    sandbox = tmp_path / "sandbox"
+    cache = sandbox / "a" / "b" / "c" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # where a download would land (and escape from)
+    online_hub.lies = HubLies(etag="../../../../evil_etag") if lie == "etag" else HubLies(commit="../../../evil_sha")
+    catalog = catalog_for(online_hub, tmp_path)
+    if lie == "etag":  # the card and config are read into memory: the ETag names nothing
+        details = catalog.details(TINY_REPO_ID)
+        assert details.card and details.model.kv_exact
+    else:
+        with pytest.raises(HubError) as refused:
+            catalog.details(TINY_REPO_ID)
+        assert "refused" in str(refused.value) and "'../../../evil_sha'" in str(refused.value)
+    assert not [p for p in sandbox.rglob("*") if "evil" in p.name]
+    assert not cache.exists()
+
+
+def test_retry_after_is_seconds_or_an_http_date_and_nothing_else() -> None:
+    from workbench.core.hub import parse_retry_after
+
+    assert parse_retry_after("86400") == 86400 and parse_retry_after(" 7 ") == 7
+    now = 1_445_412_000.0  # 07:20:00 GMT on the date below
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 480
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now + 3600) == 0  # in the past: now
+    for junk in ("-1", "nan", "inf", "1" * 400, "soon", "", "Wed, 21 Oct 2015 07:28:00"):
+        assert parse_retry_after(junk) is None, junk

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
 from tests.support.hub_repos import TINY_REPO_ID, make_demo_hub, make_many_repos, write_repo
-from tests.support.hub_server import LoopbackHub
+from tests.support.hub_server import HubLies, LoopbackHub
 
 GATED_ID = "meta-llama/Llama-3.2-3B-Instruct"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -416,3 +416,38 @@ def test_latency_and_bandwidth(tmp_path: Path) -> None:
         throttled = time.monotonic() - started
         assert 0.2 <= throttled < 10 and throttled > unthrottled
         assert hub.bytes_sent - before == len(big)
+
+
+# -- a lying hub ------------------------------------------------------------------------------------------------------
+
+
+def test_a_lying_hub_gives_the_names_it_is_told(tmp_path: Path) -> None:
+    write_repo(tmp_path, "org/model", {"config.json": "{}", "sub/a.txt": "a"}, {"downloads": 1})
+    write_repo(tmp_path, "org/honest", {"config.json": "{}"}, {"downloads": 1})
+    lie, absolute = "../../../../../evil.json", "/tmp/nowhere/evil.json"
+    with LoopbackHub(tmp_path, revisions=("refs/pr/3",)) as hub:
+        api = HfApi(endpoint=hub.url, token=False)
+        honest_sha = api.model_info("org/model").sha
+        hub.lies = HubLies(file_names={"config.json": lie, "sub/a.txt": absolute}, etag="../etag_evil",
+                           commit="../../sha_evil", listed_hash="../hash_evil", repo="org/model")  # fmt: skip
+        info = api.model_info("org/model", files_metadata=True)
+        assert info.sha == "../../sha_evil"
+        assert {s.rfilename for s in info.siblings or []} == {lie, absolute}
+        assert {s.blob_id for s in info.siblings or []} == {"../hash_evil"}
+        tree = {e["path"] for e in json.loads(raw_get(f"{hub.url}/api/models/org/model/tree/main?recursive=1")[2])}
+        assert {lie, absolute} <= tree
+        # what a client asks for once it has normalised the URL of the lying name, and the absolute one
+        for url, content in ((f"{hub.url}/evil.json", b"{}"),
+                             (f"{hub.url}/org/model/resolve/main//tmp/nowhere/evil.json", b"a")):  # fmt: skip
+            status, headers, body = raw_get(url)
+            assert status == 200 and body == content and headers["ETag"] == '"../etag_evil"', url
+            assert headers["X-Repo-Commit"] == "../../sha_evil"
+        assert raw_get(hub.resolve_url("org/model", absolute, revision="../../sha_evil"))[0] == 200
+        assert api.model_info("org/honest").sha != "../../sha_evil"  # only the repo it was told to lie about
+        hub.lies = HubLies()
+        assert api.model_info("org/model").sha == honest_sha
+        assert api.model_info("org/model", revision="refs/pr/3").sha == honest_sha  # another name for the same sha
+
+        hub.faults.rate_limit, hub.faults.retry_after_s = 1, "Wed, 21 Oct 2015 07:28:00 GMT"
+        status, headers, _ = raw_get(hub.resolve_url("org/model", "config.json"))
+        assert status == 429 and headers["Retry-After"] == "Wed, 21 Oct 2015 07:28:00 GMT"

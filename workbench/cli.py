@@ -71,9 +71,18 @@ def run_import_gguf(paths: AppPaths, args: argparse.Namespace) -> int:
 
 
 def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
+    from workbench.core import hub_names
+
     repo_id, _, revision = args.repo.partition("@")
     if not REPO_ID.fullmatch(repo_id) or "@" in revision or args.repo.endswith("@"):
         print(f"workbench pull: {args.repo!r} is not a repo (org/name or org/name@revision)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        hub_names.check_repo_id(repo_id)
+        if revision:
+            hub_names.check_revision(revision)  # it becomes refs/<revision> in the cache
+    except hub_names.BadName as exc:
+        print(f"workbench pull: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return asyncio.run(pull(paths, repo_id, revision or "main", args.include or [], args.all))
@@ -84,7 +93,9 @@ def run_pull(paths: AppPaths, args: argparse.Namespace) -> int:
 
 async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str], all_files: bool) -> int:
     """Queue the repo in the app's own queue (same store, same cache), run just that job, report."""
-    from workbench.core.downloads import DownloadManager, JobState
+    import time
+
+    from workbench.core.downloads import DownloadManager, JobState, clock_time
     from workbench.core.store import Store
 
     store = Store(paths.database_file)
@@ -101,6 +112,8 @@ async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str],
             print(manager.snapshot_path(job.id))
             return EXIT_OK
         reason = final.error or final.message or f"the download is {final.state}"
+        if final.state is JobState.PAUSED and final.resume_at is not None:  # a long Retry-After: not waited here
+            reason = f"{reason}; run again after {clock_time(final.resume_at, time.time())}"
         print(f"workbench pull: {repo_id}: {reason}", file=sys.stderr)
         return EXIT_ERROR
     finally:

@@ -3,7 +3,8 @@
 It speaks the part of the hub's HTTP API that huggingface_hub 2.4 uses (``list_models``, ``model_info``,
 ``list_repo_tree``, ``get_paths_info``, ``hf_hub_download``, ``snapshot_download``), so tests and people can point
 the app at it with ``HF_ENDPOINT``. Faults (latency, bandwidth, cut or stalled bodies, 401/404/429/500) are knobs on
-``LoopbackHub.faults`` that can be changed while it runs.
+``LoopbackHub.faults`` that can be changed while it runs; ``LoopbackHub.lies`` makes it a dishonest hub that gives
+file names, ETags and commits no real hub would (``../../evil.json``, an absolute path, ``../etag_evil``).
 
 Repos root layout: ``<root>/<org>/<name>/`` holds a repo's files (any depth). An optional
 ``<root>/<org>/<name>/.hub.json`` holds what is not a file (downloads, likes, dates, tags, gated, ...); any key in it
@@ -26,6 +27,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import re
 import socket
 import sys
@@ -33,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -98,7 +100,7 @@ class HubFaults:
     gated_repos: set[str] = field(default_factory=set)
     not_found_repos: set[str] = field(default_factory=set)
     rate_limit: int | None = None
-    retry_after_s: int = 1
+    retry_after_s: int | str = 1  # a string goes out as it is (an HTTP date, "86400", junk)
     server_error: int | None = None
     corrupt_next: int | None = None
     only_path: str | None = None
@@ -108,6 +110,41 @@ class HubFaults:
         if self.only_method is not None and method.upper() != self.only_method.upper():
             return False
         return self.only_path is None or self.only_path in unquote(path)
+
+
+@dataclass
+class HubLies:
+    """What a dishonest hub (a compromised mirror, a proxy) says instead of the truth, for tests that a client treats
+    every name a hub gives as data.
+
+    ``file_names`` renames files (``{real path: the name listings, trees, paths-info and resolve use}``; a resolve
+    URL the client normalised, ``../`` resolved away, still finds the file); ``etag`` goes out as the ETag of every
+    file; ``commit`` is the repo's sha everywhere (model_info, trees, ``X-Repo-Commit``) and is accepted as a
+    revision; ``listed_hash`` replaces the hashes listings give (``blobId`` and ``lfs.sha256``). ``repo``: lie about
+    that repo only (None: every repo).
+    """
+
+    file_names: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None
+    commit: str | None = None
+    listed_hash: str | None = None
+    repo: str | None = None
+
+    def about(self, repo_id: str) -> bool:
+        return self.repo is None or self.repo == repo_id
+
+    def tell(self, repo: Repo) -> Repo:
+        """The repo as this hub describes it."""
+        if not self.about(repo.repo_id) or not (self.file_names or self.commit or self.listed_hash):
+            return repo
+        files = []
+        for f in repo.files:
+            f = replace(f, path=self.file_names.get(f.path, f.path))
+            if self.listed_hash is not None:
+                f = replace(f, oid=self.listed_hash, sha256=self.listed_hash)
+            files.append(f)
+        sha = self.commit if self.commit is not None else repo.sha
+        return Repo(repo.repo_id, repo.folder, repo.meta, files, sha, {**repo.properties, "sha": sha})
 
 
 class RecordedRequest(NamedTuple):
@@ -529,7 +566,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if hub._take("rate_limit", method, url.path):
-                retry = str(max(0, int(hub.faults.retry_after_s)))
+                value = hub.faults.retry_after_s
+                retry = value if isinstance(value, str) else str(max(0, int(value)))
                 raise HubError(429, "You have been rate-limited; retry later.", headers={"Retry-After": retry})
             if hub._take("server_error", method, url.path):
                 raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
@@ -562,7 +600,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._whoami()
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             return self._resolve(method, f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+        if method in ("GET", "HEAD") and (lied := self._lied_resolve(unquote(raw_path))) is not None:
+            return self._resolve(method, *lied)
         raise HubError(404, "Sorry, we can't find the page you are looking for.")
+
+    def _lied_resolve(self, path: str) -> tuple[str, str, str] | None:
+        """``(repo, revision, name)`` of a lying file name whose resolve URL the client normalised to ``path``."""
+        hub = self.server.hub
+        lies = hub.lies
+        if not lies.file_names:
+            return None
+        for repo_id in [lies.repo] if lies.repo else hub.store.repo_ids():
+            loaded = hub.store.load(repo_id)
+            if loaded is None:
+                continue
+            repo = lies.tell(loaded)
+            for revision in ("main", repo.sha, *hub.revisions):
+                for name in lies.file_names.values():
+                    if posixpath.normpath(f"/{repo_id}/resolve/{quote(revision, safe='')}/{name}") == path:
+                        return repo_id, revision, name
+        return None
 
     # -- access -----------------------------------------------------------------------------------------------------
 
@@ -579,10 +636,10 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None or (repo.is_private and not self._authorized()):
             status = 401 if repo is not None else 404
             raise HubError(status, "Repository not found", "RepoNotFound")
-        return repo
+        return hub.lies.tell(repo)
 
     def _check_revision(self, repo: Repo, revision: str) -> None:
-        if revision not in ("main", repo.sha):
+        if revision not in ("main", repo.sha, *self.server.hub.revisions):
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
 
     def _check_gate(self, repo: Repo) -> None:
@@ -777,7 +834,8 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": repo.sha})
         size = found.size
-        etag = f'"{found.etag}"'
+        lies = hub.lies
+        etag = f'"{lies.etag if lies.etag is not None and lies.about(repo_id) else found.etag}"'
         headers = {
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
@@ -923,6 +981,8 @@ class LoopbackHub:
     ``faults`` holds the knobs; ``requests`` records every request; ``bytes_sent`` counts body bytes.
     ``accepted_token`` is the one ``Authorization: Bearer`` token that opens gated and private repos.
     ``page_size`` is the ``/api/models`` page size when the client sends no ``limit``; ``tree_page_size`` pages trees.
+    ``revisions`` are more names every repo answers to besides ``main`` and its sha (``v1.0``, ``refs/pr/3``).
+    ``lies`` (:class:`HubLies`) makes it a dishonest hub.
     """
 
     def __init__(
@@ -934,6 +994,7 @@ class LoopbackHub:
         accepted_token: str = DEFAULT_TOKEN,
         page_size: int = 30,
         tree_page_size: int = 1000,
+        revisions: tuple[str, ...] = (),
         verbose: bool = False,
     ) -> None:
         self.root = Path(root)
@@ -943,8 +1004,10 @@ class LoopbackHub:
         self.accepted_token = accepted_token
         self.page_size = page_size
         self.tree_page_size = tree_page_size
+        self.revisions = tuple(revisions)
         self.verbose = verbose
         self.faults = HubFaults()
+        self.lies = HubLies()
         self.requests: list[RecordedRequest] = []
         self._bytes_sent = 0
         self._lock = threading.Lock()

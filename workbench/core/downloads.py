@@ -13,6 +13,10 @@ lists its repo once (``model_info``) and pins that commit; each file then goes:
 5. ``os.replace`` into ``blobs/<etag>``, then the relative ``snapshots/<commit>/<path>`` link and ``refs/<branch>``,
    laid out exactly as huggingface_hub lays them out, so ``hf``, ``mlx_lm`` and ``transformers`` find the files.
 
+Every name the hub gives (file names, ETags, listed hashes, the commit) is checked by
+:mod:`~workbench.core.hub_names` before it becomes part of a path: a bad one fails its file (or, for the commit, the
+job) with a message that names it, and nothing is written outside the cache.
+
 Transfers are blocking I/O on daemon threads (one per active job, never the MLX inference thread), through
 huggingface_hub's HTTP session and headers (the token is sent, never shown). Pause, cancel and shutdown are a flag
 checked between chunks. Everything that touches the store or calls listeners runs on the asyncio loop.
@@ -40,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
-from workbench.core import hf_cache
+from workbench.core import hf_cache, hub_names
 from workbench.core.hub import default_selection, quiet_hub_logging, translate_error
 from workbench.core.memory import format_bytes
 from workbench.core.store import DownloadFile, DownloadJob, Store
@@ -54,6 +58,9 @@ DISK_CHECK_BYTES = 16 * 1024 * 1024  # free space is checked again after this ma
 SPEED_WINDOW_S = 5.0
 HASH_BLOCK = 8 * 1024 * 1024
 CLOSE_TIMEOUT_S = 5.0
+MAX_RETRY_WAIT_S = 600.0  # a Retry-After up to this long is waited; a longer one pauses the job until then
+MAX_RATE_LIMIT_PAUSE_S = 7 * 24 * 3600.0  # a later Retry-After is taken as this (then the hub is asked again)
+RESUME_CHECK_S = 60.0  # a rate-limited job looks at the wall clock this often (a laptop may sleep meanwhile)
 SHA256, GIT_SHA1 = "sha256", "git-sha1"
 _KEEP: Any = object()  # "leave this field as it is"
 CACHEDIR_TAG = (
@@ -116,6 +123,7 @@ class JobSnapshot:
     eta_s: float | None
     created: float
     updated: float
+    resume_at: float | None = None  # rate limited: it resumes by itself then (seconds since the epoch)
 
     @property
     def files_total(self) -> int:
@@ -142,6 +150,14 @@ class DownloadFailure(Exception):
 
 class _Stopped(Exception):
     """Paused, cancelled or shutting down (the flag was seen between chunks)."""
+
+
+class _RateLimited(Exception):
+    """The hub asked to wait longer than the queue waits in place: the job pauses until ``until`` (wall clock)."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
 
 
 class _DiskLow(Exception):
@@ -261,6 +277,7 @@ class _Job:
     files: list[_File] = field(default_factory=list)
     transferred: int = 0  # bytes received since it last started (for the speed)
     meter: _Meter = field(default_factory=_Meter)
+    resume_at: float | None = None
 
     @classmethod
     def from_record(cls, record: DownloadJob, files: list[DownloadFile]) -> _Job:
@@ -279,6 +296,7 @@ class _Job:
             priority=record.priority,
             error=record.error,
             message=record.message,
+            resume_at=record.resume_at,
             commit=record.commit,
             total_bytes=record.total_bytes,
             created=record.created,
@@ -303,6 +321,18 @@ def _file_from_record(record: DownloadFile) -> _File:
                  state, record.error)  # fmt: skip
 
 
+def clock_time(when: float, now: float) -> str:
+    """``14:05`` (local time, rounded up to the minute), with ``tomorrow`` or the date when it is not today."""
+    from datetime import datetime
+
+    moment = datetime.fromtimestamp(math.ceil(when / 60) * 60)
+    days = (moment.date() - datetime.fromtimestamp(now).date()).days
+    text = moment.strftime("%H:%M")
+    if days == 1:
+        return f"{text} tomorrow"
+    return text if days == 0 else f"{text} on {moment:%Y-%m-%d}"
+
+
 def disk_free(path: Path) -> int:
     """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
     probe = Path(path)
@@ -314,6 +344,19 @@ def disk_free(path: Path) -> int:
 def _matches(path: str, pattern: str) -> bool:
     """A glob on the repo path; a pattern without ``/`` also matches the file name in any folder."""
     return fnmatch(path, pattern) or ("/" not in pattern and fnmatch(path.rsplit("/", 1)[-1], pattern))
+
+
+def _name_problem(f: _File) -> str | None:
+    """Why the hub's names for this file must not touch the cache (its name, ETag or listed hash), or None."""
+    try:
+        hub_names.check_file_name(f.path)
+        if f.etag is not None:
+            hub_names.check_etag(f.etag, "listed hash", f.path)
+        if f.expected_hash is not None:
+            hub_names.check_etag(f.expected_hash, "listed hash", f.path)
+    except hub_names.BadName as exc:
+        return f"refused: {exc}"
+    return None
 
 
 def _new_hasher(kind: str, size: int) -> Any:
@@ -349,6 +392,9 @@ class DownloadManager:
         backoff_max_s: float = 60.0,
         min_free_bytes: int = 1 << 30,
         clock: Callable[[], float] = time.monotonic,
+        max_retry_wait_s: float = MAX_RETRY_WAIT_S,
+        wall_clock: Callable[[], float] = time.time,
+        resume_check_s: float = RESUME_CHECK_S,
     ) -> None:
         self.store = store
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -361,6 +407,10 @@ class DownloadManager:
         self.backoff_max_s = backoff_max_s
         self.min_free_bytes = min_free_bytes
         self._clock = clock
+        self.max_retry_wait_s = max_retry_wait_s
+        self._wall_clock = wall_clock  # for rate-limit pauses, which outlive the process
+        self.resume_check_s = resume_check_s
+        self._resume_timers: dict[int, asyncio.TimerHandle] = {}
         self._bucket = TokenBucket(bandwidth_bps, clock) if bandwidth_bps else None
         self._jobs: dict[int, _Job] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -417,6 +467,9 @@ class DownloadManager:
             if job.state is not JobState.DONE and any(f.etag and f.state is not FileState.DONE for f in job.files):
                 self._measure_partials(job)
         self._started = True
+        for job in self._ordered():
+            if job.state is JobState.PAUSED and job.resume_at is not None:
+                self._arm_resume(job)
         self._schedule()
 
     async def aclose(self) -> None:
@@ -431,9 +484,10 @@ class DownloadManager:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        for handle in self._pending_delivery.values():
+        for handle in [*self._pending_delivery.values(), *self._resume_timers.values()]:
             handle.cancel()
         self._pending_delivery.clear()
+        self._resume_timers.clear()
         for futures in self._waiters.values():
             for future in futures:
                 if not future.done():
@@ -582,11 +636,11 @@ class DownloadManager:
     def clean_partial_files(self) -> list[hf_cache.PartialFile]:
         """Delete ``*.incomplete`` blobs no job owns (huggingface_hub's leftovers included); returns them."""
         owned = [
-            self._incomplete_path(job, f)
+            path
             for job in self._jobs.values()
             if job.state not in (JobState.DONE, JobState.CANCELLED)
             for f in job.files
-            if f.etag and f.state is not FileState.DONE
+            if f.state is not FileState.DONE and (path := self._incomplete_path(job, f)) is not None
         ]
         return hf_cache.clean_partial_files(self.cache_dir, keep=owned)
 
@@ -619,8 +673,32 @@ class DownloadManager:
     def _all_linked(self, job: _Job) -> bool:
         if job.commit is None or not job.files:
             return False
+        if not hub_names.COMMIT.fullmatch(job.commit) or any(_name_problem(f) for f in job.files):
+            return False
         snapshot = hf_cache.repo_dir(self.cache_dir, job.repo_id) / "snapshots" / job.commit
         return all((snapshot / f.path).exists() for f in job.files)
+
+    def _arm_resume(self, job: _Job) -> None:
+        """Look again at a rate-limited job when its time comes (at least every ``resume_check_s``)."""
+        if (handle := self._resume_timers.pop(job.id, None)) is not None:
+            handle.cancel()
+        if self._loop is None or self._closing or job.resume_at is None:
+            return
+        if self._only is not None and job.id not in self._only:
+            return
+        delay = min(max(0.0, job.resume_at - self._wall_clock()), self.resume_check_s)
+        self._resume_timers[job.id] = self._loop.call_later(delay, self._resume_when_due, job.id)
+
+    def _resume_when_due(self, job_id: int) -> None:
+        self._resume_timers.pop(job_id, None)
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.PAUSED or job.resume_at is None:
+            return
+        if self._wall_clock() >= job.resume_at:
+            log.info("download %s: the rate limit is over; resuming", job.repo_id)
+            self.resume(job_id)
+        else:
+            self._arm_resume(job)
 
     def _schedule(self) -> None:
         if not self._started or self._closing or self._loop is None:
@@ -640,9 +718,11 @@ class DownloadManager:
         job.transferred = 0
         job.meter.reset(self._clock())
         try:
+            self._check_names(job)
             if job.commit is None or not job.files:
                 commit, files = await self._in_thread(job, self._plan, job, control)
                 self._apply_plan(job, commit, files)
+                self._check_names(job)
             await self._in_thread(job, self._prepare, job)
             for f in job.files:
                 if f.state is FileState.DONE:
@@ -659,7 +739,13 @@ class DownloadManager:
         except _DiskLow as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.PAUSED, message=str(exc))
-        except DownloadFailure as exc:
+        except _RateLimited as limited:
+            if job.state in ACTIVE:
+                job.resume_at = limited.until
+                until = clock_time(limited.until, self._wall_clock())
+                self._set_state(job, JobState.PAUSED, message=f"rate limited until {until}")
+                self._arm_resume(job)
+        except (DownloadFailure, hub_names.BadName) as exc:
             if job.state in ACTIVE:
                 self._set_state(job, JobState.FAILED, error=str(exc), message=None)
         except Exception as exc:
@@ -679,6 +765,29 @@ class DownloadManager:
             self._release_waiters(job.id)
             self._emit(job.id, force=True)
             self._schedule()
+
+    def _check_names(self, job: _Job) -> None:
+        """Refuse a job whose names would lead outside the cache: the repo id and revision it was given, the
+        commit and the file names and hashes the hub listed. A bad file is failed with the reason."""
+        try:
+            hub_names.check_repo_id(job.repo_id)
+            hub_names.check_revision(job.revision)
+            if job.commit is not None:
+                hub_names.check_commit(job.commit)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"refused: {exc}") from exc
+        bad = []
+        for f in job.files:
+            if f.state is FileState.DONE:
+                continue
+            problem = _name_problem(f)
+            if problem is not None:
+                f.state, f.error = FileState.FAILED, problem
+                self._persist_file(job, f)
+                bad.append(problem)
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DownloadFailure(f"{bad[0]}{more}")
 
     def _in_thread(self, job: _Job, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run blocking ``fn`` on a daemon thread (it never holds up interpreter exit); await its result."""
@@ -722,8 +831,13 @@ class DownloadManager:
             job.error = error
         if message is not _KEEP:
             job.message = message
+        if state is not JobState.PAUSED:  # only a paused job waits out a rate limit
+            job.resume_at = None
+            if (handle := self._resume_timers.pop(job.id, None)) is not None:
+                handle.cancel()
         job.updated = time.time()
-        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message)
+        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
+                                       resume_at=job.resume_at)  # fmt: skip
         self._emit(job.id, force=True)
         self._release_waiters(job.id)
 
@@ -773,26 +887,30 @@ class DownloadManager:
             if not future.done():
                 future.set_result(None)
 
-    def _incomplete_path(self, job: _Job, f: _File) -> Path:
+    def _incomplete_path(self, job: _Job, f: _File) -> Path | None:
+        """``blobs/<etag>.incomplete``; None while the file has no ETag (or a bad one)."""
+        if f.etag is None or not hub_names.ETAG.fullmatch(f.etag):
+            return None
         return hf_cache.repo_dir(self.cache_dir, job.repo_id) / "blobs" / f"{f.etag}{hf_cache.INCOMPLETE_SUFFIX}"
 
     def _measure_partials(self, job: _Job) -> None:
         """Progress after a restart is what is on disk."""
         for f in job.files:
-            if f.etag and f.state is not FileState.DONE:
+            if f.state is not FileState.DONE and (path := self._incomplete_path(job, f)) is not None:
                 try:
-                    f.done_bytes = self._incomplete_path(job, f).stat().st_size
+                    f.done_bytes = path.stat().st_size
                 except OSError:
                     f.done_bytes = 0
 
     def _remove_partials(self, job: _Job) -> None:
         folder = hf_cache.repo_folder_name(job.repo_id)
         for f in job.files:
-            if not f.etag or f.state is FileState.DONE:
-                continue
             path = self._incomplete_path(job, f)
+            if path is None or f.state is FileState.DONE:
+                continue
             if path.exists():
-                partial = hf_cache.PartialFile(path, 0, folder, f.etag, from_library=False)
+                partial = hf_cache.PartialFile(path, 0, folder, path.name.removesuffix(hf_cache.INCOMPLETE_SUFFIX),
+                                               from_library=False)  # fmt: skip
                 if not hf_cache.remove_partial(self.cache_dir, partial):
                     log.info("kept %s: another download holds its lock", path)
             f.done_bytes, f.state = 0, FileState.PENDING
@@ -856,6 +974,7 @@ class DownloadManager:
             eta_s=eta,
             created=job.created,
             updated=job.updated,
+            resume_at=job.resume_at,
         )
 
     # --- on a transfer thread ---
@@ -873,6 +992,10 @@ class DownloadManager:
         commit = info.sha
         if not commit:
             raise DownloadFailure(f"the hub did not say which commit {job.repo_id}@{job.revision} is")
+        try:
+            hub_names.check_commit(commit)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"{job.repo_id}@{job.revision}: refused: {exc}") from exc
         siblings = {s.rfilename: s for s in info.siblings or []}
         files = []
         for path in self._select(job, list(siblings)):
@@ -887,11 +1010,13 @@ class DownloadManager:
                                expected_hash=expected))  # fmt: skip
         snapshot = hf_cache.repo_dir(self.cache_dir, job.repo_id) / "snapshots" / commit
         for f in files:
+            if _name_problem(f) is not None:  # failed by _check_names; never looked up on disk
+                continue
             if (snapshot / f.path).exists():
                 f.state, f.done_bytes = FileState.DONE, f.size or 0
-            elif f.etag:
+            elif (partial := self._incomplete_path(job, f)) is not None:
                 with contextlib.suppress(OSError):
-                    f.done_bytes = self._incomplete_path(job, f).stat().st_size
+                    f.done_bytes = partial.stat().st_size
         return commit, files
 
     def _select(self, job: _Job, paths: list[str]) -> list[str]:
@@ -916,15 +1041,15 @@ class DownloadManager:
 
     def _prepare_repo_folder(self, repo_id: str, revision: str, commit: str) -> None:
         """What huggingface_hub makes before a download: blobs/, the snapshot folder, refs/<branch>, the cache tag."""
-        folder = hf_cache.repo_dir(self.cache_dir, repo_id)
+        folder = hf_cache.repo_dir(self.cache_dir, hub_names.check_repo_id(repo_id))
         (folder / "blobs").mkdir(parents=True, exist_ok=True)
-        (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (folder / "snapshots" / hub_names.check_commit(commit)).mkdir(parents=True, exist_ok=True)
         tag = self.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
             with contextlib.suppress(OSError):
                 tag.write_text(CACHEDIR_TAG)
         if revision != commit:
-            ref = folder / "refs" / revision
+            ref = folder / "refs" / hub_names.check_revision(revision)
             ref.parent.mkdir(parents=True, exist_ok=True)
             if not ref.exists() or ref.read_text() != commit:
                 staged = ref.with_name(f"{ref.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -949,7 +1074,11 @@ class DownloadManager:
         """One file into the cache, verified and linked, with retries; raises DownloadFailure when it gives up."""
         folder = hf_cache.repo_dir(self.cache_dir, job.repo_id)
         assert job.commit is not None
-        pointer = folder / "snapshots" / job.commit / f.path
+        try:
+            pointer = hub_names.inside(folder / "snapshots" / hub_names.check_commit(job.commit), f.path)
+        except hub_names.BadName as exc:
+            f.state, f.error = FileState.FAILED, f"refused: {exc}"
+            raise DownloadFailure(f.error) from exc
         if pointer.exists():  # already in the cache
             f.state, f.done_bytes = FileState.DONE, f.size or pointer.stat().st_size
             return
@@ -982,7 +1111,7 @@ class DownloadManager:
             before = job.transferred
             try:
                 return action()
-            except (_Stopped, _DiskLow, DownloadFailure, _HashMismatch):
+            except (_Stopped, _DiskLow, _RateLimited, DownloadFailure, _HashMismatch):
                 raise
             except Exception as exc:
                 retry_after, reason = self._classify(exc, job, f)
@@ -993,6 +1122,9 @@ class DownloadManager:
                     if f is not None:
                         f.state, f.error = FileState.FAILED, reason
                     raise DownloadFailure(f"{reason} (gave up after {attempts} tries)") from exc
+                if retry_after is not None and retry_after > self.max_retry_wait_s:
+                    log.info("download %s: %s; Retry-After %.0f s: pausing", job.repo_id, reason, retry_after)
+                    raise _RateLimited(self._wall_clock() + min(retry_after, MAX_RATE_LIMIT_PAUSE_S)) from exc
                 delay = retry_after if retry_after is not None else self._backoff(attempts)
                 log.info("download %s: %s; retrying in %.1f s", job.repo_id, reason, delay)
                 note = f"{reason}; retrying in {delay:.0f} s (try {attempts + 1} of {self.max_attempts})"
@@ -1052,6 +1184,10 @@ class DownloadManager:
         meta = get_hf_file_metadata(url, timeout=max(self.stall_timeout_s, 1.0), endpoint=self.endpoint)
         if not meta.etag:
             raise DownloadFailure(f"{f.path}: the hub sent no ETag, so the file cannot be named in the cache")
+        try:
+            hub_names.check_etag(meta.etag, "ETag", f.path)
+        except hub_names.BadName as exc:
+            raise DownloadFailure(f"refused: {exc}") from exc
         size = meta.size if meta.size is not None else f.size
         if size is None:
             raise DownloadFailure(f"{f.path}: the hub did not say how big the file is")

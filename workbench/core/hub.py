@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from workbench.core import hub_names
 from workbench.core.memory import DTYPE_BYTES, kv_cache_bytes
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ SORTS = {
 EXPAND = ["author", "downloads", "likes", "lastModified", "tags", "pipeline_tag", "library_name", "gated",
           "safetensors", "config", "trendingScore"]  # fmt: skip
 REQUEST_TIMEOUT_S = 15
+DETAILS_FILE_MAX_BYTES = 1024 * 1024  # a model card or config.json read for the details view; the rest is cut
 TIGHT_SHARE = 0.8  # a model that needs more than this share of the budget is "tight"
 # Without a config, a model's KV cache is guessed from its size: about 16 KB per token per billion
 # parameters in 16-bit (Llama 3 8B: 128 KB; Qwen2.5 7B: 56 KB; Llama 3.2 3B: 112 KB).
@@ -252,10 +254,26 @@ class HubError(Exception):
 
 def _retry_after(response: Any) -> float | None:
     value = response.headers.get("Retry-After") if response is not None else None
+    return parse_retry_after(value) if value is not None else None
+
+
+def parse_retry_after(value: str, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date (``now``: the wall clock
+    the date is measured from). None for anything else (the caller's own backoff applies)."""
+    import email.utils
+    import math
+
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def translate_error(exc: BaseException, repo_id: str | None = None) -> HubError:
@@ -429,26 +447,31 @@ class HubCatalog:
         return (self.endpoint or constants.ENDPOINT).rstrip("/")
 
     def details(self, repo_id: str) -> ModelDetails:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
-
+        """The repo's files, card and config. The card and config are read into memory, never into the cache: the
+        names the hub gives (its commit, the files' ETags) stay out of paths."""
         try:
             info = self._api().model_info(repo_id, files_metadata=True, expand=None)
+            sha = hub_names.check_commit(info.sha) if info.sha is not None else None
             files = [RepoFile(s.rfilename, s.size) for s in (info.siblings or [])]
             paths = [f.path for f in files]
             card, config = "", None
             for name in ("README.md", "config.json"):
                 if name not in paths:
                     continue
-                try:
-                    local = hf_hub_download(repo_id, name, revision=info.sha, endpoint=self.endpoint)
-                except EntryNotFoundError:
+                text = self._read_text(repo_id, name, sha)
+                if text is None:
                     continue
-                text = Path(local).read_text(encoding="utf-8", errors="replace")
                 if name == "README.md":
                     card = strip_front_matter(text)
                 else:
-                    config = json.loads(text)
+                    try:
+                        loaded = json.loads(text)
+                    except ValueError:
+                        log.info("details of %s: config.json is not JSON", repo_id)
+                        continue
+                    config = loaded if isinstance(loaded, dict) else None
+        except hub_names.BadName as exc:
+            raise HubError(HubErrorKind.OTHER, f"{repo_id}: refused: {exc}") from exc
         except Exception as exc:
             raise translate_error(exc, repo_id) from exc
         model = model_from_info(info, self.context_length)
@@ -457,8 +480,31 @@ class HubCatalog:
             quantization = quantization_of(repo_id, model.tags, config)
             model = HubModel(**{**model.to_dict(), "kv_bytes": kv, "kv_exact": exact, "quantization": quantization})
         card_data = info.card_data.to_dict() if getattr(info, "card_data", None) else {}
-        return ModelDetails(model=model, sha=info.sha, license=card_data.get("license"), card=card,
+        return ModelDetails(model=model, sha=sha, license=card_data.get("license"), card=card,
                             files=files, selected=default_selection(paths))  # fmt: skip
+
+    def _read_text(self, repo_id: str, name: str, revision: str | None) -> str | None:
+        """A small text file of the repo (at most DETAILS_FILE_MAX_BYTES of it), or None if the hub has none."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, name, revision=revision, endpoint=self.endpoint)
+        headers = {**build_hf_headers(), "Accept-Encoding": "identity"}
+        body = bytearray()
+        with get_session().stream("GET", url, headers=headers, timeout=REQUEST_TIMEOUT_S,
+                                  follow_redirects=True) as response:  # fmt: skip
+            try:
+                if response.status_code >= 400:
+                    response.read()
+                hf_raise_for_status(response)
+            except EntryNotFoundError:
+                return None
+            for chunk in response.iter_bytes():
+                body += chunk[: DETAILS_FILE_MAX_BYTES - len(body)]
+                if len(body) >= DETAILS_FILE_MAX_BYTES:
+                    break
+        return body.decode("utf-8", errors="replace")
 
     # --- disk cache ---
 

@@ -122,6 +122,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (path, column_name)
     );
     """,
+    # 6: a job the hub rate-limited for long waits, paused, until this time (seconds since the epoch)
+    """
+    ALTER TABLE download_jobs ADD COLUMN resume_at REAL;
+    """,
 ]
 
 VOTE_OUTCOMES = ("a", "b", "tie", "both_bad")
@@ -193,6 +197,7 @@ class DownloadJob:
     message: str | None = None  # a note for people: why it is paused, what it is waiting for
     total_bytes: int | None = None
     done_bytes: int = 0
+    resume_at: float | None = None  # paused by a rate limit: resumes by itself then (seconds since the epoch)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ _JOB_COLUMNS = {
     "message": "message",
     "total_bytes": "total_bytes",
     "done_bytes": "done_bytes",
+    "resume_at": "resume_at",
 }
 _FILE_COLUMNS = ("size", "etag", "hash_kind", "expected_hash", "done_bytes", "state", "error")
 _UNSET: Any = object()
@@ -479,11 +485,12 @@ class Store:
         message: str | None = _UNSET,
         total_bytes: int | None = _UNSET,
         done_bytes: int = _UNSET,
+        resume_at: float | None = _UNSET,
     ) -> None:
         """Change the fields given (None is a value here: it clears ``error``, ``message``, ``commit``)."""
         given = {"state": state, "priority": priority, "error": error, "files": files, "include": include,
                  "all_files": all_files, "commit": commit, "message": message, "total_bytes": total_bytes,
-                 "done_bytes": done_bytes}  # fmt: skip
+                 "done_bytes": done_bytes, "resume_at": resume_at}  # fmt: skip
         changes: dict[str, Any] = {}
         for name, value in given.items():
             if value is _UNSET:
@@ -796,6 +803,7 @@ def _download_job(row: sqlite3.Row) -> DownloadJob:
         message=row["message"],
         total_bytes=row["total_bytes"],
         done_bytes=row["done_bytes"],
+        resume_at=row["resume_at"],
     )
 
 
