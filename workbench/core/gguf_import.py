@@ -166,7 +166,12 @@ def generation_config_from_metadata(meta: dict[str, Any], defaults: dict[str, An
             sampling[field_name] = value
     if not sampling:
         return {}
-    config: dict[str, Any] = {"do_sample": sampling.get("temperature", 1.0) != 0, **sampling}
+    if sampling.get("temperature") == 0:  # greedy: transformers wants do_sample false and no sampling values
+        sampling = {key: value for key, value in sampling.items() if key not in ("temperature", "top_p", "top_k",
+                                                                                 "min_p")}  # fmt: skip
+        config: dict[str, Any] = {"do_sample": False, **sampling}
+    else:
+        config = {"do_sample": True, **sampling}
     for ours, theirs in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
         value = _scalar(meta, f"tokenizer.ggml.{theirs}")
         if value is not None:
