@@ -365,3 +365,31 @@ async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
         assert screen.query_one("#preset", Select).value == "mine"
         assert source(screen, "top_p") == "from model (generation_config.json)"
         assert app.screen is screen and results == []
+
+
+async def test_the_chat_pane_samples_with_the_models_defaults_and_says_so(app_paths: AppPaths, tmp_path: Path) -> None:
+    from tests.support.fake_chat import KIND, services_with_fake
+    from tests.test_chat_ui import open_chat, send
+    from workbench.core.lifecycle import ModelSpec
+
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    (folder / "generation_config.json").write_text(json.dumps({"temperature": 0.25, "max_new_tokens": 2}))
+    services, backend = services_with_fake(app_paths)
+    services.manager.register(ModelSpec("tuned", "Tuned", KIND, folder))
+    app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        chat.query_one("#model-select", Select).value = "tuned"
+        status = chat.query_one("#chat-status", Static)
+        await wait_for(pilot, lambda: "T 0.25 · max 2" in str(status.render()), "the model's values in the status")
+        chat.query_one("#prompt").focus()
+        await send(pilot, "hi")
+        await wait_for(pilot, lambda: backend.sampling, "the answer to start")
+        assert (backend.sampling[-1].temperature, backend.sampling[-1].max_tokens) == (0.25, 2)
+        await wait_for(pilot, lambda: chat.run is None, "the answer to end")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings")
+        await wait_for(pilot, lambda: app.screen.query("#temperature-source"), "its fields")
+        assert source(app.screen, "temperature") == "from model (generation_config.json)"  # type: ignore[arg-type]
+        assert source(app.screen, "top_p") == "from built-in"  # type: ignore[arg-type]
