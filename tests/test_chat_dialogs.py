@@ -10,9 +10,11 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TextArea
 
+from tests.support.waits import wait_for
 from workbench.core.config import load_settings
+from workbench.core.model_sampling import FROM_MODEL_FILE
 from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingSettings
+from workbench.core.sampling import SamplingChoice, SamplingLayer
 from workbench.core.services import build_services
 from workbench.core.store import Conversation, Store
 from workbench.ui.app import WorkbenchApp
@@ -239,12 +241,12 @@ async def test_history_escape_returns_none(app_paths: AppPaths, store: Store) ->
 
 
 async def open_settings(
-    app: WorkbenchApp, pilot: Pilot, current: ChatSettings | None = None
+    app: WorkbenchApp, pilot: Pilot, current: ChatSettings | None = None, model: SamplingLayer | None = None
 ) -> tuple[SettingsScreen, list[ChatSettings | None]]:
     results: list[ChatSettings | None] = []
-    screen = SettingsScreen(app.services, current or ChatSettings("", SamplingSettings()))
+    screen = SettingsScreen(app.services, current or ChatSettings("", SamplingChoice()), model)
     app.push_screen(screen, results.append)
-    await pilot.pause()
+    await wait_for(pilot, lambda: app.screen is screen and screen.query("#seed-source"), "the settings screen")
     return screen, results
 
 
@@ -254,26 +256,56 @@ async def replace_text(pilot: Pilot, widget: Input | TextArea, text: str) -> Non
     await pilot.press("ctrl+shift+a" if isinstance(widget, Input) else "f7", "backspace", *text)
 
 
+def source(screen: SettingsScreen, name: str) -> str:
+    return str(screen.query_one(f"#{name}-source", Static).render())
+
+
 async def test_settings_preset_then_edit_then_apply(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
         screen, results = await open_settings(app, pilot)
         select = screen.query_one("#preset", Select)
-        assert select.value == "balanced" and app.focused is select
-        await pilot.press("enter", "down", "enter")  # balanced -> precise
-        await pilot.pause()
-        assert select.value == "precise"
-        assert screen.query_one("#temperature", Input).value == "0.2"
+        assert select.value == Select.NULL and app.focused is select  # no preset: the model's defaults
+        await pilot.press("enter", "down", "down", "enter")  # none -> balanced -> precise
+        await wait_for(pilot, lambda: select.value == "precise", "the precise preset")
+        await wait_for(pilot, lambda: screen.query_one("#temperature", Input).value == "0.2", "its temperature")
         assert screen.query_one("#top_p", Input).value == "0.9"
         await replace_text(pilot, screen.query_one("#max_tokens", Input), "64")
         await replace_text(pilot, screen.query_one("#system-prompt", TextArea), "Answer in one line.")
         await pilot.pause()
-        assert select.value == Select.NULL  # edited away from the preset: shown as "Custom"
+        assert select.value == "precise"  # the preset still gives the fields you did not edit
         await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: results, "the dialog to close")
+        assert results == [ChatSettings("Answer in one line.", SamplingChoice("precise", {"max_tokens": 64}))]
+
+
+async def test_settings_show_where_each_value_comes_from(app_paths: AppPaths) -> None:
+    model = SamplingLayer(FROM_MODEL_FILE, {"temperature": 0.2, "top_p": 0.9})
+    app = make_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        current = ChatSettings("", SamplingChoice(None, {"max_tokens": 64}))
+        screen, results = await open_settings(app, pilot, current, model)
+        assert screen.query_one("#temperature", Input).value == "0.2"
+        assert source(screen, "temperature") == "from model (generation_config.json)"
+        assert source(screen, "top_p") == "from model (generation_config.json)"
+        assert source(screen, "max_tokens") == "from you" and screen.query_one("#max_tokens", Input).value == "64"
+        assert source(screen, "min_p") == "from built-in" and source(screen, "seed") == "from built-in"
+        for name in ("temperature", "seed"):  # the longest label fits its column at 80 columns
+            widget = screen.query_one(f"#{name}-source", Static)
+            assert widget.region.width >= len(source(screen, name))
+        await pilot.press("enter", "down", "down", "down", "enter")  # none -> balanced -> precise -> creative
+        await wait_for(pilot, lambda: source(screen, "temperature") == "from preset creative", "the preset's values")
+        assert screen.query_one("#temperature", Input).value == "1"
+        assert source(screen, "min_p") == "from preset creative"
+        assert source(screen, "max_tokens") == "from built-in"  # a preset choice drops your own values
+        await replace_text(pilot, screen.query_one("#top_k", Input), "40")
+        await wait_for(pilot, lambda: source(screen, "top_k") == "from you", "top_k to be yours")
+        await replace_text(pilot, screen.query_one("#min_p", Input), "0.05")  # typed, but the preset's value
         await pilot.pause()
-        assert results == [
-            ChatSettings("Answer in one line.", SamplingSettings(temperature=0.2, top_p=0.9, max_tokens=64))
-        ]
+        assert source(screen, "min_p") == "from preset creative"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: results, "the dialog to close")
+        assert results == [ChatSettings("", SamplingChoice("creative", {"top_k": 40}))]
 
 
 async def test_settings_bad_value_keeps_the_screen_open(app_paths: AppPaths) -> None:
@@ -290,45 +322,74 @@ async def test_settings_bad_value_keeps_the_screen_open(app_paths: AppPaths) -> 
         assert app.focused is temperature
         await replace_text(pilot, temperature, "0.5")
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert results == [ChatSettings("", SamplingSettings(temperature=0.5))]
+        await wait_for(pilot, lambda: results, "the dialog to close")
+        assert results == [ChatSettings("", SamplingChoice(None, {"temperature": 0.5}))]
 
 
 async def test_settings_blank_seed_is_random_and_escape_cancels(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        current = ChatSettings("Be brief.", SamplingSettings(seed=7))
+        current = ChatSettings("Be brief.", SamplingChoice(None, {"seed": 7}))
         screen, results = await open_settings(app, pilot, current)
         seed = screen.query_one("#seed", Input)
         assert seed.value == "7" and screen.query_one("#preset", Select).value == Select.NULL
         await replace_text(pilot, seed, "")
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert results == [ChatSettings("Be brief.", SamplingSettings())]
+        await wait_for(pilot, lambda: results, "the dialog to close")
+        assert results == [ChatSettings("Be brief.", SamplingChoice())]
         _screen, results = await open_settings(app, pilot, current)
         await pilot.press("escape")
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the dialog to close")
         assert results == [None]
 
 
 async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
+    model = SamplingLayer(FROM_MODEL_FILE, {"top_p": 0.9})
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        screen, results = await open_settings(app, pilot)
+        screen, results = await open_settings(app, pilot, model=model)
         await replace_text(pilot, screen.query_one("#temperature", Input), "0.3")
         await replace_text(pilot, screen.query_one("#max_tokens", Input), "1024")
         await pilot.press("ctrl+t")
-        await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the name prompt")
         await pilot.press(*"bad name", "enter")  # a space is not allowed: nothing is written
-        await pilot.pause()
-        assert "preset name" in notices(app)
+        await wait_for(pilot, lambda: "preset name" in notices(app), "the refusal")
         assert not app_paths.config_file.exists()
         await pilot.press("ctrl+t", *"mine", "enter")
-        await pilot.pause()
-        wanted = SamplingSettings(temperature=0.3, max_tokens=1024)
+        await wait_for(pilot, lambda: app_paths.config_file.exists(), "the preset to be saved")
+        wanted = {"temperature": 0.3, "max_tokens": 1024}  # yours only: the model's top_p stays the model's
         settings, issues = load_settings(app_paths.config_file)
         assert not issues and settings.chat_presets == {"mine": wanted}
         assert app.services.settings.chat_presets["mine"] == wanted
+        await wait_for(pilot, lambda: source(screen, "temperature") == "from preset mine", "the preset's sources")
         assert screen.query_one("#preset", Select).value == "mine"
+        assert source(screen, "top_p") == "from model (generation_config.json)"
         assert app.screen is screen and results == []
+
+
+async def test_the_chat_pane_samples_with_the_models_defaults_and_says_so(app_paths: AppPaths, tmp_path: Path) -> None:
+    from tests.support.fake_chat import KIND, services_with_fake
+    from tests.test_chat_ui import open_chat, send
+    from workbench.core.lifecycle import ModelSpec
+
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    (folder / "generation_config.json").write_text(json.dumps({"temperature": 0.25, "max_new_tokens": 2}))
+    services, backend = services_with_fake(app_paths)
+    services.manager.register(ModelSpec("tuned", "Tuned", KIND, folder))
+    app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        chat.query_one("#model-select", Select).value = "tuned"
+        status = chat.query_one("#chat-status", Static)
+        await wait_for(pilot, lambda: "T 0.25 · max 2" in str(status.render()), "the model's values in the status")
+        chat.query_one("#prompt").focus()
+        await send(pilot, "hi")
+        await wait_for(pilot, lambda: backend.sampling, "the answer to start")
+        assert (backend.sampling[-1].temperature, backend.sampling[-1].max_tokens) == (0.25, 2)
+        await wait_for(pilot, lambda: chat.run is None, "the answer to end")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings")
+        await wait_for(pilot, lambda: app.screen.query("#temperature-source"), "its fields")
+        assert source(app.screen, "temperature") == "from model (generation_config.json)"  # type: ignore[arg-type]
+        assert source(app.screen, "top_p") == "from built-in"  # type: ignore[arg-type]

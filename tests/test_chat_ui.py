@@ -10,7 +10,7 @@ from textual.worker import WorkerCancelled
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingSettings
+from workbench.core.sampling import SamplingChoice
 from workbench.core.store import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat import ChatPane
@@ -173,7 +173,7 @@ async def test_history_and_settings_from_the_chat_pane(app_paths: AppPaths) -> N
         app.screen.query_one("#max_tokens").value = "2"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert chat.sampling.max_tokens == 2
+        assert chat.effective_sampling().settings.max_tokens == 2
         await send(pilot, "short please")
         await answer_done(app, pilot)
         assert chat.message_views()[-1].content == "Hello there"
@@ -197,7 +197,7 @@ async def test_paints_are_bounded_however_fast_tokens_come(app_paths: AppPaths, 
     app, _ = chat_app(app_paths, Script(tokens=[f"t{i} " for i in range(3000)]))  # no delay: as fast as it gets
     async with app.run_test(size=SIZE) as pilot:
         chat = await open_chat(app, pilot)
-        chat.sampling = SamplingSettings(max_tokens=3000)
+        chat.sampling = SamplingChoice(values={"max_tokens": 3000})
         started = time.monotonic()
         await send(pilot, "flood")
         await answer_done(app, pilot)

@@ -287,6 +287,22 @@ def test_chat_json_gives_one_document(models: Home, capsys: pytest.CaptureFixtur
     assert "loading tiny-small" in result.err and "tok/s" in result.err.splitlines()[-1]
 
 
+def test_chat_samples_with_the_models_own_defaults_under_the_flags(
+    home: Home, tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = home.paths.models_dir / "tiny-tuned"
+    folder.mkdir()
+    for file in tiny_models["small"].iterdir():
+        (folder / file.name).symlink_to(file)
+    (folder / "generation_config.json").write_text(json.dumps({"do_sample": False, "max_new_tokens": 3}))
+    defaults = run(capsys, "chat", "tiny-tuned", "w1 w2", "--json").json()
+    assert defaults["figures"]["generation_tokens"] <= 3  # the model's max_new_tokens, not the built-in 512
+    greedy = run(capsys, "chat", "tiny-tuned", "w1 w2", "--temperature", "0", "--max-tokens", "3", "--json").json()
+    assert defaults["answer"] == greedy["answer"]  # do_sample false: greedy
+    longer = run(capsys, "chat", "tiny-tuned", "w1 w2", "--max-tokens", "8", "--json").json()
+    assert longer["figures"]["generation_tokens"] > 3 and longer["answer"].startswith(greedy["answer"])  # a flag wins
+
+
 def test_chat_streams_to_stdout_and_figures_to_stderr(models: Home, capsys: pytest.CaptureFixture[str]) -> None:
     greedy = ("--max-tokens", "8", "--temperature", "0", "--system", "w5")
     streamed = run(capsys, "chat", "tiny-medium", "w1 w2", *greedy)

@@ -219,23 +219,26 @@ temperature = 0.1
 """
 
 
+def test_no_preset_is_chosen_unless_config_names_one(tmp_path: Path) -> None:
+    assert Settings().chat_preset is None  # so the model's generation_config outranks "balanced"
+    settings, issues = load_settings(write(tmp_path / "config.toml", '[chat]\npreset = "balanced"\n'))
+    assert (settings.chat_preset, issues) == ("balanced", [])
+
+
 def test_chat_table(tmp_path: Path) -> None:
     settings, issues = load_settings(write(tmp_path / "config.toml", CHAT))
     assert issues == []
     assert (settings.chat_system_prompt, settings.chat_preset) == ("Be brief.", "mine")
-    assert settings.chat_presets == {
-        "mine": SamplingSettings(temperature=0.3, max_tokens=1024),
-        "precise": SamplingSettings(temperature=0.1),
-    }
+    assert settings.chat_presets == {"mine": {"temperature": 0.3, "max_tokens": 1024}, "precise": {"temperature": 0.1}}
 
 
 def test_presets_merge_builtins_with_the_users() -> None:
     assert presets(Settings()) == BUILTIN_PRESETS
-    mine = SamplingSettings(top_k=40)
-    merged = presets(Settings(chat_presets={"mine": mine, "greedy": SamplingSettings(max_tokens=9)}))
+    mine = {"top_k": 40}
+    merged = presets(Settings(chat_presets={"mine": mine, "greedy": {"max_tokens": 9}}))
     assert list(merged) == ["balanced", "precise", "creative", "greedy", "mine"]
     assert merged["mine"] == mine
-    assert merged["greedy"] == SamplingSettings(max_tokens=9)
+    assert merged["greedy"] == {"max_tokens": 9}
     assert merged["creative"] == BUILTIN_PRESETS["creative"]
 
 
@@ -247,7 +250,7 @@ def test_bad_preset_values_name_file_line_key_and_keep_the_rest(tmp_path: Path) 
     )
     settings, issues = load_settings(path)
     assert settings.chat_preset == "mine"
-    assert settings.chat_presets == {"mine": SamplingSettings(max_tokens=64), "x": SamplingSettings()}
+    assert settings.chat_presets == {"mine": {"max_tokens": 64}, "x": {}}
     assert [(i.file, i.line, i.key) for i in issues] == [
         (path, 5, "chat.presets.mine.temperature"),
         (path, 7, "chat.presets.mine.top_q"),
@@ -260,7 +263,7 @@ def test_bad_preset_values_name_file_line_key_and_keep_the_rest(tmp_path: Path) 
 def test_bad_preset_shapes(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", "[chat]\npresets.a = 3\npresets.b = { top_k = -1, seed = 4 }\n")
     settings, issues = load_settings(path)
-    assert settings.chat_presets == {"b": SamplingSettings(seed=4)}
+    assert settings.chat_presets == {"b": {"seed": 4}}
     # A key inside an inline table has no line of its own: the issue points at the table.
     assert [(i.line, i.key) for i in issues] == [(2, "chat.presets.a"), (3, "chat.presets.b.top_k")]
     settings, issues = load_settings(write(tmp_path / "c2.toml", "[chat]\npresets = 1\n"))
@@ -287,15 +290,15 @@ def test_bad_chat_settings(tmp_path: Path, text: str, key: str) -> None:
 def test_unknown_preset_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", '[chat]\npreset = "wild"\n[chat.presets.mine]\ntop_k = 5\n')
     settings, [issue] = load_settings(path)
-    assert settings.chat_preset == "balanced"
+    assert settings.chat_preset is None  # as if none were named: the model's own defaults apply
     assert issue.message == 'unknown preset "wild" (known: balanced, precise, creative, greedy, mine)'
 
 
 def test_save_preset_keeps_comments_and_round_trips(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", COMMENTED + "\n" + CHAT)
-    fancy = SamplingSettings(0.0, 1.0, 0.05, 40, 2048, 1.1, 42)
+    fancy = SamplingSettings(0.0, 1.0, 0.05, 40, 2048, 1.1, 42).to_dict()
     save_preset(path, "mine", fancy)
-    save_preset(path, "new-one_2", SamplingSettings(top_p=0.5))
+    save_preset(path, "new-one_2", {"top_p": 0.5, "seed": None})
     save_setting(path, "chat.preset", "new-one_2")
     save_setting(path, "chat.system_prompt", "")
     text = path.read_text(encoding="utf-8")
@@ -305,20 +308,20 @@ def test_save_preset_keeps_comments_and_round_trips(tmp_path: Path) -> None:
     assert issues == []
     assert settings.chat_presets == {
         "mine": fancy,
-        "precise": SamplingSettings(temperature=0.1),
-        "new-one_2": SamplingSettings(top_p=0.5),
+        "precise": {"temperature": 0.1},
+        "new-one_2": {"top_p": 0.5},
     }
     assert (settings.chat_preset, settings.chat_system_prompt) == ("new-one_2", "")
 
 
 def test_save_preset_into_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
-    save_preset(path, "mine", SamplingSettings(temperature=0.3))
+    save_preset(path, "mine", {"temperature": 0.3})
     save_setting(path, "chat.preset", "mine")
     assert path.read_text(encoding="utf-8").startswith("# workbench settings")
     settings, issues = load_settings(path)
     assert issues == []
-    assert settings.chat_presets == {"mine": SamplingSettings(temperature=0.3)}
+    assert settings.chat_presets == {"mine": {"temperature": 0.3}}
     assert settings.chat_preset == "mine"
 
 
@@ -326,7 +329,9 @@ def test_save_preset_into_a_new_file(tmp_path: Path) -> None:
 def test_save_preset_rejects_odd_names(tmp_path: Path, name: str) -> None:
     path = tmp_path / "config.toml"
     with pytest.raises(ValueError, match="preset name"):
-        save_preset(path, name, SamplingSettings())
+        save_preset(path, name, {})
+    with pytest.raises(ValueError, match="temperature"):
+        save_preset(path, "mine", {"temperature": -1})
     with pytest.raises(ValueError, match="save_preset"):
         save_setting(path, "chat.presets.mine", 1)
     with pytest.raises(ValueError, match=r"chat\.preset"):

@@ -11,7 +11,7 @@ from tests.test_chat_ui import answer_done, send
 from workbench.core.downloads import JobState
 from workbench.core.hub import HubModel
 from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingSettings
+from workbench.core.sampling import SamplingChoice
 from workbench.core.services import build_services
 from workbench.core.store import MessageStatus
 from workbench.ui.app import WorkbenchApp
@@ -44,7 +44,7 @@ async def test_search_download_load_and_chat(app_paths: AppPaths, online_hub: Lo
         assert isinstance(chat, ChatPane)
         chat.query_one("#model-select", Select).value = TINY_REPO_ID
         await wait_for(pilot, lambda: chat.model_id == TINY_REPO_ID, "the model choice")
-        chat.sampling = SamplingSettings(temperature=0.0, max_tokens=5)
+        chat.sampling = SamplingChoice(values={"temperature": 0.0, "max_tokens": 5})
         chat.query_one(ChatInput).focus()
         await send(pilot, "w1 w2 w3")
         await answer_done(app, pilot)

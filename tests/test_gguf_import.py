@@ -50,8 +50,9 @@ def test_a_file_that_is_not_gguf_is_refused_and_nothing_is_written(tmp_path: Pat
     assert leftovers(out) == []
 
 
-def write_gguf(path: Path, arch: str) -> Path:
-    """A complete one-layer float32 llama (or another architecture's name on the same tensors)."""
+def write_gguf(path: Path, arch: str, sampling: dict[str, float] | None = None) -> Path:
+    """A complete one-layer float32 llama (or another architecture's name on the same tensors); ``sampling``
+    adds llama.cpp's general.sampling.* keys (floats, except top_k)."""
     import gguf
 
     rng = np.random.default_rng(0)
@@ -64,6 +65,8 @@ def write_gguf(path: Path, arch: str) -> Path:
     writer.add_head_count_kv(2)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_token_list([f"t{i}" for i in range(8)])
+    for key, value in (sampling or {}).items():
+        (writer.add_uint32 if key == "top_k" else writer.add_float32)(f"general.sampling.{key}", value)
     shapes = {
         "token_embd.weight": (8, 32), "output_norm.weight": (32,), "blk.0.attn_norm.weight": (32,),
         "blk.0.ffn_norm.weight": (32,), "blk.0.attn_q.weight": (32, 32), "blk.0.attn_k.weight": (32, 32),
@@ -113,12 +116,37 @@ def test_a_float_gguf_converts_with_quantized_linear_layers(tmp_path: Path, monk
     assert (folder / "model.safetensors").is_file()
 
 
+def test_generation_config_takes_the_ggufs_sampling_keys_over_the_defaults_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workbench.core.gguf_import as module
+
+    monkeypatch.setattr(module, "_save_tokenizer", lambda gguf_path, out_dir: None)
+    plain = import_gguf(write_gguf(tmp_path / "plain.gguf", "llama"), tmp_path / "models" / "plain")
+    assert not (plain / "generation_config.json").exists()  # nothing to say: the app's defaults apply
+    source = write_gguf(tmp_path / "tuned.gguf", "llama", {"temp": 0.5, "top_k": 20})
+    folder = import_gguf(source, tmp_path / "models" / "tuned", generation={"temperature": 0.1, "top_p": 0.8})
+    written = json.loads((folder / "generation_config.json").read_text())
+    assert written["do_sample"] is True and written["temperature"] == 0.5  # the file's own value wins
+    assert (written["top_k"], written["top_p"]) == (20, 0.8)
+    greedy = import_gguf(write_gguf(tmp_path / "g.gguf", "llama"), tmp_path / "models" / "g",
+                         generation={"temperature": 0})  # fmt: skip
+    written = json.loads((greedy / "generation_config.json").read_text())
+    assert written["do_sample"] is False and "temperature" not in written  # as transformers wants greedy said
+
+
 @pytest.mark.real_model
 def test_smollm2_import_keeps_the_native_4bit_blocks(smollm2_dir: Path) -> None:
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert config["quantization"]["bits"] == 4 and config["quantization"]["group_size"] == 32
     assert config["quantization"]["model.embed_tokens"] == {"group_size": 32, "bits": 8}  # Q8_0 stays 8-bit
     assert config["rope_theta"] == 100000.0 and config["tie_word_embeddings"] is True
+    from workbench.core.local_models import EMBEDDED_CHAT_GENERATION
+    from workbench.core.model_sampling import sampling_from_generation_config
+
+    generation = json.loads((smollm2_dir / "generation_config.json").read_text())
+    wanted = sampling_from_generation_config(EMBEDDED_CHAT_GENERATION)
+    assert sampling_from_generation_config(generation) == wanted and wanted
     template = (smollm2_dir / "chat_template.jinja").read_text()
     assert "<|im_start|>" in template
     assert not list(smollm2_dir.parent.glob(".*partial"))

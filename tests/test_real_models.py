@@ -41,6 +41,28 @@ async def test_smollm2_knows_the_capital_of_france(smollm2_dir: Path) -> None:
     await manager.aclose()
 
 
+async def test_smollm2_at_its_own_defaults_answers_paris(smollm2_dir: Path) -> None:
+    """The first answer a new user reads: the embedded model as the app imports it, no preset chosen, seed 0.
+
+    At the old default (the "balanced" preset, T 0.7, over every model) it answered "L'Étoile – Paris, the
+    Elyria – a beautiful city nestled..." here: Paris only as a street's suffix, not the fact asked for."""
+    from workbench.core.chat import ChatMessage, ChatRun, Token
+    from workbench.core.config import Settings
+    from workbench.core.local_models import DEFAULT_CHAT_ID
+    from workbench.core.model_sampling import FROM_MODEL_FILE, chat_sampling
+    from workbench.core.sampling import SamplingChoice
+
+    manager = ModelManager(backends={"mlx-lm": MlxLmBackend()}, budget=Budget(1 << 32, "test"),
+                           inference=InferenceThread(), idle_unload_s=None)  # fmt: skip
+    manager.register(ModelSpec(id=DEFAULT_CHAT_ID, name="SmolLM2", kind="mlx-lm", path=smollm2_dir))
+    resolved = chat_sampling(Settings(), manager, DEFAULT_CHAT_ID, SamplingChoice(None, {"seed": 0, "max_tokens": 20}))
+    assert resolved.sources["temperature"] == FROM_MODEL_FILE
+    run = ChatRun(manager, DEFAULT_CHAT_ID, [ChatMessage("user", "What is the capital of France?")], resolved.settings)
+    answer = "".join([event.text async for event in run.events() if isinstance(event, Token)])
+    assert "capital of France is Paris" in answer, answer
+    await manager.aclose()
+
+
 async def test_the_manager_holds_the_default_embedder_too() -> None:
     from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
     from workbench.core.local_models import DEFAULT_EMBEDDER_ID, default_embedder_spec
@@ -65,7 +87,7 @@ async def test_the_manager_holds_the_default_embedder_too() -> None:
 async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, app_paths: AppPaths) -> None:
     from tests.test_chat_ui import answer_done, open_chat, send
     from workbench.core.local_models import DEFAULT_CHAT_ID
-    from workbench.core.sampling import SamplingSettings
+    from workbench.core.sampling import SamplingChoice
     from workbench.core.services import build_services
     from workbench.ui.app import WorkbenchApp
 
@@ -75,7 +97,7 @@ async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, ap
     async with app.run_test(size=(100, 30)) as pilot:
         chat = await open_chat(app, pilot)
         assert chat.model_id == DEFAULT_CHAT_ID
-        chat.sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=12)
+        chat.sampling = SamplingChoice(values={"temperature": 0.0, "top_p": 1.0, "max_tokens": 12})
         await send(pilot, "What is the capital of France?")
         await answer_done(app, pilot)
         answer = chat.message_views()[-1]

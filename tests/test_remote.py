@@ -22,7 +22,7 @@ from workbench.core.endpoints import Endpoint, EndpointError, check_connection, 
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager
 from workbench.core.memory import GB, Budget
-from workbench.core.sampling import SamplingSettings
+from workbench.core.sampling import SamplingChoice, SamplingSettings
 
 GREEDY = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=8)
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
@@ -144,7 +144,7 @@ async def test_the_chat_pane_picks_and_streams_a_remote_model(mlx_server: MlxSer
         select = chat.query_one("#model-select", Select)
         assert model_id in [value for _, value in select._options]
         select.value = model_id
-        chat.sampling = GREEDY
+        chat.sampling = SamplingChoice(values=GREEDY.to_dict())
         await pilot.pause()
         await send(pilot, "What is the capital of France?")
         await answer_done(app, pilot)

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.core.sampling import BUILTIN_PRESETS, SamplingSettings, validate_sampling
+from workbench.core.sampling import (
+    BUILTIN_PRESETS,
+    FROM_BUILT_IN,
+    FROM_USER,
+    SamplingChoice,
+    SamplingLayer,
+    SamplingSettings,
+    resolve_sampling,
+    validate_sampling,
+)
 
 
 def test_defaults_and_to_dict_omits_unset_seed() -> None:
@@ -74,12 +83,66 @@ def test_problem_message_shows_the_value() -> None:
     assert message.endswith("got true")
 
 
-def test_builtin_presets() -> None:
-    assert set(BUILTIN_PRESETS) == {"balanced", "precise", "creative", "greedy"}
-    assert BUILTIN_PRESETS["balanced"] == SamplingSettings()
-    assert (BUILTIN_PRESETS["precise"].temperature, BUILTIN_PRESETS["precise"].top_p) == (0.2, 0.9)
-    creative = BUILTIN_PRESETS["creative"]
-    assert (creative.temperature, creative.top_p, creative.min_p) == (1.0, 1.0, 0.05)
-    assert (BUILTIN_PRESETS["greedy"].temperature, BUILTIN_PRESETS["greedy"].top_p) == (0.0, 1.0)
+def test_builtin_presets_set_only_what_they_are_about() -> None:
+    assert BUILTIN_PRESETS == {
+        "balanced": {"temperature": 0.7, "top_p": 0.95},
+        "precise": {"temperature": 0.2, "top_p": 0.9},
+        "creative": {"temperature": 1.0, "top_p": 1.0, "min_p": 0.05},
+        "greedy": {"temperature": 0.0, "top_p": 1.0},
+    }
     for preset in BUILTIN_PRESETS.values():
-        assert SamplingSettings.from_dict(preset.to_dict()) == preset
+        assert validate_sampling(preset) == (dict(preset), [])
+
+
+# --- layers ------------------------------------------------------------------------------------------
+
+MODEL = SamplingLayer("model (generation_config.json)", {"temperature": 0.2, "top_p": 0.9, "max_tokens": 100})
+
+
+def test_resolve_takes_each_field_from_the_first_layer_that_sets_it() -> None:
+    you = SamplingLayer(FROM_USER, {"max_tokens": 20})
+    preset = SamplingLayer("preset creative", BUILTIN_PRESETS["creative"])
+    resolved = resolve_sampling(you, preset, MODEL)
+    assert resolved.settings == SamplingSettings(temperature=1.0, top_p=1.0, min_p=0.05, max_tokens=20)
+    assert resolved.sources == {
+        "temperature": "preset creative",
+        "top_p": "preset creative",
+        "min_p": "preset creative",
+        "top_k": FROM_BUILT_IN,
+        "max_tokens": FROM_USER,
+        "repetition_penalty": FROM_BUILT_IN,
+        "seed": FROM_BUILT_IN,
+    }
+
+
+def test_each_layer_wins_over_the_ones_below() -> None:
+    built_in = resolve_sampling()
+    assert built_in.settings == SamplingSettings() and set(built_in.sources.values()) == {FROM_BUILT_IN}
+    model = resolve_sampling(None, MODEL)
+    assert (model.settings.temperature, model.sources["temperature"]) == (0.2, MODEL.source)
+    preset = resolve_sampling(SamplingLayer("preset balanced", BUILTIN_PRESETS["balanced"]), MODEL)
+    assert (preset.settings.temperature, preset.sources["temperature"]) == (0.7, "preset balanced")
+    assert (preset.settings.max_tokens, preset.sources["max_tokens"]) == (100, MODEL.source)  # balanced leaves it
+    you = resolve_sampling(SamplingLayer(FROM_USER, {"temperature": 0.0}),
+                           SamplingLayer("preset balanced", BUILTIN_PRESETS["balanced"]), MODEL)  # fmt: skip
+    assert (you.settings.temperature, you.sources["temperature"]) == (0.0, FROM_USER)
+
+
+def test_a_choice_without_a_preset_leaves_the_model_its_defaults() -> None:
+    resolved = SamplingChoice().resolve(BUILTIN_PRESETS, MODEL)
+    assert (resolved.settings.temperature, resolved.settings.top_p, resolved.settings.max_tokens) == (0.2, 0.9, 100)
+    chosen = SamplingChoice("balanced", {"seed": 0}).resolve(BUILTIN_PRESETS, MODEL)
+    assert (chosen.settings.temperature, chosen.settings.seed) == (0.7, 0)
+    unknown = SamplingChoice("gone", {}).resolve(BUILTIN_PRESETS, MODEL)  # a preset deleted from config.toml
+    assert unknown.settings.temperature == 0.2
+
+
+def test_choice_round_trips_and_reads_old_stored_settings() -> None:
+    choice = SamplingChoice("precise", {"max_tokens": 64, "seed": 3})
+    assert choice.to_dict() == {"preset": "precise", "max_tokens": 64, "seed": 3}
+    assert SamplingChoice.from_dict(choice.to_dict()) == choice
+    assert SamplingChoice().to_dict() == {} and SamplingChoice.from_dict({}) == SamplingChoice()
+    old = SamplingSettings().to_dict()  # what chats stored before: every field, no preset
+    assert SamplingChoice.from_dict(old) == SamplingChoice(None, old)
+    bad = {"preset": 3, "temperature": "hot", "top_k": 5}
+    assert SamplingChoice.from_dict(bad) == SamplingChoice(None, {"top_k": 5})

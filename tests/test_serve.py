@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services_with_fake
 from workbench.core.generation import ChatBackend
+from workbench.core.lifecycle import ModelSpec
 from workbench.core.memory import MB, Budget
 from workbench.core.openai_server import SHUTDOWN_TIMEOUT_S, TRIMMED_HEADER, build_app, serve
 from workbench.core.paths import AppPaths
@@ -107,6 +108,23 @@ async def test_a_whole_answer_with_usage(server: Running) -> None:
     sampling = server.backend.sampling[-1]
     assert (sampling.temperature, sampling.top_p, sampling.seed, sampling.max_tokens) == (0.3, 0.5, 7, 50)
     assert server.services.manager.info("fake-chat").leases == 0
+
+
+async def test_request_fields_over_the_preset_over_the_models_own_defaults(server: Running, tmp_path: Path) -> None:
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    (folder / "generation_config.json").write_text(json.dumps({"temperature": 0.25, "top_k": 20, "max_new_tokens": 2}))
+    server.services.manager.register(ModelSpec("tuned", "tuned", "fake-chat", folder))
+    answer = await server.client.chat.completions.create(model="tuned", messages=HELLO)
+    assert answer.choices[0].message.content == "Hello there"  # max_new_tokens 2
+    sampling = server.backend.sampling[-1]
+    assert (sampling.temperature, sampling.top_k, sampling.max_tokens) == (0.25, 20, 2)
+    server.services.settings.chat_preset = "creative"  # one named in config.toml outranks the model
+    await server.client.chat.completions.create(model="tuned", messages=HELLO, extra_body={"top_k": 5})
+    sampling = server.backend.sampling[-1]
+    assert (sampling.temperature, sampling.min_p, sampling.top_k, sampling.max_tokens) == (1.0, 0.05, 5, 2)
+    await server.client.chat.completions.create(model="tuned", messages=HELLO, temperature=0.5)
+    assert server.backend.sampling[-1].temperature == 0.5
 
 
 async def test_max_tokens_cuts_the_answer_with_finish_reason_length(server: Running) -> None:

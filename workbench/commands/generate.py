@@ -55,7 +55,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         commands, "chat", run_chat, "answer one prompt with a chat model, streamed to stdout",
         "Answer PROMPT with MODEL (an id from `workbench ls`). The answer streams to stdout as it is generated; "
         "the figures (time to first token, prompt and generation speed, token counts) follow as one line on "
-        "stderr. Sampling starts from the chat preset in config.toml; the flags override it.",
+        "stderr. Sampling: the flags, over the chat preset config.toml names (if any), over the model's own "
+        "defaults (its generation_config.json), over the built-in ones.",
         GENERATION_EXIT_CODES,
     )  # fmt: skip
     chat.add_argument("model", metavar="MODEL", help="a chat model id")
@@ -82,19 +83,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 # --- shared -------------------------------------------------------------------------------------
 
 
-def sampling_from(args: argparse.Namespace, services: Services) -> SamplingSettings:
-    """The configured chat preset, overridden by the flags given; a bad value is a usage error."""
-    from dataclasses import replace
+def sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags given, checked; a bad value is a usage error."""
+    from workbench.core.sampling import validate_sampling
 
-    from workbench.core.config import presets
-    from workbench.core.sampling import SamplingSettings, validate_sampling
-
-    base = presets(services.settings).get(services.settings.chat_preset) or SamplingSettings()
     given = {key: getattr(args, key) for key in SAMPLING_FLAGS if getattr(args, key) is not None}
     clean, problems = validate_sampling(given)
     if problems:
         raise UsageError("; ".join(f"--{key.replace('_', '-')}: {problem}" for key, problem in problems))
-    return replace(base, **clean)
+    return clean
+
+
+def sampling_from(args: argparse.Namespace, services: Services, model_id: str) -> SamplingSettings:
+    """The flags given, over the preset config.toml names (if any), over the model's own defaults
+    (generation_config.json), over the built-in ones."""
+    from workbench.core.model_sampling import chat_sampling
+    from workbench.core.sampling import SamplingChoice
+
+    choice = SamplingChoice(services.settings.chat_preset, sampling_flags(args))
+    return chat_sampling(services.settings, services.manager, model_id, choice).settings
 
 
 def messages_from(args: argparse.Namespace, services: Services, prompt: str) -> list[ChatMessage]:
@@ -201,8 +208,9 @@ async def chat(paths: AppPaths, args: argparse.Namespace, prompt: str) -> int:
     from workbench.core.chat import ChatRun, ContextTrimmed, Finished, Token
 
     async with open_services(paths) as services:
-        sampling = sampling_from(args, services)
+        sampling_flags(args)
         model_id = await resolve_chat_model(services, args.model)
+        sampling = sampling_from(args, services, model_id)
         report_loading(services)
         run = ChatRun(services.manager, model_id, messages_from(args, services, prompt), sampling)
         pieces: list[str] = []
@@ -301,11 +309,12 @@ async def compare(paths: AppPaths, args: argparse.Namespace, prompt: str) -> int
     from workbench.core.compare import CompareRun, Contender, SideFailed, plan_memory
 
     async with open_services(paths) as services:
-        sampling = sampling_from(args, services)
+        sampling_flags(args)
         ids = {"a": await resolve_chat_model(services, args.model_a),
                "b": await resolve_chat_model(services, args.model_b)}  # fmt: skip
         messages = messages_from(args, services, prompt)
-        a, b = (Contender(model_id=ids[side], label=ids[side], sampling=sampling) for side in ("a", "b"))
+        a, b = (Contender(model_id=ids[side], label=ids[side], sampling=sampling_from(args, services, ids[side]))
+                for side in ("a", "b"))  # fmt: skip
         plan = plan_memory(services.manager, a, b)
         note(f"plan: {plan.reason}")
         report_loading(services)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.endpoints import Endpoint, parse_endpoints
-from workbench.core.sampling import BUILTIN_PRESETS, DEFAULT_PRESET, SamplingSettings, validate_sampling
+from workbench.core.sampling import BUILTIN_PRESETS, Preset, validate_sampling
 
 SYNTAX_KEY = "(syntax)"
 FILE_KEY = "(file)"
@@ -49,12 +49,14 @@ class Settings:
     idle_unload_minutes: float = 15.0
     keys: dict[str, str] = field(default_factory=dict)
     chat_system_prompt: str = ""
-    chat_preset: str = DEFAULT_PRESET
-    chat_presets: dict[str, SamplingSettings] = field(default_factory=dict)  # the user's own only
+    # None: no preset chosen, so each model's own defaults (generation_config.json) apply, then the built-in ones.
+    # Only a preset named in config.toml outranks the model: that is how a choice is told from the default.
+    chat_preset: str | None = None
+    chat_presets: dict[str, Preset] = field(default_factory=dict)  # the user's own only
     endpoints: list[Endpoint] = field(default_factory=list)
 
 
-def presets(settings: Settings) -> dict[str, SamplingSettings]:
+def presets(settings: Settings) -> dict[str, Preset]:
     """Every sampling preset by name: the built-in ones, overridden and extended by the user's."""
     return {**BUILTIN_PRESETS, **settings.chat_presets}
 
@@ -324,19 +326,20 @@ def load_settings(path: Path) -> tuple[Settings, list[ConfigIssue]]:
                 else:
                     apply((name, sub), sub_value)
 
-    if settings.chat_preset not in presets(settings):
+    if settings.chat_preset is not None and settings.chat_preset not in presets(settings):
         known = ", ".join(presets(settings))
         issue(("chat", "preset"), f"unknown preset {describe(settings.chat_preset)} (known: {known})")
-        settings.chat_preset = DEFAULT_PRESET
+        settings.chat_preset = None
     return settings, issues
 
 
-def _load_presets(value: object, issue: Callable[[KeyPath, str], None]) -> dict[str, SamplingSettings]:
-    """The user's ``[chat.presets.NAME]`` tables; a bad value is reported and that field keeps its default."""
+def _load_presets(value: object, issue: Callable[[KeyPath, str], None]) -> dict[str, Preset]:
+    """The user's ``[chat.presets.NAME]`` tables; a bad value is reported and left out (the model's or the
+    built-in default applies to it)."""
     if not isinstance(value, dict):
         issue(("chat", "presets"), f"expected a table of presets ([chat.presets.NAME]), got {describe(value)}")
         return {}
-    loaded: dict[str, SamplingSettings] = {}
+    loaded: dict[str, Preset] = {}
     for name, fields in value.items():
         where = ("chat", "presets", name)
         if not isinstance(fields, dict):
@@ -345,7 +348,7 @@ def _load_presets(value: object, issue: Callable[[KeyPath, str], None]) -> dict[
         clean, problems = validate_sampling(fields)
         for key, message in problems:
             issue((*where, key), message)
-        loaded[name] = SamplingSettings(**clean)
+        loaded[name] = clean
     return loaded
 
 
@@ -380,13 +383,15 @@ def default_config_text() -> str:
 
 [chat]
 # Your own sampling presets are tables like the one below: any of temperature, top_p, min_p,
-# top_k, max_tokens, repetition_penalty and seed; the ones left out take the "balanced" defaults.
+# top_k, max_tokens, repetition_penalty and seed; the ones left out take the model's defaults
+# (its generation_config.json), then the built-in ones.
 #     [chat.presets.mine]
 #     temperature = 0.3
 #     max_tokens = 1024
 # System prompt for new chats; "" leaves the model's own default.
 # system_prompt = ""
-# Sampling preset new chats start with: balanced, precise, creative, greedy or one of yours.
+# Sampling preset new chats start with: balanced, precise, creative, greedy or one of yours. Unset, each
+# model's own defaults apply (its generation_config.json), then the built-in ones (temperature 0.7).
 # preset = "balanced"
 
 # Models on other machines: any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, mlx_lm.server).
@@ -433,8 +438,9 @@ def save_key_binding(path: Path, binding_id: str, keys: str | None) -> None:
     _update(path, ("keys", binding_id), keys)
 
 
-def save_preset(path: Path, name: str, sampling: SamplingSettings) -> None:
-    """Write ``[chat.presets.NAME]`` with every field of ``sampling``, replacing any table of that name.
+def save_preset(path: Path, name: str, values: Preset) -> None:
+    """Write ``[chat.presets.NAME]`` with ``values`` (validated sampling fields; a None seed is left out),
+    replacing any table of that name.
 
     ``name`` is letters, digits, ``_`` and ``-``; anything else raises ValueError.
     """
@@ -443,7 +449,10 @@ def save_preset(path: Path, name: str, sampling: SamplingSettings) -> None:
     import tomlkit
 
     table = tomlkit.table()
-    table.update(sampling.to_dict())
+    clean, problems = validate_sampling({key: value for key, value in values.items() if value is not None})
+    if problems:
+        raise ValueError("; ".join(f"{key}: {message}" for key, message in problems))
+    table.update(clean)
     _update(path, ("chat", "presets", name), table)
 
 

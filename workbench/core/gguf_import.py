@@ -3,7 +3,8 @@
 The direct route (see DESIGN.md): ``mx.load`` reads Q4_0/Q4_1/Q8_0 tensors straight into MLX's affine
 layout with group size 32, so a 4-bit import keeps llama.cpp's blocks bit for bit. What is left is
 renaming tensors, undoing llama.cpp's row order of the Q and K projections, writing config.json from
-the GGUF metadata, and saving the tokenizer that transformers reads from the same file.
+the GGUF metadata, generation_config.json from its sampling keys (llama.cpp's ``general.sampling.*``) or
+from defaults the caller knows, and saving the tokenizer that transformers reads from the same file.
 
 Everything is written into a temporary folder beside the destination and renamed into place at the
 end, so a failure never leaves a half-written model. Run this on the inference thread (it uses MLX).
@@ -145,6 +146,39 @@ def config_from_metadata(meta: dict[str, Any], tensor_names: set[str]) -> dict[s
     return config
 
 
+# llama.cpp's recommended-sampling metadata -> generation_config.json field
+GGUF_SAMPLING_KEYS = {
+    "general.sampling.temp": "temperature",
+    "general.sampling.top_p": "top_p",
+    "general.sampling.top_k": "top_k",
+    "general.sampling.min_p": "min_p",
+    "general.sampling.penalty_repeat": "repetition_penalty",
+}
+
+
+def generation_config_from_metadata(meta: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """generation_config.json for the import: the GGUF's own sampling keys over ``defaults``; {} when neither
+    sets a sampling value (then no file is written and the app's built-in defaults apply)."""
+    sampling: dict[str, Any] = dict(defaults or {})
+    for key, field_name in GGUF_SAMPLING_KEYS.items():
+        value = _scalar(meta, key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            sampling[field_name] = value
+    if not sampling:
+        return {}
+    if sampling.get("temperature") == 0:  # greedy: transformers wants do_sample false and no sampling values
+        sampling = {key: value for key, value in sampling.items() if key not in ("temperature", "top_p", "top_k",
+                                                                                 "min_p")}  # fmt: skip
+        config: dict[str, Any] = {"do_sample": False, **sampling}
+    else:
+        config = {"do_sample": True, **sampling}
+    for ours, theirs in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
+        value = _scalar(meta, f"tokenizer.ggml.{theirs}")
+        if value is not None:
+            config[ours] = int(value)
+    return config
+
+
 def _convert_weights(
     tensors: dict[str, Any], config: dict[str, Any], bits: int, float_dtype: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -219,8 +253,12 @@ def import_gguf(
     bits: int = 4,
     progress: Progress | None = None,
     overwrite: bool = False,
+    generation: dict[str, Any] | None = None,
 ) -> Path:
-    """Convert ``gguf_path`` into an mlx-lm model folder at ``dest``; returns ``dest``."""
+    """Convert ``gguf_path`` into an mlx-lm model folder at ``dest``; returns ``dest``.
+
+    ``generation``: sampling defaults for generation_config.json (temperature, top_p, ...) where the GGUF
+    carries none of its own."""
     report = progress or (lambda stage, fraction: None)
     gguf_path = Path(gguf_path)
     dest = Path(dest)
@@ -256,6 +294,8 @@ def import_gguf(
         report("writing weights", 0.6)
         mx.save_safetensors(str(staging / "model.safetensors"), weights, metadata={"format": "mlx"})
         (staging / "config.json").write_text(json.dumps(config, indent=2))
+        if generation_config := generation_config_from_metadata(meta, generation):
+            (staging / "generation_config.json").write_text(json.dumps(generation_config, indent=2))
         report("writing tokenizer", 0.8)
         _save_tokenizer(gguf_path, staging)
         (staging / MARKER_FILE).write_text(

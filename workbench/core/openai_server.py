@@ -25,7 +25,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from workbench.core.chat import ChatError, ChatEvent, ChatMessage, ChatRun, ContextTrimmed, Finished, Token
-from workbench.core.config import presets
 from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import (
     ModelDoesNotFitError,
@@ -35,6 +34,7 @@ from workbench.core.lifecycle import (
     ModelSpec,
     UnknownModelError,
 )
+from workbench.core.model_sampling import chat_sampling
 from workbench.core.sampling import SamplingSettings, validate_sampling
 from workbench.core.services import Services
 
@@ -277,8 +277,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
-    defaults = presets(services.settings).get(services.settings.chat_preset, SamplingSettings())
-    parsed = parse_request(body, defaults)
+    # the request's fields over the configured preset (if any), the model's generation_config, the built-in ones
+    model_id = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+    parsed = parse_request(body, chat_sampling(services.settings, services.manager, model_id).settings)
     _require_chat_model(services.manager, parsed.model)
     run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling)
     events = run.events()

@@ -1,4 +1,9 @@
-"""How a chat samples its next token: the settings, their validation and the built-in presets."""
+"""How a chat samples its next token: the settings, their validation, the built-in presets and the layers
+the effective settings are resolved from.
+
+Precedence, highest first: what a request or the user sets, the user's preset (only when one was chosen),
+the model's own defaults (its generation_config.json), the built-in defaults of :class:`SamplingSettings`.
+"""
 
 from __future__ import annotations
 
@@ -100,11 +105,84 @@ def _show(value: object) -> str:
         return repr(value)
 
 
-DEFAULT_PRESET = "balanced"
+# A preset sets some fields; the ones it leaves out come from the model's defaults, then the built-in ones.
+Preset = Mapping[str, Any]
 
-BUILTIN_PRESETS: dict[str, SamplingSettings] = {
-    "balanced": SamplingSettings(),
-    "precise": SamplingSettings(temperature=0.2, top_p=0.9),
-    "creative": SamplingSettings(temperature=1.0, top_p=1.0, min_p=0.05),
-    "greedy": SamplingSettings(temperature=0.0, top_p=1.0),
+BUILTIN_PRESETS: dict[str, Preset] = {
+    "balanced": {"temperature": 0.7, "top_p": 0.95},
+    "precise": {"temperature": 0.2, "top_p": 0.9},
+    "creative": {"temperature": 1.0, "top_p": 1.0, "min_p": 0.05},
+    "greedy": {"temperature": 0.0, "top_p": 1.0},
 }
+
+# Where a value came from, as the settings show it.
+FROM_USER = "you"
+FROM_REQUEST = "request"
+FROM_BUILT_IN = "built-in"
+FIELDS = tuple(field.name for field in dataclasses.fields(SamplingSettings))
+
+
+def preset_source(name: str) -> str:
+    return f"preset {name}"
+
+
+@dataclass(frozen=True)
+class SamplingLayer:
+    """Some sampling values (validated) and where they came from."""
+
+    source: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolvedSampling:
+    """The settings a generation uses and, for each field, the source of its value."""
+
+    settings: SamplingSettings
+    sources: Mapping[str, str]
+
+
+def resolve_sampling(*layers: SamplingLayer | None) -> ResolvedSampling:
+    """Each field from the first layer that sets it (None layers are skipped); the built-in default otherwise."""
+    values: dict[str, Any] = {}
+    sources = dict.fromkeys(FIELDS, FROM_BUILT_IN)
+    for layer in layers:
+        if layer is None:
+            continue
+        for key, value in layer.values.items():
+            if key in sources and key not in values:
+                values[key] = value
+                sources[key] = layer.source
+    return ResolvedSampling(SamplingSettings(**values), sources)
+
+
+@dataclass(frozen=True)
+class SamplingChoice:
+    """What a user chose for a chat: a preset (None: none chosen) and the values they set themselves.
+
+    Stored with a conversation as ``{"preset": NAME, FIELD: VALUE, ...}``; a stored dict from before presets
+    were layered (every field, no preset) reads as the user's own values, so old chats keep their settings.
+    """
+
+    preset: str | None = None
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**({"preset": self.preset} if self.preset else {}), **self.values}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingChoice:
+        """The choice stored in ``data``; unknown keys and bad values are dropped (the lower layers fill in)."""
+        preset = data.get("preset")
+        clean, _problems = validate_sampling({key: value for key, value in data.items() if key != "preset"})
+        return cls(preset if isinstance(preset, str) and preset else None, clean)
+
+    def layers(self, presets: Mapping[str, Preset], source: str = FROM_USER) -> list[SamplingLayer]:
+        """The user's values, then the chosen preset's (an unknown preset name adds nothing)."""
+        layers = [SamplingLayer(source, dict(self.values))]
+        if self.preset is not None and self.preset in presets:
+            layers.append(SamplingLayer(preset_source(self.preset), dict(presets[self.preset])))
+        return layers
+
+    def resolve(self, presets: Mapping[str, Preset], model: SamplingLayer | None) -> ResolvedSampling:
+        return resolve_sampling(*self.layers(presets), model)

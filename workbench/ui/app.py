@@ -13,12 +13,11 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from workbench.core.config import presets, save_setting
+from workbench.core.config import save_setting
 from workbench.core.downloads import JobSnapshot, JobState
 from workbench.core.lifecycle import ManagerEvent
 from workbench.core.local_models import default_chat_missing, ensure_default_chat_model, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
-from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
 from workbench.ui.messages import ImportProgress
@@ -164,9 +163,6 @@ class WorkbenchApp(App[None]):
         await self.services.downloads.aclose()
         await self.services.manager.aclose()
         self.services.store.close()
-
-    def preset_sampling(self, name: str) -> SamplingSettings:
-        return presets(self.services.settings).get(name, SamplingSettings())
 
     @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
     def find_cached_models(self) -> None:

@@ -17,7 +17,8 @@ from workbench.core.chat import ChatError, ChatMessage, ChatRun, ContextTrimmed,
 from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelState
 from workbench.core.local_models import DEFAULT_CHAT_ID
-from workbench.core.sampling import SamplingSettings
+from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.sampling import ResolvedSampling, SamplingChoice
 from workbench.core.store import Conversation, MessageStatus, Store, StoredMessage
 from workbench.ui.clipboard import copy_text
 from workbench.ui.screens.base import PaneScreen
@@ -73,7 +74,7 @@ class ChatPane(PaneScreen):
         self.run: ChatRun | None = None
         self.model_id: str | None = None
         self.system_prompt = ""
-        self.sampling = SamplingSettings()
+        self.sampling = SamplingChoice()  # yours and the preset's; the model's defaults fill the rest
 
     # --- services --------------------------------------------------------------------------------
 
@@ -97,7 +98,7 @@ class ChatPane(PaneScreen):
     def on_mount(self) -> None:
         settings = self.app.services.settings  # type: ignore[attr-defined]
         self.system_prompt = settings.chat_system_prompt
-        self.sampling = self.app.preset_sampling(settings.chat_preset)  # type: ignore[attr-defined]
+        self.sampling = SamplingChoice(settings.chat_preset)
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.refresh_models()
         latest = self.store.list_conversations(limit=1)
@@ -155,8 +156,12 @@ class ChatPane(PaneScreen):
                 parts.append("not loaded (see Models, 6)")
             elif info.state is not ModelState.UNLOADED:
                 parts.append(info.state.value)
-        parts.append(f"T {self.sampling.temperature:g} · max {self.sampling.max_tokens}")
+        sampling = self.effective_sampling().settings
+        parts.append(f"T {sampling.temperature:g} · max {sampling.max_tokens}")
         self.query_one("#chat-status", Static).update(" · ".join(parts))
+
+    def effective_sampling(self) -> ResolvedSampling:
+        return chat_sampling(self.app.services.settings, self.manager, self.model_id, self.sampling)  # type: ignore[attr-defined]
 
     # --- transcript ------------------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ class ChatPane(PaneScreen):
         self.conversation = conversation
         self.system_prompt = conversation.system_prompt or self.system_prompt
         if conversation.sampling:
-            self.sampling = SamplingSettings.from_dict(conversation.sampling)
+            self.sampling = SamplingChoice.from_dict(conversation.sampling)
         if conversation.model_id:
             self.model_id = conversation.model_id
         self.transcript.remove_children()
@@ -231,7 +236,7 @@ class ChatPane(PaneScreen):
         view = self.view_for(answer)
         self.transcript.mount(view)
         self.transcript.scroll_end(animate=False)
-        self.run = ChatRun(self.manager, self.model_id, history, self.sampling)
+        self.run = ChatRun(self.manager, self.model_id, history, self.effective_sampling().settings)
         self.stream_answer(self.run, answer.id, view)
 
     @work(group="chat-answer", exit_on_error=False)
@@ -371,5 +376,5 @@ class ChatPane(PaneScreen):
                                                sampling=self.sampling.to_dict())  # fmt: skip
             self.show_status()
 
-        self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.system_prompt, self.sampling)),  # type: ignore[attr-defined]
-                             applied)  # fmt: skip
+        self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.system_prompt, self.sampling),  # type: ignore[attr-defined]
+                                            model_sampling_by_id(self.manager, self.model_id)), applied)  # fmt: skip

@@ -1,4 +1,8 @@
-"""A chat's system prompt and sampling settings: pick a preset, edit, apply or save as a new preset."""
+"""A chat's system prompt and sampling settings: pick a preset, edit, apply or save as a new preset.
+
+Each value says where it comes from: "you" (typed here), "preset NAME", the model's own defaults
+("model (generation_config.json)") or "built-in", in that order of precedence.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,17 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static, TextArea
-from textual.widgets.select import NoSelection
 
 from workbench.core.config import presets, save_preset
-from workbench.core.sampling import SamplingSettings, validate_sampling
+from workbench.core.sampling import (
+    FROM_USER,
+    ResolvedSampling,
+    SamplingChoice,
+    SamplingLayer,
+    preset_source,
+    resolve_sampling,
+    validate_sampling,
+)
 from workbench.core.services import Services
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 
@@ -21,7 +32,7 @@ from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 @dataclass(frozen=True)
 class ChatSettings:
     system_prompt: str
-    sampling: SamplingSettings
+    sampling: SamplingChoice
 
 
 # (field, label, one-line hint of the valid range), in the order shown.
@@ -57,18 +68,18 @@ def parse_value(text: str) -> object:
 
 
 class SettingsScreen(ModalScreen[ChatSettings | None]):
-    """Dismisses with the new settings, or None when cancelled."""
+    """Dismisses with the new settings, or None when cancelled. ``model`` is the chat model's own defaults."""
 
     BINDINGS = [
         Binding("ctrl+s", "apply", "Apply", id="chat-settings.apply"),
         Binding("ctrl+t", "save_preset", "Save as preset", id="chat-settings.save-preset"),
         Binding("escape", "cancel", "Cancel", id="chat-settings.cancel"),
     ]
-    # The fields' grid is 4 rows of 4 lines (height: auto leaves blank rows below it).
+    # The fields' grid is 4 rows of 5 lines (height: auto leaves blank rows below it).
     DEFAULT_CSS = """
     SettingsScreen { align: center middle; }
     SettingsScreen #settings {
-        width: 78; max-width: 100%; height: 22; max-height: 100%;
+        width: 80; max-width: 100%; height: 26; max-height: 100%;
         border: round $primary; background: $surface;
     }
     SettingsScreen #settings-scroll { height: 1fr; padding: 0 1; }
@@ -77,26 +88,31 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
     SettingsScreen #preset { width: 1fr; }
     SettingsScreen #prompt-label { color: $text-muted; }
     SettingsScreen #system-prompt { height: 5; }
-    SettingsScreen #fields { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 4; grid-gutter: 0 2; height: 16; }
+    SettingsScreen #fields { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 5; grid-gutter: 0 2; height: 20; }
     SettingsScreen .field-input { width: 1fr; }
     SettingsScreen .hint { color: $text-muted; padding-left: 13; }
     SettingsScreen .hint.-error { color: $error; }
+    SettingsScreen .source { color: $text-muted; text-style: italic; padding-left: 13; }
+    SettingsScreen .source.-yours { color: $accent; }
     """
 
-    def __init__(self, services: Services, current: ChatSettings) -> None:
+    def __init__(self, services: Services, current: ChatSettings, model: SamplingLayer | None = None) -> None:
         super().__init__()
         self.services = services
         self.current = current
+        self.model = model
+        known = presets(services.settings)
+        self.preset = current.sampling.preset if current.sampling.preset in known else None
 
     def compose(self) -> ComposeResult:
-        sampling = self.current.sampling
+        shown = self.current.sampling.resolve(presets(self.services.settings), self.model)
         with Vertical(id="settings") as box:
             box.border_title = "Chat settings"
             with VerticalScroll(id="settings-scroll", can_focus=False):
                 with Horizontal(classes="row"):
                     yield Label("Preset", classes="label")
-                    yield Select[str](self.preset_options(), prompt="Custom", value=self.matching_preset(sampling),
-                                 id="preset")  # fmt: skip
+                    yield Select[str](self.preset_options(), prompt="none (the model's defaults)",
+                                      value=self.preset or Select.NULL, id="preset")  # fmt: skip
                 yield Label("System prompt (blank = the model's default)", id="prompt-label")
                 yield TextArea(self.current.system_prompt, id="system-prompt", soft_wrap=True)
                 with Grid(id="fields"):
@@ -104,11 +120,14 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
                         with Vertical():
                             with Horizontal(classes="row"):
                                 yield Label(label, classes="label")
-                                yield Input(show_value(getattr(sampling, name)), id=name, classes="field-input")
+                                yield Input(show_value(getattr(shown.settings, name)), id=name,
+                                            classes="field-input")  # fmt: skip
                             yield Static(hint, id=f"{name}-hint", classes="hint", markup=False)
+                            yield Static("", id=f"{name}-source", classes="source", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
+        self.show_sources()
         self.query_one("#preset", Select).focus()
 
     # --- presets -----------------------------------------------------------------------------------
@@ -117,38 +136,59 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         mine = self.services.settings.chat_presets
         return [(f"{name} (yours)" if name in mine else name, name) for name in presets(self.services.settings)]
 
-    def matching_preset(self, sampling: SamplingSettings) -> str | NoSelection:
-        found = [name for name, preset in presets(self.services.settings).items() if preset == sampling]
-        return found[0] if found else Select.NULL
+    def below_yours(self) -> ResolvedSampling:
+        """What each field is without your own values: the chosen preset's, the model's or the built-in one."""
+        preset = presets(self.services.settings).get(self.preset) if self.preset else None
+        layer = SamplingLayer(preset_source(self.preset), preset) if self.preset and preset is not None else None
+        return resolve_sampling(layer, self.model)
 
     @on(Select.Changed, "#preset")
     def preset_chosen(self, event: Select.Changed) -> None:
-        preset = presets(self.services.settings).get(str(event.value))
-        if event.value is Select.NULL or preset is None:
-            return
-        for name, _label, _hint in FIELDS:
-            self.query_one(f"#{name}", Input).value = show_value(getattr(preset, name))
+        """Choosing a preset (or none) sets every field to what it gives, dropping your own values."""
+        chosen = None if event.value is Select.NULL else str(event.value)
+        if chosen == self.preset:
+            return  # the initial value, or one set from code
+        self.preset = chosen
+        below = self.below_yours().settings
+        with self.prevent(Input.Changed):
+            for name, _label, _hint in FIELDS:
+                self.query_one(f"#{name}", Input).value = show_value(getattr(below, name))
         self.show_problems([])
+        self.show_sources()
 
     @on(Input.Changed, ".field-input")
     def field_edited(self) -> None:
-        """An edit that leaves the chosen preset's values shows the preset as "Custom"."""
-        select = self.query_one("#preset", Select)
-        if select.value is not Select.NULL and self.read_form()[0] != presets(self.services.settings).get(
-            str(select.value)
-        ):
-            select.clear()
+        self.show_sources()
+
+    def show_sources(self) -> None:
+        """Under each field, where its value comes from: "you" for a valid value that differs from the rest."""
+        below = self.below_yours()
+        yours = self.yours()
+        for name, _label, _hint in FIELDS:
+            source = FROM_USER if name in yours else below.sources[name]
+            widget = self.query_one(f"#{name}-source", Static)
+            widget.update(f"from {source}")
+            widget.set_class(name in yours, "-yours")
 
     # --- the form ----------------------------------------------------------------------------------
 
-    def read_form(self) -> tuple[SamplingSettings | None, list[tuple[str, str]]]:
-        """The sampling settings the fields describe (None if any is bad) and a ``(field, problem)`` per bad one."""
+    def form_values(self) -> tuple[dict[str, object], list[tuple[str, str]]]:
+        """The valid values the fields hold and a ``(field, problem)`` per bad one."""
         data = {}
         for name, _label, _hint in FIELDS:
             text = self.query_one(f"#{name}", Input).value
             data[name] = None if name == "seed" and not text.strip() else parse_value(text)
-        clean, problems = validate_sampling(data)
-        return (None if problems else SamplingSettings(**clean)), problems
+        return validate_sampling(data)
+
+    def yours(self) -> dict[str, object]:
+        """The valid field values that differ from what the preset, the model or the built-ins give."""
+        below = self.below_yours().settings
+        return {name: value for name, value in self.form_values()[0].items() if value != getattr(below, name)}
+
+    def read_form(self) -> tuple[SamplingChoice | None, list[tuple[str, str]]]:
+        """The choice the form describes (None if any field is bad) and a ``(field, problem)`` per bad one."""
+        _clean, problems = self.form_values()
+        return (None if problems else SamplingChoice(self.preset, self.yours())), problems
 
     def show_problems(self, problems: list[tuple[str, str]]) -> None:
         bad = dict(problems)
@@ -162,7 +202,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             self.notify("\n".join(f"{name}: {problem}" for name, problem in problems),
                         title="Check the settings", severity="error")  # fmt: skip
 
-    def checked(self) -> SamplingSettings | None:
+    def checked(self) -> SamplingChoice | None:
         sampling, problems = self.read_form()
         self.show_problems(problems)
         return sampling
@@ -178,8 +218,17 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         self.dismiss(None)
 
     def action_save_preset(self) -> None:
-        sampling = self.checked()
-        if sampling is None:
+        """Save the values that are yours or the preset's (the model's and the built-in ones stay out, so
+        the preset leaves them to whichever model it is used with)."""
+        choice = self.checked()
+        if choice is None:
+            return
+        below = self.below_yours()
+        preset_fields = [name for name, source in below.sources.items() if source == preset_source(self.preset or "")]
+        sampling = {**{name: getattr(below.settings, name) for name in preset_fields}, **choice.values}
+        if not sampling:
+            self.notify("Nothing to save: every value comes from the model or the built-in defaults.",
+                        severity="warning")  # fmt: skip
             return
 
         def named(name: str | None) -> None:
@@ -198,7 +247,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         prompt = PromptScreen("Save these sampling settings as a preset", placeholder="name: letters, digits, _ and -")
         self.app.push_screen(prompt, named)
 
-    def save_preset(self, name: str, sampling: SamplingSettings) -> None:
+    def save_preset(self, name: str, sampling: dict[str, object]) -> None:
         config_file = self.services.paths.config_file
         try:
             save_preset(config_file, name, sampling)
@@ -208,8 +257,10 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
         except OSError as exc:
             self.notify(f"Could not write {config_file}: {exc.strerror or exc}", severity="error")
             return
-        self.services.settings.chat_presets[name] = sampling
+        self.services.settings.chat_presets[name] = dict(sampling)
+        self.preset = name  # set first: the select's change below is then not a new choice
         select = self.query_one("#preset", Select)
         select.set_options(self.preset_options())
         select.value = name
-        self.notify(f"Saved the preset “{name}” to {config_file}.")
+        self.show_sources()
+        self.notify(f"Saved the preset “{name}” ({', '.join(sampling)}) to {config_file}.")

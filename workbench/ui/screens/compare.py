@@ -26,7 +26,8 @@ from workbench.core.compare import (
 from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import ModelManager
 from workbench.core.local_models import DEFAULT_CHAT_ID
-from workbench.core.sampling import SamplingSettings
+from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.sampling import SamplingChoice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput
 
@@ -133,7 +134,7 @@ class ComparePane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = {"a": SamplingSettings(), "b": SamplingSettings()}
+        self.settings = {"a": SamplingChoice(), "b": SamplingChoice()}  # the model's defaults fill the rest
         self.system_prompts = {"a": "", "b": ""}
         self.history: dict[str, list[ChatMessage]] = {"a": [], "b": []}
         self.run: CompareRun | None = None
@@ -160,6 +161,7 @@ class ComparePane(PaneScreen):
         yield ChatInput(id="compare-prompt")
 
     def on_mount(self) -> None:
+        self.settings = {side: SamplingChoice(self.app.services.settings.chat_preset) for side in "ab"}  # type: ignore[attr-defined]
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.refresh_models()
         self.query_one(ChatInput).focus()
@@ -197,7 +199,7 @@ class ComparePane(PaneScreen):
         if value is Select.NULL:
             return None
         model_id = str(value)
-        sampling = self.settings[side]
+        sampling = chat_sampling(self.app.services.settings, self.manager, model_id, self.settings[side]).settings  # type: ignore[attr-defined]
         label = f"{self.manager.info(model_id).spec.name} · T {sampling.temperature:g}"
         if self.system_prompts[side]:
             label += " · own prompt"
@@ -392,7 +394,9 @@ class ComparePane(PaneScreen):
                 self.show_plan()
 
         current = ChatSettings(self.system_prompts[side], self.settings[side])
-        self.app.push_screen(SettingsScreen(self.app.services, current), applied)  # type: ignore[attr-defined]
+        model_id = self.query_one(f"#model-{side}", Select).value
+        model = model_sampling_by_id(self.manager, None if model_id is Select.NULL else str(model_id))
+        self.app.push_screen(SettingsScreen(self.app.services, current, model), applied)  # type: ignore[attr-defined]
 
     def action_prompt_set(self) -> None:
         from workbench.core.compare import load_prompt_set
