@@ -337,3 +337,48 @@ def test_save_preset_rejects_odd_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match=r"chat\.preset"):
         save_setting(path, "chat.preset", "")
     assert not path.exists()
+
+
+def test_serve_table(tmp_path: Path) -> None:
+    text = '[serve]\napi_key_env = "WORKBENCH_API_KEY"\nmax_body_mb = 2\nmax_waiting = 4\n'
+    path = write(tmp_path / "config.toml", text)
+    settings, issues = load_settings(path)
+    assert issues == []
+    assert (settings.serve_api_key_env, settings.serve_max_body_mb, settings.serve_max_waiting) == (
+        "WORKBENCH_API_KEY", 2.0, 4)  # fmt: skip
+    defaults = Settings()
+    assert (defaults.serve_api_key_env, defaults.serve_max_body_mb, defaults.serve_max_waiting) == ("", 8.0, 32)
+    assert "[serve]" in default_config_text() and "# max_waiting = 32" in default_config_text()
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ('api_key_env = "sk-abc123"', "the name of an environment variable"),  # a key, not a variable's name
+        ('api_key_env = ""', "the name of an environment variable"),
+        ("api_key_env = 3", "the name of an environment variable"),
+        ("max_body_mb = 0", "greater than 0 and at most 1024"),
+        ("max_body_mb = 5000", "greater than 0 and at most 1024"),
+        ('max_body_mb = "8"', "greater than 0 and at most 1024"),
+        ("max_waiting = 0", "from 1 to 10000"),
+        ("max_waiting = 2.5", "from 1 to 10000"),
+        ("max_waitng = 3", "did you mean serve.max_waiting?"),
+    ],
+)
+def test_bad_serve_settings_name_file_line_key_and_keep_the_default(tmp_path: Path, line: str, expect: str) -> None:
+    path = write(tmp_path / "config.toml", f"# serve\n[serve]\n{line}\n")
+    settings, issues = load_settings(path)
+    assert settings == Settings()
+    [issue] = issues
+    assert issue.line == 3 and issue.key == f"serve.{line.split(' =')[0]}" and expect in issue.message
+
+
+def test_save_a_serve_setting_keeps_comments(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "# mine\n[serve]\n# the queue\nmax_waiting = 4\n")
+    save_setting(path, "serve.max_waiting", 8)
+    save_setting(path, "serve.api_key_env", "MY_KEY")
+    assert "# mine" in path.read_text() and "# the queue" in path.read_text()
+    settings, issues = load_settings(path)
+    assert issues == [] and (settings.serve_max_waiting, settings.serve_api_key_env) == (8, "MY_KEY")
+    with pytest.raises(ValueError, match="from 1 to 10000"):
+        save_setting(path, "serve.max_waiting", 0)

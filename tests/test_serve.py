@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,10 +21,20 @@ import pytest
 from aiohttp import web
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services_with_fake
+from workbench.core.chat import MAX_CHARS_PER_TOKEN
 from workbench.core.generation import ChatBackend
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelSpec, ModelState
 from workbench.core.memory import MB, Budget
-from workbench.core.openai_server import SHUTDOWN_TIMEOUT_S, TRIMMED_HEADER, build_app, serve
+from workbench.core.openai_server import (
+    SHUTDOWN_TIMEOUT_S,
+    TRIMMED_HEADER,
+    WAITING,
+    KeyRequiredError,
+    ServeLimits,
+    build_app,
+    is_loopback,
+    serve,
+)
 from workbench.core.paths import AppPaths
 from workbench.core.services import Services
 
@@ -348,3 +363,221 @@ async def test_the_real_smollm2_streams_paris(smollm2_dir: Path, app_paths: AppP
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 10
     assert 0 < chunks[-1].usage.completion_tokens <= 8
     services.store.close()
+
+
+# --- limits: bodies and requests waiting -------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def app_on_loopback(services: Services, limits: ServeLimits | None = None,
+                          api_key: str | None = None) -> AsyncIterator[tuple[str, web.Application]]:  # fmt: skip
+    """``build_app`` on a free port of 127.0.0.1; yields its base URL and the app."""
+    app = build_app(services, limits, api_key)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", app
+    finally:
+        await runner.cleanup()
+        await services.manager.aclose()
+        services.store.close()
+
+
+async def test_a_body_over_the_default_8_mb_is_413_and_one_under_it_is_read(app_paths: AppPaths) -> None:
+    assert ServeLimits().max_body_bytes == 8 * 2**20
+    services, backend = services_with_fake(app_paths)
+    async with app_on_loopback(services) as (url, _app):
+        over = json.dumps({"model": "fake-chat", "messages": HELLO, "pad": "x" * (8 * 2**20)}).encode()
+        status, _, raw = await post(url, over)
+        assert status == 413
+        error = json.loads(raw)["error"]
+        assert "larger than 8 MB" in error["message"] and "max_body_mb" in error["message"]
+        assert error["code"] == "request_too_large" and set(error) == {"message", "type", "param", "code"}
+        under = json.dumps({"model": "fake-chat", "messages": HELLO, "pad": "x" * (7 * 2**20)}).encode()
+        status, _, raw = await post(url, under)
+        assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == "Hello there!"
+    assert len(backend.calls) == 1
+
+
+async def test_a_body_without_a_length_is_cut_off_at_the_limit(app_paths: AppPaths) -> None:
+    services, backend = services_with_fake(app_paths)
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:  # chunked: no Content-Length to refuse it by
+        nonlocal sent
+        yield b'{"model": "fake-chat", "messages": [{"role": "user", "content": "'
+        for _ in range(64):
+            sent += 64 * 1024
+            yield b"x" * (64 * 1024)
+        yield b'"}]}'
+
+    async with app_on_loopback(services, ServeLimits(max_body_bytes=256 * 1024)) as (url, _app):
+        timeout = aiohttp.ClientTimeout(total=WAIT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            with contextlib.suppress(aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                async with session.post(url + "/chat/completions", data=chunks()) as response:
+                    assert response.status == 413
+                    assert "larger than 0.25 MB" in (await response.json())["error"]["message"]
+    assert backend.calls == []
+
+
+async def test_past_max_waiting_requests_a_request_gets_503_with_retry_after(app_paths: AppPaths) -> None:
+    hold = threading.Event()
+    services, backend = services_with_fake(app_paths, Script(hold=hold))
+    async with app_on_loopback(services, ServeLimits(max_waiting=2)) as (url, app):
+        waiting = app[WAITING]
+        first = [asyncio.create_task(post(url, {"model": "fake-chat", "messages": HELLO})) for _ in range(2)]
+        await wait_until(lambda: waiting.count == 2 and backend.started.is_set(), "two requests to wait")
+        status, headers, raw = await post(url, {"model": "fake-chat", "messages": HELLO})
+        assert status == 503 and int(headers["Retry-After"]) > 0
+        error = json.loads(raw)["error"]
+        assert error["type"] == "server_error" and error["code"] == "server_busy" and "2 requests" in error["message"]
+        status, _, _ = await post(url, b"x" * 4096)  # refused before its body is read: not a 400
+        assert status == 503
+        hold.set()
+        results = await asyncio.wait_for(asyncio.gather(*first), WAIT)
+        assert [status for status, _, _ in results] == [200, 200]
+        assert waiting.count == 0
+        status, _, _ = await post(url, {"model": "fake-chat", "messages": HELLO})  # room again
+        assert status == 200
+
+
+async def test_a_conversation_no_context_can_hold_is_refused_before_the_model_loads(app_paths: AppPaths) -> None:
+    services, backend = services_with_fake(app_paths)
+    window = services.manager.context_length
+    async with app_on_loopback(services) as (url, _app):
+        huge = {"model": "fake-chat", "messages": [{"role": "user", "content": "word " * (window * 8)}]}
+        status, _, raw = await post(url, huge)
+        assert status == 400 and json.loads(raw)["error"]["code"] == "context_length_exceeded"
+        assert services.manager.info("fake-chat").state is ModelState.UNLOADED and backend.calls == []
+        history = [{"role": ("user", "assistant")[i % 2], "content": "word " * 400} for i in range(window // 4)]
+        body = {"model": "fake-chat", "messages": [*history, *HELLO], "max_tokens": 3}
+        status, headers, raw = await post(url, body)
+        assert status == 200 and int(headers[TRIMMED_HEADER]) > len(history) // 2
+        sent = backend.calls[-1]
+        assert sum(len(m["content"]) for m in sent) <= window * MAX_CHARS_PER_TOKEN
+
+
+# --- the key beyond loopback ---------------------------------------------------------------------------
+
+KEY = "test-key-0123456789abcdef"
+
+
+async def request(url: str, method: str, path: str, authorization: str | None,
+                  body: dict | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session, session.request(
+        method, url + path, json=body, headers=headers
+    ) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+ROUTES = [("GET", "/models", None), ("GET", "/models/fake-chat", None),
+          ("POST", "/chat/completions", {"model": "fake-chat", "messages": HELLO}), ("GET", "/no-such-route", None)]
+
+
+async def test_with_a_key_every_route_asks_for_it(app_paths: AppPaths) -> None:
+    services, backend = services_with_fake(app_paths)
+    async with app_on_loopback(services, api_key=KEY) as (url, _app):
+        for method, path, body in ROUTES:
+            for wrong in (None, "", "Bearer", f"Bearer {KEY[:-1]}", f"Bearer {KEY}x", f"Basic {KEY}", KEY,
+                          "Bearer wrong-key-0123456789abcde", "Bearer clé"):  # fmt: skip
+                status, headers, raw = await request(url, method, path, wrong, body)
+                assert status == 401, (method, path, wrong)
+                assert headers["WWW-Authenticate"] == "Bearer"
+                assert json.loads(raw)["error"]["code"] == "invalid_api_key"
+            status, _, _ = await request(url, method, path, f"Bearer {KEY}", body)
+            assert status == (404 if path == "/no-such-route" else 200), path
+            assert (await request(url, method, path, f"bearer  {KEY} ", body))[0] == status  # scheme in any case
+        assert len(backend.calls) == 2  # only the requests with the key reached the model
+        client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=WAIT)
+        assert (await client.chat.completions.create(model="fake-chat", messages=HELLO)).choices[0].message.content
+        await client.close()
+        wrong_client = openai.AsyncOpenAI(base_url=url, api_key="nope", max_retries=0, timeout=WAIT)
+        with pytest.raises(openai.AuthenticationError):
+            await wrong_client.models.list()
+        await wrong_client.close()
+
+
+def test_the_key_is_compared_in_constant_time() -> None:
+    import inspect
+
+    from workbench.core import openai_server
+
+    assert "hmac.compare_digest(" in inspect.getsource(openai_server.require_key)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("LOCALHOST", True), ("0.0.0.0", False), ("::", False), ("", False), ("192.168.1.5", False),
+     ("gpu-box", False), ("localhost.example.com", False)],
+)  # fmt: skip
+def test_which_hosts_are_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+async def test_serve_beyond_loopback_without_a_key_never_listens(app_paths: AppPaths) -> None:
+    services, _backend = services_with_fake(app_paths)
+    with pytest.raises(KeyRequiredError, match="needs an API key"):
+        await serve(services, host="0.0.0.0", port=0, ready=lambda _url: pytest.fail("it listened"))
+    services.store.close()
+
+
+def run_serve_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
+    environment.pop("WB_SERVE_TEST_KEY", None)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "workbench.cli", "serve", *args], env=environment,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_workbench_serve_beyond_loopback_without_a_key_exits_2_saying_how(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for host in ("0.0.0.0", "::", "192.168.1.5", "gpu-box"):
+        result = run_serve_cli(home, "--host", host, "--port", "0")
+        assert result.returncode == 2, result.stderr
+        assert f"refusing to serve on {host} without an API key" in result.stderr
+        assert "--api-key-env VAR" in result.stderr and "[serve]" in result.stderr and "Bearer" in result.stderr
+        assert "Traceback" not in result.stderr and "serving the OpenAI API" not in result.stderr
+    unset = run_serve_cli(home, "--api-key-env", "WB_SERVE_TEST_KEY")  # asked for a key that is not there
+    assert unset.returncode == 2 and "$WB_SERVE_TEST_KEY is empty or not set" in unset.stderr
+    bad = run_serve_cli(home, "--host", "0.0.0.0", "--api-key-env", "sk-the-key-itself")
+    assert bad.returncode == 2 and "not the key itself" in bad.stderr and "sk-the-key" not in bad.stderr
+    assert not (home / "data" / "models").exists()  # refused before anything was imported
+
+
+async def test_workbench_serve_with_a_key_from_the_config_checks_it_on_every_route(
+    tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    from workbench.core.local_models import DEFAULT_CHAT_ID
+
+    paths = AppPaths.under(tmp_path / "home")
+    paths.models_dir.mkdir(parents=True)
+    (paths.models_dir / DEFAULT_CHAT_ID).symlink_to(tiny_models["small"])  # imported already: no import
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file.write_text('[serve]\napi_key_env = "WB_SERVE_TEST_KEY"\n')
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path),
+           "WB_SERVE_TEST_KEY": KEY, "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workbench.cli", "serve", "--port", "0", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        lines: list[str] = []
+        while not any("serving the OpenAI API on" in line for line in lines):
+            line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+            assert line, "serve ended: " + "".join(lines)
+            lines.append(line)
+        url = next(line for line in lines if "serving" in line).split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        for method, path, body in ROUTES[:3]:
+            assert (await request(url, method, path, None, body))[0] == 401
+            assert (await request(url, method, path, "Bearer not-the-key", body))[0] == 401
+        status, _, raw = await request(url, "GET", "/models", f"Bearer {KEY}")
+        assert status == 200 and DEFAULT_CHAT_ID in [m["id"] for m in json.loads(raw)["data"]]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0

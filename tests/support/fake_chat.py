@@ -14,6 +14,7 @@ from workbench.core.memory import MB, MemoryEstimate
 from workbench.core.sampling import SamplingSettings
 
 KIND = "fake-chat"
+HOLD_S = 30.0
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Script:
     delay_s: float = 0.0
     fail_after: int | None = None  # raise after this many tokens
     window: int | None = 4096
+    hold: threading.Event | None = None  # the first token waits for it (at most HOLD_S): requests pile up
 
 
 class FakeChatBackend:
@@ -63,6 +65,8 @@ class FakeChatBackend:
         self.started.set()
         prompt = self.count_prompt_tokens(handle, messages)
         tokens = self.script.tokens[: sampling.max_tokens]
+        if self.script.hold is not None:
+            self.script.hold.wait(HOLD_S)
         for i, text in enumerate(tokens):
             if self.script.fail_after is not None and i >= self.script.fail_after:
                 raise RuntimeError("the fake model fell over")

@@ -63,7 +63,12 @@ def _inventory(paths: AppPaths) -> list[InstalledModel]:
 
 
 def run_ls(paths: AppPaths, args: argparse.Namespace) -> int:
+    from workbench.core.local_models import DEFAULT_CHAT_ID, default_chat_importable, default_chat_missing
+
     models = _inventory(paths)
+    if default_chat_missing(paths) and default_chat_importable():  # a listing does not import (~10 s, ~100 MB)
+        note(f"{DEFAULT_CHAT_ID}, the default chat model, is imported from its package on first use: by the app, "
+             f"`workbench chat {DEFAULT_CHAT_ID} PROMPT` or `workbench serve` (about 10 s)")  # fmt: skip
     if args.json:
         print_json([model.to_dict() for model in models])
         return EXIT_OK
@@ -121,7 +126,7 @@ def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
     else:
         print(f"deleted {model.id} ({format_bytes(freed)} freed)")
     if model.id == DEFAULT_CHAT_ID:
-        note("the default chat model is imported again from its package when the app next starts")
+        note("the default chat model is imported again from its package on next use (the app, chat or serve)")
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from workbench.core.lifecycle import ModelManager, ModelManagerError
 from workbench.core.sampling import SamplingSettings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # "system", "user" or "assistant"
     content: str
@@ -84,29 +84,79 @@ class ChatError(Exception):
 # --- context ------------------------------------------------------------------------------------
 
 
+# No real text averages anywhere near this many characters per token (English prose ~4, indented code ~8), so a
+# conversation longer than ``window * MAX_CHARS_PER_TOKEN`` characters cannot fit a window of ``window`` tokens.
+# Dropping such turns before tokenizing bounds the tokenizer's time and memory (~150 bytes per character of a
+# prompt) by the window instead of by what a client sends.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def _split_system(messages: list[ChatMessage]) -> tuple[list[ChatMessage], list[ChatMessage]]:
+    system = [m for m in messages[:1] if m.role == "system"]
+    return system, messages[len(system) :]
+
+
+def _turn_starts(turns: list[ChatMessage]) -> list[int]:
+    """Where the kept history may start, oldest first: whole turns (never an assistant answer first), and the
+    last message always."""
+    last = len(turns) - 1
+    return [i for i, m in enumerate(turns) if i in (0, last) or m.role != "assistant"]
+
+
+def trim_to_characters(messages: list[ChatMessage], window: int) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest turns (never the system prompt or the last message) that surely cannot fit ``window``
+    tokens: more characters than ``window * MAX_CHARS_PER_TOKEN`` or more messages than tokens. Counts characters
+    only (no tokenizer). Returns the kept messages and how many were dropped; raises ChatError when the system
+    prompt and the last message alone are already too long."""
+    system, turns = _split_system(messages)
+    budget = window * MAX_CHARS_PER_TOKEN
+    fixed = sum(len(m.content) for m in system)
+    after = [0] * (len(turns) + 1)  # after[i]: characters of turns[i:]
+    for i in range(len(turns) - 1, -1, -1):
+        after[i] = after[i + 1] + len(turns[i].content)
+    for start in _turn_starts(turns) or [0]:
+        if fixed + after[start] <= budget and len(system) + len(turns) - start <= window:
+            return system + turns[start:], start
+    raise ChatError(f"the last message alone is {fixed + after[-2 if turns else 0]:,} characters, more than the "
+                    f"model's context of {window} tokens can hold: shorten it")  # fmt: skip
+
+
 def fit_to_context(
     backend: ChatBackend, handle: Any, messages: list[ChatMessage], window: int | None, reserve: int
 ) -> tuple[list[ChatMessage], int, int]:
     """Drop the oldest turns (never the system prompt or the last message) until the prompt plus
     ``reserve`` answer tokens fits ``window``. Returns the kept messages, how many were dropped and the
-    prompt's token count. Runs on the inference thread (it tokenizes)."""
-    system = [m for m in messages[:1] if m.role == "system"]
-    turns = messages[len(system) :]
-    dropped = 0
-    while True:
-        kept = system + turns[dropped:]
-        tokens = backend.count_prompt_tokens(handle, [m.as_dict() for m in kept])
-        if window is None or tokens + reserve <= window or dropped >= len(turns) - 1:
-            break
-        dropped += 1
-        # keep turns whole: never start the history with an assistant answer
-        while dropped < len(turns) - 1 and turns[dropped].role == "assistant":
-            dropped += 1
+    prompt's token count. Runs on the inference thread (it tokenizes: first what surely cannot fit goes by
+    its characters, then a binary search over where the history starts tokenizes a few candidates)."""
+    surely_dropped = 0
+    if window is not None:
+        messages, surely_dropped = trim_to_characters(messages, window)
+    system, turns = _split_system(messages)
+    starts = _turn_starts(turns) or [0]
+    counted: dict[int, int] = {}
+
+    def tokens_from(start: int) -> int:
+        if start not in counted:
+            counted[start] = backend.count_prompt_tokens(handle, [m.as_dict() for m in system + turns[start:]])
+        return counted[start]
+
+    chosen = starts[-1]
+    if window is not None:
+        low, high = 0, len(starts) - 1  # the prompt shrinks as more turns go: find the first start that fits
+        while low <= high:
+            middle = (low + high) // 2
+            if tokens_from(starts[middle]) + reserve <= window:
+                chosen, high = starts[middle], middle - 1
+            else:
+                low = middle + 1
+    else:
+        chosen = 0
+    tokens = tokens_from(chosen)
     if window is not None and tokens >= window:
         raise ChatError(
             f"the last message alone is {tokens} tokens, more than the model's context of {window}: shorten it"
         )
-    return kept, dropped, tokens
+    return system + turns[chosen:], surely_dropped + chosen, tokens
 
 
 # --- one answer ---------------------------------------------------------------------------------
@@ -202,4 +252,5 @@ __all__ = [
     "ModelManagerError",
     "Token",
     "fit_to_context",
+    "trim_to_characters",
 ]

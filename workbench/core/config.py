@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.core.endpoints import Endpoint, parse_endpoints
+from workbench.core.endpoints import ENV_NAME, Endpoint, parse_endpoints
 from workbench.core.sampling import BUILTIN_PRESETS, Preset, validate_sampling
 
 SYNTAX_KEY = "(syntax)"
@@ -54,6 +54,9 @@ class Settings:
     chat_preset: str | None = None
     chat_presets: dict[str, Preset] = field(default_factory=dict)  # the user's own only
     endpoints: list[Endpoint] = field(default_factory=list)
+    serve_api_key_env: str = ""  # the variable holding the key `serve` asks for; "" = none (loopback only)
+    serve_max_body_mb: float = 8.0
+    serve_max_waiting: int = 32
 
 
 def presets(settings: Settings) -> dict[str, Preset]:
@@ -250,8 +253,18 @@ _FIELDS: dict[tuple[str, ...], _Field] = {
     ),
     ("chat", "system_prompt"): _Field("chat_system_prompt", str, 'text ("" = the model\'s default)'),
     ("chat", "preset"): _Field("chat_preset", str, "a preset name", lambda v: bool(v.strip())),
+    ("serve", "api_key_env"): _Field(
+        "serve_api_key_env", str, "the name of an environment variable (letters, digits, _)",
+        lambda v: bool(ENV_NAME.fullmatch(v)),
+    ),
+    ("serve", "max_body_mb"): _Field(
+        "serve_max_body_mb", float, "a number of megabytes greater than 0 and at most 1024", lambda v: 0 < v <= 1024
+    ),
+    ("serve", "max_waiting"): _Field(
+        "serve_max_waiting", int, "a whole number of requests from 1 to 10000", lambda v: 1 <= v <= 10_000
+    ),
 }
-_TABLES = {"memory", "models", "keys", "chat"}
+_TABLES = {"memory", "models", "keys", "chat", "serve"}
 _KNOWN_NAMES = [".".join(path) for path in _FIELDS] + ["keys", "chat.presets", "endpoints"]
 
 
@@ -393,6 +406,16 @@ def default_config_text() -> str:
 # Sampling preset new chats start with: balanced, precise, creative, greedy or one of yours. Unset, each
 # model's own defaults apply (its generation_config.json), then the built-in ones (temperature 0.7).
 # preset = "balanced"
+
+[serve]
+# `workbench serve`, the OpenAI-compatible API. Beyond 127.0.0.1 (--host 0.0.0.0) it asks every request for a
+# key (Authorization: Bearer KEY) and refuses to start without one: api_key_env names the environment variable
+# that holds it (the key itself is never written here; --api-key-env overrides this).
+# api_key_env = "WORKBENCH_API_KEY"
+# The largest request body, in MB; a larger one is refused with 413.
+# max_body_mb = 8
+# Chat requests answered or waiting at once; past it a request gets 503 with Retry-After.
+# max_waiting = 32
 
 # Models on other machines: any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, mlx_lm.server).
 # Their models appear in the Chat and Compare pickers as NAME:MODEL. The API key is never written here:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.backends import mlx_lm, sentence_transformers
-from workbench.core.gguf_import import import_gguf
+from workbench.core.gguf_import import GgufImportError, import_gguf
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelSpec
 from workbench.core.paths import AppPaths
@@ -195,6 +195,36 @@ def mlx_lm_supports(model_type: str | None) -> bool:
 
 def default_chat_missing(paths: AppPaths) -> bool:
     return not is_mlx_model_dir(default_chat_dir(paths))
+
+
+def default_chat_importable() -> bool:
+    """Whether the package that carries the default chat model's GGUF is installed."""
+    try:
+        package_dir(SMOLLM2_PACKAGE)
+    except MissingPackageError:
+        return False
+    return True
+
+
+async def ensure_embedded_defaults(
+    paths: AppPaths, inference: InferenceThread, progress: Callable[[str, float], None] | None = None
+) -> list[ModelSpec]:
+    """The one place that brings the embedded defaults in: imports SmolLM2 from its package when it is missing
+    (first use, about 10 s; a no-op afterwards) and returns the specs of the defaults this machine has (the chat
+    model, the embedder), ready to register. A missing package leaves its model out; a failed import raises
+    (GgufImportError, OSError) unless another process finished the same import meanwhile."""
+    specs = []
+    if default_chat_missing(paths) and default_chat_importable():
+        try:
+            await ensure_default_chat_model(paths, inference, progress)
+        except (GgufImportError, OSError):
+            if default_chat_missing(paths):  # not a second importer that won the race to the same folder
+                raise
+    if not default_chat_missing(paths):
+        specs.append(default_chat_spec(paths))
+    with contextlib.suppress(MissingPackageError):
+        specs.append(default_embedder_spec())
+    return specs
 
 
 async def ensure_default_chat_model(

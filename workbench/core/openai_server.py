@@ -4,6 +4,11 @@ Routes: ``GET /v1/models``, ``GET /v1/models/{id}`` and ``POST /v1/chat/completi
 as server-sent events). Every answer is a :class:`ChatRun` on the manager, so loading, eviction and the
 memory budget behave as in the app, and the inference thread round-robins concurrent streams.
 
+Bounded: a body over ``ServeLimits.max_body_bytes`` is answered 413 (before it is read when it says its length),
+and past ``max_waiting`` chat requests in progress at once the next gets 503 with Retry-After, before its body
+is read. With an ``api_key`` every route asks for ``Authorization: Bearer KEY`` (401 otherwise); :func:`serve`
+refuses to listen beyond loopback without one.
+
 Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``. A stream sends its
 headers only once the first token exists, so a model that does not fit or fails to load is a plain
 HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
@@ -13,18 +18,31 @@ without ``[DONE]``: the openai client raises ``APIError`` with the message on su
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import hmac
+import ipaddress
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from workbench.core.chat import ChatError, ChatEvent, ChatMessage, ChatRun, ContextTrimmed, Finished, Token
+from workbench.core.chat import (
+    ChatError,
+    ChatEvent,
+    ChatMessage,
+    ChatRun,
+    ContextTrimmed,
+    Finished,
+    Token,
+    trim_to_characters,
+)
 from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import (
     ModelDoesNotFitError,
@@ -40,9 +58,42 @@ from workbench.core.services import Services
 
 log = logging.getLogger(__name__)
 
+MB = 1024 * 1024
+RETRY_AFTER_S = 5  # what a 503 for a full queue suggests; a short answer of a small model takes about that
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """How much the server takes at once ([serve] in config.toml)."""
+
+    max_body_bytes: int = 8 * MB
+    max_waiting: int = 32  # chat requests answered or waiting for a model at once
+
+
+class WaitingRequests:
+    """Counts the chat requests in progress; past the limit a request is refused at once (503), never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            raise ApiError(503, f"the server is busy: {self.limit} requests are already waiting for an answer; "
+                           f"try again in {RETRY_AFTER_S} s", "server_error", code="server_busy",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
 SERVICES = web.AppKey("services", Services)
 RUNS = web.AppKey("runs", set[ChatRun])
-MAX_BODY = 32 * 1024 * 1024  # long conversations are bigger than aiohttp's 1 MB default
+LIMITS = web.AppKey("limits", ServeLimits)
+WAITING = web.AppKey("waiting", WaitingRequests)
 SHUTDOWN_TIMEOUT_S = 10.0  # running generations are stopped first, so handlers end well before this
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # request field -> sampling setting; top_k, min_p and repetition_penalty are extensions other local servers accept
@@ -66,13 +117,15 @@ class ApiError(Exception):
     """An error answered in OpenAI's shape."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:  # fmt: skip
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status = status
         self.body = {"message": message, "type": type_, "param": param, "code": code}
+        self.headers = headers or {}
 
     def response(self) -> web.Response:
-        return web.json_response({"error": self.body}, status=self.status)
+        return web.json_response({"error": self.body}, status=self.status, headers=self.headers)
 
 
 @web.middleware
@@ -87,6 +140,23 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return ApiError(500, "internal server error (see the workbench log)", "server_error").response()
+
+
+def require_key(key: str) -> Callable[[web.Request, Handler], Any]:
+    """A middleware that answers 401 unless the request carries ``Authorization: Bearer KEY`` (compared in
+    constant time, so the answer's timing does not tell how much of a guess was right)."""
+    expected = key.encode()
+
+    @web.middleware
+    async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        given_bytes = given.strip().encode("utf-8", "backslashreplace")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected)):
+            raise ApiError(401, "a valid API key is required: send it as 'Authorization: Bearer KEY'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return await handler(request)
+
+    return check_key
 
 
 def _generation_error(model_id: str, exc: Exception) -> ApiError:
@@ -272,22 +342,45 @@ async def _first_answer_event(events: AsyncIterator[ChatEvent], model_id: str) -
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
+    with request.app[WAITING].admit():  # before the body is read: a refused request costs no memory
+        return await _answer(request)
+
+
+async def _read_json(request: web.Request) -> object:
+    limit = request.app[LIMITS].max_body_bytes
+    too_large = ApiError(413, f"the request body is larger than {limit / MB:g} MB, the most this server takes "
+                         "([serve] max_body_mb in config.toml)", code="request_too_large")  # fmt: skip
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large  # without reading it
     try:
-        body = json.loads(await request.read())
+        raw = await request.read()  # aiohttp stops reading past client_max_size (the same limit)
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    try:
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    body = await _read_json(request)  # the parsed body is not kept: only its messages
     # the request's fields over the configured preset (if any), the model's generation_config, the built-in ones
     model_id = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
     parsed = parse_request(body, chat_sampling(services.settings, services.manager, model_id).settings)
     _require_chat_model(services.manager, parsed.model)
+    try:  # what surely cannot fit any context here goes now, before it waits for a model or meets a tokenizer
+        kept, dropped = trim_to_characters(parsed.messages, services.manager.context_length)
+    except ChatError as exc:
+        raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
+    parsed = dataclasses.replace(parsed, messages=kept)
     run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling)
     events = run.events()
     request.app[RUNS].add(run)
     try:
         if parsed.stream:
-            return await _streamed(request, parsed, events)
-        return await _whole(parsed, events)
+            return await _streamed(request, parsed, events, dropped)
+        return await _whole(parsed, events, dropped)
     finally:
         # also reached when the client goes away (aiohttp cancels the handler): the lease goes back
         run.stop()
@@ -295,8 +388,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request.app[RUNS].discard(run)
 
 
-async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent]) -> web.Response:
+async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent], dropped_before: int) -> web.Response:
     event, dropped = await _first_answer_event(events, parsed.model)
+    dropped += dropped_before
     texts: list[str] = []
     finished: Finished | None = None
     while event is not None:
@@ -310,9 +404,10 @@ async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent]) ->
     return web.json_response(answer, headers=_trim_headers(dropped))
 
 
-async def _streamed(request: web.Request, parsed: CompletionRequest,
-                    events: AsyncIterator[ChatEvent]) -> web.StreamResponse:  # fmt: skip
+async def _streamed(request: web.Request, parsed: CompletionRequest, events: AsyncIterator[ChatEvent],
+                    dropped_before: int) -> web.StreamResponse:  # fmt: skip
     event, dropped = await _first_answer_event(events, parsed.model)
+    dropped += dropped_before
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_trim_headers(dropped)}
     response = web.StreamResponse(headers=headers)
     try:
@@ -368,11 +463,16 @@ async def _stop_generations(app: web.Application) -> None:
         run.stop()
 
 
-def build_app(services: Services) -> web.Application:
-    """The API as an aiohttp application over ``services`` (registers nothing by itself)."""
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+def build_app(services: Services, limits: ServeLimits | None = None, api_key: str | None = None) -> web.Application:
+    """The API as an aiohttp application over ``services`` (registers nothing by itself); with ``api_key`` every
+    route asks for it."""
+    limits = limits or ServeLimits()
+    middlewares = [_errors] if api_key is None else [_errors, require_key(api_key)]
+    app = web.Application(middlewares=middlewares, client_max_size=limits.max_body_bytes)
     app[SERVICES] = services
     app[RUNS] = set()
+    app[LIMITS] = limits
+    app[WAITING] = WaitingRequests(limits.max_waiting)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold a slash (org/name)
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -384,20 +484,40 @@ def base_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
-async def serve(
-    services: Services, host: str = "127.0.0.1", port: int = 8000, ready: Callable[[str], None] | None = None
-) -> None:
-    """Serve the API on ``host:port`` until cancelled; ``ready`` gets the base URL once listening (the real
-    port when ``port`` is 0). On the way out: stop running generations, close the server, close the manager."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` reaches this machine only: ``localhost`` or a loopback address. Any other name may
+    resolve to an address others reach, and "" or 0.0.0.0 listen everywhere."""
+    if host.lower() == "localhost":
+        return True
     try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class KeyRequiredError(ValueError):
+    """Serving beyond loopback without an API key."""
+
+
+async def serve(
+    services: Services, host: str = "127.0.0.1", port: int = 8000, ready: Callable[[str], None] | None = None,
+    limits: ServeLimits | None = None, api_key: str | None = None,
+) -> None:  # fmt: skip
+    """Serve the API on ``host:port`` until cancelled; ``ready`` gets the base URL once listening (the real
+    port when ``port`` is 0). On the way out: stop running generations, close the server, close the manager.
+    Beyond loopback an ``api_key`` is required (KeyRequiredError otherwise, before anything listens)."""
+    try:
+        if not api_key and not is_loopback(host):
+            raise KeyRequiredError(f"serving on {host} needs an API key: anyone who reaches it could use the models")
         services.register_all_models()
         # a client that disconnects cancels its handler, which stops its generation
-        runner = web.AppRunner(build_app(services), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        app = build_app(services, limits, api_key or None)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
             url = base_url(host, runner.addresses[0][1])
-            log.info("serving the OpenAI-compatible API at %s", url)
+            log.info("serving the OpenAI-compatible API at %s%s", url, " (API key required)" if api_key else "")
             if ready is not None:
                 ready(url)
             await asyncio.Event().wait()
@@ -407,4 +527,15 @@ async def serve(
         await services.manager.aclose()
 
 
-__all__ = ["ApiError", "CompletionRequest", "base_url", "build_app", "chat_model_ids", "parse_request", "serve"]
+__all__ = [
+    "ApiError",
+    "CompletionRequest",
+    "KeyRequiredError",
+    "ServeLimits",
+    "base_url",
+    "build_app",
+    "chat_model_ids",
+    "is_loopback",
+    "parse_request",
+    "serve",
+]

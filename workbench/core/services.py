@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.local_models import local_specs, local_specs_with_cache
+from workbench.core.local_models import ensure_embedded_defaults, local_specs, local_specs_with_cache
 from workbench.core.memory import MemoryProbe, resolve_budget
 from workbench.core.paths import AppPaths
 from workbench.core.store import Store
@@ -75,6 +76,13 @@ class Services:
                 log.warning("endpoint %s: %s", endpoint.name, exc)
                 problems.append(str(exc))
         return specs, problems
+
+    async def bring_in_embedded_defaults(self, progress: Callable[[str, float], None] | None = None) -> None:
+        """Import the embedded default models on first use (see local_models.ensure_embedded_defaults) and
+        register them. Raises what the import raises (GgufImportError, OSError)."""
+        for spec in await ensure_embedded_defaults(self.paths, self.manager.inference, progress):
+            if spec.id not in {info.spec.id for info in self.manager.models()}:
+                self.manager.register(spec)
 
     def register_all_models(self) -> None:
         """Everything loadable, also what the Hugging Face cache holds (imports huggingface_hub; for the CLI
