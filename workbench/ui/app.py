@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
-from importlib import import_module
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -21,30 +20,13 @@ from workbench.core.memory import MemorySnapshot, metal_budget
 from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
+from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import ImportProgress
+from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
-from workbench.ui.widgets.pane_bar import PANES
 
 log = logging.getLogger(__name__)
 
-# Each pane's module is imported when the pane is first shown, so start-up pays only for the first one.
-PANE_CLASSES = {
-    "catalog": "workbench.ui.screens.catalog:CatalogPane",
-    "downloads": "workbench.ui.screens.downloads:DownloadsPane",
-    "chat": "workbench.ui.screens.chat:ChatPane",
-    "compare": "workbench.ui.screens.compare:ComparePane",
-    "embeddings": "workbench.ui.screens.embeddings:EmbeddingsPane",
-    "models": "workbench.ui.screens.models:ModelsPane",
-}
-
-
-def pane_class(mode: str) -> type[Screen]:
-    module, name = PANE_CLASSES[mode].split(":")
-    return getattr(import_module(module), name)
-
-
-def pane_screens() -> dict[str, type[Screen]]:
-    return {mode: pane_class(mode) for mode in PANE_CLASSES}
 MEMORY_REFRESH_S = 1.0
 # The footer shows the six pane keys together ("1 2 3 4 5 6 Panes") so everything fits in 80 columns.
 PANES_GROUP = Binding.Group("Panes", compact=True)
@@ -52,18 +34,15 @@ PANES_GROUP = Binding.Group("Panes", compact=True)
 
 class WorkbenchApp(App[None]):
     TITLE = "workbench"
-    MODES = {mode: partial(lambda m: pane_class(m)(), mode) for mode in PANE_CLASSES}  # type: ignore[assignment]
+    MODES = {p.mode: partial(lambda p: p.screen_class()(), p) for p in PANES}  # type: ignore[assignment]
     DEFAULT_MODE = "catalog"
     BINDINGS = [
-        *(
-            Binding(key, f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
-            for mode, key, title in PANES
-        ),
+        *(Binding(p.key, f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}", group=PANES_GROUP) for p in PANES),
         # alt+N works while typing in a text box, where a plain digit is text (not in the footer: the pane bar
         # names the panes, and "alt+1alt+2…" would crowd out the pane's own keys)
         *(
-            Binding(f"alt+{key}", f"switch_mode('{mode}')", title, id=f"pane.{mode}.typing", show=False)
-            for mode, key, title in PANES
+            Binding(f"alt+{p.key}", f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}.typing", show=False)
+            for p in PANES
         ),
         Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True),
         Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True),
@@ -87,32 +66,16 @@ class WorkbenchApp(App[None]):
     # --- set-up -------------------------------------------------------------------------------
 
     @staticmethod
-    def binding_ids() -> set[str]:
-        """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
-        from textual.dom import DOMNode
-
-
-        def ours(cls: type) -> list[type]:
-            found = [cls] if cls.__module__.startswith("workbench.ui") else []
-            for sub in cls.__subclasses__():
-                found += ours(sub)
-            return found
-
-        return {
-            binding.id
-            for cls in ours(DOMNode)
-            for binding in cls.__dict__.get("BINDINGS", [])
-            if isinstance(binding, Binding) and binding.id
-        }
+    def binding_ids() -> frozenset[str]:
+        """Every binding id a user may remap (the one table in workbench.ui.keymap)."""
+        return BINDING_IDS
 
     def _apply_keymap(self) -> None:
-        keys = dict(self.services.settings.keys)
-        unknown = sorted(set(keys) - self.binding_ids()) if keys else []
+        keys, unknown = split_keymap(dict(self.services.settings.keys))
         for binding_id in unknown:
-            keys.pop(binding_id)
             self._startup_notes.append((f"[keys] {binding_id!r} is not a binding id; ignored", "warning"))
         self.set_keymap(keys)
-        self.pane_keys = {mode: keys.get(f"pane.{mode}", key) for mode, key, _ in PANES}
+        self.pane_keys = {p.mode: keys.get(f"pane.{p.mode}", p.key) for p in PANES}
 
     def _register_themes(self) -> None:
         themes, errors = load_theme_dirs([shipped_path("themes"), self.services.paths.user_themes_dir])
@@ -245,14 +208,12 @@ class WorkbenchApp(App[None]):
         self.activity = f"importing SmolLM2: {message.stage} {message.fraction:.0%}"
 
     def action_next_pane(self, step: int) -> None:
-        modes = [mode for mode, _key, _title in PANES]
-        self.switch_mode(modes[(modes.index(self.current_mode) + step) % len(modes)])
+        self.switch_mode(MODES[(MODES.index(self.current_mode) + step) % len(MODES)])
 
     # --- command palette ----------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for mode, _key, title in PANES:
-            key = self.pane_keys[mode]
-            yield SystemCommand(f"Go to {title}", f"Switch to the {title} pane (key {key})",
-                                partial(self.switch_mode, mode))  # fmt: skip
+        for p in PANES:
+            yield SystemCommand(f"Go to {p.title}", f"Switch to the {p.title} pane (key {self.pane_keys[p.mode]})",
+                                partial(self.switch_mode, p.mode))  # fmt: skip
