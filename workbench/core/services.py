@@ -18,8 +18,9 @@ from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.local_models import local_specs, local_specs_with_cache
+from workbench.core.local_models import ensure_default_chat_model, local_specs, local_specs_with_cache
 from workbench.core.memory import MemoryProbe, resolve_budget
+from workbench.core.model_wait import DefaultModelImport, Progress
 from workbench.core.paths import AppPaths
 from workbench.core.store import Store
 from workbench.resources import shipped_path
@@ -28,6 +29,14 @@ if TYPE_CHECKING:
     from workbench.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
+
+
+async def _nothing_to_import(progress: Progress) -> ModelSpec:
+    raise RuntimeError("these services import no default model")
+
+
+def _no_default_import() -> DefaultModelImport:
+    return DefaultModelImport(_nothing_to_import, "SmolLM2")
 
 
 @dataclass
@@ -42,6 +51,8 @@ class Services:
     downloads: DownloadManager
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
+    # the first-start import of the default chat model (build_services gives the real one; tests script it)
+    default_import: DefaultModelImport = field(default_factory=_no_default_import)
     _embedder: Embedder | None = None
 
     @property
@@ -109,8 +120,15 @@ def build_services(
     hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
     # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
     downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
+
+    async def import_default_chat_model(progress: Progress) -> ModelSpec:
+        spec = await ensure_default_chat_model(paths, manager.inference, progress)
+        manager.register(spec)
+        return spec
+
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads=downloads, issues=issues,
+                        store=store, hub=hub, downloads=downloads,
+                        default_import=DefaultModelImport(import_default_chat_model, "SmolLM2"), issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
     services.refresh_local_models()
     return services

@@ -15,8 +15,9 @@ from textual.screen import Screen
 from workbench.core.config import presets, save_setting
 from workbench.core.downloads import JobSnapshot, JobState
 from workbench.core.lifecycle import ManagerEvent
-from workbench.core.local_models import default_chat_missing, ensure_default_chat_model, local_specs_with_cache
+from workbench.core.local_models import default_chat_missing, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
+from workbench.core.model_wait import ImportState, ImportStatus
 from workbench.core.sampling import SamplingSettings
 from workbench.core.services import Services
 from workbench.resources import shipped_path
@@ -52,6 +53,7 @@ class WorkbenchApp(App[None]):
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
     models_version: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")
+    import_status: reactive[ImportStatus] = reactive(ImportStatus)  # the default chat model's first-start import
 
     def __init__(self, services: Services, import_defaults: bool = True, scan_cache: bool = True) -> None:
         super().__init__()
@@ -106,6 +108,10 @@ class WorkbenchApp(App[None]):
         for message, severity in self._startup_notes:
             self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
 
+        default_import = self.services.default_import
+        default_import.subscribe(lambda status: self.post_message(ImportProgress(status)))
+        if self.import_defaults and default_chat_missing(self.services.paths):
+            default_import.plan()  # a message sent before the import starts waits for it instead of being refused
         self.services.manager.subscribe(self._on_manager_event)
         self.services.downloads.subscribe(self._on_download)
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
@@ -118,7 +124,7 @@ class WorkbenchApp(App[None]):
         self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
-        if self.import_defaults and default_chat_missing(self.services.paths):
+        if self.services.default_import.status.state is ImportState.PLANNED:
             self.import_default_model()
         if self.scan_cache:
             self.find_cached_models()
@@ -187,25 +193,18 @@ class WorkbenchApp(App[None]):
 
     @work(group="import-default", exit_on_error=False)
     async def import_default_model(self) -> None:
-        services = self.services
-
-        def progress(stage: str, fraction: float) -> None:  # called on the inference thread
-            self.post_message(ImportProgress(stage, fraction))
-
-        self.activity = "importing SmolLM2…"
+        """The importer registers the model; messages sent meanwhile wait for it (core/model_wait.py)."""
         try:
-            spec = await ensure_default_chat_model(services.paths, services.manager.inference, progress)
+            spec = await self.services.default_import.run()
         except Exception as exc:
             log.exception("importing the default chat model failed")
             self.notify(f"Could not import the default chat model: {exc}", severity="error", timeout=20)
-            self.activity = ""
             return
-        services.manager.register(spec)
-        self.activity = ""
         self.notify(f"{spec.name} is imported and ready.", title="Default chat model")
 
     def on_import_progress(self, message: ImportProgress) -> None:
-        self.activity = f"importing SmolLM2: {message.stage} {message.fraction:.0%}"
+        self.import_status = message.status
+        self.activity = self.services.default_import.describe() if message.status.coming else ""
 
     def action_next_pane(self, step: int) -> None:
         self.switch_mode(MODES[(MODES.index(self.current_mode) + step) % len(MODES)])
