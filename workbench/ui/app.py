@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
-from importlib import import_module
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -16,34 +15,18 @@ from textual.screen import Screen
 from workbench.core.config import save_setting
 from workbench.core.downloads import JobSnapshot, JobState
 from workbench.core.lifecycle import ManagerEvent
-from workbench.core.local_models import default_chat_missing, ensure_default_chat_model, local_specs_with_cache
+from workbench.core.local_models import default_chat_missing, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
+from workbench.core.model_wait import ImportState, ImportStatus
 from workbench.core.services import Services
 from workbench.resources import shipped_path
+from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import ImportProgress
+from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
-from workbench.ui.widgets.pane_bar import PANES
 
 log = logging.getLogger(__name__)
 
-# Each pane's module is imported when the pane is first shown, so start-up pays only for the first one.
-PANE_CLASSES = {
-    "catalog": "workbench.ui.screens.catalog:CatalogPane",
-    "downloads": "workbench.ui.screens.downloads:DownloadsPane",
-    "chat": "workbench.ui.screens.chat:ChatPane",
-    "compare": "workbench.ui.screens.compare:ComparePane",
-    "embeddings": "workbench.ui.screens.embeddings:EmbeddingsPane",
-    "models": "workbench.ui.screens.models:ModelsPane",
-}
-
-
-def pane_class(mode: str) -> type[Screen]:
-    module, name = PANE_CLASSES[mode].split(":")
-    return getattr(import_module(module), name)
-
-
-def pane_screens() -> dict[str, type[Screen]]:
-    return {mode: pane_class(mode) for mode in PANE_CLASSES}
 MEMORY_REFRESH_S = 1.0
 # The footer shows the six pane keys together ("1 2 3 4 5 6 Panes") so everything fits in 80 columns.
 PANES_GROUP = Binding.Group("Panes", compact=True)
@@ -51,18 +34,15 @@ PANES_GROUP = Binding.Group("Panes", compact=True)
 
 class WorkbenchApp(App[None]):
     TITLE = "workbench"
-    MODES = {mode: partial(lambda m: pane_class(m)(), mode) for mode in PANE_CLASSES}  # type: ignore[assignment]
+    MODES = {p.mode: partial(lambda p: p.screen_class()(), p) for p in PANES}  # type: ignore[assignment]
     DEFAULT_MODE = "catalog"
     BINDINGS = [
-        *(
-            Binding(key, f"switch_mode('{mode}')", title, id=f"pane.{mode}", group=PANES_GROUP)
-            for mode, key, title in PANES
-        ),
+        *(Binding(p.key, f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}", group=PANES_GROUP) for p in PANES),
         # alt+N works while typing in a text box, where a plain digit is text (not in the footer: the pane bar
         # names the panes, and "alt+1alt+2…" would crowd out the pane's own keys)
         *(
-            Binding(f"alt+{key}", f"switch_mode('{mode}')", title, id=f"pane.{mode}.typing", show=False)
-            for mode, key, title in PANES
+            Binding(f"alt+{p.key}", f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}.typing", show=False)
+            for p in PANES
         ),
         Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True),
         Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True),
@@ -72,6 +52,7 @@ class WorkbenchApp(App[None]):
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
     models_version: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")
+    import_status: reactive[ImportStatus] = reactive(ImportStatus)  # the default chat model's first-start import
 
     def __init__(self, services: Services, import_defaults: bool = True, scan_cache: bool = True) -> None:
         super().__init__()
@@ -86,32 +67,16 @@ class WorkbenchApp(App[None]):
     # --- set-up -------------------------------------------------------------------------------
 
     @staticmethod
-    def binding_ids() -> set[str]:
-        """Every binding id a user may remap: the app's and those of each of our screens and widgets."""
-        from textual.dom import DOMNode
-
-
-        def ours(cls: type) -> list[type]:
-            found = [cls] if cls.__module__.startswith("workbench.ui") else []
-            for sub in cls.__subclasses__():
-                found += ours(sub)
-            return found
-
-        return {
-            binding.id
-            for cls in ours(DOMNode)
-            for binding in cls.__dict__.get("BINDINGS", [])
-            if isinstance(binding, Binding) and binding.id
-        }
+    def binding_ids() -> frozenset[str]:
+        """Every binding id a user may remap (the one table in workbench.ui.keymap)."""
+        return BINDING_IDS
 
     def _apply_keymap(self) -> None:
-        keys = dict(self.services.settings.keys)
-        unknown = sorted(set(keys) - self.binding_ids()) if keys else []
+        keys, unknown = split_keymap(dict(self.services.settings.keys))
         for binding_id in unknown:
-            keys.pop(binding_id)
             self._startup_notes.append((f"[keys] {binding_id!r} is not a binding id; ignored", "warning"))
         self.set_keymap(keys)
-        self.pane_keys = {mode: keys.get(f"pane.{mode}", key) for mode, key, _ in PANES}
+        self.pane_keys = {p.mode: keys.get(f"pane.{p.mode}", p.key) for p in PANES}
 
     def _register_themes(self) -> None:
         themes, errors = load_theme_dirs([shipped_path("themes"), self.services.paths.user_themes_dir])
@@ -142,6 +107,10 @@ class WorkbenchApp(App[None]):
         for message, severity in self._startup_notes:
             self.notify(message, severity=severity, timeout=12)  # type: ignore[arg-type]
 
+        default_import = self.services.default_import
+        default_import.subscribe(lambda status: self.post_message(ImportProgress(status)))
+        if self.import_defaults and default_chat_missing(self.services.paths):
+            default_import.plan()  # a message sent before the import starts waits for it instead of being refused
         self.services.manager.subscribe(self._on_manager_event)
         self.services.downloads.subscribe(self._on_download)
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
@@ -154,7 +123,7 @@ class WorkbenchApp(App[None]):
         self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
-        if self.import_defaults and default_chat_missing(self.services.paths):
+        if self.services.default_import.status.state is ImportState.PLANNED:
             self.import_default_model()
         if self.scan_cache:
             self.find_cached_models()
@@ -220,35 +189,26 @@ class WorkbenchApp(App[None]):
 
     @work(group="import-default", exit_on_error=False)
     async def import_default_model(self) -> None:
-        services = self.services
-
-        def progress(stage: str, fraction: float) -> None:  # called on the inference thread
-            self.post_message(ImportProgress(stage, fraction))
-
-        self.activity = "importing SmolLM2…"
+        """The importer registers the model; messages sent meanwhile wait for it (core/model_wait.py)."""
         try:
-            spec = await ensure_default_chat_model(services.paths, services.manager.inference, progress)
+            spec = await self.services.default_import.run()
         except Exception as exc:
             log.exception("importing the default chat model failed")
             self.notify(f"Could not import the default chat model: {exc}", severity="error", timeout=20)
-            self.activity = ""
             return
-        services.manager.register(spec)
-        self.activity = ""
         self.notify(f"{spec.name} is imported and ready.", title="Default chat model")
 
     def on_import_progress(self, message: ImportProgress) -> None:
-        self.activity = f"importing SmolLM2: {message.stage} {message.fraction:.0%}"
+        self.import_status = message.status
+        self.activity = self.services.default_import.describe() if message.status.coming else ""
 
     def action_next_pane(self, step: int) -> None:
-        modes = [mode for mode, _key, _title in PANES]
-        self.switch_mode(modes[(modes.index(self.current_mode) + step) % len(modes)])
+        self.switch_mode(MODES[(MODES.index(self.current_mode) + step) % len(MODES)])
 
     # --- command palette ----------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for mode, _key, title in PANES:
-            key = self.pane_keys[mode]
-            yield SystemCommand(f"Go to {title}", f"Switch to the {title} pane (key {key})",
-                                partial(self.switch_mode, mode))  # fmt: skip
+        for p in PANES:
+            yield SystemCommand(f"Go to {p.title}", f"Switch to the {p.title} pane (key {self.pane_keys[p.mode]})",
+                                partial(self.switch_mode, p.mode))  # fmt: skip

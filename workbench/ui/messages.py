@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from workbench.core.model_wait import ImportStatus
+
 
 class ImportProgress(Message):
     """Progress of the first-start import of the default chat model."""
 
-    def __init__(self, stage: str, fraction: float) -> None:
+    def __init__(self, status: ImportStatus) -> None:
         super().__init__()
-        self.stage = stage
-        self.fraction = fraction
+        self.status = status

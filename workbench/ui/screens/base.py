@@ -5,8 +5,8 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 
+from workbench.ui.widgets.footer import KeyFooter
 from workbench.ui.widgets.memory_strip import MemoryStrip
 from workbench.ui.widgets.pane_bar import PaneBar
 
@@ -23,7 +23,7 @@ class PaneScreen(Screen):
         with Vertical(id="pane-body"):
             yield from self.compose_body()
         yield MemoryStrip()
-        yield Footer()
+        yield KeyFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -68,6 +68,7 @@ def verdict_cell(verdict: FitVerdict, exact: bool = True) -> Text:
 
 class CatalogPane(PaneScreen):
     MODE = "catalog"
+    AUTO_FOCUS = "#catalog-table"  # focused from the start: no second footer and table render on a focus change
 
     BINDINGS = [
         Binding("slash", "focus_search", "Search", id="catalog.search"),
@@ -109,7 +110,7 @@ class CatalogPane(PaneScreen):
         yield table
 
     def on_mount(self) -> None:
-        self.watch(self.app, "models_version", lambda _v: self.render_rows())  # the budget may change
+        self.watch(self.app, "models_version", lambda _v: self.render_rows(), init=False)  # the budget may change
         cached = self.hub.last_cached(self.query_state)
         if cached is not None:  # the last results, instantly and offline; fresh ones follow
             self.result = cached

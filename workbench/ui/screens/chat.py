@@ -12,12 +12,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Select, Static
+from textual.worker import Worker
 
 from workbench.core.chat import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelState
 from workbench.core.local_models import DEFAULT_CHAT_ID
 from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.model_wait import (
+    NO_MODEL,
+    DefaultModelImport,
+    ModelWaitError,
+    Ready,
+    Waiting,
+    can_wait,
+    until_ready,
+)
 from workbench.core.sampling import ResolvedSampling, SamplingChoice
 from workbench.core.store import Conversation, MessageStatus, Store, StoredMessage
 from workbench.ui.clipboard import copy_text
@@ -72,6 +82,8 @@ class ChatPane(PaneScreen):
         super().__init__()
         self.conversation: Conversation | None = None
         self.run: ChatRun | None = None
+        self.answering = False  # from sending until the answer ends, also while it waits for its model
+        self.answer_worker: Worker[None] | None = None
         self.model_id: str | None = None
         self.system_prompt = ""
         self.sampling = SamplingChoice()  # yours and the preset's; the model's defaults fill the rest
@@ -85,6 +97,10 @@ class ChatPane(PaneScreen):
     @property
     def store(self) -> Store:
         return self.app.services.store  # type: ignore[attr-defined]
+
+    @property
+    def default_import(self) -> DefaultModelImport:
+        return self.app.services.default_import  # type: ignore[attr-defined]
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -100,6 +116,7 @@ class ChatPane(PaneScreen):
         self.system_prompt = settings.chat_system_prompt
         self.sampling = SamplingChoice(settings.chat_preset)
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
+        self.watch(self.app, "import_status", lambda _status: self.show_import())
         self.refresh_models()
         latest = self.store.list_conversations(limit=1)
         if latest:
@@ -127,6 +144,12 @@ class ChatPane(PaneScreen):
             select.value = wanted
         self.model_id = wanted
         self.show_status()
+
+    def show_import(self) -> None:
+        """While the default model is on its way and nothing else is there, the model box says so."""
+        select = self.query_one("#model-select", Select)
+        coming = self.default_import.status.coming and self.model_id is None
+        select.prompt = f"{self.default_import.describe()} (ctrl+l)" if coming else "Choose a model (ctrl+l)"
 
     @on(Select.Changed, "#model-select")
     def model_chosen(self, event: Select.Changed) -> None:
@@ -210,11 +233,11 @@ class ChatPane(PaneScreen):
         text = event.text.strip()
         if not text:
             return
-        if self.run is not None:
+        if self.answering:
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
-        if self.model_id is None:
-            self.notify("Choose a model first (ctrl+l).", severity="warning")
+        if not can_wait(self.model_id, self.default_import):
+            self.notify(NO_MODEL, severity="warning")
             return
         if self.conversation is None:
             self.conversation = self.store.create_conversation(
@@ -228,7 +251,7 @@ class ChatPane(PaneScreen):
         self.start_answer()
 
     def start_answer(self) -> None:
-        assert self.conversation is not None and self.model_id is not None
+        assert self.conversation is not None
         history = sendable(self.store.messages(self.conversation.id))
         if self.system_prompt:
             history.insert(0, ChatMessage("system", self.system_prompt))
@@ -236,17 +259,36 @@ class ChatPane(PaneScreen):
         view = self.view_for(answer)
         self.transcript.mount(view)
         self.transcript.scroll_end(animate=False)
-        self.run = ChatRun(self.manager, self.model_id, history, self.effective_sampling().settings)
-        self.stream_answer(self.run, answer.id, view)
+        self.answering = True
+        self.answer_worker = self.stream_answer(history, answer.id, view)
+
+    async def model_for_answer(self, view: MessageView) -> str:
+        """The model to answer with; until it is ready the answer says what it waits for (core/model_wait.py)."""
+        async for step in until_ready(self.manager, self.default_import, self.model_id):
+            if isinstance(step, Waiting):
+                view.set_waiting(step.what)
+            elif isinstance(step, Ready):
+                if step.model_id != self.model_id:  # the default model arrived: it is the one to use
+                    self.model_id = step.model_id
+                    self.refresh_models()
+                if self.conversation is not None:
+                    self.store.update_conversation(self.conversation.id, model_id=step.model_id)
+                return step.model_id
+        raise ModelWaitError(NO_MODEL)
 
     @work(group="chat-answer", exit_on_error=False)
-    async def stream_answer(self, run: ChatRun, message_id: int, view: MessageView) -> None:
+    async def stream_answer(self, history: list[ChatMessage], message_id: int, view: MessageView) -> None:
         stream = view.markdown.get_stream(view.markdown)
         text, pending = "", ""
         last_paint = last_save = time.monotonic()
         status, figures, error = MessageStatus.COMPLETE, None, None
+        run: ChatRun | None = None
         try:
+            model_id = await self.model_for_answer(view)
+            sampling = chat_sampling(self.app.services.settings, self.manager, model_id, self.sampling)  # type: ignore[attr-defined]
+            run = self.run = ChatRun(self.manager, model_id, history, sampling.settings)
             async for event in run.events():
+                view.set_waiting("")
                 if isinstance(event, Token):
                     text += event.text
                     pending += event.text
@@ -266,10 +308,11 @@ class ChatPane(PaneScreen):
                 elif isinstance(event, Finished):
                     figures = event.figures
                     status = MessageStatus.STOPPED if event.stopped else MessageStatus.COMPLETE
-        except (ModelManagerError, ChatError) as exc:
+        except (ModelManagerError, ChatError, ModelWaitError) as exc:
             status, error = MessageStatus.ERROR, str(exc)
-        except asyncio.CancelledError:  # the app is closing: keep what came, as a stopped answer
-            run.stop()
+        except asyncio.CancelledError:  # the app is closing, or Esc while waiting: keep what came, as stopped
+            if run is not None:
+                run.stop()
             status = MessageStatus.STOPPED
             raise
         except Exception as exc:  # a backend failing mid-answer: keep what came, say what happened
@@ -278,8 +321,9 @@ class ChatPane(PaneScreen):
         finally:
             self.store.update_message(message_id, content=text, status=status, error=error,
                                       figures=figures.to_dict() if figures else None)  # fmt: skip
-            self.run = None
+            self.run, self.answering, self.answer_worker = None, False, None
             view.content = text
+            view.set_waiting("")
             view.set_result(status, figures, error)
             with contextlib.suppress(asyncio.CancelledError):
                 if pending:
@@ -293,9 +337,11 @@ class ChatPane(PaneScreen):
     def action_stop(self) -> None:
         if self.run is not None:
             self.run.stop()
+        elif self.answer_worker is not None:  # still waiting for its model
+            self.answer_worker.cancel()
 
     def action_regenerate(self) -> None:
-        if self.run is not None or self.conversation is None or self.model_id is None:
+        if self.answering or self.conversation is None or self.model_id is None:
             return
         messages = self.store.messages(self.conversation.id)
         if not messages or messages[-1].role != "assistant":
@@ -305,7 +351,7 @@ class ChatPane(PaneScreen):
         self.start_answer()
 
     def action_edit_last(self) -> None:
-        if self.run is not None or self.conversation is None:
+        if self.answering or self.conversation is None:
             return
         messages = self.store.messages(self.conversation.id)
         users = [i for i, m in enumerate(messages) if m.role == "user"]
@@ -335,7 +381,7 @@ class ChatPane(PaneScreen):
         self.notify(f"Copied the {what} ({len(text)} characters).")
 
     def action_new_chat(self) -> None:
-        if self.run is not None:
+        if self.answering:
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         self.conversation = None
@@ -343,6 +389,10 @@ class ChatPane(PaneScreen):
         self.query_one(ChatInput).focus()
 
     def action_choose_model(self) -> None:
+        if not self.chat_model_ids() and self.default_import.status.coming:
+            self.notify(f"{self.default_import.describe()}: it will be chosen when it is ready, and a message sent "
+                        "now waits for it.", title="Default chat model")  # fmt: skip
+            return
         select = self.query_one("#model-select", Select)
         select.focus()
         select.expanded = True
@@ -359,7 +409,7 @@ class ChatPane(PaneScreen):
                 self.open_conversation(conversation_id)
             self.query_one(ChatInput).focus()
 
-        if self.run is not None:
+        if self.answering:
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
         self.app.push_screen(HistoryScreen(self.store, self.app.services.paths), opened)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Markdown, Select, Static
+from textual.worker import Worker
 
 from workbench.core.chat import ChatMessage, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.compare import (
@@ -27,6 +28,7 @@ from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import ModelManager
 from workbench.core.local_models import DEFAULT_CHAT_ID
 from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.model_wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.core.sampling import SamplingChoice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput
@@ -143,10 +145,16 @@ class ComparePane(PaneScreen):
         self.awaiting_vote = False
         self.run_id: int | None = None
         self.diffing = False
+        self.waiting_prompt: str | None = None  # sent while the default model is still on its way
+        self.wait_worker: Worker[None] | None = None
 
     @property
     def manager(self) -> ModelManager:
         return self.app.services.manager  # type: ignore[attr-defined]
+
+    @property
+    def default_import(self) -> DefaultModelImport:
+        return self.app.services.default_import  # type: ignore[attr-defined]
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -163,6 +171,7 @@ class ComparePane(PaneScreen):
     def on_mount(self) -> None:
         self.settings = {side: SamplingChoice(self.app.services.settings.chat_preset) for side in "ab"}  # type: ignore[attr-defined]
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
+        self.watch(self.app, "import_status", lambda _status: self.show_plan(), init=False)
         self.refresh_models()
         self.query_one(ChatInput).focus()
 
@@ -220,7 +229,10 @@ class ComparePane(PaneScreen):
         text = "Choose two models (or one model twice and give each side its own settings)."
         if plan is not None:
             text = f"Plan: {plan.kind.value} — {plan.reason}"
-        self.query_one("#compare-plan", Static).update(text)
+        elif self.default_import.status.coming and not self.chat_models():
+            text = f"{self.default_import.describe()}: both sides get it; a prompt sent now waits for it."
+        if self.waiting_prompt is None:  # else the wait says what it waits for
+            self.query_one("#compare-plan", Static).update(text)
         if not self.blind:
             for side in ("a", "b"):
                 contender = self.contender(side)
@@ -235,9 +247,17 @@ class ComparePane(PaneScreen):
         prompt = event.text.strip()
         if not prompt:
             return
-        if self.run is not None:
+        if self.run is not None or self.waiting_prompt is not None:
             self.notify("Still answering: Esc stops both.", severity="warning")
             return
+        if self.current_plan() is None and not self.chat_models() and self.default_import.status.coming:
+            self.query_one(ChatInput).clear()
+            self.waiting_prompt = prompt
+            self.wait_worker = self.wait_then_start(prompt)
+            return
+        self.start(prompt)
+
+    def start(self, prompt: str) -> None:
         a, b = self.contender("a"), self.contender("b")
         plan = self.current_plan()
         if a is None or b is None or plan is None:
@@ -257,6 +277,27 @@ class ComparePane(PaneScreen):
             prompt=prompt, a=a, b=b, plan=plan, blind=self.blind, swapped=self.swapped
         )
         self.stream(self.run, prompt)
+
+    @work(group="compare-wait", exclusive=True, exit_on_error=False)
+    async def wait_then_start(self, prompt: str) -> None:
+        """Keep the prompt while the default model is imported (core/model_wait.py); both sides get it."""
+        try:
+            async for step in until_ready(self.manager, self.default_import, None, load_step=False):
+                if isinstance(step, Waiting):
+                    self.query_one("#compare-plan", Static).update(
+                        f"Waiting: {step.what}; your prompt goes to both sides when it is ready (Esc cancels)."
+                    )
+                    for side in ("a", "b"):
+                        self.query_one(f"#side-{side}", Side).set_figures(f"waiting: {step.what}")
+        except ModelWaitError as exc:
+            self.notify(str(exc), severity="error", timeout=12)
+            return
+        finally:
+            self.waiting_prompt, self.wait_worker = None, None
+            for side in ("a", "b"):
+                self.query_one(f"#side-{side}", Side).set_figures("")
+        self.refresh_models()
+        self.start(prompt)
 
     def side_widget(self, side: str) -> Side:
         """Where an answer shows: in blind mode the sides may be shuffled."""
@@ -327,6 +368,12 @@ class ComparePane(PaneScreen):
     def action_stop(self) -> None:
         if self.run is not None:
             self.run.stop()
+        elif self.wait_worker is not None:  # not sent yet: give the prompt back
+            prompt = self.waiting_prompt or ""
+            self.wait_worker.cancel()
+            self.waiting_prompt = None
+            self.query_one(ChatInput).text = prompt
+            self.show_plan()
 
     def hide_diff(self) -> None:
         self.diffing = False

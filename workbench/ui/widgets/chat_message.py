@@ -48,6 +48,7 @@ class MessageView(Vertical, can_focus=True):
         self._error = error
         self._figures = figures
         self._context_note = ""
+        self._waiting = ""
 
     def compose(self) -> ComposeResult:
         yield Static(ROLE_TITLES.get(self.role, self.role), classes="role")
@@ -72,8 +73,17 @@ class MessageView(Vertical, can_focus=True):
         self._context_note = note
         self._show_footer()
 
+    def set_waiting(self, what: str) -> None:
+        """An answer that waits for its model says for what ("importing SmolLM2 · 40 %"); "" when it stops."""
+        if what != self._waiting:
+            self._waiting = what
+            if self.is_mounted:  # else on_mount shows it
+                self._show_footer()
+
     def _show_footer(self) -> None:
         parts = [self._context_note] if self._context_note else []
+        if self._waiting:
+            parts.append(f"waiting: {self._waiting}")
         if self._error:
             parts.append(f"Error: {self._error}")
         elif self._status in STATUS_NOTES:

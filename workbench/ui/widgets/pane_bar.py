@@ -5,14 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-PANES: list[tuple[str, str, str]] = [
-    ("catalog", "1", "Catalog"),
-    ("downloads", "2", "Downloads"),
-    ("chat", "3", "Chat"),
-    ("compare", "4", "Compare"),
-    ("embeddings", "5", "Embeddings"),
-    ("models", "6", "Models"),
-]
+from workbench.ui.panes import PANES
 
 
 class PaneBar(Static):
@@ -31,8 +24,8 @@ class PaneBar(Static):
     def on_mount(self) -> None:
         text = Text(no_wrap=True, overflow="ellipsis")
         keys = getattr(self.app, "pane_keys", {})
-        for mode, default_key, title in PANES:
-            key = keys.get(mode, default_key)
-            style = "bold reverse" if mode == self.current else ""
-            text.append(f" {key} {title} ", style=style)
+        for pane in PANES:
+            key = keys.get(pane.mode, pane.key)
+            style = "bold reverse" if pane.mode == self.current else ""
+            text.append(f" {key} {pane.title} ", style=style)
         self.update(text)

@@ -1,0 +1,125 @@
+"""The one table of panes and the one table of binding ids agree with what the screens declare; README's
+[keys] example remaps keys of panes that are not loaded yet."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from textual.binding import Binding
+from textual.dom import DOMNode
+
+import workbench.ui
+from tests.support.waits import wait_for
+from workbench.core.paths import AppPaths
+from workbench.core.services import build_services
+from workbench.ui.app import WorkbenchApp
+from workbench.ui.keymap import BINDING_IDS
+from workbench.ui.panes import PANES
+from workbench.ui.screens.base import PaneScreen
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SIZE = (80, 24)
+
+
+def import_all_ui_modules() -> None:
+    for module in pkgutil.walk_packages(workbench.ui.__path__, "workbench.ui."):
+        importlib.import_module(module.name)
+
+
+def our_classes(cls: type) -> list[type]:
+    found = [cls] if cls.__module__.startswith("workbench.ui") else []
+    for sub in cls.__subclasses__():
+        found += our_classes(sub)
+    return found
+
+
+def declared_binding_ids() -> set[str]:
+    import_all_ui_modules()
+    return {
+        binding.id
+        for cls in our_classes(DOMNode)
+        for binding in cls.__dict__.get("BINDINGS", [])
+        if isinstance(binding, Binding) and binding.id
+    }
+
+
+def test_the_binding_id_table_equals_what_the_app_screens_and_widgets_declare() -> None:
+    declared = declared_binding_ids()
+    assert declared - BINDING_IDS == set(), "declared but missing from workbench/ui/keymap.py"
+    assert BINDING_IDS - declared == set(), "in workbench/ui/keymap.py but declared nowhere"
+
+
+def test_the_pane_table_names_every_pane_screen_and_its_mode() -> None:
+    import_all_ui_modules()
+    for pane in PANES:
+        assert pane.mode == pane.screen_class().MODE  # type: ignore[attr-defined]
+    pane_screens = {cls for cls in our_classes(PaneScreen) if cls is not PaneScreen}
+    assert pane_screens == {pane.screen_class() for pane in PANES}
+    assert len({pane.key for pane in PANES}) == len(PANES)
+    assert set(WorkbenchApp.MODES) == {pane.mode for pane in PANES}
+
+
+def test_binding_ids_are_known_before_any_pane_module_is_imported() -> None:
+    """In a fresh interpreter, as at start-up: no pane module loaded, yet a pane's binding id is valid."""
+    code = (
+        "import sys\n"
+        "from workbench.ui.app import WorkbenchApp\n"
+        "assert 'workbench.ui.screens.models' not in sys.modules\n"
+        "ids = WorkbenchApp.binding_ids()\n"
+        "assert {'models.pin', 'chat.stop', 'compare.diff', 'history.rename'} <= ids, sorted(ids)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(README.parent)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def readme_config_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    example = next(block for block in blocks if "[keys]" in block)
+    assert '"models.pin" = "P"' in example  # the example this test is about
+    return example
+
+
+async def test_the_readme_config_example_remaps_pane_keys_without_a_warning(app_paths: AppPaths) -> None:
+    app_paths.config_dir.mkdir(parents=True)
+    app_paths.config_file.write_text(readme_config_example(), encoding="utf-8")
+    services = build_services(app_paths)
+    assert not services.issues, services.issues
+    app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        notices = [n.message for n in app._notifications]
+        assert not [n for n in notices if "binding id" in n], notices
+        await pilot.press("c")  # "pane.chat" = "c"
+        await wait_for(pilot, lambda: app.current_mode == "chat", "the chat pane on c")
+        await pilot.press("alt+6")
+        await wait_for(pilot, lambda: app.current_mode == "models", "the models pane")
+        screen = app.screen
+        manager = app.services.manager
+        await wait_for(pilot, lambda: screen.selected() is not None, "a model selected")  # type: ignore[attr-defined]
+        model_id = screen.selected().spec.id  # type: ignore[attr-defined]
+        await pilot.press("p")  # no longer the pin key
+        await pilot.press("P")
+        await wait_for(pilot, lambda: manager.info(model_id).pinned, "the model pinned by P")
+        await pilot.press("P")
+        await wait_for(pilot, lambda: not manager.info(model_id).pinned, "the model unpinned by P")
+
+
+async def test_chat_stop_can_be_remapped(app_paths: AppPaths) -> None:
+    app_paths.config_dir.mkdir(parents=True)
+    app_paths.config_file.write_text('[keys]\n"chat.stop" = "f9"\n', encoding="utf-8")
+    app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not [n.message for n in app._notifications if "binding id" in n.message]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: app.current_mode == "chat", "the chat pane")
+        keys = {binding.id: binding.key for (_node, binding, _enabled, _tip) in app.screen.active_bindings.values()}
+        assert keys.get("chat.stop") == "f9"
