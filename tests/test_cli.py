@@ -359,6 +359,37 @@ def test_smollm2_knows_the_capital_of_france(
     assert "Paris" in result.out
 
 
+ONE_WORD = ("What color is the sky?", "--system", "Reply in one word.", "--temperature", "0")  # ends in ~9 tokens
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize(("verb", "flags", "ends_by"), [
+    ("chat", ("--max-tokens", "24"), "stop"),
+    ("chat", ("--max-tokens", "3"), "length"),
+    ("chat", ("--max-tokens", "24", "--json"), "stop"),
+    ("compare", ("--max-tokens", "24"), "stop"),
+    ("compare", ("--max-tokens", "3", "--json"), "length"),
+])  # fmt: skip
+def test_answering_verbs_exit_0_however_the_answer_ends(
+    home: Home, smollm2_dir: Path, verb: str, flags: tuple[str, ...], ends_by: str
+) -> None:
+    """An answer that ended by itself left the process to abort at exit (134, "terminate called …")."""
+    home.link(DEFAULT_CHAT_ID, smollm2_dir)
+    models = (DEFAULT_CHAT_ID,) * (2 if verb == "compare" else 1)
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", verb, *models, *ONE_WORD, *flags],
+                            env=home.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "terminate" not in result.stderr and "Traceback" not in result.stderr
+    if "--json" in flags:
+        document = json.loads(result.stdout)
+        sides = [document] if verb == "chat" else [document["a"], document["b"]]
+        assert [side["finish_reason"] for side in sides] == [ends_by] * len(sides)
+    else:
+        figures = [line for line in result.stderr.splitlines() if "tok/s" in line]
+        assert len(figures) == len(models)
+        assert all(("(hit --max-tokens)" in line) == (ends_by == "length") for line in figures)
+
+
 # --- compare ---------------------------------------------------------------------------------------
 
 

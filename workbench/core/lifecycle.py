@@ -304,13 +304,14 @@ class ModelManager:
         self._emit(record, "pinned" if pinned else "unpinned")
 
     async def aclose(self) -> None:
-        """Unload everything idle and stop the inference thread."""
+        """Unload everything idle and stop the inference thread (waiting for the work in hand, so nothing of MLX
+        still runs when the process exits)."""
         async with self._plan_lock:
             for record in list(self._records.values()):
                 self._cancel_idle_timer(record)
                 if record.state is ModelState.READY and record.leases == 0:
                     await self._unload(record, "shutting down")
-        self.inference.shutdown(wait=False)
+        await self.inference.aclose()
 
     # --- loading, eviction, unloading ---------------------------------------------------------
 
