@@ -50,6 +50,53 @@ def test_import_gguf_help_and_bad_bits(tmp_path: Path) -> None:
     assert run_cli(tmp_path, "import-gguf", "x.gguf", "--bits", "3").returncode == 2
 
 
+def test_import_gguf_name_outside_the_models_folder_is_refused_and_nothing_is_touched(tmp_path: Path) -> None:
+    """--name /some/dir --force used to delete /some/dir and write the model there."""
+    from workbench.core.local_models import smollm2_gguf
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = run_cli(tmp_path / "home", "import-gguf", str(smollm2_gguf()), "--name", str(precious), "--force")
+    assert result.returncode == 2, result.stderr
+    assert "--name" in result.stderr and "Traceback" not in result.stderr
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", ".", "", ".hidden", "x\\y", "sub/../x", "a..b",
+                                  "nul\x00byte", "endpoint:model", "x" * 200])  # fmt: skip
+def test_import_gguf_name_is_a_plain_name(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("hello")
+    assert run(capsys, "import-gguf", str(bogus), "--name", name, "--force").code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "notes.gguf"]
+
+
+def test_import_gguf_accepts_plain_names_and_refuses_a_linked_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = AppPaths.under(tmp_path / "home")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("hello")
+    plain = run(capsys, "import-gguf", str(bogus), "--name", "My_model-1.5+q4", "--force")
+    assert plain.code == 1 and "is not a GGUF file" in plain.err  # the name passed; the file did not
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths.models_dir.mkdir(parents=True)
+    (paths.models_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    linked = run(capsys, "import-gguf", str(bogus), "--name", "linked", "--force")
+    assert linked.code == 2 and "is a link" in linked.err and elsewhere.is_dir()
+
+
+def test_import_gguf_default_name_comes_from_the_file_name() -> None:
+    assert cli.default_import_name(Path("/x/SmolLM2-135M.Q4_1.gguf"), 4) == "SmolLM2-135M.Q4_1-4bit"
+    assert cli.default_import_name(Path("/x/my model (v2).gguf"), 16) == "my-model-v2-f16"
+    assert cli.default_import_name(Path("/x/...gguf"), 8) == "model-8bit"
+
+
 # --- ls, rm, chat, compare, embed, serve ----------------------------------------------------------------------------
 
 LLAMA = "mlx-community/tiny-llama-4bit"
