@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.fake_openai import fake_openai
 from tests.test_local_models import add_snapshot, folder_files, safetensors_bytes
 from workbench import cli
 from workbench.commands.common import ProgressBar
@@ -435,6 +436,21 @@ def test_answering_verbs_exit_0_however_the_answer_ends(
         figures = [line for line in result.stderr.splitlines() if "tok/s" in line]
         assert len(figures) == len(models)
         assert all(("(hit --max-tokens)" in line) == (ends_by == "length") for line in figures)
+
+
+def test_chat_and_compare_answer_with_a_remote_endpoint_model(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    """`chat lab:m` exited 2, "is an embedding model": the CLI took every model that is not mlx-lm for one."""
+    with fake_openai(model="m", pieces=("Hel", "lo", "!")) as server:
+        home.configure(f'[[endpoints]]\nname = "lab"\nbase_url = "{server.base_url}"\n')  # models: asked the server
+        plain = run(capsys, "chat", "lab:m", "hi", "--temperature", "0")
+        document = run(capsys, "chat", "lab:m", "hi", "--json")
+        both = run(capsys, "compare", "lab:m", "lab:m", "hi", "--json")
+    assert (plain.code, plain.out) == (0, "Hello!\n"), plain.err
+    assert document.code == 0 and document.json()["answer"] == "Hello!"
+    assert document.json()["finish_reason"] == "stop"
+    assert both.code == 0, both.err
+    assert [both.json()[side]["answer"] for side in "ab"] == ["Hello!", "Hello!"]
+    assert [request["messages"][-1] for request in server.requests] == [{"role": "user", "content": "hi"}] * 4
 
 
 # --- compare ---------------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from aiohttp.typedefs import Handler
 
 from workbench.core.chat import ChatError, ChatEvent, ChatMessage, ChatRun, ContextTrimmed, Finished, Token
 from workbench.core.config import presets
-from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import (
     ModelDoesNotFitError,
     ModelLoadError,
     ModelManager,
     ModelManagerError,
+    ModelRole,
     ModelSpec,
     UnknownModelError,
 )
@@ -182,7 +182,7 @@ def _sampling(body: dict[str, Any], defaults: SamplingSettings) -> SamplingSetti
 
 
 def chat_model_ids(manager: ModelManager) -> list[str]:
-    return [info.spec.id for info in manager.models() if isinstance(manager.backend_for(info.spec.id), ChatBackend)]
+    return manager.ids(ModelRole.CHAT)
 
 
 def _model_object(spec: ModelSpec) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Select, Static
 
 from workbench.core.chat import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
-from workbench.core.generation import ChatBackend
-from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelState
+from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
 from workbench.core.local_models import DEFAULT_CHAT_ID
 from workbench.core.sampling import SamplingSettings
 from workbench.core.store import Conversation, MessageStatus, Store, StoredMessage
@@ -110,8 +109,7 @@ class ChatPane(PaneScreen):
     # --- models ----------------------------------------------------------------------------------
 
     def chat_model_ids(self) -> list[str]:
-        return [info.spec.id for info in self.manager.models()
-                if isinstance(self.manager.backend_for(info.spec.id), ChatBackend)]  # fmt: skip
+        return self.manager.ids(ModelRole.CHAT)
 
     def refresh_models(self) -> None:
         select = self.query_one("#model-select", Select)
