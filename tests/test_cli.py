@@ -98,6 +98,55 @@ def test_import_gguf_default_name_comes_from_the_file_name() -> None:
     assert cli.default_import_name(Path("/x/...gguf"), 8) == "model-8bit"
 
 
+# --- config mistakes and the log file ------------------------------------------------------------------------------
+
+
+def test_a_verb_says_config_mistakes_once_on_stderr(tmp_path: Path) -> None:
+    """They went to the log file only; the TUI shows them, a script saw nothing."""
+    paths = AppPaths.under(tmp_path / "home")
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file.write_text("[memory]\nbudget_gb = 4\n\n[chat]\ntemprature = 0.3\n")
+    result = run_cli(tmp_path / "home", "chat", "no-such-model", "hi")
+    assert result.returncode == 2 and "no chat model called 'no-such-model'" in result.stderr
+    assert result.stderr.count("chat.temprature") == 1, result.stderr
+    assert f"{paths.config_file}:5: chat.temprature: unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+DISK_FILLS_UP = """
+import errno, logging, sys
+from workbench import cli
+from workbench.core.paths import AppPaths
+
+class FullDisk:
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+cli.setup_logging(AppPaths.under(sys.argv[1]))
+for handler in logging.getLogger().handlers:
+    handler.stream = FullDisk()
+logging.getLogger("workbench.test").warning("something worth logging")
+print("went on")
+"""
+
+
+def test_a_full_disk_makes_logging_fail_quietly(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", DISK_FILLS_UP, str(tmp_path / "home")], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (0, "went on\n", "")
+
+
+def test_without_a_log_folder_a_verb_says_so_once_and_works(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "logs").write_text("a file where the log folder should be")
+    result = run_cli(home, "ls", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)
+    assert result.stderr.count("cannot write the log file") == 1 and "Traceback" not in result.stderr
+
+
 # --- ls, rm, chat, compare, embed, serve ----------------------------------------------------------------------------
 
 LLAMA = "mlx-community/tiny-llama-4bit"

@@ -33,14 +33,27 @@ log = logging.getLogger(__name__)
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
+class QuietFileHandler(logging.FileHandler):
+    """The log file. A record that cannot be written (a full disk, a vanished folder) is dropped: logging's default
+    prints "--- Logging error ---" and a traceback on stderr, over the TUI or into a script's output."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(paths: AppPaths) -> None:
-    """Everything goes to the log file; the screen is for people."""
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=paths.log_file,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Everything goes to the log file; the screen is for people. Without a writable log folder, one line says so
+    and the workbench goes on without a log."""
+    handler: logging.Handler
+    try:
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        handler = QuietFileHandler(paths.log_file, encoding="utf-8")
+    except OSError as exc:
+        print(f"workbench: cannot write the log file {paths.log_file} ({exc.strerror or exc}); going on without it",
+              file=sys.stderr)  # fmt: skip
+        handler = logging.NullHandler()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])  # fmt: skip
 
 
 def run_tui(paths: AppPaths) -> int:
