@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.fake_openai import fake_openai
 from tests.test_local_models import add_snapshot, folder_files, safetensors_bytes
 from workbench import cli
 from workbench.commands.common import ProgressBar
@@ -47,6 +48,102 @@ def test_import_gguf_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> None:
 def test_import_gguf_help_and_bad_bits(tmp_path: Path) -> None:
     assert "--bits" in run_cli(tmp_path, "import-gguf", "--help").stdout
     assert run_cli(tmp_path, "import-gguf", "x.gguf", "--bits", "3").returncode == 2
+
+
+def test_import_gguf_name_outside_the_models_folder_is_refused_and_nothing_is_touched(tmp_path: Path) -> None:
+    """--name /some/dir --force used to delete /some/dir and write the model there."""
+    from workbench.core.local_models import smollm2_gguf
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = run_cli(tmp_path / "home", "import-gguf", str(smollm2_gguf()), "--name", str(precious), "--force")
+    assert result.returncode == 2, result.stderr
+    assert "--name" in result.stderr and "Traceback" not in result.stderr
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", ".", "", ".hidden", "x\\y", "sub/../x", "a..b",
+                                  "nul\x00byte", "endpoint:model", "x" * 200])  # fmt: skip
+def test_import_gguf_name_is_a_plain_name(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("hello")
+    assert run(capsys, "import-gguf", str(bogus), "--name", name, "--force").code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "notes.gguf"]
+
+
+def test_import_gguf_accepts_plain_names_and_refuses_a_linked_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = AppPaths.under(tmp_path / "home")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("hello")
+    plain = run(capsys, "import-gguf", str(bogus), "--name", "My_model-1.5+q4", "--force")
+    assert plain.code == 1 and "is not a GGUF file" in plain.err  # the name passed; the file did not
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    paths.models_dir.mkdir(parents=True)
+    (paths.models_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    linked = run(capsys, "import-gguf", str(bogus), "--name", "linked", "--force")
+    assert linked.code == 2 and "is a link" in linked.err and elsewhere.is_dir()
+
+
+def test_import_gguf_default_name_comes_from_the_file_name() -> None:
+    assert cli.default_import_name(Path("/x/SmolLM2-135M.Q4_1.gguf"), 4) == "SmolLM2-135M.Q4_1-4bit"
+    assert cli.default_import_name(Path("/x/my model (v2).gguf"), 16) == "my-model-v2-f16"
+    assert cli.default_import_name(Path("/x/...gguf"), 8) == "model-8bit"
+
+
+# --- config mistakes and the log file ------------------------------------------------------------------------------
+
+
+def test_a_verb_says_config_mistakes_once_on_stderr(tmp_path: Path) -> None:
+    """They went to the log file only; the TUI shows them, a script saw nothing."""
+    paths = AppPaths.under(tmp_path / "home")
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file.write_text("[memory]\nbudget_gb = 4\n\n[chat]\ntemprature = 0.3\n")
+    result = run_cli(tmp_path / "home", "chat", "no-such-model", "hi")
+    assert result.returncode == 2 and "no chat model called 'no-such-model'" in result.stderr
+    assert result.stderr.count("chat.temprature") == 1, result.stderr
+    assert f"{paths.config_file}:5: chat.temprature: unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+DISK_FILLS_UP = """
+import errno, logging, sys
+from workbench import cli
+from workbench.core.paths import AppPaths
+
+class FullDisk:
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+cli.setup_logging(AppPaths.under(sys.argv[1]))
+for handler in logging.getLogger().handlers:
+    handler.stream = FullDisk()
+logging.getLogger("workbench.test").warning("something worth logging")
+print("went on")
+"""
+
+
+def test_a_full_disk_makes_logging_fail_quietly(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", DISK_FILLS_UP, str(tmp_path / "home")], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (0, "went on\n", "")
+
+
+def test_without_a_log_folder_a_verb_says_so_once_and_works(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "logs").write_text("a file where the log folder should be")
+    result = run_cli(home, "ls", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)
+    assert result.stderr.count("cannot write the log file") == 1 and "Traceback" not in result.stderr
 
 
 # --- ls, rm, chat, compare, embed, serve ----------------------------------------------------------------------------
@@ -372,6 +469,52 @@ def test_smollm2_knows_the_capital_of_france(
                  "--max-tokens", "8")  # fmt: skip
     assert result.code == 0, result.err
     assert "Paris" in result.out
+
+
+ONE_WORD = ("What color is the sky?", "--system", "Reply in one word.", "--temperature", "0")  # ends in ~9 tokens
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize(("verb", "flags", "ends_by"), [
+    ("chat", ("--max-tokens", "24"), "stop"),
+    ("chat", ("--max-tokens", "3"), "length"),
+    ("chat", ("--max-tokens", "24", "--json"), "stop"),
+    ("compare", ("--max-tokens", "24"), "stop"),
+    ("compare", ("--max-tokens", "3", "--json"), "length"),
+])  # fmt: skip
+def test_answering_verbs_exit_0_however_the_answer_ends(
+    home: Home, smollm2_dir: Path, verb: str, flags: tuple[str, ...], ends_by: str
+) -> None:
+    """An answer that ended by itself left the process to abort at exit (134, "terminate called …")."""
+    home.link(DEFAULT_CHAT_ID, smollm2_dir)
+    models = (DEFAULT_CHAT_ID,) * (2 if verb == "compare" else 1)
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", verb, *models, *ONE_WORD, *flags],
+                            env=home.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "terminate" not in result.stderr and "Traceback" not in result.stderr
+    if "--json" in flags:
+        document = json.loads(result.stdout)
+        sides = [document] if verb == "chat" else [document["a"], document["b"]]
+        assert [side["finish_reason"] for side in sides] == [ends_by] * len(sides)
+    else:
+        figures = [line for line in result.stderr.splitlines() if "tok/s" in line]
+        assert len(figures) == len(models)
+        assert all(("(hit --max-tokens)" in line) == (ends_by == "length") for line in figures)
+
+
+def test_chat_and_compare_answer_with_a_remote_endpoint_model(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    """`chat lab:m` exited 2, "is an embedding model": the CLI took every model that is not mlx-lm for one."""
+    with fake_openai(model="m", pieces=("Hel", "lo", "!")) as server:
+        home.configure(f'[[endpoints]]\nname = "lab"\nbase_url = "{server.base_url}"\n')  # models: asked the server
+        plain = run(capsys, "chat", "lab:m", "hi", "--temperature", "0")
+        document = run(capsys, "chat", "lab:m", "hi", "--json")
+        both = run(capsys, "compare", "lab:m", "lab:m", "hi", "--json")
+    assert (plain.code, plain.out) == (0, "Hello!\n"), plain.err
+    assert document.code == 0 and document.json()["answer"] == "Hello!"
+    assert document.json()["finish_reason"] == "stop"
+    assert both.code == 0, both.err
+    assert [both.json()[side]["answer"] for side in "ab"] == ["Hello!", "Hello!"]
+    assert [request["messages"][-1] for request in server.requests] == [{"role": "user", "content": "hi"}] * 4
 
 
 # --- compare ---------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from workbench.core.inference import InferenceThread
+from workbench.core.inference import InferenceThread, TokenStream
 
 WAIT = 10
 
@@ -109,3 +112,77 @@ async def test_a_job_can_run_between_stream_steps(inference: InferenceThread) ->
     release.set()
     assert await asyncio.wait_for(job, WAIT) == "job done"
     assert await asyncio.wait_for(task, WAIT) == [0, 1, 2]
+
+
+# --- shutting down ---------------------------------------------------------------------------------
+
+
+async def drain(items: TokenStream[int]) -> list[int]:
+    return [item async for item in items]
+
+
+async def test_aclose_waits_for_the_work_in_hand_and_closes_open_streams_on_the_thread() -> None:
+    inference = InferenceThread()
+    started, release = threading.Event(), threading.Event()
+    closed_on: list[str] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            while True:
+                yield 1
+        finally:
+            closed_on.append(threading.current_thread().name)
+
+    def busy() -> str:
+        started.set()
+        release.wait(WAIT)
+        return "done"
+
+    items = inference.stream(endless)
+    assert await asyncio.wait_for(items.__anext__(), WAIT) == 1
+    job = asyncio.ensure_future(inference.run(busy))
+    assert await asyncio.to_thread(started.wait, WAIT)
+    closing = asyncio.ensure_future(inference.aclose())
+    await asyncio.sleep(0)  # let aclose ask for the shutdown
+    assert not closing.done()  # the job in hand still runs
+    release.set()
+    await asyncio.wait_for(closing, WAIT)
+    assert job.done() and job.result() == "done"
+    assert closed_on == [inference.thread.name]  # closed there, not wherever the generator is collected
+    rest = await asyncio.wait_for(drain(items), WAIT)  # the consumer sees the end
+    assert set(rest) <= {1}
+    with pytest.raises(RuntimeError, match="shut down"):
+        inference.submit(lambda: None)
+
+
+ENDS_WHILE_MLX_WORKED = """
+import asyncio, sys, time
+from pathlib import Path
+from workbench.core.backends.mlx_lm import MlxLmBackend
+from workbench.core.inference import InferenceThread
+from workbench.core.lifecycle import ModelManager
+from workbench.core.memory import Budget
+
+def answer(folder):  # mlx-lm's own generation leaves per-thread MLX state (its compile cache) behind
+    import mlx_lm
+    model, tokenizer = mlx_lm.load(folder)
+    return [r.text for r in mlx_lm.stream_generate(model, tokenizer, [1, 5, 6], max_tokens=3)]
+
+async def main():
+    manager = ModelManager({"mlx-lm": MlxLmBackend()}, Budget(2**30, "test"), InferenceThread(), idle_unload_s=None)
+    await manager.inference.run(answer, sys.argv[1])
+    manager.inference.submit(time.sleep, 0.05)  # a decoding step still running when the program ends
+    await manager.aclose()
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+def test_a_program_that_ends_right_after_mlx_work_exits_cleanly(tiny_models: dict[str, Path]) -> None:
+    """MLX's per-thread clean-up takes the GIL when the thread ends: at interpreter exit that aborted the process
+    ("terminate called without an active exception", exit 134) after every `workbench chat`, now and then."""
+    result = subprocess.run([sys.executable, "-c", ENDS_WHILE_MLX_WORKED, str(tiny_models["small"])],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (result.returncode, result.stdout.strip()) == (0, "ended"), result.stderr[-2000:]
+    assert "terminate" not in result.stderr

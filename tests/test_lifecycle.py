@@ -20,7 +20,7 @@ from workbench.core.lifecycle import (
     ModelSpec,
     ModelState,
 )
-from workbench.core.memory import MB, Budget, MemoryEstimate
+from workbench.core.memory import GB, MB, Budget, MemoryEstimate
 
 WAIT = 30  # seconds; every wait in these tests is bounded
 
@@ -256,3 +256,36 @@ def test_budget_arithmetic() -> None:
     assert "60%" in fraction.source
     estimate = MemoryEstimate(weights=100, kv_cache=20, overhead=3)
     assert estimate.total == 123
+
+
+# --- roles ---------------------------------------------------------------------------------------------
+
+
+async def test_a_models_role_is_its_backends_and_every_reader_takes_it_from_the_manager(tmp_path: Path) -> None:
+    """Kinds say nothing about roles: a chat backend of a kind nobody knows is a chat model everywhere."""
+    from tests.support.fake_chat import FakeChatBackend
+    from tests.support.fake_embedder import FakeEmbeddingBackend
+    from workbench.core.chat import ChatError, ChatRun, Finished
+    from workbench.core.embedder import Embedder
+    from workbench.core.embeddings import EmbeddingCache
+    from workbench.core.lifecycle import ModelRole
+    from workbench.core.openai_server import chat_model_ids
+    from workbench.core.sampling import SamplingSettings
+
+    chat, embed = FakeChatBackend(kind="someone-elses-chat"), FakeEmbeddingBackend()
+    manager = ModelManager({chat.kind: chat, embed.kind: embed}, Budget(GB, "test"), InferenceThread(),
+                           idle_unload_s=None)  # fmt: skip
+    manager.register(ModelSpec("talker", "Talker", chat.kind, tmp_path))
+    manager.register(ModelSpec("vectors", "Vectors", embed.kind, tmp_path))
+    try:
+        assert [(info.spec.id, info.role) for info in manager.models()] == [
+            ("talker", ModelRole.CHAT), ("vectors", ModelRole.EMBED)]  # fmt: skip
+        assert manager.role_of("talker") is ModelRole.CHAT and manager.role_of("vectors") is ModelRole.EMBED
+        assert manager.ids(ModelRole.CHAT) == chat_model_ids(manager) == ["talker"]
+        assert Embedder(manager, EmbeddingCache(tmp_path / "vectors")).model_ids() == ["vectors"]
+        events = [event async for event in ChatRun(manager, "talker", [], SamplingSettings()).events()]
+        assert isinstance(events[-1], Finished)
+        with pytest.raises(ChatError, match="not a chat model"):
+            [event async for event in ChatRun(manager, "vectors", [], SamplingSettings()).events()]
+    finally:
+        await manager.aclose()

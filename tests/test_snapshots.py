@@ -9,7 +9,7 @@ from workbench.core.config import Settings
 from workbench.core.downloads import DownloadQueue
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
+from workbench.core.lifecycle import ModelManager, ModelRole, ModelSpec
 from workbench.core.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
 from workbench.core.paths import AppPaths
 from workbench.core.services import Services
@@ -24,6 +24,7 @@ class FixedProbe:
 
 class FixedBackend:
     kind = "mlx-lm"
+    role = ModelRole.CHAT
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
         return MemoryEstimate(weights=int(2.1 * GB), kv_cache=512 * MB)

@@ -21,6 +21,7 @@ from workbench.commands.common import (
     CommandError,
     Handler,
     TerminalLine,
+    UsageError,
     bar_line,
 )
 from workbench.core.paths import AppPaths
@@ -32,14 +33,27 @@ log = logging.getLogger(__name__)
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
+class QuietFileHandler(logging.FileHandler):
+    """The log file. A record that cannot be written (a full disk, a vanished folder) is dropped: logging's default
+    prints "--- Logging error ---" and a traceback on stderr, over the TUI or into a script's output."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(paths: AppPaths) -> None:
-    """Everything goes to the log file; the screen is for people."""
-    paths.log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=paths.log_file,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Everything goes to the log file; the screen is for people. Without a writable log folder, one line says so
+    and the workbench goes on without a log."""
+    handler: logging.Handler
+    try:
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        handler = QuietFileHandler(paths.log_file, encoding="utf-8")
+    except OSError as exc:
+        print(f"workbench: cannot write the log file {paths.log_file} ({exc.strerror or exc}); going on without it",
+              file=sys.stderr)  # fmt: skip
+        handler = logging.NullHandler()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[handler])  # fmt: skip
 
 
 def run_tui(paths: AppPaths) -> int:
@@ -50,12 +64,34 @@ def run_tui(paths: AppPaths) -> int:
     return EXIT_OK
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def import_destination(models_dir: Path, name: str) -> Path:
+    """The folder of an imported model called ``name``: a plain name inside the models folder, never a path
+    (``--force`` deletes what is there). Raises UsageError for anything else."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise UsageError(f"--name {name!r}: a model name is letters, digits and . _ + - (up to 128, no '..', "
+                         "no path), e.g. SmolLM2-135M-4bit")  # fmt: skip
+    dest = models_dir / name
+    if dest.is_symlink() or dest.resolve().parent != models_dir.resolve():
+        raise UsageError(f"--name {name!r}: {dest} is a link to {dest.resolve()}; "
+                         f"remove it first (workbench rm {name})")
+    return dest
+
+
+def default_import_name(source: Path, bits: int) -> str:
+    """``<file stem>-4bit`` (or ``-f16``), with anything a model name may not hold replaced by '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._+-]+", "-", source.stem).strip(".-+_") or "model"
+    return re.sub(r"\.{2,}", ".", stem)[:100] + ("-f16" if bits == 16 else f"-{bits}bit")
+
+
 def run_import_gguf(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.core.gguf_import import GgufImportError, import_gguf
 
     source = Path(args.path)
-    name = args.name or f"{source.stem}-{args.bits}bit" if args.bits != 16 else (args.name or f"{source.stem}-f16")
-    dest = paths.models_dir / name
+    name = args.name if args.name is not None else default_import_name(source, args.bits)
+    dest = import_destination(paths.models_dir, name)
 
     def progress(stage: str, fraction: float) -> None:
         print(f"\r{fraction:4.0%}  {stage:<24}", end="", file=sys.stderr, flush=True)
@@ -176,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path", help="the .gguf file")
     imp.add_argument("--bits", type=int, choices=(4, 8, 16), default=4,
                      help="4 keeps Q4_0/Q4_1/Q8_0 blocks as they are (default); 8 and 16 widen them")  # fmt: skip
-    imp.add_argument("--name", help="folder name for the model (default: file name and bits)")
+    imp.add_argument("--name", help="the model's name in the models folder: letters, digits and . _ + - "
+                     "(default: file name and bits)")
     imp.add_argument("--force", action="store_true", help="replace an existing model of that name")
     pull = commands.add_parser(
         "pull",

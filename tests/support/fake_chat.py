@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.core.generation import GenerationStep
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelRole, ModelSpec
 from workbench.core.memory import MB, MemoryEstimate
 from workbench.core.sampling import SamplingSettings
 
@@ -28,6 +28,7 @@ class Script:
 
 class FakeChatBackend:
     kind = KIND
+    role = ModelRole.CHAT
 
     def __init__(self, script: Script | None = None, kind: str = KIND, weights: int = 10 * MB) -> None:
         """``kind`` lets a test register several fakes (one per kind, each with its own script);

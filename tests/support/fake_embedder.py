@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench.core.backends.sentence_transformers import KIND
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelRole, ModelSpec
 from workbench.core.memory import MB, MemoryEstimate
 
 DIMENSIONS = 384
@@ -48,6 +48,7 @@ class FakeEmbeddingModel:
 
 class FakeEmbeddingBackend:
     kind = KIND
+    role = ModelRole.EMBED
 
     def __init__(self) -> None:
         # Batches after the first `free_batches` wait for the gate (open unless a test clears it).

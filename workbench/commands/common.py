@@ -97,12 +97,15 @@ def read_prompt(text: str) -> str:
 
 @contextlib.asynccontextmanager
 async def open_services(paths: AppPaths) -> AsyncIterator[Services]:
-    """The app's services with every local model registered (the Hugging Face cache too); closed on the way out."""
+    """The app's services with every local model registered (the Hugging Face cache too); closed on the way out.
+    Mistakes in config.toml or catalog.toml are said once on stderr (the TUI shows them in a notice)."""
     from workbench.core.services import build_services
 
     # our own progress lines on stderr replace the libraries' tqdm bars ("Loading weights", downloads)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     services = build_services(paths)
+    for issue in services.issues:
+        note(f"config: {issue}")
     try:
         services.register_all_models()
         yield services

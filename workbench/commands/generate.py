@@ -114,8 +114,8 @@ def messages_from(args: argparse.Namespace, services: Services, prompt: str) -> 
 
 async def resolve_chat_model(services: Services, wanted: str) -> str:
     """The id of a registered chat model; the default SmolLM2 is imported from its package on first use."""
-    from workbench.core.backends.mlx_lm import KIND
     from workbench.core.gguf_import import GgufImportError
+    from workbench.core.lifecycle import ModelRole
     from workbench.core.local_models import (
         DEFAULT_CHAT_ID,
         MissingPackageError,
@@ -123,10 +123,11 @@ async def resolve_chat_model(services: Services, wanted: str) -> str:
         ensure_default_chat_model,
     )
 
-    kinds = {info.spec.id: info.spec.kind for info in services.manager.models()}
-    chat_ids = [model_id for model_id, kind in kinds.items() if kind == KIND]
-    if wanted in kinds and kinds[wanted] != KIND:
-        raise UsageError(f"{wanted} is an embedding model, not a chat model; the chat models here: "
+    roles = {info.spec.id: info.role for info in services.manager.models()}
+    chat_ids = services.manager.ids(ModelRole.CHAT)
+    if wanted in roles and roles[wanted] is not ModelRole.CHAT:
+        what = "an embedding model" if roles[wanted] is ModelRole.EMBED else f"a {roles[wanted]} model"
+        raise UsageError(f"{wanted} is {what}, not a chat model; the chat models here: "
                          + (", ".join(sorted(chat_ids)) or "none"))  # fmt: skip
     if wanted == DEFAULT_CHAT_ID and default_chat_missing(services.paths) and _default_chat_importable():
         note(f"importing {wanted} from its package (first use, about 10 s)")
@@ -136,8 +137,8 @@ async def resolve_chat_model(services: Services, wanted: str) -> str:
             raise CommandError(f"cannot import {wanted}: {exc}") from exc
         services.refresh_local_models()
         return wanted
-    if wanted not in kinds:
-        importable = [DEFAULT_CHAT_ID] if DEFAULT_CHAT_ID not in kinds and _default_chat_importable() else []
+    if wanted not in roles:
+        importable = [DEFAULT_CHAT_ID] if DEFAULT_CHAT_ID not in roles and _default_chat_importable() else []
         raise unknown_model(wanted, chat_ids + importable, "chat model")
     return wanted
 

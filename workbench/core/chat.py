@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from workbench.core.generation import ChatBackend, GenerationStep
 from workbench.core.inference import TokenStream
-from workbench.core.lifecycle import ModelManager, ModelManagerError
+from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelRole
 from workbench.core.sampling import SamplingSettings
 
 
@@ -193,9 +193,9 @@ class ChatRun:
         return self._stop_requested
 
     async def events(self) -> AsyncIterator[ChatEvent]:
-        backend = self.manager.backend_for(self.model_id)
-        if not isinstance(backend, ChatBackend):
+        if self.manager.role_of(self.model_id) is not ModelRole.CHAT:
             raise ChatError(f"{self.model_id} is not a chat model")
+        backend = cast(ChatBackend, self.manager.backend_for(self.model_id))  # a chat backend declares the role
         lease = await self.manager.acquire(self.model_id)
         try:
             handle = lease.handle

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.backends.sentence_transformers import KIND
 from workbench.core.embeddings import EmbeddingCache, embed_corpus, normalise
-from workbench.core.lifecycle import ModelManager
+from workbench.core.lifecycle import ModelManager, ModelRole
 
 DEFAULT_BATCH_SIZE = 64
 
@@ -39,7 +38,7 @@ class Embedder:
 
     def model_ids(self) -> list[str]:
         """The registered embedding models."""
-        return [info.spec.id for info in self.manager.models() if info.spec.kind == KIND]
+        return self.manager.ids(ModelRole.EMBED)
 
     async def embed(
         self,

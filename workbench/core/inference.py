@@ -5,6 +5,10 @@ on this one thread. Plain jobs run in the order they were submitted. Token strea
 the thread advances one step at a time, round-robin, between jobs: two generations (the compare pane)
 stream fairly, and a stop request is seen before the next step. Results cross to the event loop with
 ``call_soon_threadsafe``; the thread never waits for the loop, so a busy UI does not slow decoding.
+
+Shutting down: the thread finishes the jobs submitted before, closes the streams still open (on the thread, where
+their MLX state lives) and says so. Once MLX has been imported it then stays parked until the process exits
+(see ``_park``): MLX's per-thread clean-up cannot safely run at the end of a Python program.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -91,6 +96,7 @@ class InferenceThread:
         self._new_streams: queue.SimpleQueue[_Stream] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closed = False
+        self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -147,14 +153,26 @@ class InferenceThread:
             return
         self._close(state)
 
-    def shutdown(self, wait: bool = True) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._jobs.put(None)
-        self._wake.set()
+    def shutdown(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Take no more work. The jobs already submitted run, open streams are closed (their consumers see the end)
+        and the thread lets go of them; ``wait`` blocks until it has, at most ``timeout`` seconds."""
+        finished = self._request_shutdown()
         if wait and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                finished.result(timeout)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """:meth:`shutdown` for the event loop: awaits the end of the work in hand without blocking the loop."""
+        finished = self._request_shutdown()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(finished)), timeout)
+
+    def _request_shutdown(self) -> concurrent.futures.Future[None]:
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(None)
+            self._wake.set()
+        return self._finished
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -165,8 +183,7 @@ class InferenceThread:
                 self._streams.append(self._new_streams.get())
             ran_job = self._run_one_job()
             if ran_job is None:  # shutdown
-                for state in self._streams:
-                    self._deliver(state, _END)
+                self._finish()
                 return
             if self._streams:
                 self._step_each_stream()
@@ -187,6 +204,29 @@ class InferenceThread:
             except BaseException as exc:
                 future.set_exception(exc)
         return True
+
+    def _finish(self) -> None:
+        while not self._new_streams.empty():
+            self._streams.append(self._new_streams.get())
+        while self._streams:
+            self._close(self._streams.popleft())  # here, not wherever the generator would be collected
+        while not self._jobs.empty():  # submitted while shutdown was being asked for
+            item = self._jobs.get_nowait()
+            if item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(RuntimeError("the inference thread is shut down"))
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            self._finished.set_result(None)
+        if "mlx.core" in sys.modules:
+            self._park()
+
+    @staticmethod
+    def _park() -> None:
+        """Never end. A thread that ran mlx-lm carries MLX thread-local state (the compile cache) whose destructors
+        take the GIL when the OS thread ends, after Python's ``join`` has already returned. If that happens while
+        the interpreter finalizes, CPython ends the thread from inside a C++ destructor and the process aborts
+        ("terminate called without an active exception", exit 134). A daemon thread that never ends is simply
+        dropped when the process exits; it holds no model (those were unloaded through this thread)."""
+        threading.Event().wait()
 
     def _step_each_stream(self) -> None:
         for _ in range(len(self._streams)):

@@ -20,7 +20,9 @@ from workbench.core.local_models import DEFAULT_EMBEDDER_ID, local_specs_with_ca
 from workbench.core.paths import AppPaths
 
 IMPORTED, HF_CACHE, BUILT_IN = "imported", "hf-cache", "built-in"
-KINDS = {mlx_lm.KIND: "chat", sentence_transformers.KIND: "embed"}
+# what `ls` says a local model is for: the role its backend declares
+ROLES = {backend.kind: str(backend.role)
+         for backend in (mlx_lm.MlxLmBackend, sentence_transformers.SentenceTransformerBackend)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def _cache(cache_dir: Path | None) -> Path:
 
 
 def _describe(spec: ModelSpec, paths: AppPaths, repos: dict[str, hf_cache.CachedRepo]) -> InstalledModel:
-    kind = KINDS.get(spec.kind, spec.kind)
+    kind = ROLES.get(spec.kind, spec.kind)
     if spec.path.parent == paths.models_dir:
         return InstalledModel(spec.id, kind, spec.kind, IMPORTED, spec.path, folder_bytes(spec.path))
     repo = repos.get(spec.id)

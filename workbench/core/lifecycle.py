@@ -37,6 +37,14 @@ class ModelState(StrEnum):
 _RESIDENT = frozenset({ModelState.LOADING, ModelState.READY, ModelState.BUSY, ModelState.UNLOADING})
 
 
+class ModelRole(StrEnum):
+    """What a model is for. Its backend declares it (``Backend.role``); every face reads it from the manager
+    (``ModelInfo.role``, ``ModelManager.ids``), never from the backend's kind or type."""
+
+    CHAT = "chat"
+    EMBED = "embed"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
@@ -47,6 +55,7 @@ class ModelSpec:
 
 class Backend(Protocol):
     kind: str
+    role: ModelRole  # what every model this backend runs is for
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate: ...
 
@@ -72,6 +81,7 @@ class ModelInfo:
     """A snapshot of one model, safe to hand to the UI."""
 
     spec: ModelSpec
+    role: ModelRole
     state: ModelState
     estimate: MemoryEstimate | None
     measured: int | None
@@ -112,8 +122,9 @@ class ModelLoadError(ModelManagerError):
 
 
 class _Record:
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, role: ModelRole) -> None:
         self.spec = spec
+        self.role = role
         self.state = ModelState.UNLOADED
         self.estimate: MemoryEstimate | None = None
         self.measured: int | None = None
@@ -140,6 +151,7 @@ class _Record:
     def info(self) -> ModelInfo:
         return ModelInfo(
             spec=self.spec,
+            role=self.role,
             state=self.state,
             estimate=self.estimate,
             measured=self.measured,
@@ -204,11 +216,12 @@ class ModelManager:
     def register(self, spec: ModelSpec) -> ModelInfo:
         if spec.kind not in self._backends:
             raise ModelManagerError(f"no backend for {spec.kind!r} models ({spec.name})")
+        role = ModelRole(self._backends[spec.kind].role)
         record = self._records.get(spec.id)
         if record is None:
-            record = self._records[spec.id] = _Record(spec)
+            record = self._records[spec.id] = _Record(spec, role)
         elif record.state is ModelState.UNLOADED:
-            record.spec = spec
+            record.spec, record.role = spec, role
         record.estimate = self._estimate(record)
         self._emit(record, "registered")
         return record.info()
@@ -218,6 +231,13 @@ class ModelManager:
 
     def info(self, model_id: str) -> ModelInfo:
         return self._record(model_id).info()
+
+    def ids(self, role: ModelRole) -> list[str]:
+        """The registered models of one role, in the order they were registered."""
+        return [record.spec.id for record in self._records.values() if record.role is role]
+
+    def role_of(self, model_id: str) -> ModelRole:
+        return self._record(model_id).role
 
     def backend_for(self, model_id: str) -> Backend:
         return self._backends[self._record(model_id).spec.kind]
@@ -304,13 +324,14 @@ class ModelManager:
         self._emit(record, "pinned" if pinned else "unpinned")
 
     async def aclose(self) -> None:
-        """Unload everything idle and stop the inference thread."""
+        """Unload everything idle and stop the inference thread (waiting for the work in hand, so nothing of MLX
+        still runs when the process exits)."""
         async with self._plan_lock:
             for record in list(self._records.values()):
                 self._cancel_idle_timer(record)
                 if record.state is ModelState.READY and record.leases == 0:
                     await self._unload(record, "shutting down")
-        self.inference.shutdown(wait=False)
+        await self.inference.aclose()
 
     # --- loading, eviction, unloading ---------------------------------------------------------
 
@@ -476,6 +497,7 @@ __all__ = [
     "ModelLoadError",
     "ModelManager",
     "ModelManagerError",
+    "ModelRole",
     "ModelSpec",
     "ModelState",
     "UnknownModelError",

@@ -43,12 +43,12 @@ from workbench.core.chat import (
     Token,
     trim_to_characters,
 )
-from workbench.core.generation import ChatBackend
 from workbench.core.lifecycle import (
     ModelDoesNotFitError,
     ModelLoadError,
     ModelManager,
     ModelManagerError,
+    ModelRole,
     ModelSpec,
     UnknownModelError,
 )
@@ -252,7 +252,7 @@ def _sampling(body: dict[str, Any], defaults: SamplingSettings) -> SamplingSetti
 
 
 def chat_model_ids(manager: ModelManager) -> list[str]:
-    return [info.spec.id for info in manager.models() if isinstance(manager.backend_for(info.spec.id), ChatBackend)]
+    return manager.ids(ModelRole.CHAT)
 
 
 def _model_object(spec: ModelSpec) -> dict[str, Any]:

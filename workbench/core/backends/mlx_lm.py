@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.generation import GenerationStep
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelRole, ModelSpec
 from workbench.core.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
 from workbench.core.sampling import SamplingSettings
 
@@ -39,6 +39,7 @@ def activation_dtype_bytes(config: dict[str, Any], by_dtype: dict[str, int]) -> 
 
 class MlxLmBackend:
     kind = KIND
+    role = ModelRole.CHAT
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
         files = weight_files(spec.path)

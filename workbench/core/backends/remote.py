@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench.core.endpoints import Endpoint, EndpointError, explain, make_client
 from workbench.core.generation import GenerationStep
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelRole, ModelSpec
 from workbench.core.memory import MemoryEstimate
 from workbench.core.sampling import SamplingSettings
 
@@ -36,6 +36,7 @@ def remote_spec(endpoint: Endpoint, model: str) -> ModelSpec:
 
 class RemoteChatBackend:
     kind = KIND
+    role = ModelRole.CHAT
     blocking_io = True  # chat_stream waits on the network: run it off the inference thread
 
     def __init__(self, endpoints: list[Endpoint]) -> None:

@@ -6,7 +6,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from workbench.core.lifecycle import ModelSpec
+from workbench.core.lifecycle import ModelRole, ModelSpec
 from workbench.core.memory import MB, MemoryEstimate, safetensors_weight_bytes
 
 KIND = "sentence-transformers"
@@ -16,6 +16,7 @@ BATCH_OVERHEAD = 32 * MB
 
 class SentenceTransformerBackend:
     kind = KIND
+    role = ModelRole.EMBED
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
         files = sorted(Path(spec.path).rglob("*.safetensors"))

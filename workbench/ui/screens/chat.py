@@ -15,8 +15,7 @@ from textual.widgets import Select, Static
 from textual.worker import Worker
 
 from workbench.core.chat import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
-from workbench.core.generation import ChatBackend
-from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelState
+from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
 from workbench.core.local_models import DEFAULT_CHAT_ID
 from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
 from workbench.core.model_wait import (
@@ -128,8 +127,7 @@ class ChatPane(PaneScreen):
     # --- models ----------------------------------------------------------------------------------
 
     def chat_model_ids(self) -> list[str]:
-        return [info.spec.id for info in self.manager.models()
-                if isinstance(self.manager.backend_for(info.spec.id), ChatBackend)]  # fmt: skip
+        return self.manager.ids(ModelRole.CHAT)
 
     def refresh_models(self) -> None:
         select = self.query_one("#model-select", Select)

@@ -24,8 +24,7 @@ from workbench.core.compare import (
     plan_memory,
     word_diff,
 )
-from workbench.core.generation import ChatBackend
-from workbench.core.lifecycle import ModelManager
+from workbench.core.lifecycle import ModelManager, ModelRole
 from workbench.core.local_models import DEFAULT_CHAT_ID
 from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
 from workbench.core.model_wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
@@ -186,8 +185,7 @@ class ComparePane(PaneScreen):
     # --- models ----------------------------------------------------------------------------------
 
     def chat_models(self) -> list[str]:
-        manager = self.manager
-        return [i.spec.id for i in manager.models() if isinstance(manager.backend_for(i.spec.id), ChatBackend)]
+        return self.manager.ids(ModelRole.CHAT)
 
     def refresh_models(self) -> None:
         ids = self.chat_models()
