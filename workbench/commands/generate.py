@@ -119,8 +119,8 @@ async def resolve_chat_model(services: Services, wanted: str) -> str:
     from workbench.core.local_models import (
         DEFAULT_CHAT_ID,
         MissingPackageError,
+        default_chat_importable,
         default_chat_missing,
-        ensure_default_chat_model,
     )
 
     roles = {info.spec.id: info.role for info in services.manager.models()}
@@ -129,28 +129,17 @@ async def resolve_chat_model(services: Services, wanted: str) -> str:
         what = "an embedding model" if roles[wanted] is ModelRole.EMBED else f"a {roles[wanted]} model"
         raise UsageError(f"{wanted} is {what}, not a chat model; the chat models here: "
                          + (", ".join(sorted(chat_ids)) or "none"))  # fmt: skip
-    if wanted == DEFAULT_CHAT_ID and default_chat_missing(services.paths) and _default_chat_importable():
+    if wanted == DEFAULT_CHAT_ID and default_chat_missing(services.paths) and default_chat_importable():
         note(f"importing {wanted} from its package (first use, about 10 s)")
         try:
-            await ensure_default_chat_model(services.paths, services.manager.inference)
-        except (MissingPackageError, GgufImportError) as exc:
+            await services.bring_in_embedded_defaults()
+        except (MissingPackageError, GgufImportError, OSError) as exc:
             raise CommandError(f"cannot import {wanted}: {exc}") from exc
-        services.refresh_local_models()
         return wanted
     if wanted not in roles:
-        importable = [DEFAULT_CHAT_ID] if DEFAULT_CHAT_ID not in roles and _default_chat_importable() else []
+        importable = [DEFAULT_CHAT_ID] if DEFAULT_CHAT_ID not in roles and default_chat_importable() else []
         raise unknown_model(wanted, chat_ids + importable, "chat model")
     return wanted
-
-
-def _default_chat_importable() -> bool:
-    from workbench.core.local_models import SMOLLM2_PACKAGE, MissingPackageError, package_dir
-
-    try:
-        package_dir(SMOLLM2_PACKAGE)
-    except MissingPackageError:
-        return False
-    return True
 
 
 def report_loading(services: Services) -> None:
