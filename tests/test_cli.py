@@ -668,7 +668,8 @@ def fake_import(monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, Path]) -
 
     calls: list[tuple[Path, Path]] = []
 
-    def import_gguf(gguf: Path, dest: Path, bits: int = 4, progress: Any = None, overwrite: bool = False) -> Path:
+    def import_gguf(gguf: Path, dest: Path, bits: int = 4, progress: Any = None, overwrite: bool = False,
+                    generation: Any = None) -> Path:
         calls.append((gguf, dest))
         if progress is not None:
             progress("converting weights", 0.5)
