@@ -1,9 +1,9 @@
 """Start-up benchmark: process start to first painted frame, workbench vs a bare Textual app.
 
 The parent notes the wall time (``time.time()``, comparable across processes) just before spawning
-``python bench/startup.py --child workbench|bare``; the child builds its app and, after the first
-refresh, writes its own ``time.time()`` (and any heavy modules already imported) to the file named by
-``$BENCH_MARK_FILE``, then exits. Start-up = child time - parent time.
+``python bench/startup.py --child workbench|bare``; the child builds its app and, at its first frame (the first
+update the compositor hands to the display), writes its own ``time.time()`` and the heavy modules already
+imported to the file named by ``$BENCH_MARK_FILE``, then exits. Start-up = child time - parent time.
 
     .venv/bin/python bench/startup.py [--rounds 7]
 """
@@ -33,10 +33,24 @@ GOAL_SECONDS = 1.0
 TERMINAL = (80, 24)
 
 
-def _mark_and_exit(app: App[Any]) -> None:
-    heavy = sorted(name for name in HEAVY if name in sys.modules)
-    Path(os.environ[MARK_ENV]).write_text(json.dumps({"t": time.time(), "heavy": heavy}))
-    app.exit()
+def _mark_first_frame(app: App[Any]) -> None:
+    """At the first frame the compositor hands to the display: write the time and the heavy modules already
+    imported, then exit. Hooked on ``App._display`` so the mark is the frame itself, not a callback after it
+    that background work started after the frame could race."""
+    display = app._display
+    marked = False
+
+    def display_and_mark(screen: Any, renderable: Any) -> None:
+        nonlocal marked
+        display(screen, renderable)
+        if renderable is not None and not marked:
+            marked = True
+            heavy = sorted(name for name in HEAVY if name in sys.modules)
+            mark = {"t": time.time(), "heavy": heavy, "screen": type(screen).__name__}
+            Path(os.environ[MARK_ENV]).write_text(json.dumps(mark))
+            app.call_later(app.exit)
+
+    app._display = display_and_mark  # type: ignore[method-assign]
 
 
 def child(kind: str) -> None:
@@ -50,23 +64,19 @@ def child(kind: str) -> None:
                 yield Static("hello")
                 yield Footer()
 
-            def on_mount(self) -> None:
-                self.call_after_refresh(_mark_and_exit, self)
-
-        BareApp().run(headless=True)
+        bare = BareApp()
+        _mark_first_frame(bare)
+        bare.run(headless=True)
         return
 
     from workbench.core.paths import AppPaths
     from workbench.core.services import build_services
     from workbench.ui.app import WorkbenchApp
 
-    class BenchWorkbenchApp(WorkbenchApp):
-        def on_mount(self) -> None:
-            super().on_mount()
-            self.call_after_refresh(_mark_and_exit, self)
-
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as home:
-        BenchWorkbenchApp(build_services(AppPaths.under(Path(home))), import_defaults=False).run(headless=True)
+        app = WorkbenchApp(build_services(AppPaths.under(Path(home))), import_defaults=False)
+        _mark_first_frame(app)
+        app.run(headless=True)
 
 
 def measure(kind: str) -> tuple[float, list[str]]:

@@ -1,10 +1,9 @@
-"""The key footer: composed with its pane (keys in the first frame), again only when the keys it shows change."""
+"""The key footer: one line drawn from the screen's bindings, with the pane's keys in the first frame; redrawn,
+not recomposed, when the keys change; a click on a key presses it."""
 
 from __future__ import annotations
 
-import pytest
-from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
+from textual.widget import Widget
 
 from tests.support.waits import wait_for
 from workbench.core.paths import AppPaths
@@ -15,40 +14,31 @@ from workbench.ui.widgets.footer import KeyFooter
 SIZE = (80, 24)
 
 
-def footer_text(footer: Footer) -> str:
-    return " ".join(f"{key.key_display} {key.description}" for key in footer.query(FooterKey))
+def footer_text(footer: KeyFooter) -> str:
+    return footer.render().plain
 
 
-async def settle(footer: Footer) -> None:
-    """Let a recompose the footer may have queued (it runs after the next refresh) happen."""
-    for _ in range(2):
-        await footer.wait_for_refresh()
-
-
-async def test_the_footer_is_composed_once_at_start_with_its_keys(
-    app_paths: AppPaths, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    composed: list[bool] = []  # for each compose: whether it had bindings to show
-    original = Footer.compose
-
-    def counting(self: Footer):  # type: ignore[no-untyped-def]
-        composed.append(self._bindings_ready)
-        return original(self)
-
-    monkeypatch.setattr(Footer, "compose", counting)
+async def test_the_footer_is_one_widget_with_the_panes_keys_in_the_first_frame(app_paths: AppPaths) -> None:
+    first_frame: list[str] = []
     app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
+    display = app._display
+
+    def display_and_remember(screen, renderable):  # type: ignore[no-untyped-def]
+        display(screen, renderable)
+        if renderable is not None and not first_frame:
+            first_frame.append(footer_text(screen.query_one(KeyFooter)))
+
+    app._display = display_and_remember  # type: ignore[method-assign]
     async with app.run_test(size=SIZE) as pilot:
-        footer = app.screen.query_one(Footer)
-        await wait_for(pilot, lambda: "Download" in footer_text(footer), "the catalog's keys in the footer")
-        await wait_for(pilot, lambda: app.screen.focused is not None, "the table focused")
-        await settle(footer)
-        # Textual's Footer composes an empty footer first, then again after each focus change (three times)
-        assert composed == [True]
-        assert isinstance(footer, KeyFooter)
-        assert "/ Search" in footer_text(footer) and "d Download" in footer_text(footer)
+        await wait_for(pilot, lambda: first_frame, "the first frame")
+        assert "/ Search" in first_frame[0] and "d Download" in first_frame[0]
+        footer = app.screen.query_one(KeyFooter)
+        assert list(footer.query(Widget)) == []  # no widget per key: Textual's Footer made ~15 of them, each styled
+        assert footer_text(footer).rstrip().endswith("▏^p palette")  # the palette's key keeps its place on the right
+        assert len(footer_text(footer)) == SIZE[0]
         await pilot.press("slash")  # the search box takes the letter keys: the footer shows fewer
         await wait_for(pilot, lambda: "Download" not in footer_text(footer), "the footer without the letter keys")
-        assert composed == [True, True]
+        assert footer.parent is app.screen  # the same widget, redrawn
 
 
 async def test_the_footer_shows_the_focused_widgets_keys_when_they_change(app_paths: AppPaths) -> None:
@@ -56,6 +46,16 @@ async def test_the_footer_shows_the_focused_widgets_keys_when_they_change(app_pa
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")  # Chat: its text box adds "Send" and "Newline" once it has focus
         await wait_for(pilot, lambda: app.current_mode == "chat", "the chat pane")
-        footer = app.screen.query_one(Footer)
+        footer = app.screen.query_one(KeyFooter)
         await wait_for(pilot, lambda: "Send" in footer_text(footer), "the text box's keys in the footer")
         assert "Regen" in footer_text(footer)
+
+
+async def test_a_click_on_a_key_in_the_footer_presses_it(app_paths: AppPaths) -> None:
+    app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        footer = app.screen.query_one(KeyFooter)
+        await wait_for(pilot, lambda: "Panes" in footer_text(footer) or "Download" in footer_text(footer), "keys")
+        text = footer_text(footer)
+        await pilot.click(KeyFooter, offset=(text.index("/ Search") + 1, 0))  # the "/" key: into the search box
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "catalog-search", "search box")
