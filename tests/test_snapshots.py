@@ -51,7 +51,7 @@ def pinned_app(home: Path) -> WorkbenchApp:
     store = Store(paths.database_file)
     services = Services(paths=paths, settings=Settings(), manager=manager, probe=FixedProbe(),  # type: ignore[arg-type]
                         catalog=[], store=store, hub=HubCatalog(paths.data_dir / "hub"),
-                        downloads=DownloadQueue(store))  # fmt: skip
+                        downloads_factory=lambda: DownloadQueue(store))  # fmt: skip
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 

@@ -110,7 +110,8 @@ async def open_services(paths: AppPaths) -> AsyncIterator[Services]:
         services.register_all_models()
         yield services
     finally:
-        await services.downloads.aclose()
+        if services.downloads_started:
+            await services.downloads.aclose()
         await services.manager.aclose()
         services.store.close()
 

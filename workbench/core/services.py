@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from workbench.core.backends.remote import RemoteChatBackend, remote_spec
 from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
-from workbench.core.downloads import DownloadManager
 from workbench.core.endpoints import EndpointError, list_models
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
@@ -33,6 +33,7 @@ from workbench.core.store import Store
 from workbench.resources import shipped_path
 
 if TYPE_CHECKING:
+    from workbench.core.downloads import DownloadManager
     from workbench.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,27 @@ class Services:
     catalog: list[CatalogEntry]
     store: Store
     hub: HubCatalog
-    downloads: DownloadManager
+    # the download queue is built on first use: its module is not needed for the first frame
+    downloads_factory: Callable[[], DownloadManager]
     issues: list[ConfigIssue] = field(default_factory=list)
     recovered_messages: int = 0  # answers a previous run left half-written, now marked incomplete
     # the first-start import of the default chat model (build_services gives the real one; tests script it)
     default_import: DefaultModelImport = field(default_factory=_no_default_import)
     _embedder: Embedder | None = None
+
+    _downloads: DownloadManager | None = None
+    _downloads_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def downloads(self) -> DownloadManager:
+        with self._downloads_lock:  # the catalog's search thread may be first
+            if self._downloads is None:
+                self._downloads = self.downloads_factory()
+            return self._downloads
+
+    @property
+    def downloads_started(self) -> bool:
+        return self._downloads is not None
 
     @property
     def embedder(self) -> Embedder:
@@ -133,10 +149,14 @@ def build_services(
     endpoint = hub_endpoint or os.environ.get("HF_ENDPOINT")
     hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
     # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
-    downloads = DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
+
+    def downloads() -> DownloadManager:
+        from workbench.core.downloads import DownloadManager
+
+        return DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
 
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads=downloads, issues=issues,
+                        store=store, hub=hub, downloads_factory=downloads, issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
 
     async def import_default_chat_model(progress: Progress) -> ModelSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -13,7 +14,6 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from workbench.core.config import save_setting
-from workbench.core.downloads import JobSnapshot, JobState
 from workbench.core.lifecycle import ManagerEvent
 from workbench.core.local_models import default_chat_missing, local_specs_with_cache
 from workbench.core.memory import MemorySnapshot, metal_budget
@@ -24,6 +24,9 @@ from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import ImportProgress
 from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
+
+if TYPE_CHECKING:
+    from workbench.core.downloads import JobSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,6 @@ class WorkbenchApp(App[None]):
         if self.import_defaults and default_chat_missing(self.services.paths):
             default_import.plan()  # a message sent before the import starts waits for it instead of being refused
         self.services.manager.subscribe(self._on_manager_event)
-        self.services.downloads.subscribe(self._on_download)
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
         # Everything else waits for the first frame: the background work below imports huggingface_hub and
         # MLX, and even in a thread an import holds the interpreter long enough to delay the first paint.
@@ -120,6 +122,7 @@ class WorkbenchApp(App[None]):
 
     def start_background_work(self) -> None:
         self.sample_memory()
+        self.services.downloads.subscribe(self._on_download)
         self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
@@ -129,7 +132,8 @@ class WorkbenchApp(App[None]):
             self.find_cached_models()
 
     async def on_unmount(self) -> None:
-        await self.services.downloads.aclose()
+        if self.services.downloads_started:
+            await self.services.downloads.aclose()
         await self.services.manager.aclose()
         self.services.store.close()
 
@@ -150,6 +154,8 @@ class WorkbenchApp(App[None]):
                                   title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
 
     def _on_download(self, job: JobSnapshot) -> None:
+        from workbench.core.downloads import JobState
+
         if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
             self.find_cached_models()
 
