@@ -80,7 +80,7 @@ class CatalogPane(PaneScreen):
 
     DEFAULT_CSS = """
     CatalogPane #catalog-search { height: 3; }
-    CatalogPane #catalog-status { height: 1; padding: 0 1; color: $text-muted; }
+    CatalogPane #catalog-status { height: auto; padding: 0 1; color: $text-muted; }
     CatalogPane #catalog-status.-error { color: $error; }
     CatalogPane #catalog-table { height: 1fr; }
     """
