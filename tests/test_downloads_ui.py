@@ -55,7 +55,11 @@ async def test_a_queued_repo_downloads_with_progress(app_paths: AppPaths, online
 
 
 async def test_pause_resume_cancel_and_reorder_by_keys(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
-    online_hub.faults.bandwidth_bps = 50_000  # slow enough to catch it mid-file
+    # The tiny repo's weights stall mid-file until the hub stops: the job cannot finish before the test cancels it,
+    # however slow the machine (at 50 kB/s it once finished before 'c' beside busy loops).
+    faults = online_hub.faults
+    faults.only_path, faults.only_method = f"/{TINY_REPO_ID}/resolve/", "GET"  # only its weights pass 16 KiB
+    faults.stall_after_bytes, faults.stall_s, faults.stall_times = 16_384, 600, None  # ends when the hub stops
     app = downloads_app(app_paths, online_hub)
     downloads = app.services.downloads
     async with app.run_test(size=SIZE) as pilot:
@@ -83,7 +87,6 @@ async def test_pause_resume_cancel_and_reorder_by_keys(app_paths: AppPaths, onli
         settled = (JobState.PAUSED, JobState.CANCELLED, JobState.DONE)  # the small second repo may be done
         await wait_for(pilot, lambda: all(j.state in settled for j in downloads.jobs()),
                        "everything paused")
-    online_hub.faults.bandwidth_bps = None
 
 
 async def test_cache_view_lists_and_deletes(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
