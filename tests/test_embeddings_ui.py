@@ -70,7 +70,6 @@ async def compare_tab(pilot, pane: EmbeddingsPane) -> None:
 
 async def search(pilot, pane: EmbeddingsPane, text: str) -> None:
     pane.action_focus_query()
-    await wait_for(pilot, lambda: pane.app.focused is pane.query_one("#query"), "the search box")
     pane.query_one("#query", Input).value = text
     await wait_for(pilot, lambda: pane.hits_for == text, f"results for {text!r}")
 
@@ -201,6 +200,7 @@ async def test_heatmap_of_marked_passages(app_paths: AppPaths, tmp_path: Path) -
         pane = await open_pane(app, pilot)
         await open_corpus(pilot, pane, str(notes))
         await search(pilot, pane, "telescope stars moon")
+        await wait_for(pilot, lambda: app.focused is pane.query_one("#query"), "the search box")
         await pilot.press("enter", "space", "down", "space", "down", "space")
         await wait_for(pilot, lambda: len(pane.marked) == 3, "three marks")
         assert pane.marked == [row for row, _ in pane.hits[:3]]
@@ -232,6 +232,7 @@ async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppP
         assert pane.overlap.per_item[worst] == pane.overlap.per_item.min()
 
         disagreements.focus()
+        await wait_for(pilot, lambda: app.focused is disagreements, "focus on the disagreements")
         left, right = pane.query_one("#neighbours-a", DataTable), pane.query_one("#neighbours-b", DataTable)
         await wait_for(pilot, lambda: left.row_count == right.row_count == 10, "both neighbour lists")
 
