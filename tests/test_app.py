@@ -29,48 +29,53 @@ def notices(app: WorkbenchApp) -> list[str]:
     return [n.message for n in app._notifications]
 
 
+def on_pane(app: WorkbenchApp, mode: str) -> bool:
+    return app.current_mode == mode and getattr(app.screen, "MODE", None) == mode
+
+
 async def test_every_pane_is_reachable_by_its_number_key(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: on_pane(app, "catalog"), "the first pane")
         for key, mode in zip("123456", ["catalog", "downloads", "chat", "compare", "embeddings", "models"],
                              strict=True):  # fmt: skip
             typing = app.current_mode in ("chat", "compare", "embeddings")  # a text box has focus: digits are text
             await pilot.press(f"alt+{key}" if typing else key)
-            await pilot.pause()
-            assert app.current_mode == mode
-            assert mode == app.screen.MODE  # type: ignore[attr-defined]
+            await wait_for(pilot, lambda: on_pane(app, mode), f"the {mode} pane")  # noqa: B023 (awaited here)
         await pilot.press("ctrl+pagedown")
-        await pilot.pause()
-        assert app.current_mode == "catalog"
+        await wait_for(pilot, lambda: on_pane(app, "catalog"), "the pane after the last")
         await pilot.press("ctrl+pageup")
-        await pilot.pause()
-        assert app.current_mode == "models"
+        await wait_for(pilot, lambda: on_pane(app, "models"), "the pane before the first")
         await pilot.press("5")
-        await pilot.pause()
-        assert app.current_mode == "embeddings"
-        assert "ctrl+o opens one" in str(app.screen.query_one("#corpus-line").render())
+        await wait_for(pilot, lambda: on_pane(app, "embeddings"), "the embeddings pane")
+        await wait_for(pilot, lambda: "ctrl+o opens one" in str(app.screen.query_one("#corpus-line").render()),
+                       "the corpus hint")  # fmt: skip
 
 
 async def test_panes_are_reachable_from_the_command_palette(app_paths: AppPaths) -> None:
+    from textual.command import CommandList, CommandPalette
+
+    def best_match() -> str:
+        results = app.screen.query_one(CommandList)
+        option = results.highlighted_option
+        return str(option.prompt) if option is not None else ""
+
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: on_pane(app, "catalog"), "the first pane")
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
         await pilot.press(*"go to models")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: "Go to Models" in best_match(), "'Go to Models' first in the palette")
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.current_mode == "models"
+        await wait_for(pilot, lambda: on_pane(app, "models"), "the Models pane")
 
 
 async def test_memory_strip_shows_numbers(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        strip = app.screen.query_one(MemoryStrip)
-        text = str(strip.render())
+        await wait_for(pilot, lambda: "RAM" in str(app.screen.query_one(MemoryStrip).render()), "memory figures")
+        text = str(app.screen.query_one(MemoryStrip).render())
         assert "RAM" in text and "budget" in text and "RSS" in text and "MLX" in text
         assert re.search(r"RAM \d+(\.\d)?[MG]/\d+\.\dG", text), text
         assert re.search(r"budget 0/\d+\.\dG", text), text
@@ -79,16 +84,15 @@ async def test_memory_strip_shows_numbers(app_paths: AppPaths) -> None:
 async def test_theme_switch_is_remembered(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         assert app.theme == "workbench-dark"
         app.theme = "workbench-light"
-        await pilot.pause()
+        await wait_for(pilot, lambda: load_settings(app_paths.config_file)[0].theme == "workbench-light",
+                       "the theme saved")  # fmt: skip
     settings, issues = load_settings(app_paths.config_file)
     assert settings.theme == "workbench-light" and not issues
     again = make_app(app_paths)
     async with again.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        assert again.theme == "workbench-light"
+        await wait_for(pilot, lambda: again.theme == "workbench-light", "the remembered theme")
         assert not again.current_theme.dark
 
 
@@ -98,7 +102,7 @@ async def test_broken_theme_file_gives_a_notice_and_a_fallback(app_paths: AppPat
     app_paths.config_file.write_text('theme = "mine"\n')
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("'mine' is not available" in n for n in notices(app)), "the notice")
         assert app.theme == FALLBACK_THEME
         text = "\n".join(notices(app))
         assert "mine.toml" in text and "not-a-colour" in text
@@ -110,10 +114,10 @@ async def test_broken_config_names_file_line_and_key_and_starts_on_defaults(app_
     app_paths.config_file.write_text('theme = "workbench-light"\n\n[models]\ncontext_length = "long"\n')
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: any(f"{app_paths.config_file}:4: models.context_length" in n
+                                          for n in notices(app)), "the notice")  # fmt: skip
         assert app.theme == "workbench-light"  # the valid setting still applies
         assert app.services.manager.context_length == 4096
-        assert any(f"{app_paths.config_file}:4: models.context_length" in n for n in notices(app))
 
 
 async def test_config_with_a_syntax_error_still_starts(app_paths: AppPaths) -> None:
@@ -121,9 +125,8 @@ async def test_config_with_a_syntax_error_still_starts(app_paths: AppPaths) -> N
     app_paths.config_file.write_text('theme = "workbench-light\n')
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: any(f"{app_paths.config_file}:1" in n for n in notices(app)), "the notice")
         assert app.theme == "workbench-dark"
-        assert any(f"{app_paths.config_file}:1" in n for n in notices(app))
 
 
 async def test_broken_user_catalog_is_reported(app_paths: AppPaths) -> None:
@@ -134,8 +137,8 @@ async def test_broken_user_catalog_is_reported(app_paths: AppPaths) -> None:
     )
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        assert any(f"{app_paths.user_catalog}:7: model[0].size_gb" in n for n in notices(app))
+        await wait_for(pilot, lambda: any(f"{app_paths.user_catalog}:7: model[0].size_gb" in n for n in notices(app)),
+                       "the notice")  # fmt: skip
         assert len(app.services.catalog) >= 15  # the shipped catalog still loads
 
 
@@ -144,10 +147,9 @@ async def test_keys_are_remapped_by_binding_id(app_paths: AppPaths) -> None:
     save_key_binding(app_paths.config_file, "no.such.binding", "x")
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: on_pane(app, "catalog"), "the first pane")
         await pilot.press("c")
-        await pilot.pause()
-        assert app.current_mode == "chat"
+        await wait_for(pilot, lambda: on_pane(app, "chat"), "the Chat pane by its remapped key")
         assert any("'no.such.binding' is not a binding id" in n for n in notices(app))
 
 
@@ -159,9 +161,10 @@ async def test_every_binding_has_an_id_and_a_description() -> None:
     from workbench.ui.screens.chat_settings import SettingsScreen
     from workbench.ui.widgets.chat_input import ChatInput
 
+    owners = (WorkbenchApp, *pane_screens().values(), HistoryScreen, SettingsScreen, ChatInput)  # imports them all
     ids = WorkbenchApp.binding_ids()
     assert {"pane.chat", "models.pin", "chat.stop", "chat.send", "history.rename"} <= ids
-    for owner in (WorkbenchApp, *pane_screens().values(), HistoryScreen, SettingsScreen, ChatInput):
+    for owner in owners:
         for binding in owner.__dict__.get("BINDINGS", []):  # ours, not the ones Textual inherits
             assert isinstance(binding, Binding)
             assert binding.id and binding.description, binding
@@ -173,24 +176,20 @@ async def test_models_view_loads_pins_and_unloads(app_paths: AppPaths, tiny_mode
     manager = app.services.manager
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("6")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelsPane) and app.screen.selected() is not None,
+                       "the Models view with a model")  # fmt: skip
         screen = app.screen
         assert isinstance(screen, ModelsPane)
         selected = screen.selected()
         assert selected is not None and selected.spec.id == "tiny-small"
         await pilot.press("l")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert manager.info("tiny-small").state is ModelState.READY
-        assert "tiny-small" in str(screen.query_one(MemoryStrip).render())
+        await wait_for(pilot, lambda: manager.info("tiny-small").state is ModelState.READY, "the load", timeout=60)
+        await wait_for(pilot, lambda: "tiny-small" in str(screen.query_one(MemoryStrip).render()), "the strip")
         assert manager.info("tiny-small").measured
         await pilot.press("p")
-        await pilot.pause()
-        assert manager.info("tiny-small").pinned
+        await wait_for(pilot, lambda: manager.info("tiny-small").pinned, "the pin")
         await pilot.press("u")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert manager.info("tiny-small").state is ModelState.UNLOADED
+        await wait_for(pilot, lambda: manager.info("tiny-small").state is ModelState.UNLOADED, "the unload")
 
 
 @pytest.mark.real_model

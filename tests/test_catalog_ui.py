@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from textual.pilot import Pilot
 from textual.widgets import DataTable
-from textual.worker import WorkerCancelled
 
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
+from tests.support.waits import wait_for
 from workbench.core.catalog import CatalogEntry
 from workbench.core.hub import HubModel
 from workbench.core.paths import AppPaths
@@ -20,7 +17,7 @@ from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.catalog_details import DetailsScreen
 
 SIZE = (100, 30)
-WAIT = 20
+WAIT = 60  # a bound against hanging, not an expected duration
 
 
 def catalog_app(paths: AppPaths, hub: LoopbackHub | None, endpoint: str | None = None) -> WorkbenchApp:
@@ -28,13 +25,25 @@ def catalog_app(paths: AppPaths, hub: LoopbackHub | None, endpoint: str | None =
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 
-async def settle(app: WorkbenchApp, pilot: Pilot) -> CatalogPane:
-    with contextlib.suppress(WorkerCancelled):
-        await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-    await pilot.pause()
-    screen = app.screen
-    assert isinstance(screen, CatalogPane)
-    return screen
+async def first_search(app: WorkbenchApp, pilot: Pilot) -> CatalogPane:
+    """The pane once the search it starts by itself has shown its outcome (a page or an error)."""
+    await wait_for(pilot, lambda: isinstance(app.screen, CatalogPane) and app.screen.outcomes_shown > 0,
+                   "the first search", timeout=WAIT)  # fmt: skip
+    return app.screen  # type: ignore[return-value]
+
+
+async def search_by_keys(pilot: Pilot, pane: CatalogPane, *keys: str) -> None:
+    """Press keys that start one search, then wait until its outcome is shown."""
+    shown = pane.outcomes_shown
+    await pilot.press(*keys)
+    await wait_for(pilot, lambda: pane.outcomes_shown > shown, f"the search after {keys}", timeout=WAIT)
+
+
+async def details_loaded(pilot: Pilot, app: WorkbenchApp) -> DetailsScreen:
+    await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen)
+                   and "loading…" not in str(app.screen.query_one("#details-head").render()),
+                   "the details", timeout=WAIT)  # fmt: skip
+    return app.screen  # type: ignore[return-value]
 
 
 def hub_rows(pane: CatalogPane) -> list[HubModel]:
@@ -48,7 +57,7 @@ def status(pane: CatalogPane) -> str:
 async def test_curated_first_then_hub_results_with_verdicts(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await settle(app, pilot)
+        pane = await first_search(app, pilot)
         curated = [row for row in pane.rows if isinstance(row, CatalogEntry)]
         assert curated and pane.rows[: len(curated)] == curated
         assert hub_rows(pane) and all(m.is_mlx for m in hub_rows(pane))
@@ -61,53 +70,46 @@ async def test_curated_first_then_hub_results_with_verdicts(app_paths: AppPaths,
 async def test_search_filter_sort_and_paging_by_keys(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await settle(app, pilot)
-        await pilot.press("slash", *"tiny", "enter")
-        pane = await settle(app, pilot)
+        pane = await first_search(app, pilot)
+        await search_by_keys(pilot, pane, "slash", *"tiny", "enter")
         assert [m.repo_id for m in hub_rows(pane)] == [TINY_REPO_ID]
-        await pilot.press("slash", "end", *["backspace"] * 4, "enter")  # clear the search
-        pane = await settle(app, pilot)
-        await pilot.press("s")
-        pane = await settle(app, pilot)
+        await search_by_keys(pilot, pane, "slash", "end", *["backspace"] * 4, "enter")  # clear the search
+        await search_by_keys(pilot, pane, "s")
         assert "sort: likes" in status(pane)
         likes = [m.likes for m in hub_rows(pane)]
-        assert likes == sorted(likes, reverse=True)
-        await pilot.press("f")
-        pane = await settle(app, pilot)
+        assert likes and likes == sorted(likes, reverse=True)
+        await search_by_keys(pilot, pane, "f")
         assert "all models" in status(pane)
         listing = [r for r in online_hub.requests if r.path == "/api/models"][-1]
         assert "filter" not in listing.query and "sort=likes" in listing.query
         first_page = [m.repo_id for m in hub_rows(pane)]
         assert pane.result is not None and pane.result.has_next
-        await pilot.press("right_square_bracket")
-        pane = await settle(app, pilot)
+        await search_by_keys(pilot, pane, "right_square_bracket")
         assert "page 2" in status(pane) and set(first_page).isdisjoint(m.repo_id for m in hub_rows(pane))
-        await pilot.press("left_square_bracket")
-        pane = await settle(app, pilot)
+        await search_by_keys(pilot, pane, "left_square_bracket")
         assert [m.repo_id for m in hub_rows(pane)] == first_page
 
 
 async def test_details_and_queueing_a_download(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        await pilot.press("slash", *"tiny", "enter")
-        pane = await settle(app, pilot)
+        pane = await first_search(app, pilot)
+        await search_by_keys(pilot, pane, "slash", *"tiny", "enter")
         pane.query_one(DataTable).move_cursor(row=pane.rows.index(hub_rows(pane)[0]))
         await pilot.press("enter")
-        with contextlib.suppress(WorkerCancelled):
-            await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-        await pilot.pause()
-        details = app.screen
-        assert isinstance(details, DetailsScreen) and details.details is not None
+        details = await details_loaded(pilot, app)
+        assert details.details is not None
         head = str(details.query_one("#details-head").render())
         assert "apache-2.0" in head and "download" in head and "files" in head
         assert details.query_one("#details-files", DataTable).row_count >= 3
         await pilot.press("d")
+        await wait_for(pilot, lambda: len(app.services.downloads.jobs()) == 1, "the job from the details")
         await pilot.press("escape")
-        await pilot.pause()
-        assert isinstance(app.screen, CatalogPane)
+        await wait_for(pilot, lambda: app.screen is pane, "back to the list")
+        earlier = {n.identity for n in app._notifications}
         await pilot.press("d")  # from the list too: queuing twice is a no-op
+        await wait_for(pilot, lambda: any("Queued" in n.message and n.identity not in earlier
+                                          for n in app._notifications), "the notice from the list")  # fmt: skip
         jobs = app.services.downloads.jobs()
         assert [j.repo_id for j in jobs] == [TINY_REPO_ID] and "model.safetensors" in jobs[0].files
 
@@ -116,14 +118,12 @@ async def test_errors_show_in_the_pane_with_a_retry(app_paths: AppPaths, online_
     online_hub.faults.rate_limit, online_hub.faults.retry_after_s = 1, 30
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await settle(app, pilot)
+        pane = await first_search(app, pilot)
         assert "rate limited" in status(pane) and "30 s" in status(pane) and "r retries" in status(pane)
         online_hub.faults.server_error = 1
-        await pilot.press("r")
-        pane = await settle(app, pilot)
+        await search_by_keys(pilot, pane, "r")
         assert "server error" in status(pane) and "500" in status(pane)
-        await pilot.press("r")
-        pane = await settle(app, pilot)
+        await search_by_keys(pilot, pane, "r")
         assert hub_rows(pane) and "error" not in status(pane)
 
 
@@ -131,30 +131,29 @@ async def test_offline_the_curated_catalog_and_the_last_results_stay(app_paths: 
                                                                      online_hub: LoopbackHub) -> None:  # fmt: skip
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await settle(app, pilot)
+        pane = await first_search(app, pilot)
         seen = [m.repo_id for m in hub_rows(pane)]
+        assert seen
     url = online_hub.url
     online_hub.stop()
     again = catalog_app(app_paths, None, endpoint=url)
     async with again.run_test(size=SIZE) as pilot:
-        pane = await settle(again, pilot)
+        pane = await first_search(again, pilot)
         assert [m.repo_id for m in hub_rows(pane)] == seen
         assert "cached, just now" in status(pane)
         assert any(isinstance(row, CatalogEntry) for row in pane.rows)
     fresh_home = AppPaths.under(app_paths.config_dir.parent.parent / "elsewhere")
     never = catalog_app(fresh_home, None, endpoint=url)
     async with never.run_test(size=SIZE) as pilot:
-        pane = await settle(never, pilot)
+        pane = await first_search(never, pilot)
         assert "offline" in status(pane) and len(pane.rows) >= 15  # curated only
 
 
 async def test_a_gated_repo_says_what_to_do_in_its_details(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
     app = catalog_app(app_paths, online_hub)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
-        app.push_screen(DetailsScreen("meta-llama/Llama-3.2-3B-Instruct"))
-        with contextlib.suppress(WorkerCancelled):
-            await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-        await pilot.pause()
-        head = str(app.screen.query_one("#details-head").render())
+        await first_search(app, pilot)
+        await app.push_screen(DetailsScreen("meta-llama/Llama-3.2-3B-Instruct"))
+        details = await details_loaded(pilot, app)
+        head = str(details.query_one("#details-head").render())
         assert "gated" in head and "accept its licence" in head and "HF_TOKEN" in head and "r retries" in head

@@ -55,8 +55,8 @@ async def open_history(
 ) -> tuple[HistoryScreen, list[int | None]]:
     results: list[int | None] = []
     screen = HistoryScreen(store, paths)
-    app.push_screen(screen, results.append)
-    await pilot.pause()
+    await app.push_screen(screen, results.append)
+    await wait_for(pilot, lambda: app.screen is screen, "the history")
     return screen, results
 
 
@@ -89,23 +89,19 @@ async def test_confirm_and_prompt_dialogs(app_paths: AppPaths) -> None:
     app = make_app(app_paths)
     results: list[object] = []
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         for keys, expected in ((["y"], True), (["enter"], True), (["n"], False), (["escape"], False)):
-            app.push_screen(ConfirmScreen("Delete it?"), results.append)
-            await pilot.pause()
+            await app.push_screen(ConfirmScreen("Delete it?"), results.append)
             await pilot.press(*keys)
-            await pilot.pause()
+            await wait_for(pilot, lambda: results, f"the answer to {keys}")
             assert results.pop() is expected
-        app.push_screen(PromptScreen("Name?", "old"), results.append)
-        await pilot.pause()
+        await app.push_screen(PromptScreen("Name?", "old"), results.append)
         await pilot.press(*"  new name ", "enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the name")
         assert results.pop() == "new name"
         for keys in (["ctrl+u", "space", "enter"], ["escape"]):
-            app.push_screen(PromptScreen("Name?", "old"), results.append)
-            await pilot.pause()
+            await app.push_screen(PromptScreen("Name?", "old"), results.append)
             await pilot.press(*keys)
-            await pilot.pause()
+            await wait_for(pilot, lambda: results, f"the answer to {keys}")
             assert results.pop() is None
 
 
@@ -121,7 +117,7 @@ async def test_history_lists_newest_first_and_enter_opens(app_paths: AppPaths, s
         assert titles(screen) == ["alpha", "gamma", "beta"]
         assert screen.table.get_row_at(0)[:2] == ["alpha", "3"]
         await pilot.press("down", "down", "enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the chosen chat")
         assert results == [beta.id]
 
 
@@ -133,17 +129,15 @@ async def test_history_search_filters_as_you_type(app_paths: AppPaths, store: St
         await pilot.press("slash")
         assert isinstance(app.focused, Input)
         await pilot.press(*"pari")
-        await pilot.pause()
-        assert titles(screen) == ["Packing list for Paris", "Paris trip"]
+        await wait_for(pilot, lambda: titles(screen) == ["Packing list for Paris", "Paris trip"], "two matches")
         await pilot.press(*"sx")
-        await pilot.pause()
-        assert titles(screen) == []
+        await wait_for(pilot, lambda: titles(screen) == [], "no match")
         hint = screen.query_one("#history-empty", Static)
         assert hint.display and "No chat title contains “parisx”" in str(hint.render())
         await pilot.press("backspace")
-        await pilot.pause()
+        await wait_for(pilot, lambda: len(titles(screen)) == 2, "the two matches again")
         await pilot.press("down", "down", "enter")  # down leaves the search box, then moves in the list
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the chosen chat")
         assert results == [store.list_conversations(search="paris")[1].id]
 
 
@@ -152,11 +146,10 @@ async def test_history_empty_shows_a_hint(app_paths: AppPaths, store: Store) -> 
     async with app.run_test(size=SIZE) as pilot:
         screen, results = await open_history(app, pilot, store, app_paths)
         assert "No chats yet" in str(screen.query_one("#history-empty", Static).render())
-        await pilot.press("enter", "r", "d", "m")  # nothing to act on: nothing happens
-        await pilot.pause()
-        assert app.screen is screen
+        await pilot.press("enter", "r", "d", "m")  # nothing to act on: nothing happens (no dialog, no result)
+        assert app.screen is screen and results == []
         await pilot.press("escape")
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the history to close")
         assert results == [None]
 
 
@@ -166,11 +159,9 @@ async def test_history_rename_keeps_the_cursor_on_the_chat(app_paths: AppPaths, 
     async with app.run_test(size=SIZE) as pilot:
         screen, _results = await open_history(app, pilot, store, app_paths)
         await pilot.press("down", "r")
-        await pilot.pause()
-        assert isinstance(app.screen, PromptScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the rename dialog")
         await pilot.press(*"Beta renamed", "enter")
-        await pilot.pause()
-        assert app.screen is screen
+        await wait_for(pilot, lambda: app.screen is screen and "Beta renamed" in titles(screen), "the new title")
         renamed = store.get_conversation(beta.id)
         assert renamed is not None and renamed.title == "Beta renamed"
         assert "Beta renamed" in titles(screen)
@@ -184,13 +175,14 @@ async def test_history_delete_asks_first(app_paths: AppPaths, store: Store) -> N
     async with app.run_test(size=SIZE) as pilot:
         screen, _results = await open_history(app, pilot, store, app_paths)
         await pilot.press("down", "d")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         await pilot.press("n")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.screen is screen, "the history again")
         assert store.get_conversation(beta.id) is not None
-        await pilot.press("d", "y")
-        await pilot.pause()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.screen is screen and len(titles(screen)) == 2, "the chat to go")
         assert store.get_conversation(beta.id) is None
         assert titles(screen) == ["gamma", "alpha"]
         selected = screen.selected()
@@ -205,9 +197,8 @@ async def test_history_exports_markdown_and_json(app_paths: AppPaths, store: Sto
     async with app.run_test(size=SIZE) as pilot:
         await open_history(app, pilot, store, app_paths)
         await pilot.press("m", "j")
-        await pilot.pause()
         markdown = app_paths.data_dir / "exports" / f"why-is-the-sky-blue-{chat.id}.md"
-        assert markdown.is_file()
+        await wait_for(pilot, lambda: markdown.is_file() and markdown.with_suffix(".json").is_file(), "both exports")
         assert "# Why is the sky blue?" in markdown.read_text(encoding="utf-8")
         data = json.loads(markdown.with_suffix(".json").read_text(encoding="utf-8"))
         assert data["conversation"]["title"] == "Why is the sky blue?"
@@ -222,9 +213,8 @@ async def test_history_export_failure_is_a_notification(app_paths: AppPaths, sto
     async with app.run_test(size=SIZE) as pilot:
         screen, _results = await open_history(app, pilot, store, app_paths)
         await pilot.press("m")
-        await pilot.pause()
+        await wait_for(pilot, lambda: "Could not write" in notices(app), "the failure notice")
         assert app.screen is screen
-        assert "Could not write" in notices(app)
 
 
 async def test_history_escape_returns_none(app_paths: AppPaths, store: Store) -> None:
@@ -233,7 +223,7 @@ async def test_history_escape_returns_none(app_paths: AppPaths, store: Store) ->
     async with app.run_test(size=SIZE) as pilot:
         _screen, results = await open_history(app, pilot, store, app_paths)
         await pilot.press("escape")
-        await pilot.pause()
+        await wait_for(pilot, lambda: results, "the history to close")
         assert results == [None]
 
 
@@ -245,14 +235,14 @@ async def open_settings(
 ) -> tuple[SettingsScreen, list[ChatSettings | None]]:
     results: list[ChatSettings | None] = []
     screen = SettingsScreen(app.services, current or ChatSettings("", SamplingChoice()), model)
-    app.push_screen(screen, results.append)
+    await app.push_screen(screen, results.append)
     await wait_for(pilot, lambda: app.screen is screen and screen.query("#seed-source"), "the settings screen")
     return screen, results
 
 
 async def replace_text(pilot: Pilot, widget: Input | TextArea, text: str) -> None:
     widget.focus()
-    await pilot.pause()
+    await wait_for(pilot, lambda: pilot.app.focused is widget, f"focus on #{widget.id}")
     await pilot.press("ctrl+shift+a" if isinstance(widget, Input) else "f7", "backspace", *text)
 
 
@@ -315,9 +305,8 @@ async def test_settings_bad_value_keeps_the_screen_open(app_paths: AppPaths) -> 
         temperature = screen.query_one("#temperature", Input)
         await replace_text(pilot, temperature, "-1")
         await pilot.press("ctrl+s")
-        await pilot.pause()
+        await wait_for(pilot, lambda: "temperature: expected a number >= 0" in notices(app), "the refusal")
         assert app.screen is screen and results == []
-        assert "temperature: expected a number >= 0" in notices(app)
         assert temperature.has_class("-invalid") and screen.query_one("#temperature-hint").has_class("-error")
         assert app.focused is temperature
         await replace_text(pilot, temperature, "0.5")
@@ -353,10 +342,12 @@ async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the name prompt")
         await pilot.press(*"bad name", "enter")  # a space is not allowed: nothing is written
-        await wait_for(pilot, lambda: "preset name" in notices(app), "the refusal")
+        await wait_for(pilot, lambda: "preset name" in notices(app) and app.screen is screen, "the refusal")
         assert not app_paths.config_file.exists()
-        await pilot.press("ctrl+t", *"mine", "enter")
-        await wait_for(pilot, lambda: app_paths.config_file.exists(), "the preset to be saved")
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the name prompt again")
+        await pilot.press(*"mine", "enter")
+        await wait_for(pilot, lambda: "mine" in app.services.settings.chat_presets, "the preset saved")
         wanted = {"temperature": 0.3, "max_tokens": 1024}  # yours only: the model's top_p stays the model's
         settings, issues = load_settings(app_paths.config_file)
         assert not issues and settings.chat_presets == {"mine": wanted}

@@ -20,6 +20,7 @@ WAIT = 60
 CHILD = """
 import asyncio, sys
 from tests.support.fake_chat import Script, services_with_fake
+from tests.support.waits import wait_for
 from workbench.core.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.widgets.chat_input import ChatInput
@@ -30,7 +31,7 @@ async def main():
     app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.current_mode == "chat" and app.screen.query(ChatInput), "the Chat pane")
         app.screen.query_one(ChatInput).focus()
         await pilot.press(*"tell me everything", "enter")
         await asyncio.sleep(600)  # streams until the test kills this process

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from textual.pilot import Pilot
-from textual.worker import WorkerCancelled
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
+from tests.support.waits import wait_for
 from workbench.core.paths import AppPaths
 from workbench.core.sampling import SamplingChoice
 from workbench.core.store import MessageStatus
@@ -18,7 +17,7 @@ from workbench.ui.widgets.chat_input import ChatInput
 from workbench.ui.widgets.chat_message import MessageView
 
 SIZE = (80, 24)
-WAIT = 20
+WAIT = 60  # a bound against hanging, not an expected duration
 
 
 def chat_app(paths: AppPaths, script: Script | None = None) -> tuple[WorkbenchApp, FakeChatBackend]:
@@ -28,7 +27,7 @@ def chat_app(paths: AppPaths, script: Script | None = None) -> tuple[WorkbenchAp
 
 async def open_chat(app: WorkbenchApp, pilot: Pilot) -> ChatPane:
     await pilot.press("3")
-    await pilot.pause()
+    await wait_for(pilot, lambda: isinstance(app.screen, ChatPane), "the Chat pane")
     screen = app.screen
     assert isinstance(screen, ChatPane)
     screen.query_one(ChatInput).focus()
@@ -40,10 +39,25 @@ async def send(pilot: Pilot, text: str) -> None:
     await pilot.press("enter")
 
 
+def answer_on_screen(chat: ChatPane) -> str:
+    return chat.message_views()[-1].markdown.source
+
+
 async def answer_done(app: WorkbenchApp, pilot: Pilot) -> None:
-    with contextlib.suppress(WorkerCancelled):
-        await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-    await pilot.pause()
+    """Wait until the chat's answer is over: the message was taken (the input is empty), no answer runs any more,
+    and the conversation ends with a saved, finished answer."""
+    chat = app.screen
+    assert isinstance(chat, ChatPane)
+
+    def over() -> bool:
+        if chat.query_one(ChatInput).text or chat.run is not None or chat.conversation is None:
+            return False
+        if any(w.group == "chat-answer" and not w.is_finished for w in app.workers):
+            return False
+        messages = app.services.store.messages(chat.conversation.id)
+        return bool(messages) and messages[-1].role == "assistant" and messages[-1].status != MessageStatus.STREAMING
+
+    await wait_for(pilot, over, "the answer to finish", timeout=WAIT)
 
 
 async def test_answer_streams_in_with_figures_and_is_saved(app_paths: AppPaths) -> None:
@@ -68,7 +82,7 @@ async def test_escape_stops_within_a_token_and_keeps_the_partial_answer(app_path
         chat = await open_chat(app, pilot)
         await send(pilot, "talk")
         assert await asyncio.to_thread(backend.started.wait, WAIT)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: answer_on_screen(chat).startswith("w0 "), "the first words on screen")
         await pilot.press("escape")
         emitted_at_stop = backend.emitted
         await answer_done(app, pilot)
@@ -103,12 +117,12 @@ async def test_regenerate_and_edit_the_last_message(app_paths: AppPaths) -> None
         await send(pilot, "first")
         await answer_done(app, pilot)
         await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: len(backend.calls) == 2, "the second answer to start")
         await answer_done(app, pilot)
         assert len(backend.calls) == 2 and backend.calls[1] == backend.calls[0]
         assert len(chat.message_views()) == 2
         await pilot.press("f2")
-        await pilot.pause()
-        assert chat.query_one(ChatInput).text == "first"
+        await wait_for(pilot, lambda: chat.query_one(ChatInput).text == "first", "the last message to edit")
         assert chat.message_views() == []
         await pilot.press("end", *" again", "enter")
         await answer_done(app, pilot)
@@ -124,11 +138,11 @@ async def test_newline_key_and_copy(app_paths: AppPaths) -> None:
         await answer_done(app, pilot)
         assert backend.calls[-1][-1]["content"] == "line one\nline two"
         await pilot.press("ctrl+y")
-        assert app.clipboard == "Hello there!"
+        await wait_for(pilot, lambda: app.clipboard == "Hello there!", "the answer in the clipboard")
         first = chat.message_views()[0]
         first.focus()
         await pilot.press("ctrl+y")
-        assert app.clipboard == "line one\nline two"
+        await wait_for(pilot, lambda: app.clipboard == "line one\nline two", "the message in the clipboard")
 
 
 async def test_conversation_is_there_after_a_restart(app_paths: AppPaths) -> None:
@@ -140,6 +154,7 @@ async def test_conversation_is_there_after_a_restart(app_paths: AppPaths) -> Non
     again, _ = chat_app(app_paths)
     async with again.run_test(size=SIZE) as pilot:
         chat = await open_chat(again, pilot)
+        await wait_for(pilot, lambda: len(chat.message_views()) == 2, "the last conversation")
         assert [v.content for v in chat.message_views()] == ["remember me", "Hello there!"]
         assert isinstance(chat.message_views()[0], MessageView)
 
@@ -155,25 +170,23 @@ async def test_history_and_settings_from_the_chat_pane(app_paths: AppPaths) -> N
         await answer_done(app, pilot)
         first = chat.conversation
         await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: chat.conversation is None, "a new chat")
         await send(pilot, "about dogs")
         await answer_done(app, pilot)
         assert chat.conversation.id != first.id
 
         await pilot.press("ctrl+o")
-        await pilot.pause()
-        assert isinstance(app.screen, HistoryScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history")
         await pilot.press("/", *"cats", "enter")
-        await pilot.pause()
-        assert chat.conversation.id == first.id
+        await wait_for(pilot, lambda: app.screen is chat and chat.conversation.id == first.id, "the first chat")
         assert chat.message_views()[0].content == "about cats"
 
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert isinstance(app.screen, SettingsScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings")
         app.screen.query_one("#max_tokens").value = "2"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert chat.effective_sampling().settings.max_tokens == 2
+        await wait_for(pilot, lambda: app.screen is chat and chat.effective_sampling().settings.max_tokens == 2,
+                       "the settings applied")
         await send(pilot, "short please")
         await answer_done(app, pilot)
         assert chat.message_views()[-1].content == "Hello there"
@@ -212,7 +225,7 @@ async def test_quitting_mid_answer_keeps_it_as_stopped(app_paths: AppPaths) -> N
         chat = await open_chat(app, pilot)
         await send(pilot, "long one")
         assert await asyncio.to_thread(backend.started.wait, WAIT)
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: answer_on_screen(chat).startswith("w0 "), "the first words on screen")
         conversation_id = chat.conversation.id
     from workbench.core.store import Store
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from textual.pilot import Pilot
 from textual.widgets import Select
-from textual.worker import WorkerCancelled
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
+from tests.support.waits import wait_for
 from workbench.core.paths import AppPaths
 from workbench.core.services import build_services
 from workbench.ui.app import WorkbenchApp
@@ -18,7 +17,7 @@ from workbench.ui.screens.leaderboard import LeaderboardScreen
 from workbench.ui.widgets.chat_input import ChatInput
 
 SIZE = (120, 34)
-WAIT = 20
+WAIT = 60  # a bound against hanging, not an expected duration
 
 
 def compare_app(paths: AppPaths, script_a: Script, script_b: Script) -> tuple[WorkbenchApp, FakeChatBackend,
@@ -33,20 +32,30 @@ def compare_app(paths: AppPaths, script_a: Script, script_b: Script) -> tuple[Wo
 
 async def open_compare(app: WorkbenchApp, pilot: Pilot) -> ComparePane:
     await pilot.press("4")
-    await pilot.pause()
+    await wait_for(pilot, lambda: isinstance(app.screen, ComparePane), "the Compare pane")
     pane = app.screen
     assert isinstance(pane, ComparePane)
     pane.query_one("#model-a", Select).value = "alpha"
     pane.query_one("#model-b", Select).value = "beta"
-    await pilot.pause()
+
+    def plan_shown() -> bool:  # the Select.Changed messages have been handled and the plan shows both models
+        plan = pane.current_plan()
+        return plan is not None and plan.reason in str(pane.query_one("#compare-plan").render())
+
+    await wait_for(pilot, plan_shown, "the plan for alpha and beta")
     pane.query_one(ChatInput).focus()
     return pane
 
 
-async def settle(app: WorkbenchApp, pilot: Pilot) -> None:
-    with contextlib.suppress(WorkerCancelled):
-        await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-    await pilot.pause(0.1)
+async def runs_done(pilot: Pilot, pane: ComparePane, count: int) -> None:
+    """Wait until `count` comparisons were sent and the last one is over: saved, its worker gone."""
+
+    def over() -> bool:
+        running = any(w.group == "compare-run" and not w.is_finished for w in pane.app.workers)
+        runs = pane.app.services.store.compare_runs()  # type: ignore[attr-defined]
+        return len(runs) >= count and pane.run is None and not running
+
+    await wait_for(pilot, over, f"comparison {count} to finish", timeout=WAIT)
 
 
 def side(pane: ComparePane, name: str) -> Side:
@@ -64,16 +73,15 @@ async def test_both_stream_with_figures_and_a_plan(app_paths: AppPaths) -> None:
         pane = await open_compare(app, pilot)
         assert "both at once" in str(pane.query_one("#compare-plan").render())
         await pilot.press(*"capital?", "enter")
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 1)
         assert side(pane, "a").text == "Paris is big." and side(pane, "b").text == "Paris is old."
         assert "tok/s" in text_of(side(pane, "a"), ".side-figures") and "tok/s" in text_of(side(pane, "b"),
                                                                                              ".side-figures")
         assert a.calls[-1][-1]["content"] == b.calls[-1][-1]["content"] == "capital?"
         await pilot.press("d")  # diff: the answers have focus now
-        await pilot.pause()
-        assert pane.diffing
+        await wait_for(pilot, lambda: pane.diffing, "the diff")
         await pilot.press("enter", *"and rome?", "enter")  # a follow-up continues both conversations
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 2)
         assert [m["role"] for m in a.calls[-1]] == ["user", "assistant", "user"]
         assert b.calls[-1][1]["content"] == "Paris is old."
 
@@ -85,9 +93,9 @@ async def test_escape_stops_both(app_paths: AppPaths) -> None:
         pane = await open_compare(app, pilot)
         await pilot.press(*"go", "enter")
         assert await asyncio.to_thread(a.started.wait, WAIT) and await asyncio.to_thread(b.started.wait, WAIT)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: side(pane, "a").text and side(pane, "b").text, "words on both sides")
         await pilot.press("escape")
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 1)
         assert a.emitted < 300 and b.emitted < 300
         assert "stopped" in text_of(side(pane, "a"), ".side-figures")
         assert "stopped" in text_of(side(pane, "b"), ".side-figures")
@@ -99,7 +107,7 @@ async def test_one_side_failing_does_not_stop_the_other(app_paths: AppPaths) -> 
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_compare(app, pilot)
         await pilot.press(*"hi", "enter")
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 1)
         assert "fell over" in text_of(side(pane, "a"), ".side-error")
         assert side(pane, "b").text == "fine answer" and "tok/s" in text_of(side(pane, "b"), ".side-figures")
 
@@ -111,30 +119,28 @@ async def test_blind_vote_and_leaderboard(app_paths: AppPaths) -> None:
         await pilot.press("tab")  # leave the prompt box: b is a key, not a letter, out here
         pane.query_one("#compare-sides").focus()
         await pilot.press("b")
-        assert pane.blind
+        await wait_for(pilot, lambda: pane.blind, "blind mode")
         pane.query_one(ChatInput).focus()
         await pilot.press(*"which?", "enter")
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 1)
         assert pane.awaiting_vote
         assert "alpha" not in text_of(side(pane, "a"), ".side-title")  # names hidden
         shown_first = side(pane, "a").text
         await pilot.press("1")  # the first column wins
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.services.store.compare_votes(), "the vote")
         assert app.current_mode == "compare" and not pane.awaiting_vote
         votes = app.services.store.compare_votes()
         winner_label = votes[0][0] if votes[0][2] == "a" else votes[0][1]
         assert ("alpha" in winner_label) == (shown_first == "one")
         await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert isinstance(app.screen, LeaderboardScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, LeaderboardScreen), "the leaderboard")
         assert app.screen.query_one("#leaderboard").row_count == 2
         await pilot.press("escape")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.screen is pane, "back to Compare")
         await pilot.press("enter")  # back to typing; 1 switches panes again when no vote is pending
         pane.query_one("#compare-sides").focus()
         await pilot.press("1")
-        await pilot.pause()
-        assert app.current_mode == "catalog"
+        await wait_for(pilot, lambda: app.current_mode == "catalog", "the Catalog pane")
 
 
 async def test_over_budget_runs_one_after_the_other(app_paths: AppPaths) -> None:
@@ -147,13 +153,14 @@ async def test_over_budget_runs_one_after_the_other(app_paths: AppPaths) -> None
         plan = str(pane.query_one("#compare-plan").render())
         assert "one after the other" in plan and "15 MB budget" in plan
         await pilot.press(*"go", "enter")
-        await settle(app, pilot)
+        await runs_done(pilot, pane, 1)
         assert side(pane, "a").text == "x" and side(pane, "b").text == "y"
 
 
 async def test_a_prompt_set_runs_and_exports(app_paths: AppPaths, tmp_path) -> None:
     import json
 
+    from workbench.ui.screens.dialogs import PromptScreen
     from workbench.ui.screens.prompt_set import PromptSetScreen
 
     prompts = tmp_path / "prompts.jsonl"
@@ -162,17 +169,17 @@ async def test_a_prompt_set_runs_and_exports(app_paths: AppPaths, tmp_path) -> N
     async with app.run_test(size=SIZE) as pilot:
         await open_compare(app, pilot)
         await pilot.press("ctrl+o")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the file prompt")
         await pilot.press(*str(prompts), "enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, PromptSetScreen), "the prompt set")
         screen = app.screen
         assert isinstance(screen, PromptSetScreen)
-        await settle(app, pilot)
-        assert screen.query_one("#prompt-set-table").row_count == 2
+        await wait_for(pilot, lambda: screen.query_one("#prompt-set-table").row_count == 2, "both prompts answered")
         assert [call[-1]["content"] for call in a.calls] == ["first", "second"]
         await pilot.press("j")
         await pilot.press("m")
-        await pilot.pause()
+        exported = app_paths.data_dir / "exports"
+        await wait_for(pilot, lambda: {p.suffix for p in exported.glob("*")} >= {".jsonl", ".md"}, "both exports")
     exports = sorted((app_paths.data_dir / "exports").iterdir())
     jsonl = next(p for p in exports if p.suffix == ".jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from textual.pilot import Pilot
 from textual.widgets import DataTable
-from textual.worker import WorkerCancelled
 
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
@@ -31,7 +27,7 @@ def downloads_app(paths: AppPaths, hub: LoopbackHub) -> WorkbenchApp:
 
 async def open_downloads(app: WorkbenchApp, pilot: Pilot) -> DownloadsPane:
     await pilot.press("2")
-    await pilot.pause()
+    await wait_for(pilot, lambda: isinstance(app.screen, DownloadsPane), "the Downloads pane")
     assert isinstance(app.screen, DownloadsPane)
     return app.screen
 
@@ -48,20 +44,22 @@ async def test_a_queued_repo_downloads_with_progress(app_paths: AppPaths, online
         assert "No downloads yet" in str(pane.query_one("#downloads-note").render())
         job = app.services.downloads.enqueue(TINY_REPO_ID)
         await wait_for(pilot, lambda: app.services.downloads.job(job.id).state is JobState.DONE, "the download")
-        await pilot.pause(0.2)
-        assert cell(pane, job.id, 1) == "done"
+        await wait_for(pilot, lambda: cell(pane, job.id, 1) == "done", "the row to say done")
         files = cell(pane, job.id, 3)
         done, total = files.split("/")
         assert done == total and int(total) >= 3
         await pilot.press("enter")
-        await pilot.pause()
-        assert isinstance(app.screen, JobFilesScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, JobFilesScreen), "the job's files")
         assert app.screen.query_one("#job-files", DataTable).row_count == int(total)
         await pilot.press("escape")
 
 
 async def test_pause_resume_cancel_and_reorder_by_keys(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
-    online_hub.faults.bandwidth_bps = 50_000  # slow enough to catch it mid-file
+    # The tiny repo's weights stall mid-file until the hub stops: the job cannot finish before the test cancels it,
+    # however slow the machine (at 50 kB/s it once finished before 'c' beside busy loops).
+    faults = online_hub.faults
+    faults.only_path, faults.only_method = f"/{TINY_REPO_ID}/resolve/", "GET"  # only its weights pass 16 KiB
+    faults.stall_after_bytes, faults.stall_s, faults.stall_times = 16_384, 600, None  # ends when the hub stops
     app = downloads_app(app_paths, online_hub)
     downloads = app.services.downloads
     async with app.run_test(size=SIZE) as pilot:
@@ -76,24 +74,19 @@ async def test_pause_resume_cancel_and_reorder_by_keys(app_paths: AppPaths, onli
         await wait_for(pilot, lambda: downloads.job(first.id).state is not JobState.PAUSED, "resumed")
 
         await pilot.press("minus")  # the first job moves down the queue
-        await pilot.pause()
-        assert [j.id for j in downloads.jobs()] == [second.id, first.id]
+        await wait_for(pilot, lambda: [j.id for j in downloads.jobs()] == [second.id, first.id], "moved down")
         await pilot.press("plus")
-        await pilot.pause()
-        assert [j.id for j in downloads.jobs()] == [first.id, second.id]
+        await wait_for(pilot, lambda: [j.id for j in downloads.jobs()] == [first.id, second.id], "moved up")
 
         pane.query_one(DataTable).move_cursor(row=0)
         await pilot.press("c")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         await pilot.press("y")
         await wait_for(pilot, lambda: downloads.job(first.id).state is JobState.CANCELLED, "cancelled")
         await pilot.press("P")  # pause everything left
-        await pilot.pause()
         settled = (JobState.PAUSED, JobState.CANCELLED, JobState.DONE)  # the small second repo may be done
         await wait_for(pilot, lambda: all(j.state in settled for j in downloads.jobs()),
                        "everything paused")
-    online_hub.faults.bandwidth_bps = None
 
 
 async def test_cache_view_lists_and_deletes(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
@@ -104,14 +97,12 @@ async def test_cache_view_lists_and_deletes(app_paths: AppPaths, online_hub: Loo
         job = downloads.enqueue(TINY_REPO_ID)
         await wait_for(pilot, lambda: downloads.job(job.id).state is JobState.DONE, "the download")
         await pilot.press("v")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, CacheScreen), "the cache view")
         screen = app.screen
         assert isinstance(screen, CacheScreen)
         await wait_for(pilot, lambda: bool(screen.rows), "the cache scan")
         assert screen.rows[0][0].repo_id == TINY_REPO_ID
         await pilot.press("D")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         await pilot.press("y")
-        with contextlib.suppress(WorkerCancelled):
-            await asyncio.wait_for(app.workers.wait_for_complete(), WAIT)
-        await wait_for(pilot, lambda: not screen.rows, "the repo to go")
+        await wait_for(pilot, lambda: not screen.rows, "the repo to go", timeout=WAIT)

@@ -47,18 +47,29 @@ async def open_pane(app: WorkbenchApp, pilot) -> EmbeddingsPane:
     return app.screen  # type: ignore[return-value]
 
 
-async def open_corpus(pilot, pane: EmbeddingsPane, spec: str) -> None:
+async def corpus_prompt(pilot) -> Input:
+    """Press ctrl+o and wait for the dialog that asks which corpus to open."""
+    from workbench.ui.screens.dialogs import PromptScreen
+
     await pilot.press("ctrl+o")
-    await pilot.pause()
-    prompt = pilot.app.screen.query_one(Input)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, PromptScreen), "the corpus dialog")
+    return pilot.app.screen.query_one(Input)
+
+
+async def open_corpus(pilot, pane: EmbeddingsPane, spec: str) -> None:
+    prompt = await corpus_prompt(pilot)
     prompt.value = spec
     await pilot.press("enter")
     await wait_for(pilot, lambda: pane.vectors_a is not None, "the corpus to be embedded")
 
 
+async def compare_tab(pilot, pane: EmbeddingsPane) -> None:
+    await pilot.press("escape", "c")
+    await wait_for(pilot, lambda: pane.app.focused is pane.query_one("#model-b"), "the Compare tab")
+
+
 async def search(pilot, pane: EmbeddingsPane, text: str) -> None:
     pane.action_focus_query()
-    await pilot.pause()
     pane.query_one("#query", Input).value = text
     await wait_for(pilot, lambda: pane.hits_for == text, f"results for {text!r}")
 
@@ -88,8 +99,7 @@ async def test_open_embed_and_search_as_you_type(app_paths: AppPaths, tmp_path: 
         assert "ms search" in text_of(pane, "#search-status")
 
         await pilot.press("enter")  # to the results; the highlighted passage is shown in full
-        await pilot.pause()
-        assert text_of(pane, "#detail") == best.text
+        await wait_for(pilot, lambda: text_of(pane, "#detail") == best.text, "the best passage in full")
 
 
 async def test_reopening_is_instant_and_needs_no_model(app_paths: AppPaths, tmp_path: Path) -> None:
@@ -119,9 +129,7 @@ async def test_progress_and_cancel_keep_what_was_done(app_paths: AppPaths, tmp_p
     backend.gate.clear()  # the second batch waits until the test lets it go
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_pane(app, pilot)
-        await pilot.press("ctrl+o")
-        await pilot.pause()
-        app.screen.query_one(Input).value = str(notes)
+        (await corpus_prompt(pilot)).value = str(notes)
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(backend.batches) == 2, "the second batch")
         await wait_for(pilot, lambda: "A 8/32" in text_of(pane, "#progress-label"), "progress after one batch")
@@ -167,10 +175,16 @@ async def test_map_clusters_and_point_selection(app_paths: AppPaths, tmp_path: P
 
         await pilot.press("tab")  # to the members of the highlighted cluster
         members = pane.query_one("#members", DataTable)
-        assert app.focused is members and members.row_count == pane.map_result.clustering.sizes[0]
+        await wait_for(pilot, lambda: app.focused is members, "the cluster's members")
+        assert members.row_count == pane.map_result.clustering.sizes[0]
+
+        def cursor_row() -> int:
+            return int(members.coordinate_to_cell_key(members.cursor_coordinate).row_key.value)
+
         await pilot.press("down")
-        await pilot.pause()
-        row = int(members.coordinate_to_cell_key(members.cursor_coordinate).row_key.value)
+        await wait_for(pilot, lambda: members.cursor_row == 1 and cluster_map.selected == cursor_row(),
+                       "the map to select the second member")  # fmt: skip
+        row = cursor_row()
         assert cluster_map.selected == row == pane.selected
         detail = text_of(pane, "#point-detail")
         assert pane.corpus.passages[row].id in detail and detail.count("\n") == 3  # the passage and 3 neighbours
@@ -186,17 +200,17 @@ async def test_heatmap_of_marked_passages(app_paths: AppPaths, tmp_path: Path) -
         pane = await open_pane(app, pilot)
         await open_corpus(pilot, pane, str(notes))
         await search(pilot, pane, "telescope stars moon")
+        await wait_for(pilot, lambda: app.focused is pane.query_one("#query"), "the search box")
         await pilot.press("enter", "space", "down", "space", "down", "space")
+        await wait_for(pilot, lambda: len(pane.marked) == 3, "three marks")
         assert pane.marked == [row for row, _ in pane.hits[:3]]
         assert "3 marked" in text_of(pane, "#corpus-line")
         await pilot.press("h")
-        await pilot.pause()
-        assert "Marked passages" in text_of(pane, "#heatmap-title")
+        await wait_for(pilot, lambda: "Marked passages" in text_of(pane, "#heatmap-title"), "the heatmap of marks")
         rendered = text_of(pane, "#heatmap")
         assert rendered.count("1.00") == 3  # the diagonal of a 3x3 matrix
         await pilot.press("x")
-        await pilot.pause()
-        assert "Top results" in text_of(pane, "#heatmap-title")
+        await wait_for(pilot, lambda: "Top results" in text_of(pane, "#heatmap-title"), "the heatmap of results")
 
 
 async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppPaths, tmp_path: Path) -> None:
@@ -205,8 +219,7 @@ async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppP
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_pane(app, pilot)
         await open_corpus(pilot, pane, str(notes))
-        await pilot.press("escape", "c")
-        await pilot.pause()
+        await compare_tab(pilot, pane)
         pane.query_one("#model-b").value = "fake-b"
         await wait_for(pilot, lambda: pane.overlap is not None, "the neighbour overlap")
         assert pane.model_a == DEFAULT_EMBEDDER_ID and pane.model_b == "fake-b"
@@ -219,16 +232,19 @@ async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppP
         assert pane.overlap.per_item[worst] == pane.overlap.per_item.min()
 
         disagreements.focus()
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.focused is disagreements, "focus on the disagreements")
         left, right = pane.query_one("#neighbours-a", DataTable), pane.query_one("#neighbours-b", DataTable)
-        assert left.row_count == right.row_count == 10
+        await wait_for(pilot, lambda: left.row_count == right.row_count == 10, "both neighbour lists")
 
         await search(pilot, pane, "knots ropes sail")
         await wait_for(pilot, lambda: pane.query_b is not None, "model B's query vector")
         await pilot.press("c")
-        await pilot.pause()
-        a_rows = [int(left.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(left.row_count)]
-        assert a_rows == [row for row, _ in top_k(pane.vectors_a, pane.query_a, 10)]
+
+        def a_rows() -> list[int]:
+            return [int(left.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(left.row_count)]
+
+        await wait_for(pilot, lambda: a_rows() == [row for row, _ in top_k(pane.vectors_a, pane.query_a, 10)],
+                       "the query's neighbours under A")  # fmt: skip
         assert app.services.manager.info("fake-b").state is ModelState.READY
 
 
@@ -281,8 +297,7 @@ async def test_two_real_embedders_side_by_side(app_paths: AppPaths, tmp_path: Pa
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_pane(app, pilot)
         await open_corpus(pilot, pane, str(notes))
-        await pilot.press("escape", "c")
-        await pilot.pause()
+        await compare_tab(pilot, pane)
         pane.query_one("#model-b").value = "minilm-cls"
         await wait_for(pilot, lambda: pane.overlap is not None, "the neighbour overlap", timeout=120)
         assert pane.vectors_b.shape == (NOTES, 384)

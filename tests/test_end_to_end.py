@@ -39,7 +39,7 @@ async def test_search_download_load_and_chat(app_paths: AppPaths, online_hub: Lo
                        "the downloaded model in the model list")  # fmt: skip
 
         await pilot.press("3")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatPane), "the Chat pane")
         chat = app.screen
         assert isinstance(chat, ChatPane)
         chat.query_one("#model-select", Select).value = TINY_REPO_ID

@@ -125,6 +125,7 @@ async def test_compare_a_local_model_against_the_same_model_on_the_server(
 async def test_the_chat_pane_picks_and_streams_a_remote_model(mlx_server: MlxServer, app_paths) -> None:
     from textual.widgets import Select
 
+    from tests.support.waits import wait_for
     from tests.test_chat_ui import answer_done, open_chat, send
     from workbench.core.services import build_services
     from workbench.ui.app import WorkbenchApp
@@ -136,16 +137,14 @@ async def test_the_chat_pane_picks_and_streams_a_remote_model(mlx_server: MlxSer
     app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=True)
     model_id = f"mlx:{mlx_server.model}"
     async with app.run_test(size=(100, 30)) as pilot:
-        deadline = time.monotonic() + 30
-        while model_id not in {i.spec.id for i in app.services.manager.models()}:
-            assert time.monotonic() < deadline, "the server's models never appeared"
-            await pilot.pause(0.1)
+        await wait_for(pilot, lambda: model_id in {i.spec.id for i in app.services.manager.models()},
+                       "the server's models", timeout=30)  # fmt: skip
         chat = await open_chat(app, pilot)
         select = chat.query_one("#model-select", Select)
         assert model_id in [value for _, value in select._options]
         select.value = model_id
         chat.sampling = SamplingChoice(values=GREEDY.to_dict())
-        await pilot.pause()
+        await wait_for(pilot, lambda: chat.model_id == model_id, "the model choice")
         await send(pilot, "What is the capital of France?")
         await answer_done(app, pilot)
         messages = app.services.store.messages(chat.conversation.id)
@@ -278,7 +277,7 @@ async def test_models_view_tests_the_connection_of_the_selected_remote_model(app
     app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("6")
-        await pilot.pause()
+        await wait_for(pilot, lambda: getattr(app.screen, "MODE", None) == "models", "the Models view")
         table = app.screen.query_one(DataTable)
         row = [key.value for key in table.rows].index("lab:big-model")
         table.move_cursor(row=row)

@@ -9,6 +9,7 @@ from textual.app import App
 from textual.color import Color
 from textual.theme import BUILTIN_THEMES, Theme
 
+from tests.support.waits import wait_for
 from workbench.resources import shipped_path
 from workbench.ui.themes import FALLBACK_THEME, ThemeFileError, load_theme_dirs, load_theme_file
 
@@ -113,8 +114,7 @@ async def test_shipped_themes_register_and_apply_in_an_app() -> None:
         for theme in _shipped():
             app.register_theme(theme)
             app.theme = theme.name
-            await pilot.pause()
-            assert app.theme == theme.name
+            await wait_for(pilot, lambda: app.theme == theme.name, f"the theme {theme.name}")  # noqa: B023 (awaited)
 
 
 def test_fallback_theme_is_builtin() -> None:

@@ -22,9 +22,6 @@ log = logging.getLogger(__name__)
 # What decides a choice comes first, so it stays on screen at 80 columns; the rest scrolls.
 COLUMNS = ("Model", "Fit", "Size", "Params", "Quant", "Local", "Downloads", "Likes", "Updated")
 NAME_WIDTH = 34
-# The first search imports huggingface_hub (~0.2 s of CPU). Even in a thread that holds the interpreter long
-# enough to delay the first frames, so it starts once they are painted.
-FIRST_SEARCH_DELAY_S = 0.25
 PAGES = Binding.Group("Page", compact=True)
 SORT_ORDER = ["downloads", "likes", "trending", "updated"]
 TASKS = [None, "text-generation", "feature-extraction", "sentence-similarity", "image-text-to-text"]
@@ -84,7 +81,7 @@ class CatalogPane(PaneScreen):
 
     DEFAULT_CSS = """
     CatalogPane #catalog-search { height: 3; }
-    CatalogPane #catalog-status { height: 1; padding: 0 1; color: $text-muted; }
+    CatalogPane #catalog-status { height: auto; padding: 0 1; color: $text-muted; }
     CatalogPane #catalog-status.-error { color: $error; }
     CatalogPane #catalog-table { height: 1fr; }
     """
@@ -97,6 +94,7 @@ class CatalogPane(PaneScreen):
         self.rows: list[HubModel | CatalogEntry] = []
         self.error: HubError | None = None
         self.local: dict[str, LocalStatus] = {}
+        self.outcomes_shown = 0  # search outcomes (a page or an error) shown so far: what tests wait on
 
     @property
     def hub(self) -> HubCatalog:
@@ -116,7 +114,9 @@ class CatalogPane(PaneScreen):
             self.result = cached
         self.render_rows()
         self.query_one(DataTable).focus()
-        self.set_timer(FIRST_SEARCH_DELAY_S, self.run_search)
+        # The first search imports huggingface_hub (~0.2 s of CPU): even in a thread that holds the interpreter
+        # long enough to delay the first frame, so it starts once that frame is painted.
+        self.call_after_refresh(self.run_search)
 
     # --- searching --------------------------------------------------------------------------------
 
@@ -153,6 +153,7 @@ class CatalogPane(PaneScreen):
             self.error = result
         else:
             self.error, self.result = None, result
+        self.outcomes_shown += 1
         self.render_rows()
 
     # --- rendering ---------------------------------------------------------------------------------

@@ -192,11 +192,11 @@ class ChatPane(PaneScreen):
 
     def show_empty_hint(self) -> None:
         self.transcript.remove_children()
-        self.transcript.mount(Static(
+        self.transcript.mount(Static(  # one line per topic, each wrapped to the pane's width
             "Type a message and press Enter to send; ctrl+j adds a newline, Esc stops an answer.\n"
-            "ctrl+r answers again, F2 edits your last message, ctrl+y copies the last answer (Tab to a\n"
-            "message and ctrl+y copies that one). ctrl+o opens earlier chats, ctrl+s the system prompt and\n"
-            "sampling settings, ctrl+l chooses the model.",
+            "ctrl+r answers again, F2 edits your last message, ctrl+y copies the last answer "
+            "(Tab to a message and ctrl+y copies that one).\n"
+            "ctrl+o opens earlier chats, ctrl+s the system prompt and sampling settings, ctrl+l chooses the model.",
             id="empty-hint",
         ))  # fmt: skip
 
