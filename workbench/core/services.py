@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from workbench.core.backends.sentence_transformers import SentenceTransformerBac
 from workbench.core.catalog import CatalogEntry, load_effective_catalog
 from workbench.core.config import ConfigIssue, Settings, load_settings
 from workbench.core.endpoints import EndpointError, list_models
+from workbench.core.hf_cache import hub_cache_dir
 from workbench.core.hub import HubCatalog
 from workbench.core.inference import InferenceThread
 from workbench.core.lifecycle import ModelManager, ModelSpec
@@ -64,15 +64,23 @@ class Services:
     default_import: DefaultModelImport = field(default_factory=_no_default_import)
     _embedder: Embedder | None = None
 
+    hf_cache: Path | None = None  # the Hugging Face cache; None: the standard one (HF_HOME / HF_HUB_CACHE)
     _downloads: DownloadManager | None = None
-    _downloads_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        """Where downloads go and cached models are found; safe from any thread (it imports huggingface_hub
+        the first time, but builds nothing else)."""
+        if self.hf_cache is None:
+            self.hf_cache = hub_cache_dir()
+        return self.hf_cache
 
     @property
     def downloads(self) -> DownloadManager:
-        with self._downloads_lock:  # the catalog's search thread may be first
-            if self._downloads is None:
-                self._downloads = self.downloads_factory()
-            return self._downloads
+        """Built on first use, on the event loop's thread (the queue opens the store, which is bound to it)."""
+        if self._downloads is None:
+            self._downloads = self.downloads_factory()
+        return self._downloads
 
     @property
     def downloads_started(self) -> bool:
@@ -122,7 +130,7 @@ class Services:
         and the server; the TUI scans the cache in a worker instead)."""
         known = {info.spec.id for info in self.manager.models()}
         remote, _problems = self.discover_remote_models()
-        for spec in local_specs_with_cache(self.paths, self.downloads.cache_dir) + remote:
+        for spec in local_specs_with_cache(self.paths, self.hf_cache_dir) + remote:
             if spec.id not in known:
                 self.manager.register(spec)
 
@@ -148,15 +156,14 @@ def build_services(
     # HF_ENDPOINT (read here, not only by huggingface_hub at import) points the catalog at another hub
     endpoint = hub_endpoint or os.environ.get("HF_ENDPOINT")
     hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
-    # into the standard cache (HF_HOME / HF_HUB_CACHE) unless told otherwise
 
     def downloads() -> DownloadManager:
         from workbench.core.downloads import DownloadManager
 
-        return DownloadManager(store, cache_dir=hf_cache, endpoint=endpoint)
+        return DownloadManager(store, cache_dir=services.hf_cache_dir, endpoint=endpoint)
 
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
-                        store=store, hub=hub, downloads_factory=downloads, issues=issues,
+                        store=store, hub=hub, downloads_factory=downloads, hf_cache=hf_cache, issues=issues,
                         recovered_messages=store.recover_interrupted())  # fmt: skip
 
     async def import_default_chat_model(progress: Progress) -> ModelSpec:

@@ -142,7 +142,7 @@ class WorkbenchApp(App[None]):
         """Models in the Hugging Face cache (the scan imports huggingface_hub: off the UI path), then the ones
         remote endpoints serve (network: also off the UI path)."""
         try:
-            specs = local_specs_with_cache(self.services.paths, self.services.downloads.cache_dir)
+            specs = local_specs_with_cache(self.services.paths, self.services.hf_cache_dir)
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
         else:

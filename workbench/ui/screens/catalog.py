@@ -140,7 +140,7 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            cache_dir = self.app.services.downloads.cache_dir  # type: ignore[attr-defined]
+            cache_dir = self.app.services.hf_cache_dir  # type: ignore[attr-defined]
             statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
         self.app.call_from_thread(self.show_result, query, page, result, statuses)
 
