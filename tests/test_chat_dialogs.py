@@ -262,7 +262,8 @@ async def test_settings_preset_then_edit_then_apply(app_paths: AppPaths) -> None
         assert screen.query_one("#top_p", Input).value == "0.9"
         await replace_text(pilot, screen.query_one("#max_tokens", Input), "64")
         await replace_text(pilot, screen.query_one("#system-prompt", TextArea), "Answer in one line.")
-        await pilot.pause()
+        await wait_for(pilot, lambda: screen.query_one("#max_tokens", Input).value == "64"
+                       and screen.query_one("#system-prompt", TextArea).text == "Answer in one line.", "the edits")
         assert select.value == "precise"  # the preset still gives the fields you did not edit
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: results, "the dialog to close")
@@ -291,7 +292,7 @@ async def test_settings_show_where_each_value_comes_from(app_paths: AppPaths) ->
         await replace_text(pilot, screen.query_one("#top_k", Input), "40")
         await wait_for(pilot, lambda: source(screen, "top_k") == "from you", "top_k to be yours")
         await replace_text(pilot, screen.query_one("#min_p", Input), "0.05")  # typed, but the preset's value
-        await pilot.pause()
+        await wait_for(pilot, lambda: screen.query_one("#min_p", Input).value == "0.05", "min_p typed")
         assert source(screen, "min_p") == "from preset creative"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: results, "the dialog to close")

@@ -94,7 +94,7 @@ async def test_the_readme_config_example_remaps_pane_keys_without_a_warning(app_
     assert not services.issues, services.issues
     app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.current_mode == "catalog" and app.screen.is_mounted, "the first pane")
         notices = [n.message for n in app._notifications]
         assert not [n for n in notices if "binding id" in n], notices
         await pilot.press("c")  # "pane.chat" = "c"
@@ -117,7 +117,7 @@ async def test_chat_stop_can_be_remapped(app_paths: AppPaths) -> None:
     app_paths.config_file.write_text('[keys]\n"chat.stop" = "f9"\n', encoding="utf-8")
     app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.current_mode == "catalog" and app.screen.is_mounted, "the first pane")
         assert not [n.message for n in app._notifications if "binding id" in n.message]
         await pilot.press("3")
         await wait_for(pilot, lambda: app.current_mode == "chat", "the chat pane")
