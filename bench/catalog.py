@@ -83,7 +83,7 @@ class Timed:
 def raw_search(url: str, text: str) -> Timed:
     from huggingface_hub import HfApi
 
-    from workbench.core.hub import EXPAND
+    from workbench.core.hub.client import EXPAND
 
     started = time.perf_counter()
     models = list(
@@ -99,7 +99,7 @@ def raw_search(url: str, text: str) -> Timed:
 
 
 def workbench_search(url: str, cache_dir: Path, text: str) -> Timed:
-    from workbench.core.hub import HubCatalog, SearchQuery
+    from workbench.core.hub.client import HubCatalog, SearchQuery
 
     query = SearchQuery(text=text, mlx_only=True, sort="downloads", page_size=PAGE_SIZE)
     started = time.perf_counter()
@@ -143,7 +143,7 @@ def search_latency(url: str, cache_dir: Path, rounds: int) -> tuple[list[float],
 
 def profile_search(url: str, cache_dir: Path) -> None:
     """Where HubCatalog.search spends its time (fresh catalogs, the query that fills a page)."""
-    from workbench.core.hub import HubCatalog, SearchQuery
+    from workbench.core.hub.client import HubCatalog, SearchQuery
 
     query = SearchQuery(text="", mlx_only=True, sort="downloads", page_size=PAGE_SIZE)
     profiler = cProfile.Profile()
@@ -173,8 +173,8 @@ class AppRun:
 async def open_catalog(url: str, home: Path) -> AppRun:
     from textual.widgets import DataTable
 
-    from workbench.core.paths import AppPaths
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.settings.paths import AppPaths
     from workbench.ui.app import WorkbenchApp
     from workbench.ui.screens.catalog import CatalogPane
 

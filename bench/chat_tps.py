@@ -157,10 +157,10 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
 
 async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
     """One answer through the real app, the way a person asks for it."""
-    from workbench.core.local_models import DEFAULT_CHAT_ID
-    from workbench.core.paths import AppPaths
-    from workbench.core.sampling import SamplingSettings
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.chat.sampling import SamplingSettings
+    from workbench.core.models.local import DEFAULT_CHAT_ID
+    from workbench.core.settings.paths import AppPaths
     from workbench.ui.app import WorkbenchApp
     from workbench.ui.screens.chat import ChatPane
     from workbench.ui.widgets.chat_input import ChatInput
@@ -251,8 +251,8 @@ def main() -> None:
 
     import mlx.core as mx
 
-    from workbench.core.gguf_import import import_gguf
-    from workbench.core.local_models import DEFAULT_CHAT_ID, smollm2_gguf
+    from workbench.core.models.gguf_import import import_gguf
+    from workbench.core.models.local import DEFAULT_CHAT_ID, smollm2_gguf
 
     print(f"python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} cores, mlx {mx.__version__}"
           f" on {mx.default_device()}")  # fmt: skip

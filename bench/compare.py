@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.core.backends.mlx_lm import MlxLmBackend
-from workbench.core.chat import ChatMessage, ChatRun, Finished, GenerationFigures, Token
-from workbench.core.compare import CompareRun, Contender, PlanKind, SideEvent, SideFailed, plan_memory
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.memory import Budget, format_bytes
-from workbench.core.sampling import SamplingSettings
+from workbench.core.chat.run import ChatMessage, ChatRun, Finished, GenerationFigures, Token
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.compare.run import CompareRun, Contender, PlanKind, SideEvent, SideFailed, plan_memory
+from workbench.core.models.backends.mlx_lm import MlxLmBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.memory import Budget, format_bytes
 
 PROMPT = "Write a long story about a lighthouse keeper."  # long answers: the models should not stop early
 MODEL_A = "smol-4bit"
@@ -304,8 +304,8 @@ def main() -> None:
 
     import mlx.core as mx
 
-    from workbench.core.gguf_import import import_gguf
-    from workbench.core.local_models import smollm2_gguf
+    from workbench.core.models.gguf_import import import_gguf
+    from workbench.core.models.local import smollm2_gguf
 
     print(f"python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} cores, mlx {mx.__version__}"
           f" on {mx.default_device()}")  # fmt: skip

@@ -228,8 +228,8 @@ def workbench_download(url: str, folder: Path, filename: str, size: int, timeout
 
 async def _workbench_download(url: str, folder: Path, filename: str, size: int, timeout: float,
                               profiler: cProfile.Profile | None) -> Run:  # fmt: skip
-    from workbench.core.downloads import DownloadManager, JobState
-    from workbench.core.store import Store
+    from workbench.core.hub.downloads.manager import DownloadManager, JobState
+    from workbench.core.storage.store import Store
 
     class ProfiledManager(DownloadManager):
         """The transfer thread's ``_fetch_file`` (HEAD, lock, GET, write, hash, link) under ``profiler``."""

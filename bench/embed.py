@@ -53,13 +53,13 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
-from workbench.core.embedder import DEFAULT_BATCH_SIZE, Embedder
-from workbench.core.embeddings import EmbeddingCache, normalise, top_k
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager
-from workbench.core.local_models import default_embedder_spec
-from workbench.core.memory import Budget, format_bytes
+from workbench.core.embeddings.corpus import EmbeddingCache, normalise, top_k
+from workbench.core.embeddings.embedder import DEFAULT_BATCH_SIZE, Embedder
+from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.local import default_embedder_spec
+from workbench.core.models.memory import Budget, format_bytes
 
 SEED = 20240611
 WARMUP_SENTENCES = 200
@@ -328,7 +328,7 @@ class MapRun:
 
 
 def map_once(texts: list[str], vectors: np.ndarray) -> MapRun:
-    from workbench.core.embedding_map import cluster, label_clusters, project
+    from workbench.core.embeddings.analysis import cluster, label_clusters, project
 
     started = time.perf_counter()
     projection = project(vectors, method="pca", seed=0)
@@ -346,9 +346,9 @@ def map_once(texts: list[str], vectors: np.ndarray) -> MapRun:
 
 
 def map_available() -> str | None:
-    """None when workbench.core.embedding_map can be imported, else why not."""
+    """None when workbench.core.embeddings.analysis can be imported, else why not."""
     try:
-        import workbench.core.embedding_map  # noqa: F401
+        import workbench.core.embeddings.analysis  # noqa: F401
     except ImportError as exc:
         return str(exc)
     return None
@@ -424,7 +424,7 @@ async def run(args: argparse.Namespace, sentences: list[str]) -> Results:
         maps: list[MapRun] = []
         missing = map_available()
         if missing:
-            print(f"map      SKIPPED: workbench.core.embedding_map is not importable ({missing})")
+            print(f"map      SKIPPED: workbench.core.embeddings.analysis is not importable ({missing})")
         else:
             texts = sentences[: args.map_points]
             extra = texts[count:]

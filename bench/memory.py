@@ -24,10 +24,10 @@ from typing import Any
 
 import psutil
 
-from workbench.core.backends.mlx_lm import MlxLmBackend
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.memory import Budget, MemoryEstimate
+from workbench.core.models.backends.mlx_lm import MlxLmBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.memory import Budget, MemoryEstimate
 
 MODEL_ID = "SmolLM2-135M-Instruct-4bit"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -170,8 +170,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
         folder = args.model
         if folder is None:
-            from workbench.core.gguf_import import import_gguf
-            from workbench.core.local_models import smollm2_gguf
+            from workbench.core.models.gguf_import import import_gguf
+            from workbench.core.models.local import smollm2_gguf
 
             started = time.perf_counter()
             folder = import_gguf(smollm2_gguf(), Path(tmp) / MODEL_ID, bits=4)

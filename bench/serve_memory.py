@@ -1,7 +1,7 @@
 """Serve memory benchmark: how much a request's body costs the server, as a multiple of the body's size.
 
 For each body shape a fresh child process serves the real SmolLM2 (imported from the embedded GGUF, or --model
-DIR) on 127.0.0.1 through ``workbench.core.openai_server.build_app`` (context_length --context), answers one
+DIR) on 127.0.0.1 through ``workbench.server.openai.build_app`` (context_length --context), answers one
 short warm-up request (the model and its tokenizer load then), and then gets one ~8 MB body (max_tokens 1).
 The child reports its peak RSS while that request ran (Linux: VmHWM after resetting it; elsewhere a 2 ms
 sampler) above the RSS before it, and the figure is that growth divided by the body's size. A child that has
@@ -93,11 +93,11 @@ async def _measure(model_dir: Path, shape: str, size: int, timeout: float, conte
     import aiohttp
     from aiohttp import web
 
-    from workbench.core.backends.mlx_lm import KIND
-    from workbench.core.lifecycle import ModelSpec
-    from workbench.core.openai_server import build_app
-    from workbench.core.paths import AppPaths
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.models.backends.mlx_lm import KIND
+    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.settings.paths import AppPaths
+    from workbench.server.openai import build_app
 
     paths = AppPaths.under(Path(tempfile.mkdtemp(prefix="serve-memory-")))
     paths.config_dir.mkdir(parents=True)
@@ -168,8 +168,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = args.model
     if model_dir is None:
-        from workbench.core.gguf_import import import_gguf
-        from workbench.core.local_models import smollm2_gguf
+        from workbench.core.models.gguf_import import import_gguf
+        from workbench.core.models.local import smollm2_gguf
 
         print("importing SmolLM2 from its GGUF (about 10 s)…", file=sys.stderr, flush=True)
         model_dir = import_gguf(smollm2_gguf(), Path(tempfile.mkdtemp(prefix="serve-memory-model-")) / MODEL_ID, bits=4)

@@ -78,8 +78,8 @@ def child(kind: str) -> None:
         bare.run(headless=True)
         return
 
-    from workbench.core.paths import AppPaths
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.settings.paths import AppPaths
     from workbench.ui.app import WorkbenchApp
 
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as home:

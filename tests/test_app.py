@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.waits import wait_for
-from workbench.core.config import load_settings, save_key_binding
-from workbench.core.lifecycle import ModelState
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.models.lifecycle import ModelState
+from workbench.core.settings.config import load_settings, save_key_binding
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.models import ModelsPane
 from workbench.ui.themes import FALLBACK_THEME
@@ -194,7 +194,7 @@ async def test_models_view_loads_pins_and_unloads(app_paths: AppPaths, tiny_mode
 
 @pytest.mark.real_model
 async def test_first_start_imports_the_default_chat_model_with_progress(app_paths: AppPaths) -> None:
-    from workbench.core.local_models import DEFAULT_CHAT_ID
+    from workbench.core.models.local import DEFAULT_CHAT_ID
 
     app = WorkbenchApp(build_services(app_paths), import_defaults=True)
     seen: list[str] = []

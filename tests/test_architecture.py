@@ -35,10 +35,10 @@ def test_core_never_imports_textual() -> None:
 def test_starting_the_app_imports_no_heavy_library() -> None:
     code = (
         "import sys\n"
-        "from workbench.core.paths import AppPaths\n"
-        "from workbench.core.services import build_services\n"
+        "from workbench.core.settings.paths import AppPaths\n"
+        "from workbench.bootstrap import build_services\n"
         "from workbench.ui.app import WorkbenchApp\n"
-        "import workbench.cli\n"
+        "import workbench.cli.main\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

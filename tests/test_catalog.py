@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.core.catalog import KINDS, CatalogEntry, load_catalog, load_effective_catalog
+from workbench.core.hub.curated import KINDS, CatalogEntry, load_catalog, load_effective_catalog
 
 SHIPPED = Path(__file__).resolve().parent.parent / "catalog.toml"
 

@@ -8,10 +8,10 @@ from textual.widgets import DataTable
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
 from tests.support.waits import wait_for
-from workbench.core.catalog import CatalogEntry
-from workbench.core.hub import HubModel
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.hub.client import HubModel
+from workbench.core.hub.curated import CatalogEntry
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.catalog_details import DetailsScreen

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.fake_chat import KIND, FakeChatBackend, Script, fake_spec
-from workbench.core.chat import (
+from workbench.core.chat.run import (
     MAX_CHARS_PER_TOKEN,
     ChatError,
     ChatMessage,
@@ -19,10 +19,10 @@ from workbench.core.chat import (
     fit_to_context,
     trim_to_characters,
 )
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelState
-from workbench.core.memory import GB, Budget
-from workbench.core.sampling import SamplingSettings
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelState
+from workbench.core.models.memory import GB, Budget
 
 WAIT = 20
 

@@ -11,12 +11,12 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static, TextArea
 
 from tests.support.waits import wait_for
-from workbench.core.config import load_settings
-from workbench.core.model_sampling import FROM_MODEL_FILE
-from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingChoice, SamplingLayer
-from workbench.core.services import build_services
-from workbench.core.store import Conversation, Store
+from workbench.bootstrap import build_services
+from workbench.core.chat.model_sampling import FROM_MODEL_FILE
+from workbench.core.chat.sampling import SamplingChoice, SamplingLayer
+from workbench.core.settings.config import load_settings
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import Conversation, Store
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat_history import HistoryScreen, slug, when
 from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
@@ -362,7 +362,7 @@ async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
 async def test_the_chat_pane_samples_with_the_models_defaults_and_says_so(app_paths: AppPaths, tmp_path: Path) -> None:
     from tests.support.fake_chat import KIND, services_with_fake
     from tests.test_chat_ui import open_chat, send
-    from workbench.core.lifecycle import ModelSpec
+    from workbench.core.models.lifecycle import ModelSpec
 
     folder = tmp_path / "tuned"
     folder.mkdir()

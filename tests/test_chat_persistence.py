@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from tests.test_chat_ui import chat_app, open_chat
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
-from workbench.core.store import MessageStatus
+from workbench.bootstrap import build_services
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import MessageStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60
@@ -21,7 +21,7 @@ CHILD = """
 import asyncio, sys
 from tests.support.fake_chat import Script, services_with_fake
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.widgets.chat_input import ChatInput
 

@@ -8,9 +8,9 @@ from textual.pilot import Pilot
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingChoice
-from workbench.core.store import MessageStatus
+from workbench.core.chat.sampling import SamplingChoice
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat import ChatPane
 from workbench.ui.widgets.chat_input import ChatInput
@@ -227,7 +227,7 @@ async def test_quitting_mid_answer_keeps_it_as_stopped(app_paths: AppPaths) -> N
         assert await asyncio.to_thread(backend.started.wait, WAIT)
         await wait_for(pilot, lambda: answer_on_screen(chat).startswith("w0 "), "the first words on screen")
         conversation_id = chat.conversation.id
-    from workbench.core.store import Store
+    from workbench.core.storage.store import Store
 
     store = Store(app_paths.database_file)
     answer = store.messages(conversation_id)[-1]

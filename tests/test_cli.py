@@ -20,17 +20,18 @@ import pytest
 
 from tests.support.fake_openai import fake_openai
 from tests.test_local_models import add_snapshot, folder_files, safetensors_bytes
-from workbench import cli
-from workbench.commands.common import ProgressBar
-from workbench.core import hf_cache
-from workbench.core.local_models import DEFAULT_CHAT_ID, DEFAULT_EMBEDDER_ID
-from workbench.core.memory import GB
-from workbench.core.paths import AppPaths
+from workbench.cli import import_gguf
+from workbench.cli import main as cli
+from workbench.cli.common import ProgressBar
+from workbench.core.hub import cache as hf_cache
+from workbench.core.models.local import DEFAULT_CHAT_ID, DEFAULT_EMBEDDER_ID
+from workbench.core.models.memory import GB
+from workbench.core.settings.paths import AppPaths
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "WORKBENCH_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "workbench.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
 
 
@@ -52,7 +53,7 @@ def test_import_gguf_help_and_bad_bits(tmp_path: Path) -> None:
 
 def test_import_gguf_name_outside_the_models_folder_is_refused_and_nothing_is_touched(tmp_path: Path) -> None:
     """--name /some/dir --force used to delete /some/dir and write the model there."""
-    from workbench.core.local_models import smollm2_gguf
+    from workbench.core.models.local import smollm2_gguf
 
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -92,9 +93,9 @@ def test_import_gguf_accepts_plain_names_and_refuses_a_linked_one(
 
 
 def test_import_gguf_default_name_comes_from_the_file_name() -> None:
-    assert cli.default_import_name(Path("/x/SmolLM2-135M.Q4_1.gguf"), 4) == "SmolLM2-135M.Q4_1-4bit"
-    assert cli.default_import_name(Path("/x/my model (v2).gguf"), 16) == "my-model-v2-f16"
-    assert cli.default_import_name(Path("/x/...gguf"), 8) == "model-8bit"
+    assert import_gguf.default_import_name(Path("/x/SmolLM2-135M.Q4_1.gguf"), 4) == "SmolLM2-135M.Q4_1-4bit"
+    assert import_gguf.default_import_name(Path("/x/my model (v2).gguf"), 16) == "my-model-v2-f16"
+    assert import_gguf.default_import_name(Path("/x/...gguf"), 8) == "model-8bit"
 
 
 # --- config mistakes and the log file ------------------------------------------------------------------------------
@@ -114,8 +115,8 @@ def test_a_verb_says_config_mistakes_once_on_stderr(tmp_path: Path) -> None:
 
 DISK_FILLS_UP = """
 import errno, logging, sys
-from workbench import cli
-from workbench.core.paths import AppPaths
+from workbench.cli import main as cli
+from workbench.core.settings.paths import AppPaths
 
 class FullDisk:
     def write(self, text):
@@ -361,7 +362,7 @@ def test_rm_asks_on_a_terminal(
 
 
 def test_rm_without_yes_in_a_real_process_exits_2(stocked: Home) -> None:
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", "rm", "my-import"], env=stocked.env(),
+    result = subprocess.run([sys.executable, "-m", "workbench.cli.main", "rm", "my-import"], env=stocked.env(),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "pass --yes" in result.stderr and "Traceback" not in result.stderr
     assert (stocked.paths.models_dir / "my-import").is_dir()
@@ -438,7 +439,7 @@ def test_a_model_that_fails_to_load_exits_1(models: Home, capsys: pytest.Capture
 
 
 def test_ctrl_c_stops_the_answer_with_status_130(models: Home) -> None:
-    command = [sys.executable, "-m", "workbench.cli", "chat", "tiny-medium", "w1", "--max-tokens", "4000",
+    command = [sys.executable, "-m", "workbench.cli.main", "chat", "tiny-medium", "w1", "--max-tokens", "4000",
                "--temperature", "1"]  # fmt: skip
     child = subprocess.Popen(command, env=models.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -488,7 +489,7 @@ def test_answering_verbs_exit_0_however_the_answer_ends(
     """An answer that ended by itself left the process to abort at exit (134, "terminate called …")."""
     home.link(DEFAULT_CHAT_ID, smollm2_dir)
     models = (DEFAULT_CHAT_ID,) * (2 if verb == "compare" else 1)
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", verb, *models, *ONE_WORD, *flags],
+    result = subprocess.run([sys.executable, "-m", "workbench.cli.main", verb, *models, *ONE_WORD, *flags],
                             env=home.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "terminate" not in result.stderr and "Traceback" not in result.stderr
@@ -545,8 +546,8 @@ def test_compare_prints_each_side_under_its_header(models: Home, capsys: pytest.
 def test_compare_runs_one_after_the_other_when_both_do_not_fit(
     models: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from workbench.core.backends.mlx_lm import MlxLmBackend
-    from workbench.core.lifecycle import ModelSpec
+    from workbench.core.models.backends.mlx_lm import MlxLmBackend
+    from workbench.core.models.lifecycle import ModelSpec
 
     backend = MlxLmBackend()
     costs = [backend.estimate(ModelSpec(n, n, "mlx-lm", models.paths.models_dir / n), 4096).total
@@ -644,7 +645,7 @@ def test_progress_bar_redraws_on_a_terminal_and_stays_sparse_elsewhere() -> None
 
 
 def fake_server(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> dict[str, Any]:
-    """Stands in for workbench.core.openai_server.serve: records the call, reports ready, returns."""
+    """Stands in for workbench.server.openai.serve: records the call, reports ready, returns."""
     seen: dict[str, Any] = {}
 
     async def serve(services: Any, host: str = "127.0.0.1", port: int = 8000, ready: Any = None,
@@ -654,7 +655,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> dict[str
             raise OSError(98, "Address already in use")
         ready(f"http://{host}:{port}")
 
-    from workbench.core import openai_server
+    from workbench.server import openai as openai_server
 
     monkeypatch.setattr(openai_server, "serve", serve)
     return seen
@@ -664,7 +665,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> dict[str
 def fake_import(monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, Path]) -> list[tuple[Path, Path]]:
     """The default chat model's import, done in a moment: a copy of a tiny model instead of converting the GGUF
     (the real import is tested in test_gguf_import.py). Records (gguf, destination) per import."""
-    from workbench.core import local_models
+    from workbench.core.models import local as local_models
 
     calls: list[tuple[Path, Path]] = []
 
@@ -698,7 +699,7 @@ def test_serve_on_a_fresh_install_brings_the_default_chat_model_in_first(
     home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     fake_import: list[tuple[Path, Path]],
 ) -> None:  # fmt: skip
-    from workbench.core.local_models import smollm2_gguf
+    from workbench.core.models.local import smollm2_gguf
 
     seen = fake_server(monkeypatch)
     result = run(capsys, "serve", "--port", "0")
@@ -715,8 +716,8 @@ def test_serve_on_a_fresh_install_brings_the_default_chat_model_in_first(
 def test_serve_says_when_the_default_cannot_be_imported_and_serves_the_rest(
     models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workbench.core import local_models
-    from workbench.core.gguf_import import GgufImportError
+    from workbench.core.models import local as local_models
+    from workbench.core.models.gguf_import import GgufImportError
 
     def failing_import(*_args: Any, **_kwargs: Any) -> Path:
         raise GgufImportError("MLX cannot read this GGUF (test)")

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
-from workbench.core.chat import ChatMessage, Finished, GenerationFigures, Token
-from workbench.core.compare import (
+from workbench.core.chat.run import ChatMessage, Finished, GenerationFigures, Token
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.compare.run import (
     CompareRun,
     Contender,
     MemoryPlan,
@@ -32,11 +33,10 @@ from workbench.core.compare import (
     replay_record,
     word_diff,
 )
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ManagerEvent, ModelManager, ModelSpec, ModelState
-from workbench.core.memory import GB, MB, Budget
-from workbench.core.sampling import SamplingSettings
-from workbench.core.store import Store
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ManagerEvent, ModelManager, ModelSpec, ModelState
+from workbench.core.models.memory import GB, MB, Budget
+from workbench.core.storage.store import Store
 
 WAIT = 20  # seconds; every wait here is bounded
 

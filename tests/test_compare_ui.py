@@ -9,8 +9,8 @@ from textual.widgets import Select
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.compare import ComparePane, Side
 from workbench.ui.screens.leaderboard import LeaderboardScreen
@@ -144,7 +144,7 @@ async def test_blind_vote_and_leaderboard(app_paths: AppPaths) -> None:
 
 
 async def test_over_budget_runs_one_after_the_other(app_paths: AppPaths) -> None:
-    from workbench.core.memory import MB, Budget
+    from workbench.core.models.memory import MB, Budget
 
     app, _, _ = compare_app(app_paths, Script(tokens=["x"]), Script(tokens=["y"]))
     app.services.manager.set_budget(Budget(15 * MB, "test"))  # each fake needs 12 MB

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core.config import (
+from workbench.core.chat.sampling import BUILTIN_PRESETS, SamplingSettings
+from workbench.core.settings.config import (
     ConfigIssue,
     Settings,
     default_config_text,
@@ -15,7 +16,6 @@ from workbench.core.config import (
     save_preset,
     save_setting,
 )
-from workbench.core.sampling import BUILTIN_PRESETS, SamplingSettings
 
 
 def write(path: Path, text: str) -> Path:

@@ -19,10 +19,11 @@ import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID, make_tiny_mlx_repo, model_card, write_repo
 from tests.support.hub_server import DEFAULT_TOKEN, HubLies, LoopbackHub
-from workbench.core import downloads, hf_cache
-from workbench.core.downloads import DownloadManager, FileState, JobSnapshot, JobState
-from workbench.core.paths import AppPaths
-from workbench.core.store import Store
+from workbench.core.hub import cache as hf_cache
+from workbench.core.hub.downloads import manager as downloads
+from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import Store
 
 REPO = "test-org/blob-model"
 WEIGHTS = "model.safetensors"
@@ -482,7 +483,7 @@ def cli_env(tmp_path: Path, hub: LoopbackHub) -> dict[str, str]:
 
 
 def pull(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "workbench.cli", "pull", *args]
+    command = [sys.executable, "-m", "workbench.cli.main", "pull", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -490,7 +491,7 @@ async def test_a_killed_pull_resumes_from_the_bytes_on_disk(hub: LoopbackHub, tm
     hub.faults.bandwidth_bps = 1_000_000
     env = cli_env(tmp_path, hub)
     cache = tmp_path / "hf" / "hub"
-    child = subprocess.Popen([sys.executable, "-m", "workbench.cli", "pull", REPO], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", "pull", REPO], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         mid_file = lambda: partial_of(cache).exists() and partial_of(cache).stat().st_size >= 1_000_000  # noqa: E731

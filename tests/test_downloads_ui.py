@@ -8,9 +8,9 @@ from textual.widgets import DataTable
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
 from tests.support.waits import wait_for
-from workbench.core.downloads import JobState
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.hub.downloads.manager import JobState
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.cache import CacheScreen
 from workbench.ui.screens.dialogs import ConfirmScreen

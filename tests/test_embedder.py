@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
-from workbench.core.embedder import Embedder
-from workbench.core.embeddings import Cancelled, EmbeddingCache, normalise
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelState
-from workbench.core.local_models import DEFAULT_EMBEDDER_ID, default_embedder_spec
-from workbench.core.memory import Budget
+from workbench.core.embeddings.corpus import Cancelled, EmbeddingCache, normalise
+from workbench.core.embeddings.embedder import Embedder
+from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelState
+from workbench.core.models.local import DEFAULT_EMBEDDER_ID, default_embedder_spec
+from workbench.core.models.memory import Budget
 
 pytestmark = pytest.mark.real_model
 

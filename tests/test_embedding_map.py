@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workbench.core import embedding_map
-from workbench.core.embedding_map import (
+from workbench.core.embeddings import analysis as embedding_map
+from workbench.core.embeddings.analysis import (
     Clustering,
     Overlap,
     cluster,
@@ -28,8 +28,8 @@ from workbench.core.embedding_map import (
     similarity_matrix,
     umap_available,
 )
-from workbench.core.embeddings import normalise
-from workbench.core.local_models import default_embedder_spec
+from workbench.core.embeddings.corpus import normalise
+from workbench.core.models.local import default_embedder_spec
 
 
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:

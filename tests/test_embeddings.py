@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workbench.core.embeddings import (
+from workbench.core.embeddings.corpus import (
     Cancelled,
     EmbeddingCache,
     embed_corpus,
@@ -19,7 +19,7 @@ from workbench.core.embeddings import (
     split_passages,
     top_k,
 )
-from workbench.core.local_models import default_embedder_spec
+from workbench.core.models.local import default_embedder_spec
 
 pytestmark = pytest.mark.real_model
 

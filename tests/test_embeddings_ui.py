@@ -15,10 +15,10 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 from tests.support.corpora import TOPICS, write_csv_with_bad_rows, write_notes_folder
 from tests.support.fake_embedder import services_with_fake_embedders
 from tests.support.waits import wait_for
-from workbench.core.embeddings import top_k
-from workbench.core.lifecycle import ModelState
-from workbench.core.local_models import DEFAULT_EMBEDDER_ID
-from workbench.core.paths import AppPaths
+from workbench.core.embeddings.corpus import top_k
+from workbench.core.models.lifecycle import ModelState
+from workbench.core.models.local import DEFAULT_EMBEDDER_ID
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.embeddings import EmbeddingsPane
 from workbench.ui.widgets.cluster_map import ClusterMap
@@ -250,7 +250,7 @@ async def test_two_embedders_overlap_and_side_by_side_neighbours(app_paths: AppP
 
 @pytest.mark.real_model
 async def test_the_pane_with_the_real_minilm(app_paths: AppPaths, tmp_path: Path) -> None:
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
 
     notes = write_notes_folder(tmp_path / "notes")
     app = WorkbenchApp(build_services(app_paths), import_defaults=False, scan_cache=False)
@@ -279,10 +279,10 @@ async def test_two_real_embedders_side_by_side(app_paths: AppPaths, tmp_path: Pa
     import json
     import shutil
 
-    from workbench.core.backends.sentence_transformers import KIND
-    from workbench.core.lifecycle import ModelSpec
-    from workbench.core.local_models import default_embedder_spec
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.models.backends.sentence_transformers import KIND
+    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.local import default_embedder_spec
 
     cls_model = tmp_path / "minilm-cls"
     shutil.copytree(default_embedder_spec().path, cls_model)

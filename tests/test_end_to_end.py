@@ -8,12 +8,12 @@ from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
 from tests.support.waits import wait_for
 from tests.test_chat_ui import answer_done, send
-from workbench.core.downloads import JobState
-from workbench.core.hub import HubModel
-from workbench.core.paths import AppPaths
-from workbench.core.sampling import SamplingChoice
-from workbench.core.services import build_services
-from workbench.core.store import MessageStatus
+from workbench.bootstrap import build_services
+from workbench.core.chat.sampling import SamplingChoice
+from workbench.core.hub.client import HubModel
+from workbench.core.hub.downloads.manager import JobState
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane

@@ -6,8 +6,8 @@ from __future__ import annotations
 from textual.widget import Widget
 
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.widgets.footer import KeyFooter
 

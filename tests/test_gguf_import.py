@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.core.gguf_import import (
+from workbench.core.models.gguf_import import (
     NotAGgufError,
     UnsupportedArchitectureError,
     import_gguf,
@@ -91,7 +91,7 @@ def test_an_architecture_that_cannot_be_converted_is_refused(tmp_path: Path) -> 
 
 
 def test_a_failure_midway_leaves_nothing_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.core.gguf_import as module
+    import workbench.core.models.gguf_import as module
 
     def broken_tokenizer(gguf_path: Path, out_dir: Path) -> None:
         (out_dir / "tokenizer.json").write_text("{")
@@ -106,7 +106,7 @@ def test_a_failure_midway_leaves_nothing_half_written(tmp_path: Path, monkeypatc
 
 
 def test_a_float_gguf_converts_with_quantized_linear_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.core.gguf_import as module
+    import workbench.core.models.gguf_import as module
 
     monkeypatch.setattr(module, "_save_tokenizer", lambda gguf_path, out_dir: None)
     folder = import_gguf(write_gguf(tmp_path / "tiny.gguf", "llama"), tmp_path / "models" / "tiny", bits=4)
@@ -119,7 +119,7 @@ def test_a_float_gguf_converts_with_quantized_linear_layers(tmp_path: Path, monk
 def test_generation_config_takes_the_ggufs_sampling_keys_over_the_defaults_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workbench.core.gguf_import as module
+    import workbench.core.models.gguf_import as module
 
     monkeypatch.setattr(module, "_save_tokenizer", lambda gguf_path, out_dir: None)
     plain = import_gguf(write_gguf(tmp_path / "plain.gguf", "llama"), tmp_path / "models" / "plain")
@@ -141,8 +141,8 @@ def test_smollm2_import_keeps_the_native_4bit_blocks(smollm2_dir: Path) -> None:
     assert config["quantization"]["bits"] == 4 and config["quantization"]["group_size"] == 32
     assert config["quantization"]["model.embed_tokens"] == {"group_size": 32, "bits": 8}  # Q8_0 stays 8-bit
     assert config["rope_theta"] == 100000.0 and config["tie_word_embeddings"] is True
-    from workbench.core.local_models import EMBEDDED_CHAT_GENERATION
-    from workbench.core.model_sampling import sampling_from_generation_config
+    from workbench.core.chat.model_sampling import sampling_from_generation_config
+    from workbench.core.models.local import EMBEDDED_CHAT_GENERATION
 
     generation = json.loads((smollm2_dir / "generation_config.json").read_text())
     wanted = sampling_from_generation_config(EMBEDDED_CHAT_GENERATION)
@@ -157,7 +157,7 @@ def test_8_and_16_bit_imports_load(tmp_path: Path) -> None:
     import mlx.core as mx
     import mlx_lm
 
-    from workbench.core.local_models import smollm2_gguf
+    from workbench.core.models.local import smollm2_gguf
 
     for bits in (8, 16):
         folder = import_gguf(smollm2_gguf(), tmp_path / f"smol-{bits}", bits=bits)

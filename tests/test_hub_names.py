@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core import hub_names
-from workbench.core.hub_names import BadName
+from workbench.core.hub import names as hub_names
+from workbench.core.hub.names import BadName
 
 SHA1 = "0123456789abcdef0123456789abcdef01234567"
 SHA256 = "0123456789abcdef" * 4

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core.inference import InferenceThread, TokenStream
+from workbench.core.models.inference import InferenceThread, TokenStream
 
 WAIT = 10
 
@@ -158,10 +158,10 @@ async def test_aclose_waits_for_the_work_in_hand_and_closes_open_streams_on_the_
 ENDS_WHILE_MLX_WORKED = """
 import asyncio, sys, time
 from pathlib import Path
-from workbench.core.backends.mlx_lm import MlxLmBackend
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager
-from workbench.core.memory import Budget
+from workbench.core.models.backends.mlx_lm import MlxLmBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.memory import Budget
 
 def answer(folder):  # mlx-lm's own generation leaves per-thread MLX state (its compile cache) behind
     import mlx_lm

@@ -16,8 +16,8 @@ from textual.dom import DOMNode
 
 import workbench.ui
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.keymap import BINDING_IDS
 from workbench.ui.panes import PANES

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from workbench.core.backends.mlx_lm import LoadedLanguageModel, MlxLmBackend
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import (
+from workbench.core.models.backends.mlx_lm import LoadedLanguageModel, MlxLmBackend
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import (
     ManagerEvent,
     ModelBusyError,
     ModelDoesNotFitError,
@@ -20,7 +20,7 @@ from workbench.core.lifecycle import (
     ModelSpec,
     ModelState,
 )
-from workbench.core.memory import GB, MB, Budget, MemoryEstimate
+from workbench.core.models.memory import GB, MB, Budget, MemoryEstimate
 
 WAIT = 30  # seconds; every wait in these tests is bounded
 
@@ -248,7 +248,7 @@ async def test_states_seen_by_subscribers(tiny_models: dict[str, Path], backend:
 
 
 def test_budget_arithmetic() -> None:
-    from workbench.core.memory import GB, resolve_budget
+    from workbench.core.models.memory import GB, resolve_budget
 
     assert resolve_budget(4.0, 0.5, total_bytes=16 * GB).bytes == 4 * GB
     fraction = resolve_budget(None, 0.6, total_bytes=16 * GB)
@@ -265,12 +265,12 @@ async def test_a_models_role_is_its_backends_and_every_reader_takes_it_from_the_
     """Kinds say nothing about roles: a chat backend of a kind nobody knows is a chat model everywhere."""
     from tests.support.fake_chat import FakeChatBackend
     from tests.support.fake_embedder import FakeEmbeddingBackend
-    from workbench.core.chat import ChatError, ChatRun, Finished
-    from workbench.core.embedder import Embedder
-    from workbench.core.embeddings import EmbeddingCache
-    from workbench.core.lifecycle import ModelRole
-    from workbench.core.openai_server import chat_model_ids
-    from workbench.core.sampling import SamplingSettings
+    from workbench.core.chat.run import ChatError, ChatRun, Finished
+    from workbench.core.chat.sampling import SamplingSettings
+    from workbench.core.embeddings.corpus import EmbeddingCache
+    from workbench.core.embeddings.embedder import Embedder
+    from workbench.core.models.lifecycle import ModelRole
+    from workbench.server.openai import chat_model_ids
 
     chat, embed = FakeChatBackend(kind="someone-elses-chat"), FakeEmbeddingBackend()
     manager = ModelManager({chat.kind: chat, embed.kind: embed}, Budget(GB, "test"), InferenceThread(),

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from tests.support.tiny_models import make_tiny_llama
-from workbench.core import local_models
-from workbench.core.lifecycle import ModelSpec
-from workbench.core.local_models import DEFAULT_EMBEDDER_ID, cached_specs, local_specs_with_cache
-from workbench.core.paths import AppPaths
+from workbench.core.models import local as local_models
+from workbench.core.models.lifecycle import ModelSpec
+from workbench.core.models.local import DEFAULT_EMBEDDER_ID, cached_specs, local_specs_with_cache
+from workbench.core.settings.paths import AppPaths
 
 LLAMA_ID = "mlx-community/tiny-llama-4bit"
 
@@ -123,7 +123,7 @@ def test_unreadable_config_is_skipped_and_logged(
     cache = tmp_path / "hub"
     add_snapshot(cache, "org/bad-json", {"config.json": b"{not json", "model.safetensors": b"x"}, "1" * 40)
     add_snapshot(cache, LLAMA_ID, llama_files, "2" * 40)
-    with caplog.at_level("INFO", logger="workbench.core.local_models"):
+    with caplog.at_level("INFO", logger="workbench.core.models.local"):
         assert [spec.id for spec in cached_specs(cache)] == [LLAMA_ID]
     assert "org/bad-json" in caplog.text
 
@@ -152,7 +152,7 @@ def test_local_specs_with_cache(
 
 
 def test_default_cache_follows_hf_hub_cache(hf_cache: Path) -> None:
-    code = "from workbench.core.local_models import cached_specs; print([s.id for s in cached_specs()])"
+    code = "from workbench.core.models.local import cached_specs; print([s.id for s in cached_specs()])"
     env = {**os.environ, "HF_HUB_CACHE": str(hf_cache), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert out.stdout.strip() == repr([LLAMA_ID, "sentence-transformers/tiny-embedder"])

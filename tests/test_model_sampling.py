@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_chat import FakeChatBackend
-from workbench.core.config import Settings
-from workbench.core.gguf_import import generation_config_from_metadata
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.local_models import DEFAULT_CHAT_ID, EMBEDDED_CHAT_GENERATION
-from workbench.core.memory import Budget
-from workbench.core.model_sampling import (
+from workbench.core.chat.model_sampling import (
     FROM_MODEL_FILE,
     FROM_MODEL_KNOWN,
     MAX_GENERATION_CONFIG_BYTES,
@@ -24,7 +18,13 @@ from workbench.core.model_sampling import (
     read_generation_config,
     sampling_from_generation_config,
 )
-from workbench.core.sampling import FROM_BUILT_IN, FROM_REQUEST, FROM_USER, SamplingChoice, SamplingSettings
+from workbench.core.chat.sampling import FROM_BUILT_IN, FROM_REQUEST, FROM_USER, SamplingChoice, SamplingSettings
+from workbench.core.models.gguf_import import generation_config_from_metadata
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.local import DEFAULT_CHAT_ID, EMBEDDED_CHAT_GENERATION
+from workbench.core.models.memory import Budget
+from workbench.core.settings.config import Settings
 
 LLAMA_LIKE = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "bos_token_id": 1, "eos_token_id": [2, 3]}
 

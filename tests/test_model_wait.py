@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.fake_chat import FakeChatBackend, fake_spec
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.memory import GB, Budget
-from workbench.core.model_wait import (
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.memory import GB, Budget
+from workbench.core.models.wait import (
     DefaultModelImport,
     ImportState,
     ModelWaitError,

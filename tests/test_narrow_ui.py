@@ -9,8 +9,8 @@ from textual.widget import Widget
 
 from tests.support.hub_server import LoopbackHub
 from tests.support.waits import wait_for
-from workbench.core.paths import AppPaths
-from workbench.core.services import build_services
+from workbench.bootstrap import build_services
+from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core.backends.mlx_lm import MlxLmBackend, generate
-from workbench.core.generation import GenerationStep
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.memory import Budget
-from workbench.core.paths import AppPaths
+from workbench.core.models.backends.mlx_lm import MlxLmBackend, generate
+from workbench.core.models.backends.protocol import GenerationStep
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.memory import Budget
+from workbench.core.settings.paths import AppPaths
 
 pytestmark = pytest.mark.real_model
 
@@ -46,11 +46,11 @@ async def test_smollm2_at_its_own_defaults_answers_paris(smollm2_dir: Path) -> N
 
     At the old default (the "balanced" preset, T 0.7, over every model) it answered "L'Étoile – Paris, the
     Elyria – a beautiful city nestled..." here: Paris only as a street's suffix, not the fact asked for."""
-    from workbench.core.chat import ChatMessage, ChatRun, Token
-    from workbench.core.config import Settings
-    from workbench.core.local_models import DEFAULT_CHAT_ID
-    from workbench.core.model_sampling import FROM_MODEL_FILE, chat_sampling
-    from workbench.core.sampling import SamplingChoice
+    from workbench.core.chat.model_sampling import FROM_MODEL_FILE, chat_sampling
+    from workbench.core.chat.run import ChatMessage, ChatRun, Token
+    from workbench.core.chat.sampling import SamplingChoice
+    from workbench.core.models.local import DEFAULT_CHAT_ID
+    from workbench.core.settings.config import Settings
 
     manager = ModelManager(backends={"mlx-lm": MlxLmBackend()}, budget=Budget(1 << 32, "test"),
                            inference=InferenceThread(), idle_unload_s=None)  # fmt: skip
@@ -64,8 +64,8 @@ async def test_smollm2_at_its_own_defaults_answers_paris(smollm2_dir: Path) -> N
 
 
 async def test_the_manager_holds_the_default_embedder_too() -> None:
-    from workbench.core.backends.sentence_transformers import SentenceTransformerBackend
-    from workbench.core.local_models import DEFAULT_EMBEDDER_ID, default_embedder_spec
+    from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
+    from workbench.core.models.local import DEFAULT_EMBEDDER_ID, default_embedder_spec
 
     manager = ModelManager(
         backends={"sentence-transformers": SentenceTransformerBackend()},
@@ -86,9 +86,9 @@ async def test_the_manager_holds_the_default_embedder_too() -> None:
 
 async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, app_paths: AppPaths) -> None:
     from tests.test_chat_ui import answer_done, open_chat, send
-    from workbench.core.local_models import DEFAULT_CHAT_ID
-    from workbench.core.sampling import SamplingChoice
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.chat.sampling import SamplingChoice
+    from workbench.core.models.local import DEFAULT_CHAT_ID
     from workbench.ui.app import WorkbenchApp
 
     app_paths.models_dir.mkdir(parents=True)
@@ -107,9 +107,9 @@ async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, ap
 
 
 async def test_compare_the_real_smollm2_in_two_settings(smollm2_dir: Path) -> None:
-    from workbench.core.chat import ChatMessage, Finished, Token
-    from workbench.core.compare import CompareRun, Contender, PlanKind, plan_memory
-    from workbench.core.sampling import SamplingSettings
+    from workbench.core.chat.run import ChatMessage, Finished, Token
+    from workbench.core.chat.sampling import SamplingSettings
+    from workbench.core.compare.run import CompareRun, Contender, PlanKind, plan_memory
 
     manager = ModelManager(backends={"mlx-lm": MlxLmBackend()}, budget=Budget(1 << 32, "test"),
                            inference=InferenceThread(), idle_unload_s=None)  # fmt: skip

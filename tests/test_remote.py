@@ -13,16 +13,16 @@ import pytest
 from aiohttp import web
 
 from tests.support.mlx_server import MlxServer, free_port
-from workbench.core.backends.remote import KIND, RemoteChatBackend, remote_spec
-from workbench.core.chat import ChatMessage, ChatRun, Finished, Token
-from workbench.core.compare import CompareRun, Contender, plan_memory
-from workbench.core.compare import Finished as SideFinished
-from workbench.core.config import load_settings
-from workbench.core.endpoints import Endpoint, EndpointError, check_connection, list_models, parse_endpoints
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager
-from workbench.core.memory import GB, Budget
-from workbench.core.sampling import SamplingChoice, SamplingSettings
+from workbench.core.chat.run import ChatMessage, ChatRun, Finished, Token
+from workbench.core.chat.sampling import SamplingChoice, SamplingSettings
+from workbench.core.compare.run import CompareRun, Contender, plan_memory
+from workbench.core.compare.run import Finished as SideFinished
+from workbench.core.models.backends.remote import KIND, RemoteChatBackend, remote_spec
+from workbench.core.models.endpoints import Endpoint, EndpointError, check_connection, list_models, parse_endpoints
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.memory import GB, Budget
+from workbench.core.settings.config import load_settings
 
 GREEDY = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=8)
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
@@ -97,8 +97,8 @@ async def test_chat_streams_through_mlx_lm_server_with_figures(served: Endpoint,
 async def test_compare_a_local_model_against_the_same_model_on_the_server(
     served: Endpoint, mlx_server: MlxServer, smollm2_dir: Path
 ) -> None:
-    from workbench.core.backends.mlx_lm import MlxLmBackend
-    from workbench.core.lifecycle import ModelSpec
+    from workbench.core.models.backends.mlx_lm import MlxLmBackend
+    from workbench.core.models.lifecycle import ModelSpec
 
     manager = manager_for(served)
     manager.add_backend(MlxLmBackend())
@@ -127,7 +127,7 @@ async def test_the_chat_pane_picks_and_streams_a_remote_model(mlx_server: MlxSer
 
     from tests.support.waits import wait_for
     from tests.test_chat_ui import answer_done, open_chat, send
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
     from workbench.ui.app import WorkbenchApp
 
     app_paths.config_dir.mkdir(parents=True)
@@ -266,7 +266,7 @@ async def test_models_view_tests_the_connection_of_the_selected_remote_model(app
     from textual.widgets import DataTable, Static
 
     from tests.support.waits import wait_for
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
     from workbench.ui.app import WorkbenchApp
 
     app_paths.config_dir.mkdir(parents=True)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.core.sampling import (
+from workbench.core.chat.sampling import (
     BUILTIN_PRESETS,
     FROM_BUILT_IN,
     FROM_USER,

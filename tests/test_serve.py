@@ -21,11 +21,13 @@ import pytest
 from aiohttp import web
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services_with_fake
-from workbench.core.chat import MAX_CHARS_PER_TOKEN
-from workbench.core.generation import ChatBackend
-from workbench.core.lifecycle import ModelSpec, ModelState
-from workbench.core.memory import MB, Budget
-from workbench.core.openai_server import (
+from workbench.bootstrap import Services
+from workbench.core.chat.run import MAX_CHARS_PER_TOKEN
+from workbench.core.models.backends.protocol import ChatBackend
+from workbench.core.models.lifecycle import ModelSpec, ModelState
+from workbench.core.models.memory import MB, Budget
+from workbench.core.settings.paths import AppPaths
+from workbench.server.openai import (
     SHUTDOWN_TIMEOUT_S,
     TRIMMED_HEADER,
     WAITING,
@@ -35,8 +37,6 @@ from workbench.core.openai_server import (
     is_loopback,
     serve,
 )
-from workbench.core.paths import AppPaths
-from workbench.core.services import Services
 
 WAIT = 20
 HELLO = [{"role": "user", "content": "hi"}]
@@ -51,8 +51,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def serving(services: Services) -> AsyncIterator[str]:
-    """``serve`` on a free port of 127.0.0.1; yields its base URL, cancels it on the way out."""
+async def serving(services: Services, close: bool = True) -> AsyncIterator[str]:
+    """``serve`` on a free port of 127.0.0.1; yields its base URL, cancels it on the way out and then (as the
+    services' owner, the part open_services plays for the command) closes the services unless ``close`` is False."""
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(services, host="127.0.0.1", port=0, ready=url.set_result))
     await asyncio.wait({task, url}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
@@ -65,6 +66,8 @@ async def serving(services: Services) -> AsyncIterator[str]:
         task.cancel()
         await asyncio.wait({task}, timeout=WAIT)
         assert task.done(), "serve did not shut down"
+        if close:
+            await services.aclose()
 
 
 @pytest.fixture
@@ -320,9 +323,9 @@ async def test_trimmed_history_is_reported_in_a_header(server: Running) -> None:
     assert json.loads(raw)["choices"][0]["message"]["content"] == "Hello there!"
 
 
-async def test_serve_stops_running_generations_and_closes_the_manager(app_paths: AppPaths) -> None:
+async def test_serve_stops_running_generations_and_leaves_the_services_to_their_owner(app_paths: AppPaths) -> None:
     services, backend = services_with_fake(app_paths, Script(tokens=[f"t{i} " for i in range(1000)], delay_s=0.01))
-    async with serving(services) as url:
+    async with serving(services, close=False) as url:
         client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=WAIT)
         stream = await client.chat.completions.create(model="fake-chat", messages=HELLO, stream=True, max_tokens=1000)
         await anext(aiter(stream))
@@ -333,10 +336,12 @@ async def test_serve_stops_running_generations_and_closes_the_manager(app_paths:
     assert rest[-1].choices[0].finish_reason == "stop"  # the client saw a clean end
     assert backend.emitted < 1000
     assert services.manager.info("fake-chat").leases == 0
+    services.manager.inference.submit(lambda: None).result(timeout=WAIT)  # serve() closed nothing it did not open
+    await client.close()
+    await services.aclose()  # the owner closes them, once
     with pytest.raises(RuntimeError, match="shut down"):
         services.manager.inference.submit(lambda: None)
-    await client.close()
-    services.store.close()
+    await services.aclose()
 
 
 # --- the real model --------------------------------------------------------------------------------
@@ -344,8 +349,8 @@ async def test_serve_stops_running_generations_and_closes_the_manager(app_paths:
 
 @pytest.mark.real_model
 async def test_the_real_smollm2_streams_paris(smollm2_dir: Path, app_paths: AppPaths) -> None:
-    from workbench.core.local_models import DEFAULT_CHAT_ID
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
+    from workbench.core.models.local import DEFAULT_CHAT_ID
 
     app_paths.models_dir.mkdir(parents=True)
     (app_paths.models_dir / DEFAULT_CHAT_ID).symlink_to(smollm2_dir)
@@ -503,7 +508,7 @@ async def test_with_a_key_every_route_asks_for_it(app_paths: AppPaths) -> None:
 def test_the_key_is_compared_in_constant_time() -> None:
     import inspect
 
-    from workbench.core import openai_server
+    from workbench.server import openai as openai_server
 
     assert "hmac.compare_digest(" in inspect.getsource(openai_server.require_key)
 
@@ -529,7 +534,7 @@ def run_serve_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> 
     environment = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
     environment.pop("WB_SERVE_TEST_KEY", None)
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "workbench.cli", "serve", *args], env=environment,
+    return subprocess.run([sys.executable, "-m", "workbench.cli.main", "serve", *args], env=environment,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -551,7 +556,7 @@ def test_workbench_serve_beyond_loopback_without_a_key_exits_2_saying_how(tmp_pa
 async def test_workbench_serve_with_a_key_from_the_config_checks_it_on_every_route(
     tmp_path: Path, tiny_models: dict[str, Path]
 ) -> None:
-    from workbench.core.local_models import DEFAULT_CHAT_ID
+    from workbench.core.models.local import DEFAULT_CHAT_ID
 
     paths = AppPaths.under(tmp_path / "home")
     paths.models_dir.mkdir(parents=True)
@@ -561,7 +566,7 @@ async def test_workbench_serve_with_a_key_from_the_config_checks_it_on_every_rou
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path),
            "WB_SERVE_TEST_KEY": KEY, "HF_HUB_OFFLINE": "1"}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workbench.cli", "serve", "--port", "0", env=env,
+        sys.executable, "-m", "workbench.cli.main", "serve", "--port", "0", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None

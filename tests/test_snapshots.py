@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.core.config import Settings
-from workbench.core.downloads import DownloadQueue
-from workbench.core.hub import HubCatalog
-from workbench.core.inference import InferenceThread
-from workbench.core.lifecycle import ModelManager, ModelRole, ModelSpec
-from workbench.core.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
-from workbench.core.paths import AppPaths
-from workbench.core.services import Services
-from workbench.core.store import Store
+from workbench.bootstrap import Services
+from workbench.core.hub.client import HubCatalog
+from workbench.core.hub.downloads.manager import DownloadQueue
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.lifecycle import ModelManager, ModelRole, ModelSpec
+from workbench.core.models.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
+from workbench.core.settings.config import Settings
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import Store
 from workbench.ui.app import WorkbenchApp
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.core import store as store_module
-from workbench.core.store import Conversation, MessageStatus, Store, StoredMessage
+from workbench.core.storage import store as store_module
+from workbench.core.storage.store import Conversation, MessageStatus, Store, StoredMessage
 
 FIGURES = {"ttft_s": 0.31, "prompt_tokens": 20, "prompt_tps": 150.0, "generation_tokens": 12, "generation_tps": 7.4}
 
@@ -286,7 +286,7 @@ def test_write_survives_sigkill(db_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from workbench.core.store import MessageStatus, Store
+        from workbench.core.storage.store import MessageStatus, Store
 
         store = Store(Path({str(db_path)!r}))
         conversation = store.create_conversation("killed mid-answer")
@@ -313,7 +313,7 @@ def test_write_survives_sigkill(db_path: Path) -> None:
 
 
 def test_download_jobs_are_queued_in_order(db_path: Path) -> None:
-    from workbench.core.downloads import DownloadQueue
+    from workbench.core.hub.downloads.manager import DownloadQueue
 
     queue = DownloadQueue(Store(db_path))
     first = queue.enqueue("mlx-community/a-4bit")

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.core.generation import GenerationStep
-from workbench.core.lifecycle import ModelRole, ModelSpec
-from workbench.core.memory import MB, MemoryEstimate
-from workbench.core.sampling import SamplingSettings
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.backends.protocol import GenerationStep
+from workbench.core.models.lifecycle import ModelRole, ModelSpec
+from workbench.core.models.memory import MB, MemoryEstimate
 
 KIND = "fake-chat"
 HOLD_S = 30.0
@@ -96,7 +96,7 @@ def fake_spec(model_id: str = "fake-chat", kind: str = KIND) -> ModelSpec:
 
 def services_with_fake(paths: Any, script: Script | None = None) -> tuple[Any, FakeChatBackend]:
     """The real services (config, store, manager) plus a scripted chat model registered as "fake-chat"."""
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
 
     services = build_services(paths)
     backend = FakeChatBackend(script)

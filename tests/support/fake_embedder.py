@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.backends.sentence_transformers import KIND
-from workbench.core.lifecycle import ModelRole, ModelSpec
-from workbench.core.memory import MB, MemoryEstimate
+from workbench.core.models.backends.sentence_transformers import KIND
+from workbench.core.models.lifecycle import ModelRole, ModelSpec
+from workbench.core.models.memory import MB, MemoryEstimate
 
 DIMENSIONS = 384
 STOP_WORDS = frozenset(("the", "and", "for", "with", "that", "this", "are", "its", "not", "from", "into", "when",
@@ -88,7 +88,7 @@ def services_with_fake_embedders(paths: Any, *model_ids: str) -> tuple[Any, Fake
 
     The default all-MiniLM-L6-v2 stays registered and is then served by the fake as well (the pane's model A).
     """
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
 
     services = build_services(paths)
     backend = FakeEmbeddingBackend()

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
-from workbench.core.lifecycle import ModelManager, ModelSpec
-from workbench.core.local_models import DEFAULT_CHAT_ID
-from workbench.core.model_wait import DefaultModelImport, Progress
+from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.wait import DefaultModelImport, Progress
 
 FINISH = object()
 
@@ -44,7 +44,7 @@ def services_with_scripted_import(
 ) -> tuple[Any, FakeChatBackend, ScriptedImport]:
     """Real services with no chat model yet; the default one (a scripted fake) arrives when the test finishes
     the import."""
-    from workbench.core.services import build_services
+    from workbench.bootstrap import build_services
 
     services = build_services(paths)
     backend = backend or FakeChatBackend(script)

@@ -13,12 +13,12 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from workbench.core.config import save_setting
-from workbench.core.lifecycle import ManagerEvent
-from workbench.core.local_models import default_chat_missing, local_specs_with_cache
-from workbench.core.memory import MemorySnapshot, metal_budget
-from workbench.core.model_wait import ImportState, ImportStatus
-from workbench.core.services import Services
+from workbench.bootstrap import Services
+from workbench.core.models.lifecycle import ManagerEvent
+from workbench.core.models.local import default_chat_missing, local_specs_with_cache
+from workbench.core.models.memory import MemorySnapshot, metal_budget
+from workbench.core.models.wait import ImportState, ImportStatus
+from workbench.core.settings.config import save_setting
 from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import ImportProgress
@@ -26,7 +26,7 @@ from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 
 if TYPE_CHECKING:
-    from workbench.core.downloads import JobSnapshot
+    from workbench.core.hub.downloads.manager import JobSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,7 @@ class WorkbenchApp(App[None]):
             self.find_cached_models()
 
     async def on_unmount(self) -> None:
-        if self.services.downloads_started:
-            await self.services.downloads.aclose()
-        await self.services.manager.aclose()
-        self.services.store.close()
+        await self.services.aclose()
 
     @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
     def find_cached_models(self) -> None:
@@ -154,7 +151,7 @@ class WorkbenchApp(App[None]):
                                   title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
 
     def _on_download(self, job: JobSnapshot) -> None:
-        from workbench.core.downloads import JobState
+        from workbench.core.hub.downloads.manager import JobState
 
         if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
             self.find_cached_models()

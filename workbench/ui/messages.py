@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from workbench.core.model_wait import ImportStatus
+from workbench.core.models.wait import ImportStatus
 
 
 class ImportProgress(Message):

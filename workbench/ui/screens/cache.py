@@ -11,9 +11,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.core import hf_cache
-from workbench.core.downloads import DownloadManager
-from workbench.core.memory import format_bytes
+from workbench.core.hub import cache as hf_cache
+from workbench.core.hub.downloads.manager import DownloadManager
+from workbench.core.models.memory import format_bytes
 
 log = logging.getLogger(__name__)
 

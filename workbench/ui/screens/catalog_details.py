@@ -11,8 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Markdown, Static
 
-from workbench.core.hub import HubError, ModelDetails, fit_verdict
-from workbench.core.memory import format_bytes
+from workbench.core.hub.client import HubError, ModelDetails, fit_verdict
+from workbench.core.models.memory import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Select, Static
 from textual.worker import Worker
 
-from workbench.core.chat import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
-from workbench.core.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
-from workbench.core.local_models import DEFAULT_CHAT_ID
-from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
-from workbench.core.model_wait import (
+from workbench.core.chat.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
+from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
+from workbench.core.models.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
+from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.wait import (
     NO_MODEL,
     DefaultModelImport,
     ModelWaitError,
@@ -27,8 +28,7 @@ from workbench.core.model_wait import (
     can_wait,
     until_ready,
 )
-from workbench.core.sampling import ResolvedSampling, SamplingChoice
-from workbench.core.store import Conversation, MessageStatus, Store, StoredMessage
+from workbench.core.storage.store import Conversation, MessageStatus, Store, StoredMessage
 from workbench.ui.clipboard import copy_text
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput

@@ -15,8 +15,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from workbench.core.paths import AppPaths
-from workbench.core.store import Conversation, Store
+from workbench.core.settings.paths import AppPaths
+from workbench.core.storage.store import Conversation, Store
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 
 TITLE_WIDTH = 34

@@ -15,8 +15,8 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 
-from workbench.core.config import presets, save_preset
-from workbench.core.sampling import (
+from workbench.bootstrap import Services
+from workbench.core.chat.sampling import (
     FROM_USER,
     ResolvedSampling,
     SamplingChoice,
@@ -25,7 +25,7 @@ from workbench.core.sampling import (
     resolve_sampling,
     validate_sampling,
 )
-from workbench.core.services import Services
+from workbench.core.settings.config import presets, save_preset
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 
 

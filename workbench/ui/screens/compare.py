@@ -15,8 +15,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Markdown, Select, Static
 from textual.worker import Worker
 
-from workbench.core.chat import ChatMessage, ContextTrimmed, Finished, GenerationFigures, Token
-from workbench.core.compare import (
+from workbench.core.chat.model_sampling import chat_sampling, model_sampling_by_id
+from workbench.core.chat.run import ChatMessage, ContextTrimmed, Finished, GenerationFigures, Token
+from workbench.core.chat.sampling import SamplingChoice
+from workbench.core.compare.run import (
     CompareRun,
     Contender,
     MemoryPlan,
@@ -24,11 +26,9 @@ from workbench.core.compare import (
     plan_memory,
     word_diff,
 )
-from workbench.core.lifecycle import ModelManager, ModelRole
-from workbench.core.local_models import DEFAULT_CHAT_ID
-from workbench.core.model_sampling import chat_sampling, model_sampling_by_id
-from workbench.core.model_wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
-from workbench.core.sampling import SamplingChoice
+from workbench.core.models.lifecycle import ModelManager, ModelRole
+from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput
 
@@ -444,7 +444,7 @@ class ComparePane(PaneScreen):
         self.app.push_screen(SettingsScreen(self.app.services, current, model), applied)  # type: ignore[attr-defined]
 
     def action_prompt_set(self) -> None:
-        from workbench.core.compare import load_prompt_set
+        from workbench.core.compare.run import load_prompt_set
         from workbench.ui.screens.dialogs import PromptScreen
         from workbench.ui.screens.prompt_set import PromptSetScreen
 

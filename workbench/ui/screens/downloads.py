@@ -11,8 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.core.downloads import DownloadManager, FileState, JobSnapshot, JobState
-from workbench.core.memory import format_bytes
+from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
+from workbench.core.models.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Input, ProgressBar, Select, Static, TabbedContent, TabPane
 
-from workbench.core.embedder import Embedder
-from workbench.core.embedding_map import (
+from workbench.core.embeddings.analysis import (
     CorpusMap,
     Overlap,
     build_map,
@@ -27,9 +26,10 @@ from workbench.core.embedding_map import (
     similarity_matrix,
     umap_available,
 )
-from workbench.core.embeddings import Cancelled, Corpus, load_corpus, neighbours_of, top_k
-from workbench.core.lifecycle import ModelManagerError
-from workbench.core.local_models import DEFAULT_EMBEDDER_ID
+from workbench.core.embeddings.corpus import Cancelled, Corpus, load_corpus, neighbours_of, top_k
+from workbench.core.embeddings.embedder import Embedder
+from workbench.core.models.lifecycle import ModelManagerError
+from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import PromptScreen
 from workbench.ui.widgets.embedder_comparison import EmbedderComparison

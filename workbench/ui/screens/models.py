@@ -11,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from workbench.core.backends.remote import KIND as REMOTE_KIND
-from workbench.core.endpoints import ConnectionReport, Endpoint, check_connection
-from workbench.core.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
-from workbench.core.memory import format_bytes
+from workbench.core.models.backends.remote import KIND as REMOTE_KIND
+from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
+from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
+from workbench.core.models.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
 
 COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")

@@ -13,8 +13,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from workbench.core.chat import ChatMessage, Finished, GenerationFigures, Token
-from workbench.core.compare import (
+from workbench.core.chat.run import ChatMessage, Finished, GenerationFigures, Token
+from workbench.core.compare.run import (
     CompareRun,
     Contender,
     MemoryPlan,
@@ -23,7 +23,7 @@ from workbench.core.compare import (
     export_markdown,
     replay_record,
 )
-from workbench.core.lifecycle import ModelManager
+from workbench.core.models.lifecycle import ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
-from workbench.core.chat import GenerationFigures
-from workbench.core.store import MessageStatus
+from workbench.core.chat.run import GenerationFigures
+from workbench.core.storage.store import MessageStatus
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_NOTES = {

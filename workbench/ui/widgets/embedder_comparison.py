@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from workbench.core.embedding_map import Overlap, least_agreeing
-from workbench.core.embeddings import Corpus
+from workbench.core.embeddings.analysis import Overlap, least_agreeing
+from workbench.core.embeddings.corpus import Corpus
 from workbench.ui.widgets.passages import PassageSelected, snippet
 
 DISAGREEMENTS_SHOWN = 200

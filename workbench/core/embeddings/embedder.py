@@ -1,0 +1,83 @@
+"""Embedding through the ModelManager: the model is leased for each job and encodes on the inference thread.
+
+The cache bookkeeping of a corpus runs in a worker thread; each batch's encode is a job on the manager's
+inference thread, so an embedding run takes turns with a chat that is streaming at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from workbench.core.embeddings.corpus import EmbeddingCache, embed_corpus, normalise
+from workbench.core.models.lifecycle import ModelManager, ModelRole
+
+DEFAULT_BATCH_SIZE = 64
+
+
+def encode_batch(model: Any, texts: list[str]) -> np.ndarray:
+    """One batch through a loaded SentenceTransformer (float32 rows, not yet normalised)."""
+    vectors = model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def _never_called(texts: list[str]) -> np.ndarray:
+    raise AssertionError("every text was cached")
+
+
+class Embedder:
+    def __init__(self, manager: ModelManager, cache: EmbeddingCache, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.manager = manager
+        self.cache = cache
+        self.batch_size = batch_size
+
+    def model_ids(self) -> list[str]:
+        """The registered embedding models."""
+        return self.manager.ids(ModelRole.EMBED)
+
+    async def embed(
+        self,
+        model_id: str,
+        texts: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
+        """Vectors for `texts` (L2-normalised, in order), encoding only what the cache lacks.
+
+        `progress(done, total)` is called from a worker thread. Setting `cancel` (or cancelling the awaiting
+        task) stops before the next batch and raises `embeddings.Cancelled`; finished batches stay cached.
+        """
+        cancel = cancel or threading.Event()
+        if self.cache.missing(model_id, texts) == 0:  # reopening a corpus needs no model at all
+            return embed_corpus(_never_called, model_id, texts, self.cache, self.batch_size, progress)
+        lease = await self.manager.acquire(model_id)
+        try:
+            model = lease.handle
+            inference = self.manager.inference
+
+            def encode(batch: list[str]) -> np.ndarray:
+                return inference.submit(encode_batch, model, batch).result()
+
+            job = asyncio.ensure_future(asyncio.to_thread(
+                embed_corpus, encode, model_id, texts, self.cache, self.batch_size, progress, cancel.is_set
+            ))  # fmt: skip
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                cancel.set()
+                with contextlib.suppress(BaseException):
+                    await job  # the model stays leased until its last batch is done
+                raise
+        finally:
+            await lease.release()
+
+    async def encode_query(self, model_id: str, text: str) -> np.ndarray:
+        """One normalised vector for a search query."""
+        async with await self.manager.acquire(model_id) as lease:
+            vectors = await self.manager.inference.run(encode_batch, lease.handle, [text])
+        return normalise(vectors)[0]

@@ -1,0 +1,135 @@
+"""MLX language models through mlx-lm. Everything here that touches MLX runs on the inference thread."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.backends.protocol import GenerationStep
+from workbench.core.models.lifecycle import ModelRole, ModelSpec
+from workbench.core.models.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
+
+KIND = "mlx-lm"
+
+
+@dataclass
+class LoadedLanguageModel:
+    model: Any
+    tokenizer: Any
+    config: dict[str, Any]
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted(Path(path).glob("model*.safetensors"))
+
+
+def activation_dtype_bytes(config: dict[str, Any], by_dtype: dict[str, int]) -> int:
+    """Bytes per element of activations (and so of the KV cache): the model's float dtype."""
+    named = config.get("torch_dtype") or config.get("dtype")
+    if named in DTYPE_BYTES:
+        return DTYPE_BYTES[named]
+    floats = {k: v for k, v in by_dtype.items() if k in ("F32", "F16", "BF16")}
+    return DTYPE_BYTES[max(floats, key=floats.__getitem__)] if floats else 2
+
+
+class MlxLmBackend:
+    kind = KIND
+    role = ModelRole.CHAT
+
+    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
+        files = weight_files(spec.path)
+        if not files:
+            raise FileNotFoundError(f"no model*.safetensors in {spec.path}")
+        config = json.loads((Path(spec.path) / "config.json").read_text())
+        weights, by_dtype = safetensors_weight_bytes(files)
+        kv = kv_cache_bytes(config, context_length, activation_dtype_bytes(config, by_dtype))
+        return MemoryEstimate(weights=weights, kv_cache=kv)
+
+    def prepare(self) -> None:
+        import mlx_lm  # noqa: F401  (2-3 s the first time: it imports transformers)
+
+    def load(self, spec: ModelSpec) -> LoadedLanguageModel:
+        import mlx_lm
+
+        model, tokenizer, config = mlx_lm.load(str(spec.path), return_config=True)
+        return LoadedLanguageModel(model=model, tokenizer=tokenizer, config=config)
+
+    def unload(self, handle: Any) -> None:
+        import mlx.core as mx
+
+        del handle
+        gc.collect()
+        mx.clear_cache()
+
+    def memory_in_use(self) -> int:
+        import mlx.core as mx
+
+        return int(mx.get_active_memory())
+
+    # --- chat (on the inference thread) ---
+
+    def chat_stream(
+        self, handle: LoadedLanguageModel, messages: list[dict[str, str]], sampling: SamplingSettings
+    ) -> Iterator[GenerationStep]:
+        return generate(handle, messages, sampling)
+
+    def count_prompt_tokens(self, handle: LoadedLanguageModel, messages: list[dict[str, str]]) -> int:
+        return len(prompt_tokens(handle, messages))
+
+    def context_window(self, handle: LoadedLanguageModel) -> int | None:
+        config = handle.config.get("text_config", handle.config)
+        window = config.get("max_position_embeddings")
+        return int(window) if window else None
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        return delta  # MLX active memory counts exactly the arrays the load created
+
+
+def _sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1.0 else 0.0,
+                           min_p=sampling.min_p, top_k=sampling.top_k)  # fmt: skip
+    processors = make_logits_processors(
+        repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None
+    )
+    return {"sampler": sampler, "logits_processors": processors}
+
+
+def prompt_tokens(loaded: LoadedLanguageModel, messages: list[dict[str, str]]) -> list[int]:
+    """The model's own chat template applied to the conversation (a string prompt would skip it)."""
+    return list(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def generate(
+    loaded: LoadedLanguageModel,
+    messages: list[dict[str, str]],
+    sampling: SamplingSettings | None = None,
+    max_tokens: int | None = None,
+) -> Iterator[GenerationStep]:
+    """Stream a chat answer, one step per token. Create and advance it on the inference thread."""
+    import mlx.core as mx
+    from mlx_lm import stream_generate
+
+    sampling = sampling or SamplingSettings(temperature=0.0)
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)
+    prompt = prompt_tokens(loaded, messages)
+    limit = max_tokens if max_tokens is not None else sampling.max_tokens
+    for response in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=limit,
+                                    **_sampling_kwargs(sampling)):  # fmt: skip
+        yield GenerationStep(
+            text=response.text,
+            token=int(response.token),
+            prompt_tokens=response.prompt_tokens,
+            prompt_tps=response.prompt_tps,
+            generation_tokens=response.generation_tokens,
+            generation_tps=response.generation_tps,
+            peak_memory_gb=response.peak_memory,
+            finish_reason=response.finish_reason,
+        )

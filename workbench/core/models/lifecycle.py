@@ -1,0 +1,504 @@
+"""The model-lifecycle manager shared by every pane.
+
+Panes borrow models through leases: ``async with await manager.acquire(model_id) as lease``. The
+manager loads a model on first acquire (once, however many callers wait), keeps it while leased,
+evicts idle models least-recently-used first when a load needs room, refuses loads that cannot fit
+with a message naming what to unload, unloads models left idle for too long, and tells subscribers
+about every change. All loading and unloading runs on the single inference thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from workbench.core.models.inference import InferenceThread
+from workbench.core.models.memory import Budget, MemoryEstimate, format_bytes
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(StrEnum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    READY = "ready"
+    BUSY = "busy"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+_RESIDENT = frozenset({ModelState.LOADING, ModelState.READY, ModelState.BUSY, ModelState.UNLOADING})
+
+
+class ModelRole(StrEnum):
+    """What a model is for. Its backend declares it (``Backend.role``); every face reads it from the manager
+    (``ModelInfo.role``, ``ModelManager.ids``), never from the backend's kind or type."""
+
+    CHAT = "chat"
+    EMBED = "embed"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    kind: str  # the backend that loads it: "mlx-lm", "sentence-transformers", ...
+    path: Path
+
+
+class Backend(Protocol):
+    kind: str
+    role: ModelRole  # what every model this backend runs is for
+
+    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate: ...
+
+    def prepare(self) -> None:
+        """Runs on the inference thread before a load is measured: import the library, so its one-time
+        cost is not charged to the first model."""
+
+    def load(self, spec: ModelSpec) -> Any:
+        """Runs on the inference thread; returns the loaded model handle."""
+
+    def unload(self, handle: Any) -> None:
+        """Runs on the inference thread; frees what ``load`` allocated."""
+
+    def memory_in_use(self) -> int:
+        """Runs on the inference thread; the figure whose change across a load is that load's cost."""
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        """The measured cost of a load, given the change of ``memory_in_use`` across it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A snapshot of one model, safe to hand to the UI."""
+
+    spec: ModelSpec
+    role: ModelRole
+    state: ModelState
+    estimate: MemoryEstimate | None
+    measured: int | None
+    last_used: float | None
+    pinned: bool
+    leases: int
+    error: str | None = None
+
+    @property
+    def resident(self) -> bool:
+        return self.state in _RESIDENT
+
+
+@dataclass(frozen=True)
+class ManagerEvent:
+    model: ModelInfo
+    message: str = ""
+
+
+class ModelManagerError(Exception):
+    """Errors meant for the user."""
+
+
+class UnknownModelError(ModelManagerError):
+    pass
+
+
+class ModelDoesNotFitError(ModelManagerError):
+    pass
+
+
+class ModelBusyError(ModelManagerError):
+    pass
+
+
+class ModelLoadError(ModelManagerError):
+    pass
+
+
+class _Record:
+    def __init__(self, spec: ModelSpec, role: ModelRole) -> None:
+        self.spec = spec
+        self.role = role
+        self.state = ModelState.UNLOADED
+        self.estimate: MemoryEstimate | None = None
+        self.measured: int | None = None
+        self.last_used: float | None = None
+        self.pinned = False
+        self.leases = 0
+        self.error: str | None = None
+        self.handle: Any = None
+        self.loading: asyncio.Future[None] | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def resident(self) -> bool:
+        return self.state in _RESIDENT
+
+    def cost(self) -> int:
+        """What this model holds (or will hold) against the budget."""
+        if self.estimate is None:
+            return self.measured or 0
+        if self.measured is None:
+            return self.estimate.total
+        return self.measured + self.estimate.kv_cache + self.estimate.overhead
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            spec=self.spec,
+            role=self.role,
+            state=self.state,
+            estimate=self.estimate,
+            measured=self.measured,
+            last_used=self.last_used,
+            pinned=self.pinned,
+            leases=self.leases,
+            error=self.error,
+        )
+
+
+class Lease:
+    """A borrowed, loaded model. Release it (or leave its ``async with``) when done."""
+
+    def __init__(self, manager: ModelManager, spec: ModelSpec, handle: Any) -> None:
+        self._manager = manager
+        self.spec = spec
+        self.handle = handle
+        self.released = False
+
+    async def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.handle = None  # a kept lease object must not keep the weights alive
+            self._manager._release(self.spec.id)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+Listener = Callable[[ManagerEvent], None]
+
+
+class ModelManager:
+    def __init__(
+        self,
+        backends: dict[str, Backend],
+        budget: Budget,
+        inference: InferenceThread,
+        context_length: int = 4096,
+        idle_unload_s: float | None = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._backends = backends
+        self.budget = budget
+        self.inference = inference
+        self.context_length = context_length
+        self.idle_unload_s = idle_unload_s
+        self._clock = clock
+        self._records: dict[str, _Record] = {}
+        self._listeners: list[Listener] = []
+        self._plan_lock = asyncio.Lock()
+        self._background: set[asyncio.Future[None]] = set()
+
+    # --- registry and queries ---------------------------------------------------------------
+
+    def add_backend(self, backend: Backend) -> None:
+        self._backends[backend.kind] = backend
+
+    def register(self, spec: ModelSpec) -> ModelInfo:
+        if spec.kind not in self._backends:
+            raise ModelManagerError(f"no backend for {spec.kind!r} models ({spec.name})")
+        role = ModelRole(self._backends[spec.kind].role)
+        record = self._records.get(spec.id)
+        if record is None:
+            record = self._records[spec.id] = _Record(spec, role)
+        elif record.state is ModelState.UNLOADED:
+            record.spec, record.role = spec, role
+        record.estimate = self._estimate(record)
+        self._emit(record, "registered")
+        return record.info()
+
+    def models(self) -> list[ModelInfo]:
+        return [record.info() for record in self._records.values()]
+
+    def info(self, model_id: str) -> ModelInfo:
+        return self._record(model_id).info()
+
+    def ids(self, role: ModelRole) -> list[str]:
+        """The registered models of one role, in the order they were registered."""
+        return [record.spec.id for record in self._records.values() if record.role is role]
+
+    def role_of(self, model_id: str) -> ModelRole:
+        return self._record(model_id).role
+
+    def backend_for(self, model_id: str) -> Backend:
+        return self._backends[self._record(model_id).spec.kind]
+
+    def held_bytes(self) -> int:
+        return sum(r.cost() for r in self._records.values() if r.resident)
+
+    def cost_of(self, model_id: str) -> int | None:
+        """What the model holds, or would hold once loaded, against the budget (measured + KV cache once
+        loaded, else the estimate); None when nothing is known about its size."""
+        record = self._record(model_id)
+        if record.estimate is None and record.measured is None:
+            return None
+        return record.cost()
+
+    def unevictable_bytes(self, exclude: Iterable[str] = ()) -> int:
+        """What resident models that a load could not evict (in use, pinned, loading) hold, except ``exclude``."""
+        skip = set(exclude)
+        return sum(
+            r.cost() for r in self._records.values() if r.resident and r.spec.id not in skip and not self._evictable(r)
+        )
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def set_budget(self, budget: Budget) -> None:
+        self.budget = budget
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def acquire(self, model_id: str) -> Lease:
+        """Borrow a model, loading it first if needed. Raises ModelManagerError subclasses."""
+        record = self._record(model_id)
+        record.leases += 1  # counted at once, so nothing evicts the model while we wait for it
+        self._cancel_idle_timer(record)
+        try:
+            while record.state is not ModelState.READY and record.state is not ModelState.BUSY:
+                if record.loading is None:
+                    record.loading = asyncio.ensure_future(self._load(record))
+                await asyncio.shield(record.loading)
+        except BaseException:
+            record.leases -= 1
+            if record.leases == 0 and record.state is ModelState.BUSY:
+                self._set_state(record, ModelState.READY)
+            raise
+        record.last_used = self._clock()
+        self._set_state(record, ModelState.BUSY)
+        return Lease(self, record.spec, record.handle)
+
+    async def load(self, model_id: str) -> ModelInfo:
+        """Make a model resident without holding it (it stays until evicted or idle-unloaded)."""
+        lease = await self.acquire(model_id)
+        await lease.release()
+        return self.info(model_id)
+
+    def _release(self, model_id: str) -> None:
+        record = self._record(model_id)
+        record.leases = max(0, record.leases - 1)
+        record.last_used = self._clock()
+        if record.leases == 0 and record.state is ModelState.BUSY:
+            self._set_state(record, ModelState.READY)
+            self._schedule_idle_unload(record)
+
+    # --- user actions -------------------------------------------------------------------------
+
+    async def unload(self, model_id: str) -> None:
+        record = self._record(model_id)
+        if record.state is ModelState.LOADING and record.loading is not None:
+            await asyncio.shield(record.loading)
+        if record.leases > 0:
+            raise ModelBusyError(f"{record.spec.name} is in use ({record.leases} lease(s)); stop it first")
+        async with self._plan_lock:
+            if record.state is ModelState.READY and record.leases == 0:
+                await self._unload(record, "unloaded")
+
+    def pin(self, model_id: str, pinned: bool = True) -> None:
+        record = self._record(model_id)
+        record.pinned = pinned
+        if pinned:
+            self._cancel_idle_timer(record)
+        else:
+            self._schedule_idle_unload(record)
+        self._emit(record, "pinned" if pinned else "unpinned")
+
+    async def aclose(self) -> None:
+        """Unload everything idle and stop the inference thread (waiting for the work in hand, so nothing of MLX
+        still runs when the process exits)."""
+        async with self._plan_lock:
+            for record in list(self._records.values()):
+                self._cancel_idle_timer(record)
+                if record.state is ModelState.READY and record.leases == 0:
+                    await self._unload(record, "shutting down")
+        await self.inference.aclose()
+
+    # --- loading, eviction, unloading ---------------------------------------------------------
+
+    async def _load(self, record: _Record) -> None:
+        try:
+            async with self._plan_lock:
+                record.estimate = self._estimate(record)
+                await self._make_room(record)
+                record.error = None
+                self._set_state(record, ModelState.LOADING, f"loading {record.spec.name}")
+            backend = self._backends[record.spec.kind]
+            handle, measured = await self.inference.run(self._load_on_thread, backend, record.spec)
+        except ModelDoesNotFitError as exc:
+            record.error = str(exc)
+            self._set_state(record, ModelState.UNLOADED, str(exc))
+            raise
+        except Exception as exc:
+            log.exception("loading %s failed", record.spec.id)
+            record.error = f"{type(exc).__name__}: {exc}"
+            self._set_state(record, ModelState.FAILED, record.error)
+            raise ModelLoadError(f"{record.spec.name} failed to load: {record.error}") from exc
+        finally:
+            record.loading = None
+        record.handle = handle
+        record.measured = measured
+        record.last_used = self._clock()
+        self._set_state(record, ModelState.READY, f"{record.spec.name} loaded ({format_bytes(measured)})")
+
+    @staticmethod
+    def _load_on_thread(backend: Backend, spec: ModelSpec) -> tuple[Any, int]:
+        backend.prepare()
+        before = backend.memory_in_use()
+        handle = backend.load(spec)
+        measured = backend.loaded_bytes(handle, max(0, backend.memory_in_use() - before))
+        # A model and the libraries it pulls in leave ~300k long-lived objects; a full collection over them
+        # holds the GIL for ~200 ms and stalls the UI mid-answer (bench/chat_tps.py). Frozen objects are
+        # skipped by the collector (refcounting still frees them).
+        gc.freeze()
+        return handle, measured
+
+    @staticmethod
+    def _unload_on_thread(backend: Backend, handle: Any) -> None:
+        gc.unfreeze()  # let the collector see the model's reference cycles again
+        try:
+            backend.unload(handle)
+        finally:
+            gc.freeze()
+
+    async def _make_room(self, incoming: _Record) -> None:
+        need = incoming.cost()
+        budget = self.budget.bytes
+        others = [r for r in self._records.values() if r is not incoming and r.resident]
+        evictable = sorted((r for r in others if self._evictable(r)), key=lambda r: r.last_used or 0.0)
+        kept = [r for r in others if r not in evictable]
+        if need > budget:
+            raise ModelDoesNotFitError(
+                f"{incoming.spec.name} needs {format_bytes(need)}, more than the whole budget "
+                f"({format_bytes(budget)}, {self.budget.source}): raise memory.budget_gb or choose a "
+                "smaller build or a shorter context"
+            )
+        if need + sum(r.cost() for r in kept) > budget:
+            holders = ", ".join(f"{r.spec.name} ({self._why_kept(r)}, {format_bytes(r.cost())})" for r in kept)
+            raise ModelDoesNotFitError(
+                f"{incoming.spec.name} needs {format_bytes(need)}; the budget is {format_bytes(budget)} and "
+                f"{holders} cannot be evicted: unload or unpin one of them, or raise memory.budget_gb"
+            )
+        for victim in evictable:
+            if self.held_bytes() + need <= budget:
+                return
+            if victim.state is ModelState.READY and victim.leases == 0:  # may have been leased meanwhile
+                await self._unload(victim, f"evicted to make room for {incoming.spec.name}")
+        if self.held_bytes() + need > budget:
+            raise ModelDoesNotFitError(
+                f"{incoming.spec.name} needs {format_bytes(need)} and the models in use hold "
+                f"{format_bytes(self.held_bytes())} of {format_bytes(budget)}: try again when one is free"
+            )
+
+    @staticmethod
+    def _evictable(record: _Record) -> bool:
+        return record.state is ModelState.READY and record.leases == 0 and not record.pinned
+
+    @staticmethod
+    def _why_kept(record: _Record) -> str:
+        if record.leases:
+            return "in use"
+        if record.pinned:
+            return "pinned"
+        return record.state.value
+
+    async def _unload(self, record: _Record, reason: str) -> None:
+        """Unload a model; the caller holds the plan lock and has checked that it is idle."""
+        self._cancel_idle_timer(record)
+        handle, record.handle = record.handle, None
+        self._set_state(record, ModelState.UNLOADING, reason)
+        try:
+            await self.inference.run(self._unload_on_thread, self._backends[record.spec.kind], handle)
+        except Exception:
+            log.exception("unloading %s failed", record.spec.id)
+        record.measured = None
+        self._set_state(record, ModelState.UNLOADED, reason)
+
+    # --- idle unload --------------------------------------------------------------------------
+
+    def _schedule_idle_unload(self, record: _Record) -> None:
+        self._cancel_idle_timer(record)
+        if not self.idle_unload_s or record.pinned or record.state is not ModelState.READY:
+            return
+        loop = asyncio.get_running_loop()
+        record.idle_timer = loop.call_later(self.idle_unload_s, self._idle_expired, record)
+
+    def _idle_expired(self, record: _Record) -> None:
+        record.idle_timer = None
+        task = asyncio.ensure_future(self._unload_if_idle(record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _unload_if_idle(self, record: _Record) -> None:
+        async with self._plan_lock:
+            if record.state is ModelState.READY and record.leases == 0 and not record.pinned:
+                await self._unload(record, f"idle for {self.idle_unload_s:g} s")
+
+    @staticmethod
+    def _cancel_idle_timer(record: _Record) -> None:
+        if record.idle_timer is not None:
+            record.idle_timer.cancel()
+            record.idle_timer = None
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _record(self, model_id: str) -> _Record:
+        try:
+            return self._records[model_id]
+        except KeyError:
+            raise UnknownModelError(f"no model called {model_id!r}") from None
+
+    def _estimate(self, record: _Record) -> MemoryEstimate | None:
+        try:
+            return self._backends[record.spec.kind].estimate(record.spec, self.context_length)
+        except Exception as exc:
+            log.warning("cannot estimate %s: %s", record.spec.id, exc)
+            return record.estimate
+
+    def _set_state(self, record: _Record, state: ModelState, message: str = "") -> None:
+        record.state = state
+        self._emit(record, message)
+
+    def _emit(self, record: _Record, message: str) -> None:
+        event = ManagerEvent(model=record.info(), message=message)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("a manager listener failed")
+
+
+__all__ = [
+    "Backend",
+    "Lease",
+    "ManagerEvent",
+    "ModelBusyError",
+    "ModelDoesNotFitError",
+    "ModelInfo",
+    "ModelLoadError",
+    "ModelManager",
+    "ModelManagerError",
+    "ModelRole",
+    "ModelSpec",
+    "ModelState",
+    "UnknownModelError",
+]

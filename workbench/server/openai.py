@@ -1,0 +1,538 @@
+"""An OpenAI-compatible HTTP API over the shared model manager (the `workbench serve` command).
+
+Routes: ``GET /v1/models``, ``GET /v1/models/{id}`` and ``POST /v1/chat/completions`` (plain or streamed
+as server-sent events). Every answer is a :class:`ChatRun` on the manager, so loading, eviction and the
+memory budget behave as in the app, and the inference thread round-robins concurrent streams.
+
+Bounded: a body over ``ServeLimits.max_body_bytes`` is answered 413 (before it is read when it says its length),
+and past ``max_waiting`` chat requests in progress at once the next gets 503 with Retry-After, before its body
+is read. With an ``api_key`` every route asks for ``Authorization: Bearer KEY`` (401 otherwise); :func:`serve`
+refuses to listen beyond loopback without one.
+
+Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``. A stream sends its
+headers only once the first token exists, so a model that does not fit or fails to load is a plain
+HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
+without ``[DONE]``: the openai client raises ``APIError`` with the message on such an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import ipaddress
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from workbench.bootstrap import Services
+from workbench.core.chat.model_sampling import chat_sampling
+from workbench.core.chat.run import (
+    ChatError,
+    ChatEvent,
+    ChatMessage,
+    ChatRun,
+    ContextTrimmed,
+    Finished,
+    Token,
+    trim_to_characters,
+)
+from workbench.core.chat.sampling import SamplingSettings, validate_sampling
+from workbench.core.models.lifecycle import (
+    ModelDoesNotFitError,
+    ModelLoadError,
+    ModelManager,
+    ModelManagerError,
+    ModelRole,
+    ModelSpec,
+    UnknownModelError,
+)
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+RETRY_AFTER_S = 5  # what a 503 for a full queue suggests; a short answer of a small model takes about that
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """How much the server takes at once ([serve] in config.toml)."""
+
+    max_body_bytes: int = 8 * MB
+    max_waiting: int = 32  # chat requests answered or waiting for a model at once
+
+
+class WaitingRequests:
+    """Counts the chat requests in progress; past the limit a request is refused at once (503), never queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.count >= self.limit:
+            raise ApiError(503, f"the server is busy: {self.limit} requests are already waiting for an answer; "
+                           f"try again in {RETRY_AFTER_S} s", "server_error", code="server_busy",
+                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+SERVICES = web.AppKey("services", Services)
+RUNS = web.AppKey("runs", set[ChatRun])
+LIMITS = web.AppKey("limits", ServeLimits)
+WAITING = web.AppKey("waiting", WaitingRequests)
+SHUTDOWN_TIMEOUT_S = 10.0  # running generations are stopped first, so handlers end well before this
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# request field -> sampling setting; top_k, min_p and repetition_penalty are extensions other local servers accept
+SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",  # the newer name wins when both are given (it comes second)
+}
+TRIMMED_HEADER = "X-Workbench-Dropped-Messages"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.body = {"message": message, "type": type_, "param": param, "code": code}
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": self.body}, status=self.status, headers=self.headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:  # unknown route, wrong method, body too large
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        return ApiError(exc.status, exc.reason, kind).response()
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return ApiError(500, "internal server error (see the workbench log)", "server_error").response()
+
+
+def require_key(key: str) -> Callable[[web.Request, Handler], Any]:
+    """A middleware that answers 401 unless the request carries ``Authorization: Bearer KEY`` (compared in
+    constant time, so the answer's timing does not tell how much of a guess was right)."""
+    expected = key.encode()
+
+    @web.middleware
+    async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        given_bytes = given.strip().encode("utf-8", "backslashreplace")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected)):
+            raise ApiError(401, "a valid API key is required: send it as 'Authorization: Bearer KEY'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return await handler(request)
+
+    return check_key
+
+
+def _generation_error(model_id: str, exc: Exception) -> ApiError:
+    """What a failure of a chat run means to the client."""
+    if isinstance(exc, UnknownModelError):  # unregistered after the request was checked
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, ModelDoesNotFitError):
+        return ApiError(503, str(exc), "server_error", code="model_does_not_fit")
+    if isinstance(exc, ModelLoadError):
+        return ApiError(500, str(exc), "server_error", code="model_load_failed")
+    if isinstance(exc, ChatError):
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, ModelManagerError):
+        return ApiError(500, str(exc), "server_error")
+    log.warning("generation with %s failed: %s: %s", model_id, type(exc).__name__, exc)
+    return ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error")
+
+
+# --- the request ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    messages: list[ChatMessage]
+    sampling: SamplingSettings
+    stream: bool
+    include_usage: bool
+
+
+def parse_request(body: object, defaults: SamplingSettings) -> CompletionRequest:
+    """A chat completion request from its JSON body; unknown fields are ignored. Raises ApiError (400)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required (a model id from GET /v1/models)", param="model")
+    if body.get("n") not in (None, 1):
+        raise ApiError(400, "only n=1 is supported", param="n")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be true or false", param="stream")
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return CompletionRequest(model=model, messages=_messages(body.get("messages")),
+                             sampling=_sampling(body, defaults), stream=bool(stream),
+                             include_usage=include_usage)  # fmt: skip
+
+
+def _messages(value: object) -> list[ChatMessage]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "'messages' must be a non-empty list of {role, content}", param="messages")
+    return [_message(item, i) for i, item in enumerate(value)]
+
+
+def _message(item: object, index: int) -> ChatMessage:
+    param = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise ApiError(400, f"{param} must be an object with role and content", param=param)
+    role = item.get("role")
+    role = ROLES.get(role) if isinstance(role, str) else None
+    if role is None:
+        raise ApiError(400, f"{param}: role must be one of {', '.join(ROLES)}", param=f"{param}.role")
+    return ChatMessage(role, _content(item.get("content"), f"{param}.content"))
+
+
+def _content(value: object, param: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = [part.get("text") for part in value if isinstance(part, dict) and part.get("type") == "text"]
+        if len(texts) == len(value) and all(isinstance(text, str) for text in texts):
+            return "".join(texts)  # type: ignore[arg-type]
+    raise ApiError(400, f"{param}: only text content is supported (a string or text parts)", param=param)
+
+
+def _sampling(body: dict[str, Any], defaults: SamplingSettings) -> SamplingSettings:
+    """The defaults overridden by the request's sampling fields (null keeps the default)."""
+    settings = defaults.to_dict()
+    for field, setting in SAMPLING_FIELDS.items():
+        if body.get(field) is None:
+            continue
+        clean, problems = validate_sampling({setting: body[field]})
+        if problems:
+            raise ApiError(400, f"{field}: {problems[0][1]}", param=field)
+        settings.update(clean)
+    return SamplingSettings(**settings)
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def chat_model_ids(manager: ModelManager) -> list[str]:
+    return manager.ids(ModelRole.CHAT)
+
+
+def _model_object(spec: ModelSpec) -> dict[str, Any]:
+    try:
+        created = int(spec.path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return {"id": spec.id, "object": "model", "created": created, "owned_by": "workbench"}
+
+
+def _require_chat_model(manager: ModelManager, model_id: str) -> ModelSpec:
+    ids = chat_model_ids(manager)
+    if model_id not in ids:
+        available = ", ".join(ids) or "none"
+        raise ApiError(404, f"The model {model_id!r} does not exist here; available: {available}",
+                       param="model", code="model_not_found")  # fmt: skip
+    return manager.info(model_id).spec
+
+
+async def list_models(request: web.Request) -> web.Response:
+    manager = request.app[SERVICES].manager
+    data = [_model_object(manager.info(model_id).spec) for model_id in chat_model_ids(manager)]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    manager = request.app[SERVICES].manager
+    return web.json_response(_model_object(_require_chat_model(manager, request.match_info["model"])))
+
+
+# --- chat completions ----------------------------------------------------------------------------
+
+
+class _Answer:
+    """The pieces of one completion's JSON, plain or chunked."""
+
+    def __init__(self, model: str) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def _base(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def completion(self, text: str, finished: Finished | None) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text}
+        choice = {"index": 0, "message": message, "finish_reason": _finish_reason(finished), "logprobs": None}
+        return {**self._base("chat.completion"), "choices": [choice], "usage": _usage(finished)}
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        return {**self._base("chat.completion.chunk"), "choices": [choice]}
+
+    def usage_chunk(self, finished: Finished | None) -> dict[str, Any]:
+        return {**self._base("chat.completion.chunk"), "choices": [], "usage": _usage(finished)}
+
+
+def _finish_reason(finished: Finished | None) -> str:
+    return "length" if finished is not None and finished.finish_reason == "length" else "stop"
+
+
+def _usage(finished: Finished | None) -> dict[str, int]:
+    figures = finished.figures if finished is not None else None
+    prompt = figures.prompt_tokens if figures else 0
+    completion = figures.generation_tokens if figures else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def _next_event(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
+    """The run's next event, None at its end; failures become ApiError."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+    except Exception as exc:
+        raise _generation_error(model_id, exc) from exc
+
+
+async def _first_answer_event(events: AsyncIterator[ChatEvent], model_id: str) -> tuple[ChatEvent | None, int]:
+    """Wait for the first token (or the end) and count the messages dropped to fit the context."""
+    dropped = 0
+    while isinstance(event := await _next_event(events, model_id), ContextTrimmed):
+        dropped += event.dropped
+        log.info("%s: dropped the %d oldest messages to fit the context of %d", model_id, event.dropped,
+                 event.window)  # fmt: skip
+    return event, dropped
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    with request.app[WAITING].admit():  # before the body is read: a refused request costs no memory
+        return await _answer(request)
+
+
+async def _read_json(request: web.Request) -> object:
+    limit = request.app[LIMITS].max_body_bytes
+    too_large = ApiError(413, f"the request body is larger than {limit / MB:g} MB, the most this server takes "
+                         "([serve] max_body_mb in config.toml)", code="request_too_large")  # fmt: skip
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large  # without reading it
+    try:
+        raw = await request.read()  # aiohttp stops reading past client_max_size (the same limit)
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    body = await _read_json(request)  # the parsed body is not kept: only its messages
+    # the request's fields over the configured preset (if any), the model's generation_config, the built-in ones
+    model_id = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+    parsed = parse_request(body, chat_sampling(services.settings, services.manager, model_id).settings)
+    _require_chat_model(services.manager, parsed.model)
+    try:  # what surely cannot fit any context here goes now, before it waits for a model or meets a tokenizer
+        kept, dropped = trim_to_characters(parsed.messages, services.manager.context_length)
+    except ChatError as exc:
+        raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
+    parsed = dataclasses.replace(parsed, messages=kept)
+    run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling)
+    events = run.events()
+    request.app[RUNS].add(run)
+    try:
+        if parsed.stream:
+            return await _streamed(request, parsed, events, dropped)
+        return await _whole(parsed, events, dropped)
+    finally:
+        # also reached when the client goes away (aiohttp cancels the handler): the lease goes back
+        run.stop()
+        await events.aclose()  # type: ignore[attr-defined]
+        request.app[RUNS].discard(run)
+
+
+async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent], dropped_before: int) -> web.Response:
+    event, dropped = await _first_answer_event(events, parsed.model)
+    dropped += dropped_before
+    texts: list[str] = []
+    finished: Finished | None = None
+    while event is not None:
+        if isinstance(event, Token):
+            texts.append(event.text)
+        elif isinstance(event, Finished):
+            finished = event
+        event = await _next_event(events, parsed.model)
+    answer = _Answer(parsed.model).completion("".join(texts), finished)
+    _log_finished(parsed.model, finished)
+    return web.json_response(answer, headers=_trim_headers(dropped))
+
+
+async def _streamed(request: web.Request, parsed: CompletionRequest, events: AsyncIterator[ChatEvent],
+                    dropped_before: int) -> web.StreamResponse:  # fmt: skip
+    event, dropped = await _first_answer_event(events, parsed.model)
+    dropped += dropped_before
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_trim_headers(dropped)}
+    response = web.StreamResponse(headers=headers)
+    try:
+        await response.prepare(request)
+        await _send_chunks(response, parsed, event, events)
+    except ConnectionResetError:
+        log.info("the client of a %s stream went away; stopped the generation", parsed.model)
+    return response
+
+
+async def _send_chunks(response: web.StreamResponse, parsed: CompletionRequest, event: ChatEvent | None,
+                       events: AsyncIterator[ChatEvent]) -> None:  # fmt: skip
+    """The answer from ``event`` on, as chunks; a failure on the way ends it with an error event."""
+    answer = _Answer(parsed.model)
+    finished: Finished | None = None
+    try:
+        await _send(response, answer.chunk({"role": "assistant", "content": ""}))
+        while event is not None:
+            if isinstance(event, Token):
+                await _send(response, answer.chunk({"content": event.text}))
+            elif isinstance(event, Finished):
+                finished = event
+            event = await _next_event(events, parsed.model)
+    except ApiError as exc:
+        await _send(response, {"error": exc.body})
+        return
+    await _send(response, answer.chunk({}, _finish_reason(finished)))
+    if parsed.include_usage:
+        await _send(response, answer.usage_chunk(finished))
+    await response.write(b"data: [DONE]\n\n")
+    _log_finished(parsed.model, finished)
+
+
+async def _send(response: web.StreamResponse, data: dict[str, Any]) -> None:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    await response.write(f"data: {payload}\n\n".encode())
+
+
+def _trim_headers(dropped: int) -> dict[str, str]:
+    return {TRIMMED_HEADER: str(dropped)} if dropped else {}
+
+
+def _log_finished(model_id: str, finished: Finished | None) -> None:
+    if finished is not None and finished.figures is not None:
+        log.info("%s answered: %s", model_id, finished.figures.summary())
+
+
+# --- the app and the server ----------------------------------------------------------------------
+
+
+async def _stop_generations(app: web.Application) -> None:
+    for run in list(app[RUNS]):
+        run.stop()
+
+
+def build_app(services: Services, limits: ServeLimits | None = None, api_key: str | None = None) -> web.Application:
+    """The API as an aiohttp application over ``services`` (registers nothing by itself); with ``api_key`` every
+    route asks for it."""
+    limits = limits or ServeLimits()
+    middlewares = [_errors] if api_key is None else [_errors, require_key(api_key)]
+    app = web.Application(middlewares=middlewares, client_max_size=limits.max_body_bytes)
+    app[SERVICES] = services
+    app[RUNS] = set()
+    app[LIMITS] = limits
+    app[WAITING] = WaitingRequests(limits.max_waiting)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold a slash (org/name)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.on_shutdown.append(_stop_generations)
+    return app
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` reaches this machine only: ``localhost`` or a loopback address. Any other name may
+    resolve to an address others reach, and "" or 0.0.0.0 listen everywhere."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class KeyRequiredError(ValueError):
+    """Serving beyond loopback without an API key."""
+
+
+async def serve(
+    services: Services, host: str = "127.0.0.1", port: int = 8000, ready: Callable[[str], None] | None = None,
+    limits: ServeLimits | None = None, api_key: str | None = None,
+) -> None:  # fmt: skip
+    """Serve the API on ``host:port`` until cancelled; ``ready`` gets the base URL once listening (the real
+    port when ``port`` is 0). On the way out: stop running generations and close the server; the services belong
+    to whoever opened them (bootstrap.open_services), which registered the models and closes them.
+    Beyond loopback an ``api_key`` is required (KeyRequiredError otherwise, before anything listens)."""
+    if not api_key and not is_loopback(host):
+        raise KeyRequiredError(f"serving on {host} needs an API key: anyone who reaches it could use the models")
+    # a client that disconnects cancels its handler, which stops its generation
+    app = build_app(services, limits, api_key or None)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        url = base_url(host, runner.addresses[0][1])
+        log.info("serving the OpenAI-compatible API at %s%s", url, " (API key required)" if api_key else "")
+        if ready is not None:
+            ready(url)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+__all__ = [
+    "ApiError",
+    "CompletionRequest",
+    "KeyRequiredError",
+    "ServeLimits",
+    "base_url",
+    "build_app",
+    "chat_model_ids",
+    "is_loopback",
+    "parse_request",
+    "serve",
+]
