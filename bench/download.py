@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
@@ -35,10 +36,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -223,29 +225,40 @@ def raw_download(url: str, cache: Path, filename: str, size: int, timeout: float
 
 def workbench_download(url: str, folder: Path, filename: str, size: int, timeout: float,
                        profiler: cProfile.Profile | None = None) -> Run:  # fmt: skip
-    return asyncio.run(_workbench_download(url, folder, filename, size, timeout, profiler))
+    with profiled_transfers(profiler):
+        return asyncio.run(_workbench_download(url, folder, filename, size, timeout))
 
 
-async def _workbench_download(url: str, folder: Path, filename: str, size: int, timeout: float,
-                              profiler: cProfile.Profile | None) -> Run:  # fmt: skip
-    from workbench.core.hub.downloads.manager import DownloadManager, JobState
+@contextlib.contextmanager
+def profiled_transfers(profiler: cProfile.Profile | None) -> Iterator[None]:
+    """Meanwhile, the transfer thread's ``Transfer.fetch_file`` (HEAD, lock, GET, write, hash, link) runs under
+    ``profiler`` (if one is given)."""
+    if profiler is None:
+        yield
+        return
+    from workbench.core.hub.downloads.transfer import Transfer
+
+    fetch_file = Transfer.fetch_file
+
+    def profiled(self: Transfer, job: Any, f: Any, control: Any) -> None:
+        profiler.enable()
+        try:
+            fetch_file(self, job, f, control)
+        finally:
+            profiler.disable()
+
+    with patch.object(Transfer, "fetch_file", profiled):
+        yield
+
+
+async def _workbench_download(url: str, folder: Path, filename: str, size: int, timeout: float) -> Run:
+    from workbench.core.hub.downloads.jobs import JobState
+    from workbench.core.hub.downloads.queue import DownloadManager
     from workbench.core.storage.store import Store
-
-    class ProfiledManager(DownloadManager):
-        """The transfer thread's ``_fetch_file`` (HEAD, lock, GET, write, hash, link) under ``profiler``."""
-
-        def _fetch_file(self, job: Any, f: Any, control: Any) -> None:
-            assert profiler is not None
-            profiler.enable()
-            try:
-                super()._fetch_file(job, f, control)
-            finally:
-                profiler.disable()
 
     store = Store(folder / "db.sqlite3")
     try:
-        kind = DownloadManager if profiler is None else ProfiledManager
-        manager = kind(store, cache_dir=folder / "cache", endpoint=url)
+        manager = DownloadManager(store, cache_dir=folder / "cache", endpoint=url)
         try:
             cpu, started = time.process_time(), time.perf_counter()
             await manager.start()
@@ -357,7 +370,7 @@ def main() -> None:
                         shutil.rmtree(folder, ignore_errors=True)
                     print(f"profiled {kind:<4} {run.mbps:7.1f} MB/s (cpu {run.cpu_s:5.2f} s) under cProfile")
                 print_profile("raw: hf_hub_download", raw_profiler)
-                print_profile("wb: DownloadManager._fetch_file on the transfer thread", wb_profiler)
+                print_profile("wb: Transfer.fetch_file on the transfer thread", wb_profiler)
         finally:
             hub.stop()
 

@@ -20,8 +20,9 @@ import pytest
 from tests.support.hub_repos import TINY_REPO_ID, make_tiny_mlx_repo, model_card, write_repo
 from tests.support.hub_server import DEFAULT_TOKEN, HubLies, LoopbackHub
 from workbench.core.hub import cache as hf_cache
-from workbench.core.hub.downloads import manager as downloads
-from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
+from workbench.core.hub.downloads import transfer
+from workbench.core.hub.downloads.jobs import ACTIVE, FileState, JobSnapshot, JobState, clock_time
+from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.store import Store
 
@@ -382,7 +383,7 @@ async def test_no_more_than_the_concurrency_limit_download_at_once(make: Make, h
     def watch(job: JobSnapshot) -> None:
         nonlocal most
         states[job.id] = job.state
-        most = max(most, sum(1 for state in states.values() if state in downloads.ACTIVE))
+        most = max(most, sum(1 for state in states.values() if state in ACTIVE))
 
     manager.subscribe(watch)
     ids = [manager.enqueue(repo_id).id for repo_id in SMALL_REPOS]
@@ -405,7 +406,7 @@ async def test_low_disk_space_pauses_before_the_start(
     make: Make, hub: LoopbackHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     free = {"bytes": 10_000_000}
-    monkeypatch.setattr(downloads, "disk_free", lambda path: free["bytes"])
+    monkeypatch.setattr(transfer, "disk_free", lambda path: free["bytes"])
     manager = await make(min_free_bytes=8_000_000)
     job = await manager.wait(manager.enqueue(REPO).id, WAIT)
     assert job.state is JobState.PAUSED and "low disk space" in (job.message or "")
@@ -426,8 +427,8 @@ async def test_low_disk_space_pauses_a_running_download(
         calls["n"] += 1
         return 100_000_000 if calls["n"] == 1 else 3_000_000  # something else fills the disk
 
-    monkeypatch.setattr(downloads, "disk_free", shrinking)
-    monkeypatch.setattr(downloads, "DISK_CHECK_BYTES", 512 * 1024)
+    monkeypatch.setattr(transfer, "disk_free", shrinking)
+    monkeypatch.setattr(transfer, "DISK_CHECK_BYTES", 512 * 1024)
     manager = await make(min_free_bytes=1_000_000)
     job = await manager.wait(manager.enqueue(REPO).id, WAIT)
     assert job.state is JobState.PAUSED and "low disk space" in (job.message or "")
@@ -673,7 +674,7 @@ async def test_a_long_retry_after_pauses_until_then_and_resumes_by_itself(
     paused = await manager.wait(job.id, WAIT)
     assert paused.state is JobState.PAUSED and time.monotonic() - began < WAIT  # not a day
     assert paused.resume_at == clock.now + 86400
-    assert paused.message == f"rate limited until {downloads.clock_time(clock.now + 86400, clock.now)}"
+    assert paused.message == f"rate limited until {clock_time(clock.now + 86400, clock.now)}"
     record = store.get_download_job(job.id)
     assert record is not None and record.resume_at == paused.resume_at  # kept for the next start
 
@@ -691,10 +692,10 @@ def test_resume_times_read_as_a_clock_time() -> None:
 
     now = datetime(2030, 5, 6, 9, 30).timestamp()
     at = datetime(2030, 5, 6, 14, 5)
-    assert downloads.clock_time(at.timestamp(), now) == "14:05"
-    assert downloads.clock_time(at.timestamp() + 1, now) == "14:06"  # rounded up: never too early
-    assert downloads.clock_time((at + timedelta(days=1)).timestamp(), now) == "14:05 tomorrow"
-    assert downloads.clock_time((at + timedelta(days=3)).timestamp(), now) == "14:05 on 2030-05-09"
+    assert clock_time(at.timestamp(), now) == "14:05"
+    assert clock_time(at.timestamp() + 1, now) == "14:06"  # rounded up: never too early
+    assert clock_time((at + timedelta(days=1)).timestamp(), now) == "14:05 tomorrow"
+    assert clock_time((at + timedelta(days=3)).timestamp(), now) == "14:05 on 2030-05-09"
 
 
 async def test_a_rate_limit_pause_survives_a_restart(make: Make, hub: LoopbackHub) -> None:

@@ -9,7 +9,7 @@ from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import LoopbackHub
 from tests.support.waits import wait_for
 from workbench.bootstrap import build_services
-from workbench.core.hub.downloads.manager import JobState
+from workbench.core.hub.downloads.jobs import JobState
 from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.cache import CacheScreen

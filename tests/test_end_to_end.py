@@ -11,7 +11,7 @@ from tests.test_chat_ui import answer_done, send
 from workbench.bootstrap import build_services
 from workbench.core.chat.sampling import SamplingChoice
 from workbench.core.hub.client import HubModel
-from workbench.core.hub.downloads.manager import JobState
+from workbench.core.hub.downloads.jobs import JobState
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.store import MessageStatus
 from workbench.ui.app import WorkbenchApp

@@ -10,17 +10,10 @@ import pytest
 
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import HubLies, LoopbackHub
-from workbench.core.hub.client import (
-    FitVerdict,
-    HubCatalog,
-    HubError,
-    HubErrorKind,
-    SearchQuery,
-    default_selection,
-    fit_verdict,
-    params_from_name,
-    quantization_of,
-)
+from workbench.core.hub.client import HubCatalog, SearchQuery
+from workbench.core.hub.downloads.plan import default_selection
+from workbench.core.hub.errors import HubError, HubErrorKind, parse_retry_after
+from workbench.core.hub.fit import FitVerdict, fit_verdict, params_from_name, quantization_of
 from workbench.core.models.memory import GB
 
 GATED_ID = "meta-llama/Llama-3.2-3B-Instruct"
@@ -190,8 +183,6 @@ def test_details_from_a_lying_hub_write_nothing_outside_the_cache(
 
 
 def test_retry_after_is_seconds_or_an_http_date_and_nothing_else() -> None:
-    from workbench.core.hub.client import parse_retry_after
-
     assert parse_retry_after("86400") == 86400 and parse_retry_after(" 7 ") == 7
     now = 1_445_412_000.0  # 07:20:00 GMT on the date below
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 480

@@ -7,7 +7,7 @@ from typing import Any
 
 from workbench.bootstrap import Services
 from workbench.core.hub.client import HubCatalog
-from workbench.core.hub.downloads.manager import DownloadQueue
+from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.inference import InferenceThread
 from workbench.core.models.lifecycle import ModelManager, ModelRole, ModelSpec
 from workbench.core.models.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
@@ -51,7 +51,7 @@ def pinned_app(home: Path) -> WorkbenchApp:
     store = Store(paths.database_file)
     services = Services(paths=paths, settings=Settings(), manager=manager, probe=FixedProbe(),  # type: ignore[arg-type]
                         catalog=[], store=store, hub=HubCatalog(paths.data_dir / "hub"),
-                        downloads_factory=lambda: DownloadQueue(store))  # fmt: skip
+                        downloads_factory=lambda: DownloadManager(store))  # fmt: skip
     return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 

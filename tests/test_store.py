@@ -313,13 +313,13 @@ def test_write_survives_sigkill(db_path: Path) -> None:
 
 
 def test_download_jobs_are_queued_in_order(db_path: Path) -> None:
-    from workbench.core.hub.downloads.manager import DownloadQueue
+    from workbench.core.hub.downloads.queue import DownloadManager
 
-    queue = DownloadQueue(Store(db_path))
+    queue = DownloadManager(Store(db_path))
     first = queue.enqueue("mlx-community/a-4bit")
     queue.enqueue("mlx-community/b-4bit", files=["config.json"])
     assert queue.enqueue("mlx-community/a-4bit") == first  # queuing twice is a no-op
-    jobs = DownloadQueue(Store(db_path)).jobs()
+    jobs = DownloadManager(Store(db_path)).jobs()
     assert [(j.repo_id, j.files, j.state) for j in jobs] == [
         ("mlx-community/a-4bit", [], "queued"),
         ("mlx-community/b-4bit", ["config.json"], "queued"),

@@ -40,7 +40,7 @@ from workbench.resources import shipped_path
 
 if TYPE_CHECKING:
     from workbench.core.embeddings.embedder import Embedder
-    from workbench.core.hub.downloads.manager import DownloadManager
+    from workbench.core.hub.downloads.queue import DownloadManager
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def build_services(
     hub = HubCatalog(paths.data_dir / "hub-cache", endpoint=endpoint, context_length=settings.context_length)
 
     def downloads() -> DownloadManager:
-        from workbench.core.hub.downloads.manager import DownloadManager
+        from workbench.core.hub.downloads.queue import DownloadManager
 
         return DownloadManager(store, cache_dir=services.hf_cache_dir, endpoint=endpoint)
 

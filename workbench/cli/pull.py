@@ -13,7 +13,7 @@ from workbench.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, TerminalLine, 
 from workbench.core.settings.paths import AppPaths
 
 if TYPE_CHECKING:
-    from workbench.core.hub.downloads.manager import JobSnapshot
+    from workbench.core.hub.downloads.jobs import JobSnapshot
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -63,7 +63,8 @@ async def pull(paths: AppPaths, repo_id: str, revision: str, include: list[str],
     """Queue the repo in the app's own queue (same store, same cache), run just that job, report."""
     import time
 
-    from workbench.core.hub.downloads.manager import DownloadManager, JobState, clock_time
+    from workbench.core.hub.downloads.jobs import JobState, clock_time
+    from workbench.core.hub.downloads.queue import DownloadManager
     from workbench.core.storage.store import Store
 
     store = Store(paths.database_file)
@@ -116,7 +117,7 @@ class ProgressLine:
 
 def render_progress(job: JobSnapshot, width: int = 80) -> str:
     """``repo [#####-----]  48%  12.3 MB/25.6 MB  3.4 MB/s  ETA 0:04  2/5 files  downloading``"""
-    from workbench.core.hub.downloads.manager import format_bytes
+    from workbench.core.models.memory import format_bytes
 
     fraction = job.fraction
     tail = [f"{fraction:4.0%}" if fraction is not None else "   …"]

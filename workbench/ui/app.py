@@ -26,7 +26,7 @@ from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 
 if TYPE_CHECKING:
-    from workbench.core.hub.downloads.manager import JobSnapshot
+    from workbench.core.hub.downloads.jobs import JobSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class WorkbenchApp(App[None]):
                                   title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
 
     def _on_download(self, job: JobSnapshot) -> None:
-        from workbench.core.hub.downloads.manager import JobState
+        from workbench.core.hub.downloads.jobs import JobState
 
         if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
             self.find_cached_models()

@@ -1,8 +1,9 @@
-"""The Hugging Face catalog: search, model details, fit verdicts, and a disk cache for offline use.
+"""The Hugging Face catalog: search (one request per page, cached on disk for offline use) and a repo's details
+(files, card, config), as rows with their memory estimates (:mod:`~workbench.core.hub.fit`).
 
 Everything here blocks on the network: call it from a worker thread. huggingface_hub is imported on
 first use, never at start-up. The token is whatever huggingface_hub finds (HF_TOKEN or the hub's login);
-it is never read, shown or logged here.
+it is never read, shown or logged here. Failures are raised as :class:`~workbench.core.hub.errors.HubError`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from workbench.core.hub import names as hub_names
-from workbench.core.models.memory import DTYPE_BYTES, kv_cache_bytes
+from workbench.core.hub.downloads.plan import default_selection
+from workbench.core.hub.errors import HubError, HubErrorKind, quiet_hub_logging, translate_error
+from workbench.core.hub.fit import (
+    bits_of,
+    kv_estimate,
+    params_from_counts,
+    params_from_name,
+    quantization_of,
+    weights_from_safetensors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,84 +40,6 @@ EXPAND = ["author", "downloads", "likes", "lastModified", "tags", "pipeline_tag"
           "safetensors", "config", "trendingScore"]  # fmt: skip
 REQUEST_TIMEOUT_S = 15
 DETAILS_FILE_MAX_BYTES = 1024 * 1024  # a model card or config.json read for the details view; the rest is cut
-TIGHT_SHARE = 0.8  # a model that needs more than this share of the budget is "tight"
-# Without a config, a model's KV cache is guessed from its size: about 16 KB per token per billion
-# parameters in 16-bit (Llama 3 8B: 128 KB; Qwen2.5 7B: 56 KB; Llama 3.2 3B: 112 KB).
-KV_BYTES_PER_TOKEN_PER_BILLION = 16 * 1024
-
-
-class FitVerdict(StrEnum):
-    FITS = "fits"
-    TIGHT = "tight"
-    WONT_FIT = "won't fit"
-    UNKNOWN = "?"
-
-
-def fit_verdict(need_bytes: int | None, budget_bytes: int) -> FitVerdict:
-    if not need_bytes:
-        return FitVerdict.UNKNOWN
-    if need_bytes <= TIGHT_SHARE * budget_bytes:
-        return FitVerdict.FITS
-    if need_bytes <= budget_bytes:
-        return FitVerdict.TIGHT
-    return FitVerdict.WONT_FIT
-
-
-# --- what a listing tells about a model --------------------------------------------------------
-
-_BITS_IN_NAME = re.compile(r"(?<![0-9])([2-8])[-_]?bits?\b", re.IGNORECASE)
-_PARAMS_IN_NAME = re.compile(r"(?<![0-9.])(\d+(?:\.\d+)?)\s*([BM])(?![a-z])", re.IGNORECASE)
-
-
-def quantization_of(repo_id: str, tags: list[str], config: dict[str, Any] | None) -> str | None:
-    quant = (config or {}).get("quantization") or (config or {}).get("quantization_config") or {}
-    if isinstance(quant, dict) and quant.get("bits"):
-        return f"{quant['bits']}-bit"
-    for text in [repo_id, *tags]:
-        if match := _BITS_IN_NAME.search(text):
-            return f"{match.group(1)}-bit"
-    lowered = repo_id.lower()
-    for name in ("bf16", "fp16", "f16", "fp32"):
-        if name in lowered:
-            return name
-    return None
-
-
-def bits_of(quantization: str | None) -> int | None:
-    if quantization and quantization.endswith("-bit"):
-        return int(quantization.split("-")[0])
-    return None
-
-
-def params_from_name(repo_id: str) -> int | None:
-    if match := _PARAMS_IN_NAME.search(repo_id.rsplit("/", 1)[-1]):
-        value, unit = float(match.group(1)), match.group(2).upper()
-        return int(value * (1e9 if unit == "B" else 1e6))
-    return None
-
-
-def weights_from_safetensors(safetensors: dict[str, Any] | None) -> tuple[int | None, dict[str, int]]:
-    """Bytes of the weights from the hub's per-dtype element counts (exact, packed 4-bit included)."""
-    counts = (safetensors or {}).get("parameters") or {}
-    if not counts:
-        return None, {}
-    return sum(DTYPE_BYTES.get(dtype, 2) * n for dtype, n in counts.items()), counts
-
-
-def params_from_counts(counts: dict[str, int], bits: int | None) -> int | None:
-    """Quantized MLX weights pack 32/bits values in each U32; scales and biases are not parameters."""
-    if not counts:
-        return None
-    packed = counts.get("U32", 0)
-    floats = sum(n for dtype, n in counts.items() if dtype != "U32")
-    if packed and bits:
-        # every group of 64 (or 32) values also carries a scale and a bias: subtract them (approximately)
-        values = packed * (32 // bits)
-        return values + max(0, floats - 2 * values // 64)
-    return floats + packed
-
-
-# --- rows and details ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -144,18 +74,6 @@ class HubModel:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HubModel:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-def kv_estimate(config: dict[str, Any] | None, params: int | None, context_length: int,
-                dtype_bytes: int = 2) -> tuple[int | None, bool]:  # fmt: skip
-    """KV cache bytes at ``context_length``: exact from a config with layer counts, else guessed."""
-    if config and config.get("num_hidden_layers") and config.get("num_attention_heads") and (
-        config.get("hidden_size") or config.get("head_dim")
-    ):
-        return kv_cache_bytes(config, context_length, dtype_bytes), True
-    if params:
-        return int(KV_BYTES_PER_TOKEN_PER_BILLION * params / 1e9 * context_length), False
-    return None, False
 
 
 def model_from_info(info: Any, context_length: int) -> HubModel:
@@ -210,131 +128,12 @@ class ModelDetails:
         return sum(sizes[p] for p in self.selected)
 
 
-DEFAULT_PATTERNS = ("*.safetensors", "*.json", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja", "README.md",
-                    "*.py")  # fmt: skip
-
-
-def default_selection(paths: list[str]) -> list[str]:
-    """The files an MLX repo needs: weights, configs, tokenizer, card. Not other formats (GGUF, .bin, .pth)."""
-    from fnmatch import fnmatch
-
-    chosen = [p for p in paths if any(fnmatch(p.rsplit("/", 1)[-1], pattern) for pattern in DEFAULT_PATTERNS)]
-    return [p for p in chosen if not p.endswith(".py")]  # remote code is never fetched silently
-
-
 def strip_front_matter(markdown: str) -> str:
     if markdown.startswith("---"):
         end = markdown.find("\n---", 3)
         if end != -1:
             return markdown[end + 4 :].lstrip("\n")
     return markdown
-
-
-# --- errors ----------------------------------------------------------------------------------------
-
-
-class HubErrorKind(StrEnum):
-    OFFLINE = "offline"
-    GATED = "gated"
-    UNAUTHORIZED = "unauthorized"
-    NOT_FOUND = "not found"
-    RATE_LIMITED = "rate limited"
-    SERVER = "server error"
-    OTHER = "error"
-
-
-class HubError(Exception):
-    """A hub failure in words a person can act on."""
-
-    def __init__(self, kind: HubErrorKind, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after_s = retry_after_s
-
-
-def _retry_after(response: Any) -> float | None:
-    value = response.headers.get("Retry-After") if response is not None else None
-    return parse_retry_after(value) if value is not None else None
-
-
-def parse_retry_after(value: str, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date (``now``: the wall clock
-    the date is measured from). None for anything else (the caller's own backoff applies)."""
-    import email.utils
-    import math
-
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-        return seconds if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def translate_error(exc: BaseException, repo_id: str | None = None) -> HubError:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    what = repo_id or "the hub"
-    if isinstance(exc, GatedRepoError):
-        return HubError(HubErrorKind.GATED, f"{what} is gated: accept its licence on the hub's model page, then "
-                        "set HF_TOKEN (or run `hf auth login`) and retry")  # fmt: skip
-    if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError):
-        return HubError(HubErrorKind.NOT_FOUND, f"{what} was not found (or is private: set HF_TOKEN if it is yours)")
-    if isinstance(exc, OfflineModeIsEnabled):
-        return HubError(HubErrorKind.OFFLINE, "offline mode is on (HF_HUB_OFFLINE): showing what is cached")
-    if isinstance(exc, HfHubHTTPError):
-        response = exc.response
-        status = getattr(response, "status_code", None)
-        if status == 429:
-            wait = _retry_after(response)
-            after = f"{wait:g} s" if wait is not None else "a while"
-            return HubError(HubErrorKind.RATE_LIMITED, f"the hub asks to slow down: retry in {after}", wait)
-        if status == 401:
-            return HubError(HubErrorKind.UNAUTHORIZED, "the hub refused the request (401): check HF_TOKEN")
-        if status is not None and status >= 500:
-            return HubError(HubErrorKind.SERVER, f"the hub had an error ({status}): retry in a moment")
-        return HubError(HubErrorKind.OTHER, f"the hub answered {status}")
-    if _is_connection_error(exc):
-        return HubError(HubErrorKind.OFFLINE, "cannot reach the hub (offline or connection refused): showing "
-                        "what is cached")  # fmt: skip
-    return HubError(HubErrorKind.OTHER, f"{type(exc).__name__}: {exc}")
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    try:
-        import httpx2 as httpx  # the HTTP client huggingface_hub 2.x uses
-    except ImportError:
-        try:
-            import httpx  # type: ignore[no-redef]
-        except ImportError:
-            return False
-    return isinstance(exc, httpx.TransportError)
-
-
-def quiet_hub_logging() -> None:
-    """huggingface_hub prints warnings to stderr by default, which would scribble over the TUI: route its
-    records through the root logger (the log file) instead."""
-    hub_logger = logging.getLogger("huggingface_hub")
-    for handler in list(hub_logger.handlers):
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            hub_logger.removeHandler(handler)
-    hub_logger.propagate = True
-
-
-# --- search ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from workbench.core.hub import cache as hf_cache
-from workbench.core.hub.downloads.manager import DownloadManager
+from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
-from workbench.core.hub.client import FitVerdict, HubCatalog, HubError, HubModel, SearchPage, SearchQuery, fit_verdict
+from workbench.core.hub.client import HubCatalog, HubModel, SearchPage, SearchQuery
 from workbench.core.hub.curated import CatalogEntry
+from workbench.core.hub.errors import HubError
+from workbench.core.hub.fit import FitVerdict, fit_verdict
 from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
 from workbench.ui.screens.base import PaneScreen

@@ -11,7 +11,9 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Markdown, Static
 
-from workbench.core.hub.client import HubError, ModelDetails, fit_verdict
+from workbench.core.hub.client import ModelDetails
+from workbench.core.hub.errors import HubError
+from workbench.core.hub.fit import fit_verdict
 from workbench.core.models.memory import format_bytes
 
 log = logging.getLogger(__name__)

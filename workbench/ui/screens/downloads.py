@@ -11,7 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
+from workbench.core.hub.downloads.jobs import FileState, JobSnapshot, JobState
+from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
 
