@@ -1,6 +1,9 @@
 """Which files a job fetches: the repo is listed once at the job's revision and that commit is pinned; the files are
-the exact paths asked for, the glob patterns, all of them, or by default the files an MLX model needs. Every name
-the hub gives (the commit, file names, listed hashes) is checked before it becomes part of a path."""
+the exact paths asked for, the glob patterns, all of them, or by default the files an MLX model needs.
+
+Every name the hub gives (here the commit, file names and listed hashes; the ETag where the file is fetched) is
+checked by :mod:`~workbench.core.hub.names` before it becomes part of a path: a bad one fails its file (or, for the
+commit, the job) with a message that names it, and nothing is written outside the cache."""
 
 from __future__ import annotations
 
