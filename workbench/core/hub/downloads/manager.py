@@ -48,7 +48,8 @@ from workbench.core.hub import cache as hf_cache
 from workbench.core.hub import names as hub_names
 from workbench.core.hub.client import default_selection, quiet_hub_logging, translate_error
 from workbench.core.models.memory import format_bytes
-from workbench.core.storage.store import DownloadFile, DownloadJob, Store
+from workbench.core.storage.download_jobs import DownloadFile, DownloadJob
+from workbench.core.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -424,8 +425,8 @@ class DownloadManager:
         self._only: set[int] | None = None
         self._started = False
         self._closing = False
-        for record in store.download_jobs():
-            self._jobs[record.id] = _Job.from_record(record, store.download_files(record.id))
+        for record in store.downloads.download_jobs():
+            self._jobs[record.id] = _Job.from_record(record, store.downloads.download_files(record.id))
 
     # --- settings ---
 
@@ -558,7 +559,7 @@ class DownloadManager:
                 continue
             self._revive(job)
             return self._snapshot(job)
-        record = self.store.add_download_job(repo_id, revision, files, include, all_files)
+        record = self.store.downloads.add_download_job(repo_id, revision, files, include, all_files)
         job = _Job.from_record(record, [])
         self._jobs[job.id] = job
         self._emit(job.id, force=True)
@@ -587,7 +588,7 @@ class DownloadManager:
         for f in job.files:
             if f.state is FileState.FAILED:
                 f.state, f.error = FileState.PENDING, None
-                self.store.update_download_file(job.id, f.path, state=f.state.value, error=None)
+                self.store.downloads.update_download_file(job.id, f.path, state=f.state.value, error=None)
         self._set_state(job, JobState.QUEUED, error=None, message=None)
         self._schedule()
 
@@ -607,7 +608,7 @@ class DownloadManager:
         job = self._require(job_id)
         if job_id in self._tasks or job.state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
             raise ValueError(f"job {job_id} is {job.state}: cancel it first")
-        self.store.delete_download_job(job_id)
+        self.store.downloads.delete_download_job(job_id)
         del self._jobs[job_id]
 
     def move(self, job_id: int, delta: int) -> None:
@@ -621,7 +622,7 @@ class DownloadManager:
         order.insert(target, order.pop(index))
         for position, item in enumerate(order):
             item.priority = len(order) - position
-        self.store.reorder_download_jobs([item.id for item in order])
+        self.store.downloads.reorder_download_jobs([item.id for item in order])
         for item in order[min(index, target) : max(index, target) + 1]:
             self._emit(item.id, force=True)
         self._schedule()
@@ -666,8 +667,8 @@ class DownloadManager:
             self.retry(job.id)
         elif job.state is JobState.DONE and not self._all_linked(job):
             job.commit, job.files, job.total_bytes = None, [], None
-            self.store.set_download_files(job.id, [])
-            self.store.update_download_job(job.id, commit=None, total_bytes=None, done_bytes=0)
+            self.store.downloads.set_download_files(job.id, [])
+            self.store.downloads.update_download_job(job.id, commit=None, total_bytes=None, done_bytes=0)
             self._set_state(job, JobState.QUEUED, error=None, message=None)
             self._schedule()
 
@@ -837,28 +838,28 @@ class DownloadManager:
             if (handle := self._resume_timers.pop(job.id, None)) is not None:
                 handle.cancel()
         job.updated = time.time()
-        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
-                                       resume_at=job.resume_at)  # fmt: skip
+        self.store.downloads.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
+                                                 resume_at=job.resume_at)  # fmt: skip
         self._emit(job.id, force=True)
         self._release_waiters(job.id)
 
     def _apply_plan(self, job: _Job, commit: str, files: list[_File]) -> None:
         job.commit, job.files = commit, files
         job.total_bytes = sum(f.size or 0 for f in files)
-        self.store.set_download_files(job.id, [f.record(job.id) for f in files])
-        self.store.update_download_job(job.id, commit=commit, total_bytes=job.total_bytes)
+        self.store.downloads.set_download_files(job.id, [f.record(job.id) for f in files])
+        self.store.downloads.update_download_job(job.id, commit=commit, total_bytes=job.total_bytes)
         self._emit(job.id, force=True)
 
     def _persist_file(self, job: _Job, f: _File) -> None:
-        self.store.update_download_file(job.id, f.path, size=f.size, etag=f.etag, hash_kind=f.hash_kind,
-                                        expected_hash=f.expected_hash, done_bytes=f.done_bytes, state=f.state.value,
-                                        error=f.error)  # fmt: skip
+        self.store.downloads.update_download_file(job.id, f.path, size=f.size, etag=f.etag, hash_kind=f.hash_kind,
+                                                  expected_hash=f.expected_hash, done_bytes=f.done_bytes,
+                                                  state=f.state.value, error=f.error)  # fmt: skip
 
     def _persist_progress(self, job: _Job) -> None:
         for f in job.files:
             if f.state is not FileState.DONE:
                 self._persist_file(job, f)
-        self.store.update_download_job(job.id, done_bytes=sum(f.done_bytes for f in job.files))
+        self.store.downloads.update_download_job(job.id, done_bytes=sum(f.done_bytes for f in job.files))
 
     def _sync_phase(self, job_id: int) -> None:
         """From a file state change: the job is verifying while one of its files is."""
@@ -877,7 +878,7 @@ class DownloadManager:
         if job is None or job.state not in ACTIVE or job.message == message:
             return
         job.message = message
-        self.store.update_download_job(job_id, message=message)
+        self.store.downloads.update_download_job(job_id, message=message)
         self._emit(job_id, force=True)
 
     def _release_waiters(self, job_id: int) -> None:
