@@ -202,7 +202,7 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
         await pilot.pause()
 
         assert chat.conversation is not None
-        stored = app.services.store.messages(chat.conversation.id)[-1]
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
         if not stored.figures:
             raise RuntimeError(f"the answer has no figures (status {stored.status}, error {stored.error!r})")
         figures = stored.figures

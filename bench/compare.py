@@ -142,7 +142,7 @@ async def compare(manager: ModelManager, tokens: int) -> Compared:
     a, b = contenders(tokens)
     plan = plan_memory(manager, a, b)
     if plan.kind is not PlanKind.TOGETHER:
-        raise RuntimeError(f"the memory plan is {plan.kind.value!r} ({plan.reason}), not together")
+        raise RuntimeError(f"the memory plan is {plan.kind.label!r} ({plan.reason}), not together")
     sides = {"a": Side(MODEL_A), "b": Side(MODEL_B)}
     async with asyncio.timeout(2 * run_timeout(tokens)):
         started = time.perf_counter()
@@ -223,7 +223,7 @@ async def run(folders: dict[str, Path], tokens: int, rounds: int) -> None:
             print(f"loaded   {LABELS[model_id]} = {model_id} in {time.perf_counter() - started:.1f} s"
                   f" (weights {format_bytes(info.measured or 0)}, cost {format_bytes(cost or 0)})")  # fmt: skip
         plan = plan_memory(manager, *contenders(tokens))
-        print(f"plan     {plan.kind.value}: {plan.reason}")
+        print(f"plan     {plan.kind.label}: {plan.reason}")
 
         print(f"order    rotated each round: {', '.join(KINDS)}")
         await one_round(manager, "warm-up", WARMUP_TOKENS, list(KINDS))

@@ -16,7 +16,8 @@ from workbench.core.chat.model_sampling import FROM_MODEL_FILE
 from workbench.core.chat.sampling import SamplingChoice, SamplingLayer
 from workbench.core.settings.config import load_settings
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import Conversation, Store
+from workbench.core.storage.chats import Conversation
+from workbench.core.storage.store import Store
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat_history import HistoryScreen, slug, when
 from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
@@ -43,9 +44,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def add_chats(store: Store, *titles: str) -> list[Conversation]:
     chats = []
     for title in titles:
-        chat = store.create_conversation(title, model_id="tiny-small")
-        store.add_message(chat.id, "user", f"hello from {title}")
-        store.add_message(chat.id, "assistant", "hi")
+        chat = store.chats.create_conversation(title, model_id="tiny-small")
+        store.chats.add_message(chat.id, "user", f"hello from {title}")
+        store.chats.add_message(chat.id, "assistant", "hi")
         chats.append(chat)
     return chats
 
@@ -110,7 +111,7 @@ async def test_confirm_and_prompt_dialogs(app_paths: AppPaths) -> None:
 
 async def test_history_lists_newest_first_and_enter_opens(app_paths: AppPaths, store: Store) -> None:
     alpha, beta, _gamma = add_chats(store, "alpha", "beta", "gamma")
-    store.add_message(alpha.id, "user", "again")  # alpha is now the most recently updated
+    store.chats.add_message(alpha.id, "user", "again")  # alpha is now the most recently updated
     app = make_app(app_paths)
     async with app.run_test(size=SIZE) as pilot:
         screen, results = await open_history(app, pilot, store, app_paths)
@@ -138,7 +139,7 @@ async def test_history_search_filters_as_you_type(app_paths: AppPaths, store: St
         await wait_for(pilot, lambda: len(titles(screen)) == 2, "the two matches again")
         await pilot.press("down", "down", "enter")  # down leaves the search box, then moves in the list
         await wait_for(pilot, lambda: results, "the chosen chat")
-        assert results == [store.list_conversations(search="paris")[1].id]
+        assert results == [store.chats.list_conversations(search="paris")[1].id]
 
 
 async def test_history_empty_shows_a_hint(app_paths: AppPaths, store: Store) -> None:
@@ -162,7 +163,7 @@ async def test_history_rename_keeps_the_cursor_on_the_chat(app_paths: AppPaths, 
         await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the rename dialog")
         await pilot.press(*"Beta renamed", "enter")
         await wait_for(pilot, lambda: app.screen is screen and "Beta renamed" in titles(screen), "the new title")
-        renamed = store.get_conversation(beta.id)
+        renamed = store.chats.get_conversation(beta.id)
         assert renamed is not None and renamed.title == "Beta renamed"
         assert "Beta renamed" in titles(screen)
         selected = screen.selected()
@@ -178,17 +179,17 @@ async def test_history_delete_asks_first(app_paths: AppPaths, store: Store) -> N
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
         await pilot.press("n")
         await wait_for(pilot, lambda: app.screen is screen, "the history again")
-        assert store.get_conversation(beta.id) is not None
+        assert store.chats.get_conversation(beta.id) is not None
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question again")
         await pilot.press("y")
         await wait_for(pilot, lambda: app.screen is screen and len(titles(screen)) == 2, "the chat to go")
-        assert store.get_conversation(beta.id) is None
+        assert store.chats.get_conversation(beta.id) is None
         assert titles(screen) == ["gamma", "alpha"]
         selected = screen.selected()
         assert selected is not None and selected.id == alpha.id  # the row that took its place
-        assert store.messages(beta.id) == []
-        assert store.get_conversation(gamma.id) is not None
+        assert store.chats.messages(beta.id) == []
+        assert store.chats.get_conversation(gamma.id) is not None
 
 
 async def test_history_exports_markdown_and_json(app_paths: AppPaths, store: Store) -> None:

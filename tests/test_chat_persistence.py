@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.test_chat_ui import chat_app, open_chat
 from workbench.bootstrap import build_services
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import MessageStatus
+from workbench.core.storage.chats import MessageStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 60
@@ -44,7 +44,11 @@ def saved_answer(database: Path) -> str:
     if not database.exists():
         return ""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        row = db.execute("SELECT content FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1").fetchone()
+        try:
+            last = "SELECT content FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1"
+            row = db.execute(last).fetchone()
+        except sqlite3.OperationalError:  # the child created the file and has not committed the schema yet
+            return ""
     return row[0] if row else ""
 
 
@@ -65,8 +69,8 @@ async def test_killed_mid_answer_the_partial_answer_survives_marked_incomplete(a
 
     services = build_services(app_paths)
     assert services.recovered_messages == 1
-    conversation = services.store.list_conversations()[0]
-    user, answer = services.store.messages(conversation.id)
+    conversation = services.store.chats.list_conversations()[0]
+    user, answer = services.store.chats.messages(conversation.id)
     assert user.content == "tell me everything"
     assert answer.status is MessageStatus.INCOMPLETE
     assert answer.content.startswith("word0 word1 ") and answer.content == seen_before_kill

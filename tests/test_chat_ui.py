@@ -10,7 +10,7 @@ from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.waits import wait_for
 from workbench.core.chat.sampling import SamplingChoice
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import MessageStatus
+from workbench.core.storage.chats import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat import ChatPane
 from workbench.ui.widgets.chat_input import ChatInput
@@ -54,7 +54,7 @@ async def answer_done(app: WorkbenchApp, pilot: Pilot) -> None:
             return False
         if any(w.group == "chat-answer" and not w.is_finished for w in app.workers):
             return False
-        messages = app.services.store.messages(chat.conversation.id)
+        messages = app.services.store.chats.messages(chat.conversation.id)
         return bool(messages) and messages[-1].role == "assistant" and messages[-1].status != MessageStatus.STREAMING
 
     await wait_for(pilot, over, "the answer to finish", timeout=WAIT)
@@ -71,7 +71,7 @@ async def test_answer_streams_in_with_figures_and_is_saved(app_paths: AppPaths) 
         assert [v.role for v in views] == ["user", "assistant"]
         assert views[1].content == "The **capital** is Paris."
         assert "tok/s" in str(views[1].query_one(".figures").render())
-        stored = app.services.store.messages(chat.conversation.id)
+        stored = app.services.store.chats.messages(chat.conversation.id)
         assert stored[-1].status is MessageStatus.COMPLETE and stored[-1].figures
         assert backend.calls[-1][-1] == {"role": "user", "content": "capital of France?"}
 
@@ -88,7 +88,7 @@ async def test_escape_stops_within_a_token_and_keeps_the_partial_answer(app_path
         await answer_done(app, pilot)
         assert backend.emitted <= emitted_at_stop + 1
         answer = chat.message_views()[-1]
-        stored = app.services.store.messages(chat.conversation.id)[-1]
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
         assert stored.status is MessageStatus.STOPPED
         assert 0 < len(stored.content.split()) < 300 and answer.content == stored.content
         assert "stopped" in str(answer.query_one(".note").render())
@@ -103,7 +103,7 @@ async def test_backend_error_mid_stream_is_shown_in_the_message(app_paths: AppPa
         answer = chat.message_views()[-1]
         assert answer.content == "partial answer "
         assert "fell over" in str(answer.query_one(".note").render())
-        stored = app.services.store.messages(chat.conversation.id)[-1]
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
         assert stored.status is MessageStatus.ERROR and "fell over" in (stored.error or "")
         await send(pilot, "again")  # the pane still works
         await answer_done(app, pilot)
@@ -127,7 +127,7 @@ async def test_regenerate_and_edit_the_last_message(app_paths: AppPaths) -> None
         await pilot.press("end", *" again", "enter")
         await answer_done(app, pilot)
         assert backend.calls[-1][-1]["content"] == "first again"
-        assert next(m.content for m in app.services.store.messages(chat.conversation.id)) == "first again"
+        assert next(m.content for m in app.services.store.chats.messages(chat.conversation.id)) == "first again"
 
 
 async def test_newline_key_and_copy(app_paths: AppPaths) -> None:
@@ -191,7 +191,7 @@ async def test_history_and_settings_from_the_chat_pane(app_paths: AppPaths) -> N
         await answer_done(app, pilot)
         assert chat.message_views()[-1].content == "Hello there"
         assert backend.sampling[-1].max_tokens == 2
-        assert app.services.store.get_conversation(first.id).sampling["max_tokens"] == 2
+        assert app.services.store.chats.get_conversation(first.id).sampling["max_tokens"] == 2
 
 
 async def test_paints_are_bounded_however_fast_tokens_come(app_paths: AppPaths, monkeypatch) -> None:
@@ -230,6 +230,6 @@ async def test_quitting_mid_answer_keeps_it_as_stopped(app_paths: AppPaths) -> N
     from workbench.core.storage.store import Store
 
     store = Store(app_paths.database_file)
-    answer = store.messages(conversation_id)[-1]
+    answer = store.chats.messages(conversation_id)[-1]
     assert answer.status is MessageStatus.STOPPED and answer.content.startswith("w0 ")
     store.close()

@@ -36,6 +36,7 @@ from workbench.core.compare.run import (
 from workbench.core.models.inference import InferenceThread
 from workbench.core.models.lifecycle import ManagerEvent, ModelManager, ModelSpec, ModelState
 from workbench.core.models.memory import GB, MB, Budget
+from workbench.core.storage.compare_runs import PLAN_CODES
 from workbench.core.storage.store import Store
 
 WAIT = 20  # seconds; every wait here is bounded
@@ -374,34 +375,50 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def test_compare_runs_round_trip(store: Store) -> None:
     a = Contender("org/small", "small · T 0", SamplingSettings(temperature=0.0, seed=3), "Be brief.")
     b = Contender("org/large", "large", SamplingSettings())
-    run_id = store.add_compare_run("Why is the sky blue?", a, b, plan=SEQUENTIAL, blind=True, swapped=True)
+    run_id = store.compare_runs.add_compare_run("Why is the sky blue?", a.to_dict(), b.to_dict(), plan=SEQUENTIAL.kind,
+                                                blind=True, swapped=True)  # fmt: skip
     figures = {"ttft_s": 0.1, "prompt_tokens": 5, "prompt_tps": 50.0, "generation_tokens": 3, "generation_tps": 9.0,
                "peak_memory_gb": 0.1}  # fmt: skip
-    store.update_compare_run(run_id, answer_a="Rayleigh.", figures_a=figures, error_b="it fell over")
-    store.update_compare_run(run_id, answer_b="Because.")
-    (stored,) = store.compare_runs()
+    store.compare_runs.update_compare_run(run_id, answer_a="Rayleigh.", figures_a=figures, error_b="it fell over")
+    store.compare_runs.update_compare_run(run_id, answer_b="Because.")
+    (stored,) = store.compare_runs.compare_runs()
     assert (stored.id, stored.prompt, stored.plan, stored.blind, stored.swapped) == (
-        run_id, "Why is the sky blue?", "one after the other", True, True)  # fmt: skip
+        run_id, "Why is the sky blue?", "sequential", True, True)  # fmt: skip
+    assert PlanKind(stored.plan).label == "one after the other"
     assert Contender.from_dict(stored.contender_a) == a and Contender.from_dict(stored.contender_b) == b
     assert (stored.answer_a, stored.answer_b, stored.figures_a, stored.figures_b) == ("Rayleigh.", "Because.", figures,
                                                                                       None)  # fmt: skip
     assert (stored.error_a, stored.error_b) == (None, "it fell over")
-    store.update_compare_run(run_id, error_b=None)
-    assert store.compare_runs()[0].error_b is None
-    second = store.add_compare_run("Again", {"model_id": "m", "label": "M"}, {"model_id": "n"}, plan="together")
-    assert [r.id for r in store.compare_runs()] == [second, run_id]
-    assert [r.id for r in store.compare_runs(limit=1)] == [second]
+    store.compare_runs.update_compare_run(run_id, error_b=None)
+    assert store.compare_runs.compare_runs()[0].error_b is None
+    second = store.compare_runs.add_compare_run("Again", {"model_id": "m", "label": "M"}, {"model_id": "n"},
+                                                plan="together")  # fmt: skip
+    assert [r.id for r in store.compare_runs.compare_runs()] == [second, run_id]
+    assert [r.id for r in store.compare_runs.compare_runs(limit=1)] == [second]
     with pytest.raises(KeyError):
-        store.update_compare_run(run_id + 100, answer_a="x")
+        store.compare_runs.update_compare_run(run_id + 100, answer_a="x")
+
+
+def test_the_stored_plan_is_the_plan_kind_code(store: Store) -> None:
+    assert {kind.value for kind in PlanKind} == set(PLAN_CODES)
+    assert [kind.label for kind in PlanKind] == ["together", "one after the other"]
+    a, b = contender("model-a").to_dict(), contender("model-b").to_dict()
+    for kind in PlanKind:
+        store.compare_runs.add_compare_run("p", a, b, plan=kind)
+    assert [run.plan for run in reversed(store.compare_runs.compare_runs())] == ["together", "sequential"]
+    with pytest.raises(ValueError, match="unknown plan"):
+        store.compare_runs.add_compare_run("p", a, b, plan="one after the other")
+    with pytest.raises(TypeError, match="dict"):
+        store.compare_runs.add_compare_run("p", contender("model-a"), b)  # type: ignore[arg-type]
 
 
 def test_votes_map_swapped_sides_back_to_the_contenders(store: Store) -> None:
     a, b = {"model_id": "org/one", "label": "one"}, {"model_id": "org/two", "label": "two"}
-    plain = store.add_compare_run("p1", a, b)
-    swapped = store.add_compare_run("p2", a, b, blind=True, swapped=True)
+    plain = store.compare_runs.add_compare_run("p1", a, b)
+    swapped = store.compare_runs.add_compare_run("p2", a, b, blind=True, swapped=True)
     for run_id, outcome in [(plain, "a"), (swapped, "a"), (swapped, "b"), (swapped, "tie"), (plain, "both_bad")]:
-        store.add_compare_vote(run_id, outcome)  # as the user saw the sides
-    assert store.compare_votes() == [
+        store.votes.add_compare_vote(run_id, outcome)  # as the user saw the sides
+    assert store.votes.compare_votes() == [
         ("one", "two", "a"),
         ("one", "two", "b"),  # shown first was "two": the vote for the first answer is a vote for B
         ("one", "two", "a"),
@@ -409,10 +426,10 @@ def test_votes_map_swapped_sides_back_to_the_contenders(store: Store) -> None:
         ("one", "two", "both_bad"),
     ]
     with pytest.raises(ValueError, match="unknown vote"):
-        store.add_compare_vote(plain, "left")
+        store.votes.add_compare_vote(plain, "left")
     with pytest.raises(KeyError):
-        store.add_compare_vote(plain + 100, "a")
-    assert elo_ratings(store.compare_votes())[0].model == "one"
+        store.votes.add_compare_vote(plain + 100, "a")
+    assert elo_ratings(store.votes.compare_votes())[0].model == "one"
 
 
 # --- prompt sets ------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ async def runs_done(pilot: Pilot, pane: ComparePane, count: int) -> None:
 
     def over() -> bool:
         running = any(w.group == "compare-run" and not w.is_finished for w in pane.app.workers)
-        runs = pane.app.services.store.compare_runs()  # type: ignore[attr-defined]
+        runs = pane.app.services.store.compare_runs.compare_runs()  # type: ignore[attr-defined]
         return len(runs) >= count and pane.run is None and not running
 
     await wait_for(pilot, over, f"comparison {count} to finish", timeout=WAIT)
@@ -127,9 +127,9 @@ async def test_blind_vote_and_leaderboard(app_paths: AppPaths) -> None:
         assert "alpha" not in text_of(side(pane, "a"), ".side-title")  # names hidden
         shown_first = side(pane, "a").text
         await pilot.press("1")  # the first column wins
-        await wait_for(pilot, lambda: app.services.store.compare_votes(), "the vote")
+        await wait_for(pilot, lambda: app.services.store.votes.compare_votes(), "the vote")
         assert app.current_mode == "compare" and not pane.awaiting_vote
-        votes = app.services.store.compare_votes()
+        votes = app.services.store.votes.compare_votes()
         winner_label = votes[0][0] if votes[0][2] == "a" else votes[0][1]
         assert ("alpha" in winner_label) == (shown_first == "one")
         await pilot.press("ctrl+l")

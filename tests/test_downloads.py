@@ -158,7 +158,7 @@ async def test_a_download_lands_in_the_standard_cache(make: Make, hub: LoopbackH
     assert info.warnings == [] and not info.incomplete_files
     [repo] = hf_cache.scan(cache)
     assert repo.repo_id == REPO and repo.size_bytes == SELECTED_BYTES and repo.revisions[0].refs == ("main",)
-    assert [f.state for f in store.download_files(job.id)] == ["done"] * 4
+    assert [f.state for f in store.downloads.download_files(job.id)] == ["done"] * 4
 
     # one GET per file, whole; queuing it again is the same job and fetches nothing
     assert weights_requests(hub) == [None]
@@ -347,10 +347,10 @@ async def test_cancel_removes_the_partial_file(make: Make, hub: LoopbackHub, cac
     manager.cancel(job.id)
     final = await manager.wait(job.id, WAIT)
     assert final.state is JobState.CANCELLED and not partial_of(cache).exists()
-    assert store.get_download_job(job.id).state == "cancelled"  # type: ignore[union-attr]
+    assert store.downloads.get_download_job(job.id).state == "cancelled"  # type: ignore[union-attr]
     assert manager.enqueue(REPO).id != job.id  # a cancelled job is history: queuing again makes a new one
     manager.forget(job.id)
-    assert job.id not in [j.id for j in manager.jobs()] and store.get_download_job(job.id) is None
+    assert job.id not in [j.id for j in manager.jobs()] and store.downloads.get_download_job(job.id) is None
 
 
 async def test_the_queue_order_can_be_changed(make: Make, store: Store) -> None:
@@ -675,7 +675,7 @@ async def test_a_long_retry_after_pauses_until_then_and_resumes_by_itself(
     assert paused.state is JobState.PAUSED and time.monotonic() - began < WAIT  # not a day
     assert paused.resume_at == clock.now + 86400
     assert paused.message == f"rate limited until {clock_time(clock.now + 86400, clock.now)}"
-    record = store.get_download_job(job.id)
+    record = store.downloads.get_download_job(job.id)
     assert record is not None and record.resume_at == paused.resume_at  # kept for the next start
 
     heads = len(weights_requests(hub, "HEAD"))
@@ -683,7 +683,7 @@ async def test_a_long_retry_after_pauses_until_then_and_resumes_by_itself(
     assert manager.job(job.id).state is JobState.PAUSED and len(weights_requests(hub, "HEAD")) == heads
     clock.now += 86400
     await until(lambda: manager.job(job.id).state is JobState.DONE, "the job to resume by itself and finish")
-    record = store.get_download_job(job.id)
+    record = store.downloads.get_download_job(job.id)
     assert manager.job(job.id).resume_at is None and record is not None and record.resume_at is None
 
 

@@ -13,7 +13,7 @@ from workbench.core.chat.sampling import SamplingChoice
 from workbench.core.hub.client import HubModel
 from workbench.core.hub.downloads.jobs import JobState
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import MessageStatus
+from workbench.core.storage.chats import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.catalog import CatalogPane
 from workbench.ui.screens.chat import ChatPane
@@ -48,6 +48,6 @@ async def test_search_download_load_and_chat(app_paths: AppPaths, online_hub: Lo
         chat.query_one(ChatInput).focus()
         await send(pilot, "w1 w2 w3")
         await answer_done(app, pilot)
-        answer = services.store.messages(chat.conversation.id)[-1]
+        answer = services.store.chats.messages(chat.conversation.id)[-1]
         assert answer.status is MessageStatus.COMPLETE and answer.figures
         assert answer.figures["generation_tokens"] >= 1

@@ -16,7 +16,7 @@ from tests.support.waits import wait_for
 from workbench.core.models.lifecycle import ModelSpec, ModelState
 from workbench.core.models.local import DEFAULT_CHAT_ID
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import MessageStatus
+from workbench.core.storage.chats import MessageStatus
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.chat import ChatPane
 from workbench.ui.screens.compare import ComparePane
@@ -84,9 +84,9 @@ async def test_a_question_sent_while_the_default_model_imports_waits_and_is_answ
         assert backend.calls == [[{"role": "user", "content": "capital of France?"}]]
         assert "waiting" not in note(answer)
         assert chat.model_id == DEFAULT_CHAT_ID
-        conversation = app.services.store.get_conversation(chat.conversation.id)
+        conversation = app.services.store.chats.get_conversation(chat.conversation.id)
         assert conversation is not None and conversation.model_id == DEFAULT_CHAT_ID
-        stored = app.services.store.messages(chat.conversation.id)
+        stored = app.services.store.chats.messages(chat.conversation.id)
         assert [m.role for m in stored] == ["user", "assistant"] and stored[-1].status is MessageStatus.COMPLETE
 
 
@@ -101,7 +101,7 @@ async def test_escape_while_waiting_stops_the_answer_and_nothing_is_sent_later(a
         await wait_for(pilot, lambda: not chat.answering, "the wait stopped")
         answer = chat.message_views()[-1]
         assert "stopped" in note(answer)
-        assert app.services.store.messages(chat.conversation.id)[-1].status is MessageStatus.STOPPED
+        assert app.services.store.chats.messages(chat.conversation.id)[-1].status is MessageStatus.STOPPED
         await importer.finish()
         await wait_for(pilot, lambda: chat.model_id == DEFAULT_CHAT_ID, "the model chosen once imported")
         assert backend.calls == []
@@ -118,7 +118,7 @@ async def test_a_failed_import_is_said_in_the_waiting_answer(app_paths: AppPaths
         answer = chat.message_views()[-1]
         await wait_for(pilot, lambda: "disk full" in note(answer), "the failure in the answer")
         assert "SmolLM2 could not be imported" in note(answer)
-        assert app.services.store.messages(chat.conversation.id)[-1].status is MessageStatus.ERROR
+        assert app.services.store.chats.messages(chat.conversation.id)[-1].status is MessageStatus.ERROR
         await type_and_send(pilot, "again")  # nothing on its way now: refused, with the way out
         await wait_for(pilot, lambda: any("Choose a model first" in n for n in notices(app)), "the refusal")
         assert backend.calls == []

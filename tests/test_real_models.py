@@ -102,7 +102,7 @@ async def test_the_chat_pane_answers_with_the_real_smollm2(smollm2_dir: Path, ap
         await answer_done(app, pilot)
         answer = chat.message_views()[-1]
         assert "Paris" in answer.content
-        stored = app.services.store.messages(chat.conversation.id)[-1]
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
         assert stored.figures and stored.figures["generation_tps"] > 0 and stored.figures["prompt_tokens"] > 10
 
 

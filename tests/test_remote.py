@@ -147,7 +147,7 @@ async def test_the_chat_pane_picks_and_streams_a_remote_model(mlx_server: MlxSer
         await wait_for(pilot, lambda: chat.model_id == model_id, "the model choice")
         await send(pilot, "What is the capital of France?")
         await answer_done(app, pilot)
-        messages = app.services.store.messages(chat.conversation.id)
+        messages = app.services.store.chats.messages(chat.conversation.id)
         assert "Paris" in messages[-1].content and messages[-1].figures["generation_tokens"] > 0
 
 

@@ -183,7 +183,7 @@ def build_services(
 
     services = Services(paths=paths, settings=settings, manager=manager, probe=MemoryProbe(), catalog=catalog,
                         store=store, hub=hub, downloads_factory=downloads, hf_cache=hf_cache, issues=issues,
-                        recovered_messages=store.recover_interrupted())  # fmt: skip
+                        recovered_messages=store.chats.recover_interrupted())  # fmt: skip
 
     async def import_default_chat_model(progress: Progress) -> ModelSpec:
         await services.bring_in_embedded_defaults(progress)

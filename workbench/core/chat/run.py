@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
+from workbench.core.chat.figures import GenerationFigures
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import ChatBackend, GenerationStep
 from workbench.core.models.inference import TokenStream
@@ -25,29 +26,6 @@ class ChatMessage:
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
-
-
-@dataclass(frozen=True)
-class GenerationFigures:
-    ttft_s: float
-    prompt_tokens: int
-    prompt_tps: float
-    generation_tokens: int
-    generation_tps: float
-    peak_memory_gb: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationFigures:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
-
-    def summary(self) -> str:
-        return (
-            f"first token {self.ttft_s:.2f} s · prompt {self.prompt_tokens} tok @ {self.prompt_tps:.1f} tok/s · "
-            f"{self.generation_tokens} tok @ {self.generation_tps:.1f} tok/s · peak {self.peak_memory_gb:.2f} GB"
-        )
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from workbench.core.chat.figures import format_figures
 from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.lifecycle import ModelBusyError, ModelManager, ModelManagerError, ModelState
@@ -59,8 +60,15 @@ class Contender:
 
 
 class PlanKind(StrEnum):
+    """How the two sides run. The value is a code: what a stored run keeps and ``compare --json`` writes."""
+
     TOGETHER = "together"
-    SEQUENTIAL = "one after the other"
+    SEQUENTIAL = "sequential"
+
+    @property
+    def label(self) -> str:
+        """For people: "together" or "one after the other"."""
+        return "one after the other" if self is PlanKind.SEQUENTIAL else self.value
 
 
 @dataclass(frozen=True)
@@ -487,10 +495,7 @@ def export_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def _figures_text(figures: dict[str, Any]) -> str:
-    try:
-        return GenerationFigures.from_dict(figures).summary()
-    except (KeyError, TypeError):
-        return json.dumps(figures)
+    return format_figures(figures) or json.dumps(figures)
 
 
 def _first_line(text: str) -> str:

@@ -28,7 +28,8 @@ from workbench.core.models.wait import (
     can_wait,
     until_ready,
 )
-from workbench.core.storage.store import Conversation, MessageStatus, Store, StoredMessage
+from workbench.core.storage.chats import Conversation, MessageStatus, StoredMessage
+from workbench.core.storage.store import Store
 from workbench.ui.clipboard import copy_text
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput
@@ -117,7 +118,7 @@ class ChatPane(PaneScreen):
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_import())
         self.refresh_models()
-        latest = self.store.list_conversations(limit=1)
+        latest = self.store.chats.list_conversations(limit=1)
         if latest:
             self.open_conversation(latest[0].id)
         else:
@@ -155,7 +156,7 @@ class ChatPane(PaneScreen):
             return
         self.model_id = str(event.value)
         if self.conversation is not None:
-            self.store.update_conversation(self.conversation.id, model_id=self.model_id)
+            self.store.chats.update_conversation(self.conversation.id, model_id=self.model_id)
         self.show_status()
         self.preload(self.model_id)
 
@@ -201,7 +202,7 @@ class ChatPane(PaneScreen):
         ))  # fmt: skip
 
     def open_conversation(self, conversation_id: int) -> None:
-        conversation = self.store.get_conversation(conversation_id)
+        conversation = self.store.chats.get_conversation(conversation_id)
         if conversation is None:
             return
         self.conversation = conversation
@@ -211,7 +212,7 @@ class ChatPane(PaneScreen):
         if conversation.model_id:
             self.model_id = conversation.model_id
         self.transcript.remove_children()
-        views = [self.view_for(m) for m in self.store.messages(conversation.id)]
+        views = [self.view_for(m) for m in self.store.chats.messages(conversation.id)]
         self.transcript.mount_all(views)
         self.transcript.scroll_end(animate=False)
         self.refresh_models()
@@ -238,22 +239,22 @@ class ChatPane(PaneScreen):
             self.notify(NO_MODEL, severity="warning")
             return
         if self.conversation is None:
-            self.conversation = self.store.create_conversation(
+            self.conversation = self.store.chats.create_conversation(
                 title=title_from(text), model_id=self.model_id, system_prompt=self.system_prompt,
                 sampling=self.sampling.to_dict(),
             )  # fmt: skip
             self.transcript.remove_children()
-        message = self.store.add_message(self.conversation.id, "user", text)
+        message = self.store.chats.add_message(self.conversation.id, "user", text)
         self.transcript.mount(self.view_for(message))
         self.query_one(ChatInput).clear()
         self.start_answer()
 
     def start_answer(self) -> None:
         assert self.conversation is not None
-        history = sendable(self.store.messages(self.conversation.id))
+        history = sendable(self.store.chats.messages(self.conversation.id))
         if self.system_prompt:
             history.insert(0, ChatMessage("system", self.system_prompt))
-        answer = self.store.add_message(self.conversation.id, "assistant", "", status=MessageStatus.STREAMING)
+        answer = self.store.chats.add_message(self.conversation.id, "assistant", "", status=MessageStatus.STREAMING)
         view = self.view_for(answer)
         self.transcript.mount(view)
         self.transcript.scroll_end(animate=False)
@@ -270,7 +271,7 @@ class ChatPane(PaneScreen):
                     self.model_id = step.model_id
                     self.refresh_models()
                 if self.conversation is not None:
-                    self.store.update_conversation(self.conversation.id, model_id=step.model_id)
+                    self.store.chats.update_conversation(self.conversation.id, model_id=step.model_id)
                 return step.model_id
         raise ModelWaitError(NO_MODEL)
 
@@ -296,7 +297,7 @@ class ChatPane(PaneScreen):
                         pending, last_paint = "", now
                         self.transcript.scroll_end(animate=False)
                     if now - last_save >= SAVE_INTERVAL_S:
-                        self.store.update_message(message_id, content=text)
+                        self.store.chats.update_message(message_id, content=text)
                         last_save = now
                 elif isinstance(event, ContextTrimmed):
                     note = (f"The conversation is longer than the model's context ({event.window} tokens): "
@@ -317,8 +318,8 @@ class ChatPane(PaneScreen):
             log.exception("chat generation failed")
             status, error = MessageStatus.ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            self.store.update_message(message_id, content=text, status=status, error=error,
-                                      figures=figures.to_dict() if figures else None)  # fmt: skip
+            self.store.chats.update_message(message_id, content=text, status=status, error=error,
+                                            figures=figures.to_dict() if figures else None)  # fmt: skip
             self.run, self.answering, self.answer_worker = None, False, None
             view.content = text
             view.set_waiting("")
@@ -341,24 +342,24 @@ class ChatPane(PaneScreen):
     def action_regenerate(self) -> None:
         if self.answering or self.conversation is None or self.model_id is None:
             return
-        messages = self.store.messages(self.conversation.id)
+        messages = self.store.chats.messages(self.conversation.id)
         if not messages or messages[-1].role != "assistant":
             return
-        self.store.delete_message(messages[-1].id)
+        self.store.chats.delete_message(messages[-1].id)
         self.message_views()[-1].remove()
         self.start_answer()
 
     def action_edit_last(self) -> None:
         if self.answering or self.conversation is None:
             return
-        messages = self.store.messages(self.conversation.id)
+        messages = self.store.chats.messages(self.conversation.id)
         users = [i for i, m in enumerate(messages) if m.role == "user"]
         if not users:
             return
         last_user = users[-1]
         views = self.message_views()
         for message, view in zip(messages[last_user:], views[last_user:], strict=False):
-            self.store.delete_message(message.id)
+            self.store.chats.delete_message(message.id)
             view.remove()
         prompt = self.query_one(ChatInput)
         prompt.text = messages[last_user].content
@@ -400,7 +401,7 @@ class ChatPane(PaneScreen):
 
         def opened(conversation_id: int | None) -> None:
             current = self.conversation.id if self.conversation else None
-            if self.conversation is not None and self.store.get_conversation(self.conversation.id) is None:
+            if self.conversation is not None and self.store.chats.get_conversation(self.conversation.id) is None:
                 self.conversation = None  # deleted from the history view
                 self.show_empty_hint()
             if conversation_id is not None and conversation_id != current:
@@ -420,8 +421,8 @@ class ChatPane(PaneScreen):
                 return
             self.system_prompt, self.sampling = result.system_prompt, result.sampling
             if self.conversation is not None:
-                self.store.update_conversation(self.conversation.id, system_prompt=self.system_prompt,
-                                               sampling=self.sampling.to_dict())  # fmt: skip
+                self.store.chats.update_conversation(self.conversation.id, system_prompt=self.system_prompt,
+                                                     sampling=self.sampling.to_dict())  # fmt: skip
             self.show_status()
 
         self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.system_prompt, self.sampling),  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from workbench.core.settings.paths import AppPaths
-from workbench.core.storage.store import Conversation, Store
+from workbench.core.storage.chats import Conversation
+from workbench.core.storage.store import Store
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 
 TITLE_WIDTH = 34
@@ -128,7 +129,7 @@ class HistoryScreen(ModalScreen[int | None]):
         """Reload from the store; the cursor goes to ``keep_id`` if listed, else to ``fallback_row`` (clamped)."""
         table = self.table
         self.rows_search = self.search
-        self.rows = self.store.list_conversations(search=self.rows_search)
+        self.rows = self.store.chats.list_conversations(search=self.rows_search)
         table.clear()
         now = time.time()
         for conversation in self.rows:
@@ -183,7 +184,7 @@ class HistoryScreen(ModalScreen[int | None]):
             if title is None or title == conversation.title:
                 return
             try:
-                self.store.rename_conversation(conversation.id, title)
+                self.store.chats.rename_conversation(conversation.id, title)
             except (KeyError, ValueError) as exc:
                 self.notify(f"Could not rename the chat: {problem(exc)}", severity="error")
             self.refresh_rows(keep_id=conversation.id, fallback_row=self.table.cursor_row)
@@ -200,7 +201,7 @@ class HistoryScreen(ModalScreen[int | None]):
             if not yes:
                 return
             try:
-                self.store.delete_conversation(conversation.id)
+                self.store.chats.delete_conversation(conversation.id)
             except KeyError as exc:
                 self.notify(f"Could not delete the chat: {problem(exc)}", severity="error")
             else:
@@ -217,7 +218,7 @@ class HistoryScreen(ModalScreen[int | None]):
             return
         path = self.paths.data_dir / "exports" / f"{slug(conversation.title)}-{conversation.id}.{kind}"
         try:
-            text = (self.store.export_markdown if kind == "md" else self.store.export_json)(conversation.id)
+            text = (self.store.chats.export_markdown if kind == "md" else self.store.chats.export_json)(conversation.id)
             write_export(path, text)
         except KeyError as exc:
             self.notify(f"Could not export the chat: {problem(exc)}", severity="error")

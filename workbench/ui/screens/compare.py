@@ -226,7 +226,7 @@ class ComparePane(PaneScreen):
         plan = self.current_plan()
         text = "Choose two models (or one model twice and give each side its own settings)."
         if plan is not None:
-            text = f"Plan: {plan.kind.value} — {plan.reason}"
+            text = f"Plan: {plan.kind.label} — {plan.reason}"
         elif self.default_import.status.coming and not self.chat_models():
             text = f"{self.default_import.describe()}: both sides get it; a prompt sent now waits for it."
         if self.waiting_prompt is None:  # else the wait says what it waits for
@@ -271,8 +271,8 @@ class ComparePane(PaneScreen):
         self.awaiting_vote = False
         self.hide_diff()
         self.run = CompareRun(self.manager, a, b, list(self.history["a"]), list(self.history["b"]), plan)
-        self.run_id = self.app.services.store.add_compare_run(  # type: ignore[attr-defined]
-            prompt=prompt, a=a, b=b, plan=plan, blind=self.blind, swapped=self.swapped
+        self.run_id = self.app.services.store.compare_runs.add_compare_run(  # type: ignore[attr-defined]
+            prompt=prompt, a=a.to_dict(), b=b.to_dict(), plan=plan.kind, blind=self.blind, swapped=self.swapped
         )
         self.stream(self.run, prompt)
 
@@ -346,7 +346,7 @@ class ComparePane(PaneScreen):
                 if texts[side]:
                     self.history[side].append(ChatMessage("assistant", texts[side]))
             if self.run_id is not None:
-                self.app.services.store.update_compare_run(  # type: ignore[attr-defined]
+                self.app.services.store.compare_runs.update_compare_run(  # type: ignore[attr-defined]
                     self.run_id, answer_a=texts["a"], answer_b=texts["b"],
                     figures_a=figures["a"].to_dict() if figures["a"] else None,
                     figures_b=figures["b"].to_dict() if figures["b"] else None,
@@ -405,7 +405,7 @@ class ComparePane(PaneScreen):
         if not self.awaiting_vote or self.run_id is None:
             return
         shown = OUTCOMES[key]  # "a"/"b" mean the columns as shown; the store maps swapped runs back
-        self.app.services.store.add_compare_vote(self.run_id, shown)  # type: ignore[attr-defined]
+        self.app.services.store.votes.add_compare_vote(self.run_id, shown)  # type: ignore[attr-defined]
         self.awaiting_vote = False
         self.refresh_bindings()
         a, b = self.contender("a"), self.contender("b")

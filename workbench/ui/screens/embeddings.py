@@ -177,7 +177,7 @@ class EmbeddingsPane(PaneScreen):
         self.refresh_models()
         self.show_compare_hint()
         self.query_one("#query", Input).focus()
-        recent = self.app.services.store.embedding_sets(limit=1)  # type: ignore[attr-defined]
+        recent = self.app.services.store.embedding_sets.embedding_sets(limit=1)  # type: ignore[attr-defined]
         if recent and Path(recent[0].path).exists():
             last = recent[0]
             if last.model_id in self.embedder.model_ids():
@@ -325,7 +325,7 @@ class EmbeddingsPane(PaneScreen):
             self.vectors_a = vectors
             if self.corpus_spec:
                 path, column = parse_corpus_spec(self.corpus_spec)
-                self.app.services.store.remember_embedding_set(  # type: ignore[attr-defined]
+                self.app.services.store.embedding_sets.remember_embedding_set(  # type: ignore[attr-defined]
                     str(path), column, model_id, len(texts)
                 )
             self.compute_map()

@@ -29,7 +29,7 @@ class LeaderboardScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        votes = self.app.services.store.compare_votes()  # type: ignore[attr-defined]
+        votes = self.app.services.store.votes.compare_votes()  # type: ignore[attr-defined]
         ratings = elo_ratings(votes)
         table = self.query_one(DataTable)
         for r in ratings:

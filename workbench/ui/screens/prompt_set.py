@@ -60,7 +60,7 @@ class PromptSetScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"{self.source.name}: {len(self.prompts)} prompts · A {self.a.label} · B {self.b.label}\n"
-                     f"Plan: {self.plan.kind.value} — {self.plan.reason}", id="prompt-set-head")  # fmt: skip
+                     f"Plan: {self.plan.kind.label} — {self.plan.reason}", id="prompt-set-head")  # fmt: skip
         yield ProgressBar(total=len(self.prompts), show_eta=True)
         table: DataTable[str] = DataTable(id="prompt-set-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("#", "Prompt", "A tokens", "A tok/s", "B tokens", "B tok/s")

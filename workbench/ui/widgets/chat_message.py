@@ -7,7 +7,7 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
 from workbench.core.chat.run import GenerationFigures
-from workbench.core.storage.store import MessageStatus
+from workbench.core.storage.chats import MessageStatus
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_NOTES = {

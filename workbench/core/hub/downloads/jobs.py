@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from workbench.core.hub import names as hub_names
 from workbench.core.hub.downloads.progress import Meter
-from workbench.core.storage.store import DownloadFile, DownloadJob
+from workbench.core.storage.download_jobs import DownloadFile, DownloadJob
 
 
 class JobState(StrEnum):

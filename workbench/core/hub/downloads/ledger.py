@@ -22,8 +22,9 @@ class JobLedger:
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self.store = store
         self._clock = clock
+        rows = store.downloads
         self.jobs: dict[int, Job] = {
-            record.id: Job.from_record(record, store.download_files(record.id)) for record in store.download_jobs()
+            record.id: Job.from_record(record, rows.download_files(record.id)) for record in rows.download_jobs()
         }
         self.feed = ProgressFeed(self.jobs, lambda job_id: self.snapshot(self.jobs[job_id]), clock)
 
@@ -62,13 +63,13 @@ class JobLedger:
 
     def add(self, repo_id: str, revision: str, files: list[str] | None, include: list[str] | None,
             all_files: bool) -> Job:  # fmt: skip
-        record = self.store.add_download_job(repo_id, revision, files, include, all_files)
+        record = self.store.downloads.add_download_job(repo_id, revision, files, include, all_files)
         job = self.jobs[record.id] = Job.from_record(record, [])
         self.feed.emit(job.id, force=True)
         return job
 
     def remove(self, job_id: int) -> None:
-        self.store.delete_download_job(job_id)
+        self.store.downloads.delete_download_job(job_id)
         del self.jobs[job_id]
 
     def move(self, job: Job, delta: int) -> bool:
@@ -81,7 +82,7 @@ class JobLedger:
         order.insert(target, order.pop(index))
         for position, item in enumerate(order):
             item.priority = len(order) - position
-        self.store.reorder_download_jobs([item.id for item in order])
+        self.store.downloads.reorder_download_jobs([item.id for item in order])
         for item in order[min(index, target) : max(index, target) + 1]:
             self.feed.emit(item.id, force=True)
         return True
@@ -95,7 +96,7 @@ class JobLedger:
         if state is not JobState.PAUSED:  # only a paused job waits out a rate limit
             job.resume_at = None
         job.updated = time.time()
-        self.store.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
+        self.store.downloads.update_download_job(job.id, state=state.value, error=job.error, message=job.message,
                                        resume_at=job.resume_at)  # fmt: skip
         self.feed.emit(job.id, force=True)
 
@@ -117,7 +118,7 @@ class JobLedger:
         if job is None or job.state not in ACTIVE or job.message == message:
             return
         job.message = message
-        self.store.update_download_job(job_id, message=message)
+        self.store.downloads.update_download_job(job_id, message=message)
         self.feed.emit(job_id, force=True)
 
     # --- files ---
@@ -125,24 +126,24 @@ class JobLedger:
     def apply_plan(self, job: Job, commit: str, files: list[JobFile]) -> None:
         job.commit, job.files = commit, files
         job.total_bytes = sum(f.size or 0 for f in files)
-        self.store.set_download_files(job.id, [f.record(job.id) for f in files])
-        self.store.update_download_job(job.id, commit=commit, total_bytes=job.total_bytes)
+        self.store.downloads.set_download_files(job.id, [f.record(job.id) for f in files])
+        self.store.downloads.update_download_job(job.id, commit=commit, total_bytes=job.total_bytes)
         self.feed.emit(job.id, force=True)
 
     def forget_plan(self, job: Job) -> None:
         """The job lists its repo again when it next runs (its files left the cache)."""
         job.commit, job.files, job.total_bytes = None, [], None
-        self.store.set_download_files(job.id, [])
-        self.store.update_download_job(job.id, commit=None, total_bytes=None, done_bytes=0)
+        self.store.downloads.set_download_files(job.id, [])
+        self.store.downloads.update_download_job(job.id, commit=None, total_bytes=None, done_bytes=0)
 
     def reset_failed_files(self, job: Job) -> None:
         for f in job.files:
             if f.state is FileState.FAILED:
                 f.state, f.error = FileState.PENDING, None
-                self.store.update_download_file(job.id, f.path, state=f.state.value, error=None)
+                self.store.downloads.update_download_file(job.id, f.path, state=f.state.value, error=None)
 
     def persist_file(self, job: Job, f: JobFile) -> None:
-        self.store.update_download_file(job.id, f.path, size=f.size, etag=f.etag, hash_kind=f.hash_kind,
+        self.store.downloads.update_download_file(job.id, f.path, size=f.size, etag=f.etag, hash_kind=f.hash_kind,
                                         expected_hash=f.expected_hash, done_bytes=f.done_bytes, state=f.state.value,
                                         error=f.error)  # fmt: skip
 
@@ -150,4 +151,4 @@ class JobLedger:
         for f in job.files:
             if f.state is not FileState.DONE:
                 self.persist_file(job, f)
-        self.store.update_download_job(job.id, done_bytes=sum(f.done_bytes for f in job.files))
+        self.store.downloads.update_download_job(job.id, done_bytes=sum(f.done_bytes for f in job.files))

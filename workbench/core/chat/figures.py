@@ -1,0 +1,58 @@
+"""The figures of one generation (speed, time to first token, memory) and the one way they are written for people.
+
+:func:`format_figures` writes ``first token 0.31 s · prompt 20 tok @ 150.0 tok/s · 12 tok @ 7.4 tok/s ·
+peak 0.12 GB`` from whichever figures a dict holds, so an answer on screen, the CLI's figures line, a chat
+export and a compare export all read the same; :meth:`GenerationFigures.summary` is it for a full set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerationFigures:
+    ttft_s: float
+    prompt_tokens: int
+    prompt_tps: float
+    generation_tokens: int
+    generation_tps: float
+    peak_memory_gb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationFigures:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+
+    def summary(self) -> str:
+        return format_figures(self.to_dict())
+
+
+def format_figures(figures: Mapping[str, Any] | None) -> str:
+    """One line from whichever figures are present (a figure stored by an older version may be missing);
+    "" when none is."""
+    if not figures:
+        return ""
+
+    def number(key: str) -> float | None:
+        value = figures.get(key)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def rate(tokens: float | None, tps: float | None) -> str:
+        counted = f"{tokens:.0f} tok" if tokens is not None else ""
+        speed = f"{tps:.1f} tok/s" if tps is not None else ""
+        return " @ ".join(part for part in (counted, speed) if part)
+
+    ttft, peak = number("ttft_s"), number("peak_memory_gb")
+    prompt = rate(number("prompt_tokens"), number("prompt_tps"))
+    parts = [
+        f"first token {ttft:.2f} s" if ttft is not None else "",
+        f"prompt {prompt}" if prompt else "",
+        rate(number("generation_tokens"), number("generation_tps")),
+        f"peak {peak:.2f} GB" if peak is not None else "",
+    ]
+    return " · ".join(part for part in parts if part)
