@@ -56,3 +56,28 @@ def test_the_first_frame_imports_no_heavy_library(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(root / "bench" / "startup.py"), "--child", "workbench"], env=env,
                    cwd=root, timeout=60, check=True, capture_output=True)  # fmt: skip
     assert json.loads(mark.read_text())["heavy"] == []
+
+
+def _ui_sources() -> list[tuple[Path, str]]:
+    return [(path, path.read_text()) for path in sorted((PACKAGE / "ui").rglob("*.py"))]
+
+
+def test_ui_reaches_services_through_the_typed_accessor() -> None:
+    """Screens and widgets use services_of(self) (typed as workbench.api.WorkbenchApi): no attr-defined ignores,
+    and every member of the interface exists on the in-process Services that implements it today."""
+    import inspect
+
+    from workbench.api import WorkbenchApi
+    from workbench.bootstrap import Services
+
+    offenders = [f"{path.relative_to(PACKAGE)}:{n}" for path, text in _ui_sources()
+                 for n, line in enumerate(text.splitlines(), 1) if "ignore[attr-defined]" in line]  # fmt: skip
+    assert offenders == []
+    members = {name for name, _ in inspect.getmembers(WorkbenchApi) if not name.startswith("_")}
+    assert {"manager", "store", "downloads", "discover_remote_models"} <= members
+    fields = set(Services.__dataclass_fields__)
+    assert {name for name in members if not hasattr(Services, name) and name not in fields} == set()
+    api_imports = imported_modules(PACKAGE / "api.py")
+    assert not {m for m in api_imports if m.split(".")[0] in ("textual", "aiohttp")
+                or m.startswith(("workbench.ui", "workbench.cli", "workbench.server", "workbench.bootstrap"))}
+

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from workbench.bootstrap import Services
+from workbench.api import WorkbenchApi
 from workbench.core.models.lifecycle import ManagerEvent
 from workbench.core.models.local import default_chat_missing, local_specs_with_cache
 from workbench.core.models.memory import MemorySnapshot, metal_budget
@@ -57,9 +57,9 @@ class WorkbenchApp(App[None]):
     activity: reactive[str] = reactive("")
     import_status: reactive[ImportStatus] = reactive(ImportStatus)  # the default chat model's first-start import
 
-    def __init__(self, services: Services, import_defaults: bool = True, scan_cache: bool = True) -> None:
+    def __init__(self, services: WorkbenchApi, import_defaults: bool = True, scan_cache: bool = True) -> None:
         super().__init__()
-        self.services = services
+        self.services: WorkbenchApi = services
         self.import_defaults = import_defaults
         self.scan_cache = scan_cache
         self._startup_notes: list[tuple[str, str]] = []

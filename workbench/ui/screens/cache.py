@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.downloads.manager import DownloadManager
 from workbench.core.models.memory import format_bytes
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class CacheScreen(Screen):
 
     @property
     def downloads(self) -> DownloadManager:
-        return self.app.services.downloads  # type: ignore[attr-defined]
+        return services_of(self).downloads
 
     def compose(self) -> ComposeResult:
         yield Static("Reading the cache…", id="cache-head")

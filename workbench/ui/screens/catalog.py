@@ -16,6 +16,7 @@ from workbench.core.hub.curated import CatalogEntry
 from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class CatalogPane(PaneScreen):
 
     @property
     def hub(self) -> HubCatalog:
-        return self.app.services.hub  # type: ignore[attr-defined]
+        return services_of(self).hub
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="/ to search Hugging Face, e.g. qwen coder", id="catalog-search")
@@ -140,7 +141,7 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            cache_dir = self.app.services.hf_cache_dir  # type: ignore[attr-defined]
+            cache_dir = services_of(self).hf_cache_dir
             statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
         self.app.call_from_thread(self.show_result, query, page, result, statuses)
 
@@ -161,7 +162,7 @@ class CatalogPane(PaneScreen):
     def curated_rows(self) -> list[CatalogEntry]:
         if self.page:
             return []
-        catalog: list[CatalogEntry] = self.app.services.catalog  # type: ignore[attr-defined]
+        catalog: list[CatalogEntry] = services_of(self).catalog
         text = self.query_state.text.lower()
         words = text.split()
         return [e for e in catalog if all(w in f"{e.repo_id} {e.name} {e.note}".lower() for w in words)
@@ -169,7 +170,7 @@ class CatalogPane(PaneScreen):
 
     def render_rows(self) -> None:
         table = self.query_one(DataTable)
-        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        budget = services_of(self).manager.budget.bytes
         local = self.local
         cursor = table.cursor_row
         table.clear()
@@ -264,7 +265,7 @@ class CatalogPane(PaneScreen):
         item = self.selected()
         if item is None:
             return
-        job = self.app.services.downloads.enqueue(item.repo_id)  # type: ignore[attr-defined]
+        job = services_of(self).downloads.enqueue(item.repo_id)
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
 
     @on(DataTable.RowSelected, "#catalog-table")

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from workbench.core.hub.client import HubError, ModelDetails, fit_verdict
 from workbench.core.models.memory import format_bytes
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class DetailsScreen(Screen):
     @work(thread=True, exclusive=True, group="details", exit_on_error=False)
     def load(self) -> None:
         try:
-            result: ModelDetails | HubError = self.app.services.hub.details(self.repo_id)  # type: ignore[attr-defined]
+            result: ModelDetails | HubError = services_of(self).hub.details(self.repo_id)
         except HubError as exc:
             result = exc
         except Exception as exc:
@@ -69,7 +70,7 @@ class DetailsScreen(Screen):
         head.set_class(False, "-error")
         self.details = result
         model = result.model
-        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        budget = services_of(self).manager.budget.bytes
         verdict = fit_verdict(model.memory_bytes, budget)
         gated = {False: "not gated", "auto": "gated (automatic approval)", "manual": "gated (manual approval)"}
         memory = (f"needs {format_bytes(model.memory_bytes)} (weights {format_bytes(model.weights_bytes)} + KV cache "
@@ -90,7 +91,7 @@ class DetailsScreen(Screen):
 
     def action_download(self) -> None:
         files = self.details.selected if self.details else None
-        job = self.app.services.downloads.enqueue(self.repo_id, files=files)  # type: ignore[attr-defined]
+        job = services_of(self).downloads.enqueue(self.repo_id, files=files)
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
 
     def action_retry(self) -> None:

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
 from workbench.core.models.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class DownloadsPane(PaneScreen):
 
     @property
     def downloads(self) -> DownloadManager:
-        return self.app.services.downloads  # type: ignore[attr-defined]
+        return services_of(self).downloads
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str | Text] = DataTable(id="downloads-table", cursor_type="row", zebra_stripes=True)
@@ -228,7 +229,7 @@ class JobFilesScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        downloads: DownloadManager = self.app.services.downloads  # type: ignore[attr-defined]
+        downloads: DownloadManager = services_of(self).downloads
         self._unsubscribe = downloads.subscribe(lambda job: self.show(job) if job.id == self.job_id else None)
         self.show(downloads.job(self.job_id))
 

@@ -32,6 +32,7 @@ from workbench.core.models.lifecycle import ModelManagerError
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import PromptScreen
+from workbench.ui.services import services_of
 from workbench.ui.widgets.embedder_comparison import EmbedderComparison
 from workbench.ui.widgets.heatmap import HeatmapView
 from workbench.ui.widgets.map_view import MapView
@@ -146,7 +147,7 @@ class EmbeddingsPane(PaneScreen):
 
     @property
     def embedder(self) -> Embedder:
-        return self.app.services.embedder  # type: ignore[attr-defined]
+        return services_of(self).embedder
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class EmbeddingsPane(PaneScreen):
         self.refresh_models()
         self.show_compare_hint()
         self.query_one("#query", Input).focus()
-        recent = self.app.services.store.embedding_sets(limit=1)  # type: ignore[attr-defined]
+        recent = services_of(self).store.embedding_sets(limit=1)
         if recent and Path(recent[0].path).exists():
             last = recent[0]
             if last.model_id in self.embedder.model_ids():
@@ -325,7 +326,7 @@ class EmbeddingsPane(PaneScreen):
             self.vectors_a = vectors
             if self.corpus_spec:
                 path, column = parse_corpus_spec(self.corpus_spec)
-                self.app.services.store.remember_embedding_set(  # type: ignore[attr-defined]
+                services_of(self).store.remember_embedding_set(
                     str(path), column, model_id, len(texts)
                 )
             self.compute_map()

@@ -16,6 +16,7 @@ from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_co
 from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
 from workbench.core.models.memory import format_bytes
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
 
@@ -70,7 +71,7 @@ class ModelsPane(PaneScreen):
 
     @property
     def manager(self) -> ModelManager:
-        return self.app.services.manager  # type: ignore[attr-defined]
+        return services_of(self).manager
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str | Text] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
@@ -114,7 +115,7 @@ class ModelsPane(PaneScreen):
             return
         estimate = info.estimate
         if info.spec.kind == REMOTE_KIND:
-            endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+            endpoints = {e.name: e for e in services_of(self).settings.endpoints}
             endpoint = endpoints.get(info.spec.id.partition(":")[0])
             where = endpoint.base_url if endpoint else "?"
             parts = [f"{escape(info.spec.name)}  [dim]{escape(where)}[/]", "runs on the server: no local memory"]
@@ -155,7 +156,7 @@ class ModelsPane(PaneScreen):
 
     def action_test_connection(self) -> None:
         """The selected remote model's endpoint and model; with no remote model selected, every endpoint."""
-        endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+        endpoints = {e.name: e for e in services_of(self).settings.endpoints}
         if not endpoints:
             self.notify("No remote endpoints: add [[endpoints]] to config.toml (see the README).", timeout=10)
             return
