@@ -15,6 +15,7 @@ from workbench.core.hub.client import FitVerdict, HubCatalog, HubError, HubModel
 from workbench.core.hub.curated import CatalogEntry
 from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
+from workbench.ui.messages import SearchDone
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
 
@@ -96,6 +97,7 @@ class CatalogPane(PaneScreen):
         self.error: HubError | None = None
         self.local: dict[str, LocalStatus] = {}
         self.outcomes_shown = 0  # search outcomes (a page or an error) shown so far: what tests wait on
+        self.search_generation = 0  # bumped by each search: an older one's answer is dropped
 
     @property
     def hub(self) -> HubCatalog:
@@ -128,10 +130,13 @@ class CatalogPane(PaneScreen):
         self.run_search()
         self.query_one(DataTable).focus()
 
-    @work(thread=True, exclusive=True, group="catalog-search", exit_on_error=False)
     def run_search(self) -> None:
-        query, page = self.query_state, self.page
-        self.app.call_from_thread(self.show_status, "searching…")
+        self.search_generation += 1
+        self.show_status("searching…")
+        self.search_worker(self.query_state, self.page, self.search_generation)
+
+    @work(thread=True, exclusive=True, group="catalog-search", exit_on_error=False)
+    def search_worker(self, query: SearchQuery, page: int, generation: int) -> None:
         try:
             result: SearchPage | HubError = self.hub.search(query, page)
         except HubError as exc:
@@ -143,17 +148,16 @@ class CatalogPane(PaneScreen):
         if isinstance(result, SearchPage):
             cache_dir = services_of(self).hf_cache_dir
             statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
-        self.app.call_from_thread(self.show_result, query, page, result, statuses)
+        self.post_message(SearchDone(generation, query, page, result, statuses))
 
-    def show_result(self, query: SearchQuery, page: int, result: SearchPage | HubError,
-                    statuses: dict[str, LocalStatus]) -> None:  # fmt: skip
-        if query != self.query_state or page != self.page:
+    def on_search_done(self, message: SearchDone) -> None:
+        if message.generation != self.search_generation:
             return  # an older search finished after a newer one started
-        self.local = statuses
-        if isinstance(result, HubError):
-            self.error = result
+        self.local = message.local
+        if isinstance(message.result, HubError):
+            self.error = message.result
         else:
-            self.error, self.result = None, result
+            self.error, self.result = None, message.result
         self.outcomes_shown += 1
         self.render_rows()
 

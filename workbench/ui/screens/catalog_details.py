@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Markdown, Static
 
 from workbench.core.hub.client import HubError, ModelDetails, fit_verdict
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import DetailsLoaded
 from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class DetailsScreen(Screen):
         super().__init__()
         self.repo_id = repo_id
         self.details: ModelDetails | None = None
+        self.generation = 0  # bumped by each load (r retries): an older answer is dropped
 
     def compose(self) -> ComposeResult:
         yield Static(f"{self.repo_id}\nloading…", id="details-head")
@@ -50,8 +52,12 @@ class DetailsScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
     def load(self) -> None:
+        self.generation += 1
+        self.load_worker(self.generation)
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def load_worker(self, generation: int) -> None:
         try:
             result: ModelDetails | HubError = services_of(self).hub.details(self.repo_id)
         except HubError as exc:
@@ -59,7 +65,11 @@ class DetailsScreen(Screen):
         except Exception as exc:
             log.exception("loading details of %s failed", self.repo_id)
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
-        self.app.call_from_thread(self.show, result)
+        self.post_message(DetailsLoaded(generation, result))
+
+    def on_details_loaded(self, message: DetailsLoaded) -> None:
+        if message.generation == self.generation:
+            self.show(message.result)
 
     def show(self, result: ModelDetails | HubError) -> None:
         head = self.query_one("#details-head", Static)

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from workbench.core.hub.downloads.manager import DownloadManager, FileState, JobSnapshot, JobState
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import JobChanged
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
 
@@ -92,7 +93,7 @@ class DownloadsPane(PaneScreen):
         yield Static("", id="downloads-note")
 
     def on_mount(self) -> None:
-        self._unsubscribe = self.downloads.subscribe(self.job_changed)
+        self._unsubscribe = self.downloads.subscribe(lambda job: self.post_message(JobChanged(job)))
         self.refresh_table()
         self.query_one(DataTable).focus()
 
@@ -117,7 +118,8 @@ class DownloadsPane(PaneScreen):
             )
         self.show_note()
 
-    def job_changed(self, job: JobSnapshot) -> None:
+    def on_job_changed(self, message: JobChanged) -> None:
+        job = message.job
         table = self.query_one(DataTable)
         order = [job.id for job in self.downloads.jobs()]
         rows = [int(row.value) for row in table.rows if row.value is not None]
@@ -230,8 +232,13 @@ class JobFilesScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         downloads: DownloadManager = services_of(self).downloads
-        self._unsubscribe = downloads.subscribe(lambda job: self.show(job) if job.id == self.job_id else None)
+        self._unsubscribe = downloads.subscribe(
+            lambda job: self.post_message(JobChanged(job)) if job.id == self.job_id else None
+        )
         self.show(downloads.job(self.job_id))
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        self.show(message.job)
 
     def on_unmount(self) -> None:
         self._unsubscribe()

@@ -15,6 +15,7 @@ from workbench.core.models.backends.remote import KIND as REMOTE_KIND
 from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
 from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import ConnectionChecked
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
 
@@ -168,11 +169,16 @@ class ModelsPane(PaneScreen):
             for endpoint in endpoints.values():
                 self.test_connection(endpoint.name, endpoint, None)
 
-    @work(thread=True, group="connection-test", exit_on_error=False)
     def test_connection(self, key: str, endpoint: Endpoint, model: str | None) -> None:
-        self.app.call_from_thread(self.notify, f"Testing {endpoint.name} ({endpoint.base_url})…", timeout=3)
-        report = check_connection(endpoint, model)
-        self.app.call_from_thread(self.show_report, key, endpoint, report)
+        self.notify(f"Testing {endpoint.name} ({endpoint.base_url})…", timeout=3)
+        self.connection_worker(key, endpoint, model)
+
+    @work(thread=True, group="connection-test", exit_on_error=False)
+    def connection_worker(self, key: str, endpoint: Endpoint, model: str | None) -> None:
+        self.post_message(ConnectionChecked(key, endpoint, check_connection(endpoint, model)))
+
+    def on_connection_checked(self, message: ConnectionChecked) -> None:
+        self.show_report(message.key, message.endpoint, message.report)
 
     def show_report(self, key: str, endpoint: Endpoint, report: ConnectionReport) -> None:
         self.reports[key] = report
