@@ -1,13 +1,12 @@
 """The Embeddings pane: open a corpus, embed it, search it as you type, map and cluster it, compare two embedders.
 
-The work runs in embeddings_work.py (workers that post messages); what the views show is computed in
-embeddings_views.py; this module lays the pane out, keeps its state and turns messages into widget updates.
+This module lays the pane out and keeps what its tabs derive from the vectors (the search hits, the map, the
+overlap, the marks); the corpus and its vectors are CorpusPane's (embeddings_corpus.py), the work runs in
+embeddings_work.py (workers that post messages) and embeddings_views.py paints the widgets.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,34 +20,16 @@ from workbench.core.embeddings.analysis import (
     CorpusMap,
     Overlap,
     default_cluster_count,
-    similarity_matrix,
     umap_available,
 )
-from workbench.core.embeddings.corpus import Corpus
-from workbench.core.embeddings.embedder import Embedder
-from workbench.core.models.local import DEFAULT_EMBEDDER_ID
-from workbench.ui.screens.base import PaneScreen
-from workbench.ui.screens.dialogs import PromptScreen
+from workbench.ui.screens.embeddings_corpus import CorpusPane
 from workbench.ui.screens.embeddings_views import (
-    EMPTY_HEATMAP,
     HEATMAP_MAX,
-    KEYS_HINT,
     NO_CORPUS,
     OPEN_HINT,
-    compare_hint,
-    corpus_label,
-    corpus_line,
-    heatmap_rows,
-    neighbour_lists,
-    parse_corpus_spec,
-    progress_label,
-    skipped_note,
+    EmbeddingsView,
 )
 from workbench.ui.screens.embeddings_work import (
-    CorpusRead,
-    EmbeddingJobs,
-    EmbedDone,
-    EmbedProgress,
     MapReady,
     OverlapReady,
     QueryEncodedB,
@@ -60,14 +41,10 @@ from workbench.ui.services import services_of
 from workbench.ui.widgets.embedder_comparison import EmbedderComparison
 from workbench.ui.widgets.heatmap import HeatmapView
 from workbench.ui.widgets.map_view import MapView
-from workbench.ui.widgets.passages import PassageSelected, snippet
-
-log = logging.getLogger(__name__)
-
-PASSAGE_TABLES = ("results", "members", "disagreements", "neighbours-a", "neighbours-b")  # rows keyed by passage
+from workbench.ui.widgets.passages import PassageSelected
 
 
-class EmbeddingsPane(PaneScreen):
+class EmbeddingsPane(CorpusPane):
     MODE = "embeddings"
 
     BINDINGS = [
@@ -103,14 +80,6 @@ class EmbeddingsPane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.corpus: Corpus | None = None
-        self.corpus_label = ""
-        self.corpus_spec = ""
-        self.generation = 0  # bumped whenever the corpus or a model changes, so late results are dropped
-        self.model_a: str | None = None
-        self.model_b: str | None = None
-        self.vectors_a: np.ndarray | None = None
-        self.vectors_b: np.ndarray | None = None
         self.query_a: np.ndarray | None = None
         self.query_b: np.ndarray | None = None
         self.query_text = ""
@@ -122,14 +91,7 @@ class EmbeddingsPane(PaneScreen):
         self.overlap: Overlap | None = None
         self.selected: int | None = None
         self.marked: list[int] = []
-        self.progress: dict[str, tuple[int, int]] = {}
-        self.cancels: dict[str, threading.Event] = {}
-        self.status = ""
-        self.jobs = EmbeddingJobs(self)
-
-    @property
-    def embedder(self) -> Embedder:
-        return services_of(self).embedder
+        self.view = EmbeddingsView(self)
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -168,158 +130,35 @@ class EmbeddingsPane(PaneScreen):
                 self.query_one("#model-a", Select).value = last.model_id
             self.open_corpus(Path(last.path), last.column)
 
-    # --- models ----------------------------------------------------------------------------------
+    # --- the corpus and its vectors changed (CorpusPane's hooks) ----------------------------------
 
-    def refresh_models(self) -> None:
-        ids = self.embedder.model_ids()
-        manager = self.embedder.manager
-        options = [(manager.info(i).spec.name, i) for i in ids]
-        for select_id in ("#model-a", "#model-b"):
-            select = self.query_one(select_id, Select)
-            if [value for _, value in select._options if value is not Select.NULL] != ids:
-                current = select.value
-                select.set_options(options)
-                if current in ids:
-                    select.value = current
-        if self.model_a not in ids:
-            self.model_a = DEFAULT_EMBEDDER_ID if DEFAULT_EMBEDDER_ID in ids else (ids[0] if ids else None)
-        if self.model_a is not None and self.query_one("#model-a", Select).value != self.model_a:
-            self.query_one("#model-a", Select).value = self.model_a
-        self.show_compare_hint()
-
-    @on(Select.Changed, "#model-a")
-    def model_a_chosen(self, event: Select.Changed) -> None:
-        if event.value is Select.NULL or event.value == self.model_a:
-            return
-        self.model_a = str(event.value)
-        self.restart("a")
-
-    @on(Select.Changed, "#model-b")
-    def model_b_chosen(self, event: Select.Changed) -> None:
-        value = None if event.value is Select.NULL else str(event.value)
-        if value == self.model_b:
-            return
-        self.model_b = value
-        self.restart("b")
-
-    def restart(self, side: str) -> None:
-        """A model changed: drop what the old one produced and embed again (cached vectors come back at once)."""
-        self.generation += 1
-        self.cancel_side(side)
+    def forget(self, side: str) -> None:
         self.overlap = None
         if side == "a":
-            self.vectors_a, self.query_a, self.map_result = None, None, None
+            self.query_a, self.map_result = None, None
         else:
-            self.vectors_b, self.query_b = None, None
-        self.show_overlap()
+            self.query_b = None
+        self.view.overlap()
         self.show_compare_hint()
-        if self.corpus is not None and self.corpus.passages:
-            self.embed(side)
 
-    def action_choose_model(self) -> None:
-        select = self.query_one("#model-a", Select)
-        select.focus()
-        select.expanded = True
-
-    # --- opening a corpus ------------------------------------------------------------------------
-
-    def action_open_corpus(self) -> None:
-        def chosen(spec: str | None) -> None:
-            if spec:
-                self.open_corpus(*parse_corpus_spec(spec))
-
-        title = "Open a corpus: a file or folder (PATH, or PATH::COLUMN for CSV/JSONL)"
-        self.app.push_screen(PromptScreen(title, self.corpus_spec, placeholder="~/notes  or  data.csv::text"), chosen)
-
-    def open_corpus(self, path: Path, column: str | None = None) -> None:
-        for side in ("a", "b"):
-            self.cancel_side(side)
-        path = path.resolve()
-        self.corpus_spec = f"{path}::{column}" if column else str(path)
-        self.show_status(f"reading {path.name}…")
-        self.jobs.read_corpus(path, column)
-
-    def on_corpus_read(self, message: CorpusRead) -> None:
-        path, corpus = message.path, message.corpus
-        self.generation += 1
-        self.corpus = corpus
-        self.corpus_label = corpus_label(path, message.column)
-        self.vectors_a = self.vectors_b = self.query_a = self.query_b = None
+    def corpus_opened(self) -> None:
+        self.query_a = self.query_b = None
         self.map_result, self.overlap, self.selected, self.hits = None, None, None, []
         self.marked.clear()
-        self.show_results()
-        self.show_map()
-        self.show_overlap()
-        problems = corpus.problems
-        self.query_one("#detail", Static).update(skipped_note(problems) if problems else KEYS_HINT)
-        for problem in problems:
-            log.info("corpus %s: %s", path, problem)
-        if not corpus.passages:
-            self.show_status("nothing to embed")
-            self.notify(f"No passages in {path.name}" + (f": {problems[0]}" if problems else ""), severity="warning")
-            return
-        self.show_status("")
-        self.embed("a")
-        if self.model_b is not None:
-            self.embed("b")
+        self.view.results()
+        self.view.map()
+        self.view.overlap()
 
-    # --- embedding -------------------------------------------------------------------------------
-
-    def embed(self, side: str) -> None:
-        model_id = self.model_a if side == "a" else self.model_b
-        if model_id is None or self.corpus is None:
-            return
-        cancel = self.cancels[side] = threading.Event()
-        self.progress[side] = (0, len(self.corpus.texts))
-        self.show_progress()
-        self.jobs.embed(side, model_id, self.corpus.texts, self.generation, cancel)
-
-    def on_embed_progress(self, message: EmbedProgress) -> None:
-        if message.side in self.progress:
-            self.progress[message.side] = (message.done, message.total)
-            self.show_progress()
-
-    def on_embed_done(self, message: EmbedDone) -> None:
-        side = message.side
-        if self.cancels.get(side) is message.cancel:
-            del self.cancels[side]
-            self.progress.pop(side, None)
-        self.show_progress()
-        if message.note and (message.vectors is None or message.generation == self.generation):
-            self.show_status(message.note)
-        if message.alert:
-            self.notify(message.alert, severity="error", timeout=15)
-        if message.vectors is None or message.generation != self.generation:
-            return
+    def embedded(self, side: str) -> None:
         if side == "a":
-            self.vectors_a = message.vectors
-            if self.corpus_spec:
-                path, column = parse_corpus_spec(self.corpus_spec)
-                services_of(self).store.remember_embedding_set(str(path), column, message.model_id, message.count)
             self.compute_map()
             if self.query_text:
                 self.search(self.query_text)
-        else:
-            self.vectors_b = message.vectors
         self.show_compare_hint()
         if self.vectors_a is not None and self.vectors_b is not None:
             self.compute_overlap()
             if self.query_text:
                 self.search(self.query_text)
-
-    def show_progress(self) -> None:
-        row = self.query_one("#progress-row")
-        row.set_class(bool(self.progress), "running")
-        if not self.progress:
-            return
-        done = sum(d for d, _ in self.progress.values())
-        total = sum(t for _, t in self.progress.values())
-        self.query_one("#embed-progress", ProgressBar).update(total=max(total, 1), progress=done)
-        self.query_one("#progress-label", Static).update(progress_label(self.progress))
-
-    def cancel_side(self, side: str) -> None:
-        if side in self.cancels:
-            self.cancels[side].set()
 
     def action_cancel(self) -> None:
         if self.cancels:
@@ -327,11 +166,6 @@ class EmbeddingsPane(PaneScreen):
                 self.cancel_side(side)
         elif self.focused is self.query_one("#query"):
             self.query_one("#results").focus()
-
-    def show_status(self, status: str) -> None:
-        self.status = status
-        line = corpus_line(self.corpus, self.corpus_label, len(self.marked), status)
-        self.query_one("#corpus-line", Static).update(line)
 
     # --- search ----------------------------------------------------------------------------------
 
@@ -354,56 +188,43 @@ class EmbeddingsPane(PaneScreen):
                                                     self.vectors_b))  # fmt: skip
 
     def on_search_note(self, message: SearchNote) -> None:
-        self.query_one("#search-status", Static).update(message.text)
+        self.view.search_note(message.text)
 
     def on_search_answered(self, message: SearchAnswered) -> None:
         if message.generation != self.generation or (message.text and self.vectors_a is None):
             return
         self.hits, self.hits_for, self.query_a = message.hits, message.text, message.query
         self.query_b = None
-        self.show_results(message.timing)
+        self.view.results(message.timing)
 
     def on_query_encoded_b(self, message: QueryEncodedB) -> None:
         if message.generation == self.generation:
             self.query_b = message.query
-        self.show_neighbour_lists()
-
-    def show_results(self, timing: str = "") -> None:
-        table = self.query_one("#results", DataTable)
-        table.clear()
-        status = self.query_one("#search-status", Static)
-        if self.corpus is None or not self.hits:
-            status.update("" if self.corpus is None or not self.query_text else "no results yet")
-            return
-        passages = self.corpus.passages
-        for rank, (row, score) in enumerate(self.hits, start=1):
-            mark = "•" if row in self.marked else ""
-            table.add_row(f"{mark}{rank}", f"{score:.3f}", passages[row].id, snippet(passages[row].text), key=str(row))
-        status.update(f"top {len(self.hits)} of {len(passages)} · {timing}" if timing else "")
+        self.view.neighbour_lists()
 
     @on(DataTable.RowHighlighted, "#results")
     def result_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             row = int(event.row_key.value)
             if self.corpus is not None:
-                self.query_one("#detail", Static).update(self.corpus.passages[row].text)
+                self.view.detail(self.corpus.passages[row].text)
             self.select_passage(row)
 
     def select_passage(self, row: int) -> None:
         self.selected = row
-        self.query_one(MapView).select(row)
+        self.view.select(row)
 
     def on_passage_selected(self, message: PassageSelected) -> None:
         self.select_passage(message.row)
         if message.source == "compare":
-            self.show_neighbour_lists(prefer_item=True)
+            self.view.neighbour_lists(prefer_item=True)
 
     # --- the map ---------------------------------------------------------------------------------
 
     def compute_map(self) -> None:
         if self.vectors_a is None or self.corpus is None:
             return
-        self.query_one(MapView).set_status("projecting and clustering…")
+        self.view.map_status("projecting and clustering…")
         k = self.cluster_count or default_cluster_count(len(self.vectors_a))
         self.jobs.project(self.vectors_a, self.corpus.texts, k, self.projection_method, self.generation)
 
@@ -411,13 +232,10 @@ class EmbeddingsPane(PaneScreen):
         if message.generation != self.generation:
             return
         if message.result is None:
-            self.query_one(MapView).set_status(f"map failed: {message.error}")
+            self.view.map_status(f"map failed: {message.error}")
             return
         self.map_result = message.result
-        self.show_map()
-
-    def show_map(self) -> None:
-        self.query_one(MapView).show(self.corpus, self.vectors_a, self.map_result, self.selected)
+        self.view.map()
 
     def action_clusters(self, step: int) -> None:
         if self.vectors_a is None:
@@ -437,44 +255,27 @@ class EmbeddingsPane(PaneScreen):
     # --- two embedders ---------------------------------------------------------------------------
 
     def show_compare_hint(self) -> None:
-        others = any(i != self.model_a for i in self.embedder.model_ids())
-        hint = compare_hint(others, self.model_b, self.vectors_b is not None, self.corpus is not None)
-        self.query_one(EmbedderComparison).set_hint(hint)
+        self.view.compare_hint(any(i != self.model_a for i in self.embedder.model_ids()))
 
     def compute_overlap(self) -> None:
         if self.vectors_a is None or self.vectors_b is None:
             return
-        self.query_one(EmbedderComparison).set_line("comparing neighbours…")
+        self.view.compare_line("comparing neighbours…")
         self.jobs.compare(self.vectors_a, self.vectors_b, self.generation)
 
     def on_overlap_ready(self, message: OverlapReady) -> None:
         if message.generation != self.generation:
             return
         if message.overlap is None:
-            self.query_one(EmbedderComparison).set_line(f"comparison failed: {message.error}")
+            self.view.compare_line(f"comparison failed: {message.error}")
             return
         self.overlap = message.overlap
-        self.show_overlap()
-
-    def show_overlap(self) -> None:
-        self.query_one(EmbedderComparison).show_overlap(self.overlap, self.corpus)
-        self.show_neighbour_lists()
-
-    def show_neighbour_lists(self, prefer_item: bool = False) -> None:
-        lists = neighbour_lists(self.vectors_a, self.vectors_b, self.query_a, self.query_b, self.selected, prefer_item)
-        self.query_one(EmbedderComparison).show_lists(self.corpus, lists)
+        self.view.overlap()
 
     # --- marks and the heatmap -------------------------------------------------------------------
 
-    def focused_row(self) -> int | None:
-        focused = self.focused
-        if isinstance(focused, DataTable) and focused.id in PASSAGE_TABLES and focused.row_count:
-            key = focused.coordinate_to_cell_key(focused.cursor_coordinate).row_key.value
-            return int(key) if key is not None else None
-        return self.selected
-
     def action_mark(self) -> None:
-        row = self.focused_row()
+        row = self.view.focused_row()
         if row is None:
             return
         if row in self.marked:
@@ -485,37 +286,19 @@ class EmbeddingsPane(PaneScreen):
         else:
             self.marked.append(row)
         self.show_status(self.status)
-        self.show_heatmap()
+        self.view.heatmap()
 
     def action_clear_marks(self) -> None:
         self.marked.clear()
         self.show_status(self.status)
-        self.show_heatmap()
-
-    def show_heatmap(self) -> None:
-        title, rows = heatmap_rows(self.marked, self.hits, self.query_text, self.map_result)
-        view = self.query_one(HeatmapView)
-        if self.vectors_a is None or self.corpus is None or len(rows) < 2:
-            view.show_empty(EMPTY_HEATMAP)
-            return
-        labels = [snippet(self.corpus.passages[row].text, 60) for row in rows]
-        view.show(f"{title} · cosine similarity, model A", labels, similarity_matrix(self.vectors_a, rows))
+        self.view.heatmap()
 
     # --- tabs ------------------------------------------------------------------------------------
 
     def action_show_tab(self, tab: str) -> None:
-        self.set_focus(None)  # a focused widget in the old tab would pull TabbedContent back to it
-        self.query_one(TabbedContent).active = {"map": "map-tab", "heatmap": "heatmap-tab"}.get(tab, tab)
+        self.view.show_tab(tab)
 
     @on(TabbedContent.TabActivated)
     def tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = event.pane.id
-        if pane == "search":
-            self.query_one("#query").focus()
-        elif pane == "heatmap-tab":
-            self.show_heatmap()
-            self.query_one("#heatmap-scroll").focus()
-        elif pane == "map-tab":
-            self.query_one("#clusters").focus()
-        elif pane == "compare":
-            self.query_one("#disagreements" if self.overlap is not None else "#model-b").focus()
+        if event.pane.id:
+            self.view.tab_shown(event.pane.id)
