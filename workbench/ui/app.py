@@ -20,7 +20,7 @@ from workbench.core.models.wait import ImportState, ImportStatus
 from workbench.core.settings.config import save_setting
 from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
-from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound
+from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound, Notice
 from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 
@@ -204,9 +204,12 @@ class WorkbenchApp(App[None]):
             spec = await self.services.default_import.run()
         except Exception as exc:
             log.exception("importing the default chat model failed")
-            self.notify(f"Could not import the default chat model: {exc}", severity="error", timeout=20)
+            self.post_message(Notice(f"Could not import the default chat model: {exc}", severity="error", timeout=20))
             return
-        self.notify(f"{spec.name} is imported and ready.", title="Default chat model")
+        self.post_message(Notice(f"{spec.name} is imported and ready.", title="Default chat model"))
+
+    def on_notice(self, message: Notice) -> None:
+        self.notify(message.text, title=message.title, severity=message.severity, timeout=message.timeout)
 
     def on_import_progress(self, message: ImportProgress) -> None:
         self.import_status = message.status

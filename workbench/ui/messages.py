@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.message import Message
+from textual.notifications import SeverityLevel
 
 if TYPE_CHECKING:
     from workbench.core.hub import cache as hf_cache
@@ -31,6 +32,18 @@ class ImportProgress(Message):
     def __init__(self, status: ImportStatus) -> None:
         super().__init__()
         self.status = status
+
+
+class Notice(Message):
+    """A word for the user from a worker; the app shows it as a notification."""
+
+    def __init__(self, text: str, title: str = "", severity: SeverityLevel = "information",
+                 timeout: float | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.text = text
+        self.title = title
+        self.severity: SeverityLevel = severity
+        self.timeout = timeout
 
 
 class ModelsChanged(Message):

@@ -22,6 +22,7 @@ from workbench.core.embeddings.analysis import (
     default_cluster_count,
     umap_available,
 )
+from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.embeddings_corpus import CorpusPane
 from workbench.ui.screens.embeddings_views import (
     HEATMAP_MAX,
@@ -44,7 +45,7 @@ from workbench.ui.widgets.map_view import MapView
 from workbench.ui.widgets.passages import PassageSelected
 
 
-class EmbeddingsPane(CorpusPane):
+class EmbeddingsPane(CorpusPane, PaneScreen):
     MODE = "embeddings"
 
     BINDINGS = [

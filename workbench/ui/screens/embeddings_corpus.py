@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from textual import on
+from textual.screen import Screen
 from textual.widgets import Select
 
 from workbench.core.embeddings.corpus import Corpus
 from workbench.core.embeddings.embedder import Embedder
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
-from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import PromptScreen
 from workbench.ui.screens.embeddings_views import KEYS_HINT, corpus_label, parse_corpus_spec, skipped_note
 from workbench.ui.screens.embeddings_work import CorpusRead, EmbeddingJobs, EmbedDone, EmbedProgress
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CorpusPane(PaneScreen):
+class CorpusPane(Screen):
+    """A base of EmbeddingsPane (not a pane of its own: EmbeddingsPane is also a PaneScreen)."""
+
     view: EmbeddingsView  # the subclass paints through it
 
     def __init__(self) -> None:

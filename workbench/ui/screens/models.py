@@ -15,7 +15,7 @@ from workbench.core.models.backends.remote import KIND as REMOTE_KIND
 from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
 from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
 from workbench.core.models.memory import format_bytes
-from workbench.ui.messages import ConnectionChecked
+from workbench.ui.messages import ConnectionChecked, Notice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
 
@@ -191,11 +191,11 @@ class ModelsPane(PaneScreen):
         try:
             await self.manager.load(model_id)
         except ModelManagerError as exc:
-            self.notify(str(exc), title="Cannot load", severity="error", timeout=10)
+            self.post_message(Notice(str(exc), title="Cannot load", severity="error", timeout=10))
 
     @work(group="models", exit_on_error=False)
     async def unload_model(self, model_id: str) -> None:
         try:
             await self.manager.unload(model_id)
         except ModelManagerError as exc:
-            self.notify(str(exc), title="Cannot unload", severity="warning")
+            self.post_message(Notice(str(exc), title="Cannot unload", severity="warning"))
