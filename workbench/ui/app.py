@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -13,20 +12,17 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from workbench.bootstrap import Services
-from workbench.core.models.lifecycle import ManagerEvent
+from workbench.api import WorkbenchApi
+from workbench.core.models.lifecycle import ModelSpec
 from workbench.core.models.local import default_chat_missing, local_specs_with_cache
 from workbench.core.models.memory import MemorySnapshot, metal_budget
 from workbench.core.models.wait import ImportState, ImportStatus
 from workbench.core.settings.config import save_setting
 from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
-from workbench.ui.messages import ImportProgress
+from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound, Notice
 from workbench.ui.panes import MODES, PANES
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
-
-if TYPE_CHECKING:
-    from workbench.core.hub.downloads.jobs import JobSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +53,12 @@ class WorkbenchApp(App[None]):
     activity: reactive[str] = reactive("")
     import_status: reactive[ImportStatus] = reactive(ImportStatus)  # the default chat model's first-start import
 
-    def __init__(self, services: Services, import_defaults: bool = True, scan_cache: bool = True) -> None:
+    def __init__(self, services: WorkbenchApi, import_defaults: bool = True, scan_cache: bool = True) -> None:
         super().__init__()
-        self.services = services
+        self.services: WorkbenchApi = services
         self.import_defaults = import_defaults
         self.scan_cache = scan_cache
+        self.models_scan = 0  # the generation of the latest scan for models (find_cached_models)
         self._startup_notes: list[tuple[str, str]] = []
         self._apply_keymap()
         self._register_themes()
@@ -114,7 +111,7 @@ class WorkbenchApp(App[None]):
         default_import.subscribe(lambda status: self.post_message(ImportProgress(status)))
         if self.import_defaults and default_chat_missing(self.services.paths):
             default_import.plan()  # a message sent before the import starts waits for it instead of being refused
-        self.services.manager.subscribe(self._on_manager_event)
+        self.services.manager.subscribe(lambda _event: self.post_message(ModelsChanged()))
         self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
         # Everything else waits for the first frame: the background work below imports huggingface_hub and
         # MLX, and even in a thread an import holds the interpreter long enough to delay the first paint.
@@ -122,7 +119,7 @@ class WorkbenchApp(App[None]):
 
     def start_background_work(self) -> None:
         self.sample_memory()
-        self.services.downloads.subscribe(self._on_download)
+        self.services.downloads.subscribe(lambda job: self.post_message(DownloadChanged(job)))
         self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
@@ -134,29 +131,39 @@ class WorkbenchApp(App[None]):
     async def on_unmount(self) -> None:
         await self.services.aclose()
 
-    @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
     def find_cached_models(self) -> None:
-        """Models in the Hugging Face cache (the scan imports huggingface_hub: off the UI path), then the ones
-        remote endpoints serve (network: also off the UI path)."""
+        """Models in the Hugging Face cache, then the ones remote endpoints serve: found in a thread, registered
+        when the message arrives (unless a newer scan started meanwhile)."""
+        self.models_scan += 1
+        self.scan_for_models(self.models_scan)
+
+    @work(thread=True, group="hf-cache", exclusive=True, exit_on_error=False)
+    def scan_for_models(self, generation: int) -> None:
+        """The scan imports huggingface_hub and asks endpoints over the network: off the UI path."""
         try:
             specs = local_specs_with_cache(self.services.paths, self.services.hf_cache_dir)
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
         else:
-            self.call_from_thread(self._register_specs, specs)
+            self.post_message(ModelsFound(generation, specs))
         remote, problems = self.services.discover_remote_models()
-        self.call_from_thread(self._register_specs, remote)
-        for problem in problems:
-            self.call_from_thread(self.notify, f"{problem}. The Models view (6, t) tests the connection.",
-                                  title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
+        self.post_message(ModelsFound(generation, remote, problems))
 
-    def _on_download(self, job: JobSnapshot) -> None:
+    def on_models_found(self, message: ModelsFound) -> None:
+        if message.generation != self.models_scan:
+            return  # a newer scan answers
+        self._register_specs(message.specs)
+        for problem in message.problems:
+            self.notify(f"{problem}. The Models view (6, t) tests the connection.",
+                        title="Remote endpoint", severity="warning", timeout=20)  # fmt: skip
+
+    def on_download_changed(self, message: DownloadChanged) -> None:
         from workbench.core.hub.downloads.jobs import JobState
 
-        if job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
+        if message.job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
             self.find_cached_models()
 
-    def _register_specs(self, specs: list) -> None:
+    def _register_specs(self, specs: list[ModelSpec]) -> None:
         manager = self.services.manager
         known = {info.spec.id for info in manager.models()}
         for spec in specs:
@@ -168,7 +175,7 @@ class WorkbenchApp(App[None]):
     def sample_memory(self) -> None:
         self.memory_snapshot = self.services.probe.snapshot()
 
-    def _on_manager_event(self, event: ManagerEvent) -> None:
+    def on_models_changed(self, message: ModelsChanged) -> None:
         self.models_version += 1
 
     def _remember_theme(self, name: str) -> None:
@@ -188,7 +195,7 @@ class WorkbenchApp(App[None]):
         budget = await manager.inference.run(metal_budget)
         if budget is not None:
             manager.set_budget(budget)
-            self.models_version += 1
+            self.post_message(ModelsChanged())
 
     @work(group="import-default", exit_on_error=False)
     async def import_default_model(self) -> None:
@@ -197,9 +204,12 @@ class WorkbenchApp(App[None]):
             spec = await self.services.default_import.run()
         except Exception as exc:
             log.exception("importing the default chat model failed")
-            self.notify(f"Could not import the default chat model: {exc}", severity="error", timeout=20)
+            self.post_message(Notice(f"Could not import the default chat model: {exc}", severity="error", timeout=20))
             return
-        self.notify(f"{spec.name} is imported and ready.", title="Default chat model")
+        self.post_message(Notice(f"{spec.name} is imported and ready.", title="Default chat model"))
+
+    def on_notice(self, message: Notice) -> None:
+        self.notify(message.text, title=message.title, severity=message.severity, timeout=message.timeout)
 
     def on_import_progress(self, message: ImportProgress) -> None:
         self.import_status = message.status

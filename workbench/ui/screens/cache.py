@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,6 +16,8 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import CacheDeleted, CacheScanned
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,11 @@ class CacheScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[tuple[hf_cache.CachedRepo, hf_cache.CachedRevision | None]] = []
+        self.generation = 0  # bumped by each scan: an older scan's answer is dropped
 
     @property
     def downloads(self) -> DownloadManager:
-        return self.app.services.downloads  # type: ignore[attr-defined]
+        return services_of(self).downloads
 
     def compose(self) -> ComposeResult:
         yield Static("Reading the cache…", id="cache-head")
@@ -58,17 +63,28 @@ class CacheScreen(Screen):
         self.query_one(DataTable).focus()
         self.action_rescan()
 
-    @work(thread=True, exclusive=True, group="cache-scan", exit_on_error=False)
     def action_rescan(self) -> None:
-        cache_dir = self.downloads.cache_dir
+        self.generation += 1
+        self.scan_worker(self.downloads.cache_dir, self.generation)
+
+    @work(thread=True, exclusive=True, group="cache-scan", exit_on_error=False)
+    def scan_worker(self, cache_dir: Path, generation: int) -> None:
         try:
             repos = hf_cache.scan(cache_dir)
             partials = hf_cache.partial_files(cache_dir)
         except Exception as exc:
             log.exception("scanning the cache failed")
-            self.app.call_from_thread(self.notify, f"Cannot read the cache: {exc}", severity="error")
+            self.post_message(CacheScanned(generation, [], [], error=str(exc)))
             return
-        self.app.call_from_thread(self.show, repos, partials)
+        self.post_message(CacheScanned(generation, repos, partials))
+
+    def on_cache_scanned(self, message: CacheScanned) -> None:
+        if message.generation != self.generation:
+            return  # a newer scan answers
+        if message.error:
+            self.notify(f"Cannot read the cache: {message.error}", severity="error")
+            return
+        self.show(message.repos, message.partials)
 
     def show(self, repos: list[hf_cache.CachedRepo], partials: list[hf_cache.PartialFile]) -> None:
         now = time.time()
@@ -94,10 +110,10 @@ class CacheScreen(Screen):
         row = self.query_one(DataTable).cursor_row
         return self.rows[row] if 0 <= row < len(self.rows) else None
 
-    def confirm(self, question: str, then: object) -> None:
+    def confirm(self, question: str, then: Callable[[], None]) -> None:
         from workbench.ui.screens.dialogs import ConfirmScreen
 
-        self.app.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)  # type: ignore[operator]
+        self.app.push_screen(ConfirmScreen(question), lambda yes: then() if yes else None)
 
     def action_delete_revision(self) -> None:
         chosen = self.selected()
@@ -125,15 +141,21 @@ class CacheScreen(Screen):
         self.confirm(f"Delete all of {repo.repo_id} ({format_bytes(repo.size_bytes)}) from the cache?", delete)
 
     @work(thread=True, group="cache-delete", exit_on_error=False)
-    def run_delete(self, delete: object) -> None:
+    def run_delete(self, delete: Callable[[], int]) -> None:
         try:
-            freed = delete()  # type: ignore[operator]
+            freed = delete()
         except Exception as exc:
             log.exception("deleting from the cache failed")
-            self.app.call_from_thread(self.notify, f"Could not delete: {exc}", severity="error")
+            self.post_message(CacheDeleted(0, error=str(exc)))
             return
-        self.app.call_from_thread(self.notify, f"Freed {format_bytes(freed)}.")
-        self.app.call_from_thread(self.action_rescan)
+        self.post_message(CacheDeleted(freed))
+
+    def on_cache_deleted(self, message: CacheDeleted) -> None:
+        if message.error:
+            self.notify(f"Could not delete: {message.error}", severity="error")
+            return
+        self.notify(f"Freed {format_bytes(message.freed)}.")
+        self.action_rescan()
 
     def action_clean(self) -> None:
         removed = self.downloads.clean_partial_files()

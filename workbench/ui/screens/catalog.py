@@ -17,7 +17,9 @@ from workbench.core.hub.errors import HubError
 from workbench.core.hub.fit import FitVerdict, fit_verdict
 from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
+from workbench.ui.messages import SearchDone
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,11 @@ class CatalogPane(PaneScreen):
         self.error: HubError | None = None
         self.local: dict[str, LocalStatus] = {}
         self.outcomes_shown = 0  # search outcomes (a page or an error) shown so far: what tests wait on
+        self.search_generation = 0  # bumped by each search: an older one's answer is dropped
 
     @property
     def hub(self) -> HubCatalog:
-        return self.app.services.hub  # type: ignore[attr-defined]
+        return services_of(self).hub
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="/ to search Hugging Face, e.g. qwen coder", id="catalog-search")
@@ -129,10 +132,13 @@ class CatalogPane(PaneScreen):
         self.run_search()
         self.query_one(DataTable).focus()
 
-    @work(thread=True, exclusive=True, group="catalog-search", exit_on_error=False)
     def run_search(self) -> None:
-        query, page = self.query_state, self.page
-        self.app.call_from_thread(self.show_status, "searching…")
+        self.search_generation += 1
+        self.show_status("searching…")
+        self.search_worker(self.query_state, self.page, self.search_generation)
+
+    @work(thread=True, exclusive=True, group="catalog-search", exit_on_error=False)
+    def search_worker(self, query: SearchQuery, page: int, generation: int) -> None:
         try:
             result: SearchPage | HubError = self.hub.search(query, page)
         except HubError as exc:
@@ -142,19 +148,18 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            cache_dir = self.app.services.hf_cache_dir  # type: ignore[attr-defined]
+            cache_dir = services_of(self).hf_cache_dir
             statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
-        self.app.call_from_thread(self.show_result, query, page, result, statuses)
+        self.post_message(SearchDone(generation, query, page, result, statuses))
 
-    def show_result(self, query: SearchQuery, page: int, result: SearchPage | HubError,
-                    statuses: dict[str, LocalStatus]) -> None:  # fmt: skip
-        if query != self.query_state or page != self.page:
+    def on_search_done(self, message: SearchDone) -> None:
+        if message.generation != self.search_generation:
             return  # an older search finished after a newer one started
-        self.local = statuses
-        if isinstance(result, HubError):
-            self.error = result
+        self.local = message.local
+        if isinstance(message.result, HubError):
+            self.error = message.result
         else:
-            self.error, self.result = None, result
+            self.error, self.result = None, message.result
         self.outcomes_shown += 1
         self.render_rows()
 
@@ -163,7 +168,7 @@ class CatalogPane(PaneScreen):
     def curated_rows(self) -> list[CatalogEntry]:
         if self.page:
             return []
-        catalog: list[CatalogEntry] = self.app.services.catalog  # type: ignore[attr-defined]
+        catalog: list[CatalogEntry] = services_of(self).catalog
         text = self.query_state.text.lower()
         words = text.split()
         return [e for e in catalog if all(w in f"{e.repo_id} {e.name} {e.note}".lower() for w in words)
@@ -171,7 +176,7 @@ class CatalogPane(PaneScreen):
 
     def render_rows(self) -> None:
         table = self.query_one(DataTable)
-        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        budget = services_of(self).manager.budget.bytes
         local = self.local
         cursor = table.cursor_row
         table.clear()
@@ -266,7 +271,7 @@ class CatalogPane(PaneScreen):
         item = self.selected()
         if item is None:
             return
-        job = self.app.services.downloads.enqueue(item.repo_id)  # type: ignore[attr-defined]
+        job = services_of(self).downloads.enqueue(item.repo_id)
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
 
     @on(DataTable.RowSelected, "#catalog-table")

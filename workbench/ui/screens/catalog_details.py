@@ -15,6 +15,8 @@ from workbench.core.hub.client import ModelDetails
 from workbench.core.hub.errors import HubError
 from workbench.core.hub.fit import fit_verdict
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import DetailsLoaded
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class DetailsScreen(Screen):
         super().__init__()
         self.repo_id = repo_id
         self.details: ModelDetails | None = None
+        self.generation = 0  # bumped by each load (r retries): an older answer is dropped
 
     def compose(self) -> ComposeResult:
         yield Static(f"{self.repo_id}\nloading…", id="details-head")
@@ -51,16 +54,24 @@ class DetailsScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
     def load(self) -> None:
+        self.generation += 1
+        self.load_worker(self.generation)
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def load_worker(self, generation: int) -> None:
         try:
-            result: ModelDetails | HubError = self.app.services.hub.details(self.repo_id)  # type: ignore[attr-defined]
+            result: ModelDetails | HubError = services_of(self).hub.details(self.repo_id)
         except HubError as exc:
             result = exc
         except Exception as exc:
             log.exception("loading details of %s failed", self.repo_id)
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
-        self.app.call_from_thread(self.show, result)
+        self.post_message(DetailsLoaded(generation, result))
+
+    def on_details_loaded(self, message: DetailsLoaded) -> None:
+        if message.generation == self.generation:
+            self.show(message.result)
 
     def show(self, result: ModelDetails | HubError) -> None:
         head = self.query_one("#details-head", Static)
@@ -71,7 +82,7 @@ class DetailsScreen(Screen):
         head.set_class(False, "-error")
         self.details = result
         model = result.model
-        budget = self.app.services.manager.budget.bytes  # type: ignore[attr-defined]
+        budget = services_of(self).manager.budget.bytes
         verdict = fit_verdict(model.memory_bytes, budget)
         gated = {False: "not gated", "auto": "gated (automatic approval)", "manual": "gated (manual approval)"}
         memory = (f"needs {format_bytes(model.memory_bytes)} (weights {format_bytes(model.weights_bytes)} + KV cache "
@@ -92,7 +103,7 @@ class DetailsScreen(Screen):
 
     def action_download(self) -> None:
         files = self.details.selected if self.details else None
-        job = self.app.services.downloads.enqueue(self.repo_id, files=files)  # type: ignore[attr-defined]
+        job = services_of(self).downloads.enqueue(self.repo_id, files=files)
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
 
     def action_retry(self) -> None:

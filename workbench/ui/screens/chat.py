@@ -32,6 +32,7 @@ from workbench.core.storage.chats import Conversation, MessageStatus, StoredMess
 from workbench.core.storage.store import Store
 from workbench.ui.clipboard import copy_text
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 from workbench.ui.widgets.chat_input import ChatInput
 from workbench.ui.widgets.chat_message import MessageView
 
@@ -92,15 +93,15 @@ class ChatPane(PaneScreen):
 
     @property
     def manager(self) -> ModelManager:
-        return self.app.services.manager  # type: ignore[attr-defined]
+        return services_of(self).manager
 
     @property
     def store(self) -> Store:
-        return self.app.services.store  # type: ignore[attr-defined]
+        return services_of(self).store
 
     @property
     def default_import(self) -> DefaultModelImport:
-        return self.app.services.default_import  # type: ignore[attr-defined]
+        return services_of(self).default_import
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class ChatPane(PaneScreen):
         yield ChatInput(id="prompt")
 
     def on_mount(self) -> None:
-        settings = self.app.services.settings  # type: ignore[attr-defined]
+        settings = services_of(self).settings
         self.system_prompt = settings.chat_system_prompt
         self.sampling = SamplingChoice(settings.chat_preset)
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
@@ -183,7 +184,7 @@ class ChatPane(PaneScreen):
         self.query_one("#chat-status", Static).update(" · ".join(parts))
 
     def effective_sampling(self) -> ResolvedSampling:
-        return chat_sampling(self.app.services.settings, self.manager, self.model_id, self.sampling)  # type: ignore[attr-defined]
+        return chat_sampling(services_of(self).settings, self.manager, self.model_id, self.sampling)
 
     # --- transcript ------------------------------------------------------------------------------
 
@@ -284,7 +285,7 @@ class ChatPane(PaneScreen):
         run: ChatRun | None = None
         try:
             model_id = await self.model_for_answer(view)
-            sampling = chat_sampling(self.app.services.settings, self.manager, model_id, self.sampling)  # type: ignore[attr-defined]
+            sampling = chat_sampling(services_of(self).settings, self.manager, model_id, self.sampling)
             run = self.run = ChatRun(self.manager, model_id, history, sampling.settings)
             async for event in run.events():
                 view.set_waiting("")
@@ -411,7 +412,7 @@ class ChatPane(PaneScreen):
         if self.answering:
             self.notify("Still answering: Esc stops it.", severity="warning")
             return
-        self.app.push_screen(HistoryScreen(self.store, self.app.services.paths), opened)  # type: ignore[attr-defined]
+        self.app.push_screen(HistoryScreen(self.store, services_of(self).paths), opened)
 
     def action_settings(self) -> None:
         from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
@@ -425,5 +426,5 @@ class ChatPane(PaneScreen):
                                                      sampling=self.sampling.to_dict())  # fmt: skip
             self.show_status()
 
-        self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.system_prompt, self.sampling),  # type: ignore[attr-defined]
+        self.app.push_screen(SettingsScreen(services_of(self), ChatSettings(self.system_prompt, self.sampling),
                                             model_sampling_by_id(self.manager, self.model_id)), applied)  # fmt: skip

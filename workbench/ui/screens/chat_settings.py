@@ -15,7 +15,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, Select, Static, TextArea
 
-from workbench.bootstrap import Services
+from workbench.api import WorkbenchApi
 from workbench.core.chat.sampling import (
     FROM_USER,
     ResolvedSampling,
@@ -96,7 +96,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
     SettingsScreen .source.-yours { color: $accent; }
     """
 
-    def __init__(self, services: Services, current: ChatSettings, model: SamplingLayer | None = None) -> None:
+    def __init__(self, services: WorkbenchApi, current: ChatSettings, model: SamplingLayer | None = None) -> None:
         super().__init__()
         self.services = services
         self.current = current

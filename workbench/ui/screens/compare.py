@@ -30,6 +30,7 @@ from workbench.core.models.lifecycle import ModelManager, ModelRole
 from workbench.core.models.local import DEFAULT_CHAT_ID
 from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 from workbench.ui.widgets.chat_input import ChatInput
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,11 @@ class ComparePane(PaneScreen):
 
     @property
     def manager(self) -> ModelManager:
-        return self.app.services.manager  # type: ignore[attr-defined]
+        return services_of(self).manager
 
     @property
     def default_import(self) -> DefaultModelImport:
-        return self.app.services.default_import  # type: ignore[attr-defined]
+        return services_of(self).default_import
 
     # --- layout ----------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class ComparePane(PaneScreen):
         yield ChatInput(id="compare-prompt")
 
     def on_mount(self) -> None:
-        self.settings = {side: SamplingChoice(self.app.services.settings.chat_preset) for side in "ab"}  # type: ignore[attr-defined]
+        self.settings = {side: SamplingChoice(services_of(self).settings.chat_preset) for side in "ab"}
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_plan(), init=False)
         self.refresh_models()
@@ -206,7 +207,7 @@ class ComparePane(PaneScreen):
         if value is Select.NULL:
             return None
         model_id = str(value)
-        sampling = chat_sampling(self.app.services.settings, self.manager, model_id, self.settings[side]).settings  # type: ignore[attr-defined]
+        sampling = chat_sampling(services_of(self).settings, self.manager, model_id, self.settings[side]).settings
         label = f"{self.manager.info(model_id).spec.name} · T {sampling.temperature:g}"
         if self.system_prompts[side]:
             label += " · own prompt"
@@ -271,7 +272,7 @@ class ComparePane(PaneScreen):
         self.awaiting_vote = False
         self.hide_diff()
         self.run = CompareRun(self.manager, a, b, list(self.history["a"]), list(self.history["b"]), plan)
-        self.run_id = self.app.services.store.compare_runs.add_compare_run(  # type: ignore[attr-defined]
+        self.run_id = services_of(self).store.compare_runs.add_compare_run(
             prompt=prompt, a=a.to_dict(), b=b.to_dict(), plan=plan.kind, blind=self.blind, swapped=self.swapped
         )
         self.stream(self.run, prompt)
@@ -346,7 +347,7 @@ class ComparePane(PaneScreen):
                 if texts[side]:
                     self.history[side].append(ChatMessage("assistant", texts[side]))
             if self.run_id is not None:
-                self.app.services.store.compare_runs.update_compare_run(  # type: ignore[attr-defined]
+                services_of(self).store.compare_runs.update_compare_run(
                     self.run_id, answer_a=texts["a"], answer_b=texts["b"],
                     figures_a=figures["a"].to_dict() if figures["a"] else None,
                     figures_b=figures["b"].to_dict() if figures["b"] else None,
@@ -405,7 +406,7 @@ class ComparePane(PaneScreen):
         if not self.awaiting_vote or self.run_id is None:
             return
         shown = OUTCOMES[key]  # "a"/"b" mean the columns as shown; the store maps swapped runs back
-        self.app.services.store.votes.add_compare_vote(self.run_id, shown)  # type: ignore[attr-defined]
+        services_of(self).store.votes.add_compare_vote(self.run_id, shown)
         self.awaiting_vote = False
         self.refresh_bindings()
         a, b = self.contender("a"), self.contender("b")
@@ -441,7 +442,7 @@ class ComparePane(PaneScreen):
         current = ChatSettings(self.system_prompts[side], self.settings[side])
         model_id = self.query_one(f"#model-{side}", Select).value
         model = model_sampling_by_id(self.manager, None if model_id is Select.NULL else str(model_id))
-        self.app.push_screen(SettingsScreen(self.app.services, current, model), applied)  # type: ignore[attr-defined]
+        self.app.push_screen(SettingsScreen(services_of(self), current, model), applied)
 
     def action_prompt_set(self) -> None:
         from workbench.core.compare.run import load_prompt_set

@@ -14,7 +14,9 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub.downloads.jobs import FileState, JobSnapshot, JobState
 from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import JobChanged
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class DownloadsPane(PaneScreen):
 
     @property
     def downloads(self) -> DownloadManager:
-        return self.app.services.downloads  # type: ignore[attr-defined]
+        return services_of(self).downloads
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str | Text] = DataTable(id="downloads-table", cursor_type="row", zebra_stripes=True)
@@ -92,7 +94,7 @@ class DownloadsPane(PaneScreen):
         yield Static("", id="downloads-note")
 
     def on_mount(self) -> None:
-        self._unsubscribe = self.downloads.subscribe(self.job_changed)
+        self._unsubscribe = self.downloads.subscribe(lambda job: self.post_message(JobChanged(job)))
         self.refresh_table()
         self.query_one(DataTable).focus()
 
@@ -117,7 +119,8 @@ class DownloadsPane(PaneScreen):
             )
         self.show_note()
 
-    def job_changed(self, job: JobSnapshot) -> None:
+    def on_job_changed(self, message: JobChanged) -> None:
+        job = message.job
         table = self.query_one(DataTable)
         order = [job.id for job in self.downloads.jobs()]
         rows = [int(row.value) for row in table.rows if row.value is not None]
@@ -229,9 +232,14 @@ class JobFilesScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        downloads: DownloadManager = self.app.services.downloads  # type: ignore[attr-defined]
-        self._unsubscribe = downloads.subscribe(lambda job: self.show(job) if job.id == self.job_id else None)
+        downloads: DownloadManager = services_of(self).downloads
+        self._unsubscribe = downloads.subscribe(
+            lambda job: self.post_message(JobChanged(job)) if job.id == self.job_id else None
+        )
         self.show(downloads.job(self.job_id))
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        self.show(message.job)
 
     def on_unmount(self) -> None:
         self._unsubscribe()

@@ -9,6 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from workbench.core.compare.run import elo_ratings
+from workbench.ui.services import services_of
 
 
 class LeaderboardScreen(ModalScreen[None]):
@@ -29,7 +30,7 @@ class LeaderboardScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        votes = self.app.services.store.votes.compare_votes()  # type: ignore[attr-defined]
+        votes = services_of(self).store.votes.compare_votes()
         ratings = elo_ratings(votes)
         table = self.query_one(DataTable)
         for r in ratings:

@@ -15,7 +15,9 @@ from workbench.core.models.backends.remote import KIND as REMOTE_KIND
 from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
 from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
 from workbench.core.models.memory import format_bytes
+from workbench.ui.messages import ConnectionChecked, Notice
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.services import services_of
 
 COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
 
@@ -70,7 +72,7 @@ class ModelsPane(PaneScreen):
 
     @property
     def manager(self) -> ModelManager:
-        return self.app.services.manager  # type: ignore[attr-defined]
+        return services_of(self).manager
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str | Text] = DataTable(id="models-table", cursor_type="row", zebra_stripes=True)
@@ -114,7 +116,7 @@ class ModelsPane(PaneScreen):
             return
         estimate = info.estimate
         if info.spec.kind == REMOTE_KIND:
-            endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+            endpoints = {e.name: e for e in services_of(self).settings.endpoints}
             endpoint = endpoints.get(info.spec.id.partition(":")[0])
             where = endpoint.base_url if endpoint else "?"
             parts = [f"{escape(info.spec.name)}  [dim]{escape(where)}[/]", "runs on the server: no local memory"]
@@ -155,7 +157,7 @@ class ModelsPane(PaneScreen):
 
     def action_test_connection(self) -> None:
         """The selected remote model's endpoint and model; with no remote model selected, every endpoint."""
-        endpoints = {e.name: e for e in self.app.services.settings.endpoints}  # type: ignore[attr-defined]
+        endpoints = {e.name: e for e in services_of(self).settings.endpoints}
         if not endpoints:
             self.notify("No remote endpoints: add [[endpoints]] to config.toml (see the README).", timeout=10)
             return
@@ -167,11 +169,16 @@ class ModelsPane(PaneScreen):
             for endpoint in endpoints.values():
                 self.test_connection(endpoint.name, endpoint, None)
 
-    @work(thread=True, group="connection-test", exit_on_error=False)
     def test_connection(self, key: str, endpoint: Endpoint, model: str | None) -> None:
-        self.app.call_from_thread(self.notify, f"Testing {endpoint.name} ({endpoint.base_url})…", timeout=3)
-        report = check_connection(endpoint, model)
-        self.app.call_from_thread(self.show_report, key, endpoint, report)
+        self.notify(f"Testing {endpoint.name} ({endpoint.base_url})…", timeout=3)
+        self.connection_worker(key, endpoint, model)
+
+    @work(thread=True, group="connection-test", exit_on_error=False)
+    def connection_worker(self, key: str, endpoint: Endpoint, model: str | None) -> None:
+        self.post_message(ConnectionChecked(key, endpoint, check_connection(endpoint, model)))
+
+    def on_connection_checked(self, message: ConnectionChecked) -> None:
+        self.show_report(message.key, message.endpoint, message.report)
 
     def show_report(self, key: str, endpoint: Endpoint, report: ConnectionReport) -> None:
         self.reports[key] = report
@@ -184,11 +191,11 @@ class ModelsPane(PaneScreen):
         try:
             await self.manager.load(model_id)
         except ModelManagerError as exc:
-            self.notify(str(exc), title="Cannot load", severity="error", timeout=10)
+            self.post_message(Notice(str(exc), title="Cannot load", severity="error", timeout=10))
 
     @work(group="models", exit_on_error=False)
     async def unload_model(self, model_id: str) -> None:
         try:
             await self.manager.unload(model_id)
         except ModelManagerError as exc:
-            self.notify(str(exc), title="Cannot unload", severity="warning")
+            self.post_message(Notice(str(exc), title="Cannot unload", severity="warning"))

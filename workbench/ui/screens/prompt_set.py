@@ -24,6 +24,7 @@ from workbench.core.compare.run import (
     replay_record,
 )
 from workbench.core.models.lifecycle import ModelManager
+from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class PromptSetScreen(Screen):
 
     @property
     def manager(self) -> ModelManager:
-        return self.app.services.manager  # type: ignore[attr-defined]
+        return services_of(self).manager
 
     def compose(self) -> ComposeResult:
         yield Static(f"{self.source.name}: {len(self.prompts)} prompts · A {self.a.label} · B {self.b.label}\n"
@@ -117,7 +118,7 @@ class PromptSetScreen(Screen):
         if not self.results:
             self.notify("Nothing to export yet.", severity="warning")
             return
-        folder = self.app.services.paths.data_dir / "exports"  # type: ignore[attr-defined]
+        folder = services_of(self).paths.data_dir / "exports"
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = folder / f"compare-{self.source.stem}-{stamp}.{kind}"
         text = export_markdown(self.results) if kind == "md" else export_jsonl(self.results)

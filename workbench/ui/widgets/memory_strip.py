@@ -8,6 +8,7 @@ from textual.widgets import Static
 
 from workbench.core.models.lifecycle import ModelInfo, ModelState
 from workbench.core.models.memory import GB, MB, Budget, MemorySnapshot
+from workbench.ui.services import services_of
 
 _STATE_STYLE = {
     ModelState.READY: "green",
@@ -94,5 +95,5 @@ class MemoryStrip(Static):
         self.refresh_strip()
 
     def refresh_strip(self) -> None:
-        manager = self.app.services.manager  # type: ignore[attr-defined]
+        manager = services_of(self).manager
         self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity))

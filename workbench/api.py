@@ -1,0 +1,99 @@
+"""What the faces (the TUI's screens and widgets) use of the services, as one typed interface.
+
+:class:`workbench.bootstrap.Services` implements :class:`WorkbenchApi` in-process today; the engine's async
+client implements the same interface later, so the screens are written once against this module. It imports
+only core types, and those only for type checking: no Textual, aiohttp, ui, cli or server here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from workbench.core.embeddings.embedder import Embedder
+    from workbench.core.hub.client import HubCatalog
+    from workbench.core.hub.curated import CatalogEntry
+    from workbench.core.hub.downloads.queue import DownloadManager
+    from workbench.core.models.lifecycle import ModelManager, ModelSpec
+    from workbench.core.models.memory import MemoryProbe
+    from workbench.core.models.wait import DefaultModelImport
+    from workbench.core.settings.config import ConfigIssue, Settings
+    from workbench.core.settings.paths import AppPaths
+    from workbench.core.storage.store import Store
+
+
+class WorkbenchApi(Protocol):
+    """The services every face shares: configuration, models, storage, the hub and downloads, embeddings."""
+
+    # --- configuration ------------------------------------------------------------------------
+    @property
+    def paths(self) -> AppPaths: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def issues(self) -> list[ConfigIssue]:
+        """Mistakes found in config.toml or catalog.toml (the defaults are used instead)."""
+        ...
+
+    @property
+    def catalog(self) -> list[CatalogEntry]:
+        """The curated catalog (shipped catalog.toml plus the user's)."""
+        ...
+
+    # --- models and memory --------------------------------------------------------------------
+    @property
+    def manager(self) -> ModelManager: ...
+
+    @property
+    def probe(self) -> MemoryProbe: ...
+
+    @property
+    def default_import(self) -> DefaultModelImport:
+        """The first-start import of the default chat model."""
+        ...
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    @property
+    def recovered_messages(self) -> int:
+        """Answers a previous run left half-written, now marked incomplete."""
+        ...
+
+    def refresh_local_models(self) -> None:
+        """Register the models in the data folder and the ones config.toml lists for remote endpoints."""
+        ...
+
+    def discover_remote_models(self) -> tuple[list[ModelSpec], list[str]]:
+        """Ask the endpoints that list no models which they serve (blocking: call it from a thread).
+        Returns the specs and what is wrong, in words, with the endpoints that could not be asked."""
+        ...
+
+    async def bring_in_embedded_defaults(self, progress: Callable[[str, float], None] | None = None) -> None:
+        """Import and register the embedded default models on first use."""
+        ...
+
+    # --- storage, the hub and downloads -------------------------------------------------------
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def hub(self) -> HubCatalog: ...
+
+    @property
+    def downloads(self) -> DownloadManager:
+        """The download queue (built on first use, on the event loop's thread)."""
+        ...
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        """The Hugging Face cache: where downloads go and cached models are found (safe from any thread)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close everything, once, whoever asks first."""
+        ...
