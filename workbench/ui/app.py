@@ -15,7 +15,7 @@ from textual.screen import Screen
 
 from workbench.bootstrap import Services
 from workbench.core.models.lifecycle import ManagerEvent
-from workbench.core.models.local import default_chat_missing, local_specs_with_cache
+from workbench.core.models.local import default_chat_missing
 from workbench.core.models.memory import MemorySnapshot, metal_budget
 from workbench.core.models.wait import ImportState, ImportStatus
 from workbench.core.settings.config import save_setting
@@ -139,7 +139,7 @@ class WorkbenchApp(App[None]):
         """Models in the Hugging Face cache (the scan imports huggingface_hub: off the UI path), then the ones
         remote endpoints serve (network: also off the UI path)."""
         try:
-            specs = local_specs_with_cache(self.services.paths, self.services.hf_cache_dir)
+            specs = self.services.registry.loadable_specs()
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
         else:

@@ -1,9 +1,11 @@
-"""The Hugging Face cache: repos and revisions with sizes and last use; delete them; clean partial files."""
+"""The Hugging Face cache: repos and revisions with sizes and last use; delete them (through the model registry,
+which unregisters their models first, or says why not); clean partial files."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,6 +16,8 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.downloads.manager import DownloadManager
 from workbench.core.models.memory import format_bytes
+from workbench.core.models.registry import ModelRegistry
+from workbench.core.models.spec import ModelManagerError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,10 @@ class CacheScreen(Screen):
     def downloads(self) -> DownloadManager:
         return self.app.services.downloads  # type: ignore[attr-defined]
 
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.app.services.registry  # type: ignore[attr-defined]
+
     def compose(self) -> ComposeResult:
         yield Static("Reading the cache…", id="cache-head")
         table: DataTable[str] = DataTable(id="cache-table", cursor_type="row")
@@ -60,15 +68,13 @@ class CacheScreen(Screen):
 
     @work(thread=True, exclusive=True, group="cache-scan", exit_on_error=False)
     def action_rescan(self) -> None:
-        cache_dir = self.downloads.cache_dir
         try:
-            repos = hf_cache.scan(cache_dir)
-            partials = hf_cache.partial_files(cache_dir)
+            contents = self.registry.cache_contents()
         except Exception as exc:
             log.exception("scanning the cache failed")
             self.app.call_from_thread(self.notify, f"Cannot read the cache: {exc}", severity="error")
             return
-        self.app.call_from_thread(self.show, repos, partials)
+        self.app.call_from_thread(self.show, contents.repos, contents.partials)
 
     def show(self, repos: list[hf_cache.CachedRepo], partials: list[hf_cache.PartialFile]) -> None:
         now = time.time()
@@ -109,7 +115,7 @@ class CacheScreen(Screen):
             return
 
         def delete() -> None:
-            self.run_delete(lambda: hf_cache.delete_revision(repo.repo_id, revision.commit, self.downloads.cache_dir))
+            self.run_delete(lambda: self.registry.delete_revision(repo.repo_id, revision.commit))
 
         self.confirm(f"Delete {repo.repo_id}@{revision.commit[:12]} ({format_bytes(revision.size_bytes)})?", delete)
 
@@ -120,20 +126,24 @@ class CacheScreen(Screen):
         repo = chosen[0]
 
         def delete() -> None:
-            self.run_delete(lambda: hf_cache.delete_repo(repo.repo_id, self.downloads.cache_dir))
+            self.run_delete(lambda: self.registry.delete_repo(repo.repo_id))
 
         self.confirm(f"Delete all of {repo.repo_id} ({format_bytes(repo.size_bytes)}) from the cache?", delete)
 
-    @work(thread=True, group="cache-delete", exit_on_error=False)
-    def run_delete(self, delete: object) -> None:
+    @work(group="cache-delete", exit_on_error=False)
+    async def run_delete(self, delete: Callable[[], Awaitable[int]]) -> None:
+        """The registry unregisters the files' models first and refuses, saying why, while one is in use."""
         try:
-            freed = delete()  # type: ignore[operator]
+            freed = await delete()
+        except ModelManagerError as exc:
+            self.notify(f"Could not delete: {exc}", severity="warning", timeout=10)
+            return
         except Exception as exc:
             log.exception("deleting from the cache failed")
-            self.app.call_from_thread(self.notify, f"Could not delete: {exc}", severity="error")
+            self.notify(f"Could not delete: {exc}", severity="error")
             return
-        self.app.call_from_thread(self.notify, f"Freed {format_bytes(freed)}.")
-        self.app.call_from_thread(self.action_rescan)
+        self.notify(f"Freed {format_bytes(freed)}.")
+        self.action_rescan()
 
     def action_clean(self) -> None:
         removed = self.downloads.clean_partial_files()

@@ -13,8 +13,8 @@ from textual.widgets import DataTable, Input, Static
 
 from workbench.core.hub.client import FitVerdict, HubCatalog, HubError, HubModel, SearchPage, SearchQuery, fit_verdict
 from workbench.core.hub.curated import CatalogEntry
-from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
+from workbench.core.models.registry import Presence, RepoStatus
 from workbench.ui.screens.base import PaneScreen
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class CatalogPane(PaneScreen):
         self.result: SearchPage | None = None
         self.rows: list[HubModel | CatalogEntry] = []
         self.error: HubError | None = None
-        self.local: dict[str, LocalStatus] = {}
+        self.local: dict[str, RepoStatus] = {}
         self.outcomes_shown = 0  # search outcomes (a page or an error) shown so far: what tests wait on
 
     @property
@@ -140,12 +140,12 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            cache_dir = self.app.services.hf_cache_dir  # type: ignore[attr-defined]
-            statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
+            registry = self.app.services.registry  # type: ignore[attr-defined]
+            statuses = registry.repo_statuses(m.repo_id for m in result.models)
         self.app.call_from_thread(self.show_result, query, page, result, statuses)
 
     def show_result(self, query: SearchQuery, page: int, result: SearchPage | HubError,
-                    statuses: dict[str, LocalStatus]) -> None:  # fmt: skip
+                    statuses: dict[str, RepoStatus]) -> None:  # fmt: skip
         if query != self.query_state or page != self.page:
             return  # an older search finished after a newer one started
         self.local = statuses
@@ -185,10 +185,10 @@ class CatalogPane(PaneScreen):
                 continue
             verdict = fit_verdict(model.memory_bytes, budget)
             updated = model.last_modified[:10] if model.last_modified else ""
-            status = local.get(model.repo_id, LocalStatus.NOT_DOWNLOADED)
+            status = local.get(model.repo_id, RepoStatus(model.repo_id, Presence.ABSENT))
             table.add_row(short_name(model.repo_id), verdict_cell(verdict, model.kv_exact),
                           format_bytes(model.weights_bytes) if model.weights_bytes else "?", params_text(model.params),
-                          model.quantization or "?", status.value, count(model.downloads), count(model.likes),
+                          model.quantization or "?", status.label, count(model.downloads), count(model.likes),
                           updated)  # fmt: skip
             self.rows.append(model)
         if self.rows:
