@@ -579,7 +579,7 @@ def test_compare_runs_one_after_the_other_when_both_do_not_fit(
     models: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from workbench.core.models.backends.mlx_lm import MlxLmBackend
-    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.spec import ModelSpec
 
     backend = MlxLmBackend()
     costs = [backend.estimate(ModelSpec(n, n, "mlx-lm", models.paths.models_dir / n), 4096).total

@@ -23,10 +23,11 @@ from workbench.core.models.backends.remote import RemoteChatBackend, remote_spec
 from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.models.endpoints import EndpointError, list_models
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID, MissingPackageError, ensure_embedded_defaults
 from workbench.core.models.memory import MemoryProbe, resolve_budget
 from workbench.core.models.registry import ModelRegistry
+from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
 from workbench.core.settings.config import ConfigIssue, Settings, load_settings
 from workbench.core.settings.paths import AppPaths

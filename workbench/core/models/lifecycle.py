@@ -451,19 +451,4 @@ def _holders_text(holders: Counter[str]) -> str:
     return ", ".join(named)
 
 
-__all__ = [
-    "Backend",
-    "Lease",
-    "ManagerEvent",
-    "ModelBusyError",
-    "ModelDoesNotFitError",
-    "ModelInUseError",
-    "ModelInfo",
-    "ModelLoadError",
-    "ModelManager",
-    "ModelManagerError",
-    "ModelRole",
-    "ModelSpec",
-    "ModelState",
-    "UnknownModelError",
-]
+__all__ = ["Lease", "Listener", "ManagerEvent", "ModelManager"]

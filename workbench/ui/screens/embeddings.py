@@ -28,8 +28,8 @@ from workbench.core.embeddings.analysis import (
 )
 from workbench.core.embeddings.corpus import Cancelled, Corpus, load_corpus, neighbours_of, top_k
 from workbench.core.embeddings.embedder import Embedder
-from workbench.core.models.lifecycle import ModelManagerError
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
+from workbench.core.models.spec import ModelManagerError
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import PromptScreen
 from workbench.ui.widgets.embedder_comparison import EmbedderComparison

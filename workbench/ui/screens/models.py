@@ -13,8 +13,9 @@ from textual.widgets import DataTable, Static
 
 from workbench.core.models.backends.remote import KIND as REMOTE_KIND
 from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
-from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import format_bytes
+from workbench.core.models.spec import ModelInfo, ModelManagerError, ModelState
 from workbench.ui.screens.base import PaneScreen
 
 COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
