@@ -267,6 +267,14 @@ class CatalogPane(PaneScreen):
         job = self.app.services.downloads.enqueue(item.repo_id)  # type: ignore[attr-defined]
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
 
+    @on(DataTable.RowHighlighted, "#catalog-table")
+    def explain_local(self) -> None:
+        """Why a repo on disk is partial or cannot load, from the registry's answer, in the status line."""
+        item = self.selected()
+        status = self.local.get(item.repo_id) if item is not None else None
+        if item is not None and status is not None and status.why and status.presence is not Presence.ABSENT:
+            self.show_status(f"{short_name(item.repo_id)} {status.label}: {status.why}")
+
     @on(DataTable.RowSelected, "#catalog-table")
     def open_details(self) -> None:
         from workbench.ui.screens.catalog_details import DetailsScreen
