@@ -32,8 +32,9 @@ from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.compare.run import CompareRun, Contender, PlanKind, SideEvent, SideFailed, plan_memory
 from workbench.core.models.backends.mlx_lm import MlxLmBackend
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import Budget, format_bytes
+from workbench.core.models.spec import ModelSpec
 
 PROMPT = "Write a long story about a lighthouse keeper."  # long answers: the models should not stop early
 MODEL_A = "smol-4bit"

@@ -26,8 +26,9 @@ import psutil
 
 from workbench.core.models.backends.mlx_lm import MlxLmBackend
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import Budget, MemoryEstimate
+from workbench.core.models.spec import ModelSpec
 
 MODEL_ID = "SmolLM2-135M-Instruct-4bit"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]

@@ -95,7 +95,7 @@ async def _measure(model_dir: Path, shape: str, size: int, timeout: float, conte
 
     from workbench.bootstrap import build_services
     from workbench.core.models.backends.mlx_lm import KIND
-    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.spec import ModelSpec
     from workbench.core.settings.paths import AppPaths
     from workbench.server.openai import build_app
 

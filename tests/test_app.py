@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.waits import wait_for
 from workbench.bootstrap import build_services
-from workbench.core.models.lifecycle import ModelState
+from workbench.core.models.spec import ModelState
 from workbench.core.settings.config import load_settings, save_key_binding
 from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp

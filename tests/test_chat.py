@@ -21,8 +21,9 @@ from workbench.core.chat.run import (
 )
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import GB, Budget
+from workbench.core.models.spec import ModelState
 
 WAIT = 20
 

@@ -363,7 +363,7 @@ async def test_settings_save_as_preset(app_paths: AppPaths) -> None:
 async def test_the_chat_pane_samples_with_the_models_defaults_and_says_so(app_paths: AppPaths, tmp_path: Path) -> None:
     from tests.support.fake_chat import KIND, services_with_fake
     from tests.test_chat_ui import open_chat, send
-    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.spec import ModelSpec
 
     folder = tmp_path / "tuned"
     folder.mkdir()

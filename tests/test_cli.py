@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -368,6 +369,37 @@ def test_rm_without_yes_in_a_real_process_exits_2(stocked: Home) -> None:
     assert (stocked.paths.models_dir / "my-import").is_dir()
 
 
+def test_rm_of_a_model_in_use_exits_1_with_the_reason(
+    stocked: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rm` deletes through the registry, which asks the manager first (this process holds no models; the engine's
+    registry will tell the manager that does): a leased model is not deleted."""
+    from tests.support.fake_chat import FakeChatBackend
+    from workbench.cli import models as models_cli
+    from workbench.core.models.inference import InferenceThread
+    from workbench.core.models.lifecycle import ModelManager
+    from workbench.core.models.memory import Budget
+    from workbench.core.models.registry import ModelRegistry
+
+    manager = ModelManager({"mlx-lm": FakeChatBackend(kind="mlx-lm")}, Budget(GB, "test"), InferenceThread(),
+                           idle_unload_s=None)  # fmt: skip
+    registry = ModelRegistry(stocked.paths, stocked.cache, manager)
+    for spec in registry.loadable_specs():
+        if spec.kind == "mlx-lm":
+            manager.register(spec)
+    lease = asyncio.run(manager.acquire(LLAMA, holder="chat"))
+    monkeypatch.setattr(models_cli, "model_registry", lambda _paths: registry)
+    try:
+        refused = run(capsys, "rm", LLAMA, "--yes")
+        assert refused.code == 1 and f"{LLAMA} is in use by chat" in refused.err
+        assert hf_cache.repo_dir(stocked.cache, LLAMA).is_dir()
+        asyncio.run(lease.release())
+        assert run(capsys, "rm", LLAMA, "--yes").code == 0
+        assert LLAMA not in {info.spec.id for info in manager.models()}
+    finally:
+        asyncio.run(manager.aclose())
+
+
 # --- chat ------------------------------------------------------------------------------------------
 
 
@@ -547,7 +579,7 @@ def test_compare_runs_one_after_the_other_when_both_do_not_fit(
     models: Home, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from workbench.core.models.backends.mlx_lm import MlxLmBackend
-    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.spec import ModelSpec
 
     backend = MlxLmBackend()
     costs = [backend.estimate(ModelSpec(n, n, "mlx-lm", models.paths.models_dir / n), 4096).total

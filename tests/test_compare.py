@@ -34,8 +34,9 @@ from workbench.core.compare.run import (
     word_diff,
 )
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ManagerEvent, ModelManager, ModelSpec, ModelState
+from workbench.core.models.lifecycle import ManagerEvent, ModelManager
 from workbench.core.models.memory import GB, MB, Budget
+from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.storage.compare_runs import PLAN_CODES
 from workbench.core.storage.store import Store
 

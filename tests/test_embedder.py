@@ -13,9 +13,10 @@ from workbench.core.embeddings.corpus import Cancelled, EmbeddingCache, normalis
 from workbench.core.embeddings.embedder import Embedder
 from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID, default_embedder_spec
 from workbench.core.models.memory import Budget
+from workbench.core.models.spec import ModelState
 
 pytestmark = pytest.mark.real_model
 

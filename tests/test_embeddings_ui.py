@@ -16,8 +16,8 @@ from tests.support.corpora import TOPICS, write_csv_with_bad_rows, write_notes_f
 from tests.support.fake_embedder import services_with_fake_embedders
 from tests.support.waits import wait_for
 from workbench.core.embeddings.corpus import top_k
-from workbench.core.models.lifecycle import ModelState
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
+from workbench.core.models.spec import ModelState
 from workbench.core.settings.paths import AppPaths
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.embeddings import EmbeddingsPane
@@ -281,8 +281,8 @@ async def test_two_real_embedders_side_by_side(app_paths: AppPaths, tmp_path: Pa
 
     from workbench.bootstrap import build_services
     from workbench.core.models.backends.sentence_transformers import KIND
-    from workbench.core.models.lifecycle import ModelSpec
     from workbench.core.models.local import default_embedder_spec
+    from workbench.core.models.spec import ModelSpec
 
     cls_model = tmp_path / "minilm-cls"
     shutil.copytree(default_embedder_spec().path, cls_model)

@@ -13,8 +13,8 @@ from textual.widgets import Select, Static
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.scripted_import import ScriptedImport, services_with_scripted_import
 from tests.support.waits import wait_for
-from workbench.core.models.lifecycle import ModelSpec, ModelState
 from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.chats import MessageStatus
 from workbench.ui.app import WorkbenchApp

@@ -11,16 +11,9 @@ import pytest
 
 from workbench.core.models.backends.mlx_lm import LoadedLanguageModel, MlxLmBackend
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import (
-    ManagerEvent,
-    ModelBusyError,
-    ModelDoesNotFitError,
-    ModelLoadError,
-    ModelManager,
-    ModelSpec,
-    ModelState,
-)
+from workbench.core.models.lifecycle import ManagerEvent, ModelManager
 from workbench.core.models.memory import GB, MB, Budget, MemoryEstimate
+from workbench.core.models.spec import ModelBusyError, ModelDoesNotFitError, ModelLoadError, ModelSpec, ModelState
 
 WAIT = 30  # seconds; every wait in these tests is bounded
 
@@ -269,7 +262,7 @@ async def test_a_models_role_is_its_backends_and_every_reader_takes_it_from_the_
     from workbench.core.chat.sampling import SamplingSettings
     from workbench.core.embeddings.corpus import EmbeddingCache
     from workbench.core.embeddings.embedder import Embedder
-    from workbench.core.models.lifecycle import ModelRole
+    from workbench.core.models.spec import ModelRole
     from workbench.server.openai import chat_model_ids
 
     chat, embed = FakeChatBackend(kind="someone-elses-chat"), FakeEmbeddingBackend()

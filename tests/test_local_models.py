@@ -1,4 +1,5 @@
-"""Finding MLX chat models in a Hugging Face cache laid out by hand exactly as huggingface_hub writes it."""
+"""The registry finds MLX chat models and embedders in a Hugging Face cache laid out by hand exactly as
+huggingface_hub writes it, and in the data folder."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import numpy as np
 import pytest
 
 from tests.support.tiny_models import make_tiny_llama
-from workbench.core.models import local as local_models
-from workbench.core.models.lifecycle import ModelSpec
-from workbench.core.models.local import DEFAULT_EMBEDDER_ID, cached_specs, local_specs_with_cache
+from workbench.core.models.local import DEFAULT_EMBEDDER_ID
+from workbench.core.models.registry import ModelRegistry
+from workbench.core.models.spec import ModelSpec
 from workbench.core.settings.paths import AppPaths
 
 LLAMA_ID = "mlx-community/tiny-llama-4bit"
+
+
+def cached_specs(cache: Path) -> list[ModelSpec]:
+    return ModelRegistry(AppPaths.under(cache / "no-home"), cache).cached_specs()
 
 
 def add_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], commit: str, mtime: float | None = None) -> Path:
@@ -123,7 +128,7 @@ def test_unreadable_config_is_skipped_and_logged(
     cache = tmp_path / "hub"
     add_snapshot(cache, "org/bad-json", {"config.json": b"{not json", "model.safetensors": b"x"}, "1" * 40)
     add_snapshot(cache, LLAMA_ID, llama_files, "2" * 40)
-    with caplog.at_level("INFO", logger="workbench.core.models.local"):
+    with caplog.at_level("INFO", logger="workbench.core.models.registry"):
         assert [spec.id for spec in cached_specs(cache)] == [LLAMA_ID]
     assert "org/bad-json" in caplog.text
 
@@ -132,27 +137,30 @@ def test_missing_cache_gives_nothing(tmp_path: Path) -> None:
     assert cached_specs(tmp_path / "nowhere") == []
 
 
-def test_local_specs_with_cache(
+def test_loadable_specs(
     app_paths: AppPaths, hf_cache: Path, llama_files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     imported = app_paths.models_dir / "my-import"
     imported.mkdir(parents=True)
     for name, data in llama_files.items():
         (imported / name).write_bytes(data)
-    ids = [spec.id for spec in local_specs_with_cache(app_paths, hf_cache)]
+    registry = ModelRegistry(app_paths, hf_cache)
+    ids = [spec.id for spec in registry.loadable_specs()]
     assert ids[:3] == ["my-import", LLAMA_ID, "sentence-transformers/tiny-embedder"]
     assert ids[3:] in ([], [DEFAULT_EMBEDDER_ID])
 
     # An imported model with the same id as a cached one is listed once, as the import.
     same = ModelSpec(id=LLAMA_ID, name="mine", kind="mlx-lm", path=imported)
-    monkeypatch.setattr(local_models, "imported_specs", lambda _paths: [same])
-    specs = local_specs_with_cache(app_paths, hf_cache)
+    monkeypatch.setattr(registry, "imported_specs", lambda: [same])
+    specs = registry.loadable_specs()
     assert [spec.id for spec in specs].count(LLAMA_ID) == 1
     assert specs[0] == same
 
 
 def test_default_cache_follows_hf_hub_cache(hf_cache: Path) -> None:
-    code = "from workbench.core.models.local import cached_specs; print([s.id for s in cached_specs()])"
+    code = ("from pathlib import Path; from workbench.core.models.registry import ModelRegistry; "
+            "from workbench.core.settings.paths import AppPaths; "
+            "print([s.id for s in ModelRegistry(AppPaths.under(Path('nowhere'))).cached_specs()])")
     env = {**os.environ, "HF_HUB_CACHE": str(hf_cache), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert out.stdout.strip() == repr([LLAMA_ID, "sentence-transformers/tiny-embedder"])

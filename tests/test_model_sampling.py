@@ -21,9 +21,10 @@ from workbench.core.chat.model_sampling import (
 from workbench.core.chat.sampling import FROM_BUILT_IN, FROM_REQUEST, FROM_USER, SamplingChoice, SamplingSettings
 from workbench.core.models.gguf_import import generation_config_from_metadata
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID, EMBEDDED_CHAT_GENERATION
 from workbench.core.models.memory import Budget
+from workbench.core.models.spec import ModelSpec
 from workbench.core.settings.config import Settings
 
 LLAMA_LIKE = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "bos_token_id": 1, "eos_token_id": [2, 3]}

@@ -10,8 +10,9 @@ import pytest
 
 from tests.support.fake_chat import FakeChatBackend, fake_spec
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import GB, Budget
+from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import (
     DefaultModelImport,
     ImportState,

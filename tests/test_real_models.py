@@ -9,8 +9,9 @@ import pytest
 from workbench.core.models.backends.mlx_lm import MlxLmBackend, generate
 from workbench.core.models.backends.protocol import GenerationStep
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import Budget
+from workbench.core.models.spec import ModelSpec
 from workbench.core.settings.paths import AppPaths
 
 pytestmark = pytest.mark.real_model

@@ -98,7 +98,7 @@ async def test_compare_a_local_model_against_the_same_model_on_the_server(
     served: Endpoint, mlx_server: MlxServer, smollm2_dir: Path
 ) -> None:
     from workbench.core.models.backends.mlx_lm import MlxLmBackend
-    from workbench.core.models.lifecycle import ModelSpec
+    from workbench.core.models.spec import ModelSpec
 
     manager = manager_for(served)
     manager.add_backend(MlxLmBackend())

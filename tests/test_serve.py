@@ -24,8 +24,8 @@ from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services
 from workbench.bootstrap import Services
 from workbench.core.chat.run import MAX_CHARS_PER_TOKEN
 from workbench.core.models.backends.protocol import ChatBackend
-from workbench.core.models.lifecycle import ModelSpec, ModelState
 from workbench.core.models.memory import MB, Budget
+from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.settings.paths import AppPaths
 from workbench.server.openai import (
     SHUTDOWN_TIMEOUT_S,

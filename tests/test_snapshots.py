@@ -9,8 +9,9 @@ from workbench.bootstrap import Services
 from workbench.core.hub.client import HubCatalog
 from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelRole, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import GB, MB, Budget, MemoryEstimate, MemorySnapshot
+from workbench.core.models.spec import ModelRole, ModelSpec
 from workbench.core.settings.config import Settings
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.store import Store

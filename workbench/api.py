@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from workbench.core.hub.client import HubCatalog
     from workbench.core.hub.curated import CatalogEntry
     from workbench.core.hub.downloads.queue import DownloadManager
-    from workbench.core.models.lifecycle import ModelManager, ModelSpec
+    from workbench.core.models.lifecycle import ModelManager
     from workbench.core.models.memory import MemoryProbe
+    from workbench.core.models.registry import ModelRegistry
+    from workbench.core.models.spec import ModelSpec
     from workbench.core.models.wait import DefaultModelImport
     from workbench.core.settings.config import ConfigIssue, Settings
     from workbench.core.settings.paths import AppPaths
@@ -50,6 +52,11 @@ class WorkbenchApi(Protocol):
 
     @property
     def probe(self) -> MemoryProbe: ...
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """What is on disk and loadable; deleting through it unregisters the models first."""
+        ...
 
     @property
     def default_import(self) -> DefaultModelImport:

@@ -23,15 +23,11 @@ from workbench.core.models.backends.remote import RemoteChatBackend, remote_spec
 from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.models.endpoints import EndpointError, list_models
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
-from workbench.core.models.local import (
-    DEFAULT_CHAT_ID,
-    MissingPackageError,
-    ensure_embedded_defaults,
-    local_specs,
-    local_specs_with_cache,
-)
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.local import DEFAULT_CHAT_ID, MissingPackageError, ensure_embedded_defaults
 from workbench.core.models.memory import MemoryProbe, resolve_budget
+from workbench.core.models.registry import ModelRegistry
+from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
 from workbench.core.settings.config import ConfigIssue, Settings, load_settings
 from workbench.core.settings.paths import AppPaths
@@ -72,6 +68,7 @@ class Services:
 
     hf_cache: Path | None = None  # the Hugging Face cache; None: the standard one (HF_HOME / HF_HUB_CACHE)
     _downloads: DownloadManager | None = None
+    _registry: ModelRegistry | None = None
     _closed: bool = False
 
     async def aclose(self) -> None:
@@ -95,6 +92,13 @@ class Services:
         return self.hf_cache
 
     @property
+    def registry(self) -> ModelRegistry:
+        """What is on disk and loadable, and deleting it (the manager is told first); safe from any thread."""
+        if self._registry is None:
+            self._registry = ModelRegistry(self.paths, lambda: self.hf_cache_dir, self.manager)
+        return self._registry
+
+    @property
     def downloads(self) -> DownloadManager:
         """Built on first use, on the event loop's thread (the queue opens the store, which is bound to it)."""
         if self._downloads is None:
@@ -116,7 +120,7 @@ class Services:
         return self._embedder
 
     def refresh_local_models(self) -> None:
-        for spec in local_specs(self.paths):
+        for spec in self.registry.loadable_specs(include_cache=False):
             self.manager.register(spec)
         for endpoint in self.settings.endpoints:  # the ones whose models the config lists need no network
             for model in endpoint.models:
@@ -138,7 +142,7 @@ class Services:
         return specs, problems
 
     async def bring_in_embedded_defaults(self, progress: Callable[[str, float], None] | None = None) -> None:
-        """Import the embedded default models on first use (see local_models.ensure_embedded_defaults) and
+        """Import the embedded default models on first use (see models.local.ensure_embedded_defaults) and
         register them. Raises what the import raises (GgufImportError, OSError)."""
         for spec in await ensure_embedded_defaults(self.paths, self.manager.inference, progress):
             if spec.id not in {info.spec.id for info in self.manager.models()}:
@@ -149,7 +153,7 @@ class Services:
         and the server; the TUI scans the cache in a worker instead)."""
         known = {info.spec.id for info in self.manager.models()}
         remote, _problems = self.discover_remote_models()
-        for spec in local_specs_with_cache(self.paths, self.hf_cache_dir) + remote:
+        for spec in self.registry.loadable_specs() + remote:
             if spec.id not in known:
                 self.manager.register(spec)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep
-from workbench.core.models.lifecycle import ModelRole, ModelSpec
 from workbench.core.models.memory import MB, MemoryEstimate
+from workbench.core.models.spec import ModelRole, ModelSpec
 
 KIND = "fake-chat"
 HOLD_S = 30.0

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from workbench.core.models.backends.sentence_transformers import KIND
-from workbench.core.models.lifecycle import ModelRole, ModelSpec
 from workbench.core.models.memory import MB, MemoryEstimate
+from workbench.core.models.spec import ModelRole, ModelSpec
 
 DIMENSIONS = 384
 STOP_WORDS = frozenset(("the", "and", "for", "with", "that", "this", "are", "its", "not", "from", "into", "when",

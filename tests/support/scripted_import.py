@@ -6,8 +6,9 @@ import asyncio
 from typing import Any
 
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
-from workbench.core.models.lifecycle import ModelManager, ModelSpec
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
 
 FINISH = object()

@@ -71,7 +71,7 @@ def resolve_embedder(services: Services, wanted: str) -> str:
 
 async def embed(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.core.embeddings.corpus import Cancelled, load_corpus
-    from workbench.core.models.lifecycle import ModelManagerError
+    from workbench.core.models.spec import ModelManagerError
 
     source = Path(args.file)
     output = Path(args.output) if args.output else default_output(source)

@@ -115,13 +115,13 @@ def messages_from(args: argparse.Namespace, services: Services, prompt: str) -> 
 async def resolve_chat_model(services: Services, wanted: str) -> str:
     """The id of a registered chat model; the default SmolLM2 is imported from its package on first use."""
     from workbench.core.models.gguf_import import GgufImportError
-    from workbench.core.models.lifecycle import ModelRole
     from workbench.core.models.local import (
         DEFAULT_CHAT_ID,
         MissingPackageError,
         default_chat_importable,
         default_chat_missing,
     )
+    from workbench.core.models.spec import ModelRole
 
     roles = {info.spec.id: info.role for info in services.manager.models()}
     chat_ids = services.manager.ids(ModelRole.CHAT)
@@ -144,7 +144,7 @@ async def resolve_chat_model(services: Services, wanted: str) -> str:
 
 def report_loading(services: Services) -> None:
     """Say on stderr when a model starts loading and when it is ready (loads take seconds)."""
-    from workbench.core.models.lifecycle import ModelState
+    from workbench.core.models.spec import ModelState
 
     def on_event(event: ManagerEvent) -> None:
         if event.model.state is ModelState.LOADING:
@@ -178,7 +178,7 @@ def side_document(model_id: str, answer: str, finished: Finished | None) -> dict
 
 def _failure(model_id: str, exc: Exception) -> CommandError:
     from workbench.core.chat.run import ChatError
-    from workbench.core.models.lifecycle import ModelManagerError
+    from workbench.core.models.spec import ModelManagerError
 
     if isinstance(exc, ModelManagerError | ChatError):
         return CommandError(f"{model_id}: {exc}")

@@ -1,8 +1,10 @@
-"""`workbench ls` and `workbench rm`: the models on this machine, and deleting one."""
+"""`workbench ls` and `workbench rm`: the models on this machine, and deleting one, both answered by the model
+registry (core/models/registry.py), which the TUI's Catalog, Models and cache views also ask."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -19,7 +21,7 @@ from workbench.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from workbench.core.models.inventory import InstalledModel
+    from workbench.core.models.registry import InstalledModel, ModelRegistry
     from workbench.core.settings.paths import AppPaths
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Delete MODEL (an id from `workbench ls`, or any model repo in the Hugging Face cache): a cache repo goes "
         "with all its revisions, an imported model with its folder. The built-in embedder ships in a Python "
         "package and is never deleted. On a terminal it asks first; elsewhere pass --yes.",
-        "exit status: 0 deleted; 1 not deleted (declined, or the files could not be removed); "
+        "exit status: 0 deleted; 1 not deleted (declined, the model is in use, or the files could not be removed); "
         "2 unknown model, the built-in embedder, or no --yes without a terminal",
     )  # fmt: skip
     rm.add_argument("model", metavar="MODEL", help="the model id, as `workbench ls` shows it")
@@ -52,11 +54,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     help='one JSON object on stdout: {"id", "kind", "source", "path", "freed_bytes"}')  # fmt: skip
 
 
-def _inventory(paths: AppPaths) -> list[InstalledModel]:
-    from workbench.core.models.inventory import installed_models
+def model_registry(paths: AppPaths) -> ModelRegistry:
+    """The registry a command asks; this process holds no loaded models, so it tells no manager."""
+    from workbench.core.models.registry import ModelRegistry
 
+    return ModelRegistry(paths)
+
+
+def _inventory(registry: ModelRegistry) -> list[InstalledModel]:
     try:
-        return installed_models(paths)
+        return registry.installed()
     except (OSError, ValueError) as exc:
         log.exception("listing models failed")
         raise CommandError(f"cannot read the models: {exc}") from exc
@@ -65,7 +72,7 @@ def _inventory(paths: AppPaths) -> list[InstalledModel]:
 def run_ls(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.core.models.local import DEFAULT_CHAT_ID, default_chat_importable, default_chat_missing
 
-    models = _inventory(paths)
+    models = _inventory(model_registry(paths))
     if default_chat_missing(paths) and default_chat_importable():  # a listing does not import (~10 s, ~100 MB)
         note(f"{DEFAULT_CHAT_ID}, the default chat model, is imported from its package on first use: by the app, "
              f"`workbench chat {DEFAULT_CHAT_ID} PROMPT` or `workbench serve` (about 10 s)")  # fmt: skip
@@ -94,12 +101,14 @@ def format_table(models: list[InstalledModel]) -> str:
 
 
 def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
-    from workbench.core.models.inventory import BUILT_IN, cached_repo, remove_model
     from workbench.core.models.local import DEFAULT_CHAT_ID
     from workbench.core.models.memory import format_bytes
+    from workbench.core.models.registry import BUILT_IN
+    from workbench.core.models.spec import ModelManagerError
 
-    models = _inventory(paths)
-    model = next((m for m in models if m.id == args.model), None) or cached_repo(args.model)
+    registry = model_registry(paths)
+    models = _inventory(registry)
+    model = next((m for m in models if m.id == args.model), None) or registry.cached_repo(args.model)
     if model is None:
         raise unknown_model(args.model, [m.id for m in models if m.removable])
     if model.source == BUILT_IN:
@@ -116,7 +125,9 @@ def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
             return EXIT_ERROR
     where = model.repo_path or model.path
     try:
-        freed = remove_model(model)
+        freed = asyncio.run(registry.remove(model))
+    except ModelManagerError as exc:  # in use or loading: the message says which
+        raise CommandError(f"not deleting {model.id}: {exc}") from exc
     except OSError as exc:
         log.exception("deleting %s failed", model.id)
         raise CommandError(f"cannot delete {model.id} ({where}): {exc.strerror or exc}") from exc

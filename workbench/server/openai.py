@@ -46,10 +46,10 @@ from workbench.core.chat.run import (
     trim_to_characters,
 )
 from workbench.core.chat.sampling import SamplingSettings, validate_sampling
-from workbench.core.models.lifecycle import (
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.spec import (
     ModelDoesNotFitError,
     ModelLoadError,
-    ModelManager,
     ModelManagerError,
     ModelRole,
     ModelSpec,

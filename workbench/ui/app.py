@@ -13,9 +13,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from workbench.api import WorkbenchApi
-from workbench.core.models.lifecycle import ModelSpec
-from workbench.core.models.local import default_chat_missing, local_specs_with_cache
+from workbench.core.models.local import default_chat_missing
 from workbench.core.models.memory import MemorySnapshot, metal_budget
+from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import ImportState, ImportStatus
 from workbench.core.settings.config import save_setting
 from workbench.resources import shipped_path
@@ -141,7 +141,7 @@ class WorkbenchApp(App[None]):
     def scan_for_models(self, generation: int) -> None:
         """The scan imports huggingface_hub and asks endpoints over the network: off the UI path."""
         try:
-            specs = local_specs_with_cache(self.services.paths, self.services.hf_cache_dir)
+            specs = self.services.registry.loadable_specs()
         except Exception:
             log.exception("scanning the Hugging Face cache failed")
         else:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from workbench.core.hub.downloads.jobs import JobSnapshot
     from workbench.core.models.endpoints import ConnectionReport, Endpoint
     from workbench.core.models.lifecycle import ModelSpec
-    from workbench.core.models.local_status import LocalStatus
+    from workbench.core.models.registry import RepoStatus
     from workbench.core.models.wait import ImportStatus
 
 
@@ -84,7 +84,7 @@ class SearchDone(Message, bubble=False):
     """A catalog search finished: a page of models (with what is on disk) or the hub's error."""
 
     def __init__(self, generation: int, query: SearchQuery, page: int, result: SearchPage | HubError,
-                 local: dict[str, LocalStatus]) -> None:  # fmt: skip
+                 local: dict[str, RepoStatus]) -> None:  # fmt: skip
         super().__init__()
         self.generation = generation
         self.query = query
@@ -115,12 +115,14 @@ class CacheScanned(Message, bubble=False):
 
 
 class CacheDeleted(Message, bubble=False):
-    """A deletion from the cache finished: the bytes freed, or why it failed."""
+    """A deletion from the cache finished: the bytes freed, or why it failed (``refused``: a model in the files
+    is in use, and nothing was deleted)."""
 
-    def __init__(self, freed: int, error: str = "") -> None:
+    def __init__(self, freed: int, error: str = "", refused: bool = False) -> None:
         super().__init__()
         self.freed = freed
         self.error = error
+        self.refused = refused
 
 
 class ConnectionChecked(Message, bubble=False):

@@ -22,7 +22,8 @@ from workbench.core.chat.sampling import (
 )
 
 if TYPE_CHECKING:
-    from workbench.core.models.lifecycle import ModelManager, ModelSpec
+    from workbench.core.models.lifecycle import ModelManager
+    from workbench.core.models.spec import ModelSpec
     from workbench.core.settings.config import Settings
 
 GENERATION_CONFIG = "generation_config.json"
@@ -107,7 +108,7 @@ def model_sampling(spec: ModelSpec) -> SamplingLayer | None:
 
 def model_sampling_by_id(manager: ModelManager, model_id: str | None) -> SamplingLayer | None:
     """:func:`model_sampling` of a registered model; None for an unknown id."""
-    from workbench.core.models.lifecycle import UnknownModelError
+    from workbench.core.models.spec import UnknownModelError
 
     if model_id is None:
         return None

@@ -16,7 +16,8 @@ from workbench.core.chat.figures import GenerationFigures
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import ChatBackend, GenerationStep
 from workbench.core.models.inference import TokenStream
-from workbench.core.models.lifecycle import ModelManager, ModelManagerError, ModelRole
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.spec import ModelManagerError, ModelRole
 
 
 @dataclass(frozen=True, slots=True)

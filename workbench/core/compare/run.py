@@ -30,8 +30,9 @@ from typing import Any
 from workbench.core.chat.figures import format_figures
 from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.models.lifecycle import ModelBusyError, ModelManager, ModelManagerError, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import format_bytes
+from workbench.core.models.spec import ModelBusyError, ModelManagerError, ModelState
 
 log = logging.getLogger(__name__)
 

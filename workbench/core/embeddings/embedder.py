@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from workbench.core.embeddings.corpus import EmbeddingCache, embed_corpus, normalise
-from workbench.core.models.lifecycle import ModelManager, ModelRole
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.spec import ModelRole
 
 DEFAULT_BATCH_SIZE = 64
 

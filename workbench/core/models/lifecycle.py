@@ -3,8 +3,10 @@
 Panes borrow models through leases: ``async with await manager.acquire(model_id) as lease``. The
 manager loads a model on first acquire (once, however many callers wait), keeps it while leased,
 evicts idle models least-recently-used first when a load needs room, refuses loads that cannot fit
-with a message naming what to unload, unloads models left idle for too long, and tells subscribers
-about every change. All loading and unloading runs on the single inference thread.
+with a message naming what to unload, unloads models left idle for too long, forgets models whose files
+go away (``unregister``: refused while one is leased or loading), and tells subscribers about every
+change. All loading and unloading runs on the single inference thread. The types it talks in live in
+spec.py, the Backend protocol in backends/protocol.py.
 """
 
 from __future__ import annotations
@@ -13,112 +15,35 @@ import asyncio
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from workbench.core.models.backends.protocol import Backend
 from workbench.core.models.inference import InferenceThread
 from workbench.core.models.memory import Budget, MemoryEstimate, format_bytes
+from workbench.core.models.spec import (
+    RESIDENT_STATES,
+    ModelBusyError,
+    ModelDoesNotFitError,
+    ModelInfo,
+    ModelInUseError,
+    ModelLoadError,
+    ModelManagerError,
+    ModelRole,
+    ModelSpec,
+    ModelState,
+    UnknownModelError,
+)
 
 log = logging.getLogger(__name__)
-
-
-class ModelState(StrEnum):
-    UNLOADED = "unloaded"
-    LOADING = "loading"
-    READY = "ready"
-    BUSY = "busy"
-    UNLOADING = "unloading"
-    FAILED = "failed"
-
-
-_RESIDENT = frozenset({ModelState.LOADING, ModelState.READY, ModelState.BUSY, ModelState.UNLOADING})
-
-
-class ModelRole(StrEnum):
-    """What a model is for. Its backend declares it (``Backend.role``); every face reads it from the manager
-    (``ModelInfo.role``, ``ModelManager.ids``), never from the backend's kind or type."""
-
-    CHAT = "chat"
-    EMBED = "embed"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    name: str
-    kind: str  # the backend that loads it: "mlx-lm", "sentence-transformers", ...
-    path: Path
-
-
-class Backend(Protocol):
-    kind: str
-    role: ModelRole  # what every model this backend runs is for
-
-    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate: ...
-
-    def prepare(self) -> None:
-        """Runs on the inference thread before a load is measured: import the library, so its one-time
-        cost is not charged to the first model."""
-
-    def load(self, spec: ModelSpec) -> Any:
-        """Runs on the inference thread; returns the loaded model handle."""
-
-    def unload(self, handle: Any) -> None:
-        """Runs on the inference thread; frees what ``load`` allocated."""
-
-    def memory_in_use(self) -> int:
-        """Runs on the inference thread; the figure whose change across a load is that load's cost."""
-
-    def loaded_bytes(self, handle: Any, delta: int) -> int:
-        """The measured cost of a load, given the change of ``memory_in_use`` across it."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """A snapshot of one model, safe to hand to the UI."""
-
-    spec: ModelSpec
-    role: ModelRole
-    state: ModelState
-    estimate: MemoryEstimate | None
-    measured: int | None
-    last_used: float | None
-    pinned: bool
-    leases: int
-    error: str | None = None
-
-    @property
-    def resident(self) -> bool:
-        return self.state in _RESIDENT
 
 
 @dataclass(frozen=True)
 class ManagerEvent:
     model: ModelInfo
     message: str = ""
-
-
-class ModelManagerError(Exception):
-    """Errors meant for the user."""
-
-
-class UnknownModelError(ModelManagerError):
-    pass
-
-
-class ModelDoesNotFitError(ModelManagerError):
-    pass
-
-
-class ModelBusyError(ModelManagerError):
-    pass
-
-
-class ModelLoadError(ModelManagerError):
-    pass
 
 
 class _Record:
@@ -131,6 +56,7 @@ class _Record:
         self.last_used: float | None = None
         self.pinned = False
         self.leases = 0
+        self.holders: Counter[str] = Counter()  # who holds the leases ("" for a lease nobody named)
         self.error: str | None = None
         self.handle: Any = None
         self.loading: asyncio.Future[None] | None = None
@@ -138,7 +64,25 @@ class _Record:
 
     @property
     def resident(self) -> bool:
-        return self.state in _RESIDENT
+        return self.state in RESIDENT_STATES
+
+    @property
+    def evictable(self) -> bool:
+        return self.state is ModelState.READY and self.leases == 0 and not self.pinned
+
+    def why_kept(self) -> str:
+        if self.leases:
+            return "in use"
+        if self.pinned:
+            return "pinned"
+        return self.state.value
+
+    def refuse_removal(self) -> None:
+        """Raise ModelInUseError, saying why, while the model is loading or leased."""
+        if self.loading is not None or self.state is ModelState.LOADING:
+            raise ModelInUseError(f"{self.spec.name} is loading: wait for it to finish, then try again")
+        if self.leases:
+            raise ModelInUseError(f"{self.spec.name} is in use by {_holders_text(self.holders)}: stop it first")
 
     def cost(self) -> int:
         """What this model holds (or will hold) against the budget."""
@@ -165,17 +109,18 @@ class _Record:
 class Lease:
     """A borrowed, loaded model. Release it (or leave its ``async with``) when done."""
 
-    def __init__(self, manager: ModelManager, spec: ModelSpec, handle: Any) -> None:
+    def __init__(self, manager: ModelManager, spec: ModelSpec, handle: Any, holder: str = "") -> None:
         self._manager = manager
         self.spec = spec
         self.handle = handle
+        self.holder = holder
         self.released = False
 
     async def release(self) -> None:
         if not self.released:
             self.released = True
             self.handle = None  # a kept lease object must not keep the weights alive
-            self._manager._release(self.spec.id)
+            self._manager._release(self.spec.id, self.holder)
 
     async def __aenter__(self) -> Lease:
         return self
@@ -256,9 +201,7 @@ class ModelManager:
     def unevictable_bytes(self, exclude: Iterable[str] = ()) -> int:
         """What resident models that a load could not evict (in use, pinned, loading) hold, except ``exclude``."""
         skip = set(exclude)
-        return sum(
-            r.cost() for r in self._records.values() if r.resident and r.spec.id not in skip and not self._evictable(r)
-        )
+        return sum(r.cost() for r in self._records.values() if r.resident and r.spec.id not in skip and not r.evictable)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -269,10 +212,12 @@ class ModelManager:
 
     # --- leases -------------------------------------------------------------------------------
 
-    async def acquire(self, model_id: str) -> Lease:
-        """Borrow a model, loading it first if needed. Raises ModelManagerError subclasses."""
+    async def acquire(self, model_id: str, holder: str = "") -> Lease:
+        """Borrow a model, loading it first if needed. ``holder`` names the borrower for the user ("chat", "an API
+        request"), e.g. when a delete is refused. Raises ModelManagerError subclasses."""
         record = self._record(model_id)
         record.leases += 1  # counted at once, so nothing evicts the model while we wait for it
+        record.holders[holder] += 1
         self._cancel_idle_timer(record)
         try:
             while record.state is not ModelState.READY and record.state is not ModelState.BUSY:
@@ -281,12 +226,13 @@ class ModelManager:
                 await asyncio.shield(record.loading)
         except BaseException:
             record.leases -= 1
+            record.holders[holder] -= 1
             if record.leases == 0 and record.state is ModelState.BUSY:
                 self._set_state(record, ModelState.READY)
             raise
         record.last_used = self._clock()
         self._set_state(record, ModelState.BUSY)
-        return Lease(self, record.spec, record.handle)
+        return Lease(self, record.spec, record.handle, holder)
 
     async def load(self, model_id: str) -> ModelInfo:
         """Make a model resident without holding it (it stays until evicted or idle-unloaded)."""
@@ -294,9 +240,10 @@ class ModelManager:
         await lease.release()
         return self.info(model_id)
 
-    def _release(self, model_id: str) -> None:
+    def _release(self, model_id: str, holder: str = "") -> None:
         record = self._record(model_id)
         record.leases = max(0, record.leases - 1)
+        record.holders[holder] = max(0, record.holders[holder] - 1)
         record.last_used = self._clock()
         if record.leases == 0 and record.state is ModelState.BUSY:
             self._set_state(record, ModelState.READY)
@@ -313,6 +260,19 @@ class ModelManager:
         async with self._plan_lock:
             if record.state is ModelState.READY and record.leases == 0:
                 await self._unload(record, "unloaded")
+
+    async def unregister(self, model_id: str) -> None:
+        """Forget a model whose files are going away, unloading it first if it is loaded and idle. Raises
+        ModelInUseError (saying "in use by …" or "loading") while it is leased or loading."""
+        self._record(model_id).refuse_removal()
+        async with self._plan_lock:
+            record = self._record(model_id)  # unregistered (or replaced) while we waited for the lock?
+            record.refuse_removal()
+            del self._records[model_id]  # from here on, acquire() finds no such model
+            self._cancel_idle_timer(record)
+            if record.state is ModelState.READY:
+                await self._unload(record, "removed")
+            self._emit(record, "removed")
 
     def pin(self, model_id: str, pinned: bool = True) -> None:
         record = self._record(model_id)
@@ -343,7 +303,7 @@ class ModelManager:
                 record.error = None
                 self._set_state(record, ModelState.LOADING, f"loading {record.spec.name}")
             backend = self._backends[record.spec.kind]
-            handle, measured = await self.inference.run(self._load_on_thread, backend, record.spec)
+            handle, measured = await self.inference.run(_load_on_thread, backend, record.spec)
         except ModelDoesNotFitError as exc:
             record.error = str(exc)
             self._set_state(record, ModelState.UNLOADED, str(exc))
@@ -360,45 +320,11 @@ class ModelManager:
         record.last_used = self._clock()
         self._set_state(record, ModelState.READY, f"{record.spec.name} loaded ({format_bytes(measured)})")
 
-    @staticmethod
-    def _load_on_thread(backend: Backend, spec: ModelSpec) -> tuple[Any, int]:
-        backend.prepare()
-        before = backend.memory_in_use()
-        handle = backend.load(spec)
-        measured = backend.loaded_bytes(handle, max(0, backend.memory_in_use() - before))
-        # A model and the libraries it pulls in leave ~300k long-lived objects; a full collection over them
-        # holds the GIL for ~200 ms and stalls the UI mid-answer (bench/chat_tps.py). Frozen objects are
-        # skipped by the collector (refcounting still frees them).
-        gc.freeze()
-        return handle, measured
-
-    @staticmethod
-    def _unload_on_thread(backend: Backend, handle: Any) -> None:
-        gc.unfreeze()  # let the collector see the model's reference cycles again
-        try:
-            backend.unload(handle)
-        finally:
-            gc.freeze()
-
     async def _make_room(self, incoming: _Record) -> None:
         need = incoming.cost()
         budget = self.budget.bytes
         others = [r for r in self._records.values() if r is not incoming and r.resident]
-        evictable = sorted((r for r in others if self._evictable(r)), key=lambda r: r.last_used or 0.0)
-        kept = [r for r in others if r not in evictable]
-        if need > budget:
-            raise ModelDoesNotFitError(
-                f"{incoming.spec.name} needs {format_bytes(need)}, more than the whole budget "
-                f"({format_bytes(budget)}, {self.budget.source}): raise memory.budget_gb or choose a "
-                "smaller build or a shorter context"
-            )
-        if need + sum(r.cost() for r in kept) > budget:
-            holders = ", ".join(f"{r.spec.name} ({self._why_kept(r)}, {format_bytes(r.cost())})" for r in kept)
-            raise ModelDoesNotFitError(
-                f"{incoming.spec.name} needs {format_bytes(need)}; the budget is {format_bytes(budget)} and "
-                f"{holders} cannot be evicted: unload or unpin one of them, or raise memory.budget_gb"
-            )
-        for victim in evictable:
+        for victim in _eviction_order(incoming, others, self.budget):
             if self.held_bytes() + need <= budget:
                 return
             if victim.state is ModelState.READY and victim.leases == 0:  # may have been leased meanwhile
@@ -409,25 +335,13 @@ class ModelManager:
                 f"{format_bytes(self.held_bytes())} of {format_bytes(budget)}: try again when one is free"
             )
 
-    @staticmethod
-    def _evictable(record: _Record) -> bool:
-        return record.state is ModelState.READY and record.leases == 0 and not record.pinned
-
-    @staticmethod
-    def _why_kept(record: _Record) -> str:
-        if record.leases:
-            return "in use"
-        if record.pinned:
-            return "pinned"
-        return record.state.value
-
     async def _unload(self, record: _Record, reason: str) -> None:
         """Unload a model; the caller holds the plan lock and has checked that it is idle."""
         self._cancel_idle_timer(record)
         handle, record.handle = record.handle, None
         self._set_state(record, ModelState.UNLOADING, reason)
         try:
-            await self.inference.run(self._unload_on_thread, self._backends[record.spec.kind], handle)
+            await self.inference.run(_unload_on_thread, self._backends[record.spec.kind], handle)
         except Exception:
             log.exception("unloading %s failed", record.spec.id)
         record.measured = None
@@ -487,18 +401,54 @@ class ModelManager:
                 log.exception("a manager listener failed")
 
 
-__all__ = [
-    "Backend",
-    "Lease",
-    "ManagerEvent",
-    "ModelBusyError",
-    "ModelDoesNotFitError",
-    "ModelInfo",
-    "ModelLoadError",
-    "ModelManager",
-    "ModelManagerError",
-    "ModelRole",
-    "ModelSpec",
-    "ModelState",
-    "UnknownModelError",
-]
+def _eviction_order(incoming: _Record, residents: list[_Record], budget: Budget) -> list[_Record]:
+    """The idle models a load may evict, least recently used first; raises ModelDoesNotFitError, naming what
+    holds the memory, when even evicting all of them would not make room."""
+    need, limit = incoming.cost(), budget.bytes
+    evictable = sorted((r for r in residents if r.evictable), key=lambda r: r.last_used or 0.0)
+    kept = [r for r in residents if r not in evictable]
+    if need > limit:
+        raise ModelDoesNotFitError(
+            f"{incoming.spec.name} needs {format_bytes(need)}, more than the whole budget "
+            f"({format_bytes(limit)}, {budget.source}): raise memory.budget_gb or choose a "
+            "smaller build or a shorter context"
+        )
+    if need + sum(r.cost() for r in kept) > limit:
+        holders = ", ".join(f"{r.spec.name} ({r.why_kept()}, {format_bytes(r.cost())})" for r in kept)
+        raise ModelDoesNotFitError(
+            f"{incoming.spec.name} needs {format_bytes(need)}; the budget is {format_bytes(limit)} and "
+            f"{holders} cannot be evicted: unload or unpin one of them, or raise memory.budget_gb"
+        )
+    return evictable
+
+
+def _load_on_thread(backend: Backend, spec: ModelSpec) -> tuple[Any, int]:
+    backend.prepare()
+    before = backend.memory_in_use()
+    handle = backend.load(spec)
+    measured = backend.loaded_bytes(handle, max(0, backend.memory_in_use() - before))
+    # A model and the libraries it pulls in leave ~300k long-lived objects; a full collection over them
+    # holds the GIL for ~200 ms and stalls the UI mid-answer (bench/chat_tps.py). Frozen objects are
+    # skipped by the collector (refcounting still frees them).
+    gc.freeze()
+    return handle, measured
+
+
+def _unload_on_thread(backend: Backend, handle: Any) -> None:
+    gc.unfreeze()  # let the collector see the model's reference cycles again
+    try:
+        backend.unload(handle)
+    finally:
+        gc.freeze()
+
+
+def _holders_text(holders: Counter[str]) -> str:
+    """``chat, compare`` for named holders; ``2 leases`` for unnamed ones."""
+    named = sorted(name for name, count in holders.items() if name and count > 0)
+    unnamed = holders[""]
+    if unnamed:
+        named.append(f"{unnamed} lease{'s' if unnamed > 1 else ''}" if not named else f"{unnamed} more")
+    return ", ".join(named)
+
+
+__all__ = ["Lease", "Listener", "ManagerEvent", "ModelManager"]

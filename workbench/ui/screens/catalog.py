@@ -15,8 +15,8 @@ from workbench.core.hub.client import HubCatalog, HubModel, SearchPage, SearchQu
 from workbench.core.hub.curated import CatalogEntry
 from workbench.core.hub.errors import HubError
 from workbench.core.hub.fit import FitVerdict, fit_verdict
-from workbench.core.models.local_status import LocalStatus, local_status
 from workbench.core.models.memory import GB, format_bytes
+from workbench.core.models.registry import Presence, RepoStatus
 from workbench.ui.messages import SearchDone
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
@@ -97,7 +97,7 @@ class CatalogPane(PaneScreen):
         self.result: SearchPage | None = None
         self.rows: list[HubModel | CatalogEntry] = []
         self.error: HubError | None = None
-        self.local: dict[str, LocalStatus] = {}
+        self.local: dict[str, RepoStatus] = {}
         self.outcomes_shown = 0  # search outcomes (a page or an error) shown so far: what tests wait on
         self.search_generation = 0  # bumped by each search: an older one's answer is dropped
 
@@ -148,8 +148,7 @@ class CatalogPane(PaneScreen):
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
         statuses = {}
         if isinstance(result, SearchPage):
-            cache_dir = services_of(self).hf_cache_dir
-            statuses = {m.repo_id: local_status(m.repo_id, cache_dir) for m in result.models}
+            statuses = services_of(self).registry.repo_statuses(m.repo_id for m in result.models)
         self.post_message(SearchDone(generation, query, page, result, statuses))
 
     def on_search_done(self, message: SearchDone) -> None:
@@ -192,10 +191,10 @@ class CatalogPane(PaneScreen):
                 continue
             verdict = fit_verdict(model.memory_bytes, budget)
             updated = model.last_modified[:10] if model.last_modified else ""
-            status = local.get(model.repo_id, LocalStatus.NOT_DOWNLOADED)
+            status = local.get(model.repo_id, RepoStatus(model.repo_id, Presence.ABSENT))
             table.add_row(short_name(model.repo_id), verdict_cell(verdict, model.kv_exact),
                           format_bytes(model.weights_bytes) if model.weights_bytes else "?", params_text(model.params),
-                          model.quantization or "?", status.value, count(model.downloads), count(model.likes),
+                          model.quantization or "?", status.label, count(model.downloads), count(model.likes),
                           updated)  # fmt: skip
             self.rows.append(model)
         if self.rows:
@@ -273,6 +272,14 @@ class CatalogPane(PaneScreen):
             return
         job = services_of(self).downloads.enqueue(item.repo_id)
         self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
+
+    @on(DataTable.RowHighlighted, "#catalog-table")
+    def explain_local(self) -> None:
+        """Why a repo on disk is partial or cannot load, from the registry's answer, in the status line."""
+        item = self.selected()
+        status = self.local.get(item.repo_id) if item is not None else None
+        if item is not None and status is not None and status.why and status.presence is not Presence.ABSENT:
+            self.show_status(f"{short_name(item.repo_id)} {status.label}: {status.why}")
 
     @on(DataTable.RowSelected, "#catalog-table")
     def open_details(self) -> None:

@@ -17,8 +17,9 @@ from textual.worker import Worker
 from workbench.core.chat.model_sampling import chat_sampling, model_sampling_by_id
 from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
-from workbench.core.models.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.spec import ModelManagerError, ModelRole, ModelState
 from workbench.core.models.wait import (
     NO_MODEL,
     DefaultModelImport,

@@ -26,8 +26,9 @@ from workbench.core.compare.run import (
     plan_memory,
     word_diff,
 )
-from workbench.core.models.lifecycle import ModelManager, ModelRole
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.spec import ModelRole
 from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of

@@ -13,8 +13,9 @@ from textual.widgets import DataTable, Static
 
 from workbench.core.models.backends.remote import KIND as REMOTE_KIND
 from workbench.core.models.endpoints import ConnectionReport, Endpoint, check_connection
-from workbench.core.models.lifecycle import ModelInfo, ModelManager, ModelManagerError, ModelState
+from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import format_bytes
+from workbench.core.models.spec import ModelInfo, ModelManagerError, ModelState, UnknownModelError
 from workbench.ui.messages import ConnectionChecked, Notice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
@@ -141,7 +142,10 @@ class ModelsPane(PaneScreen):
         if not table.row_count:
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return self.manager.info(key) if key else None
+        try:
+            return self.manager.info(key) if key else None
+        except UnknownModelError:  # deleted from disk (the cache view, `rm`) before the table caught up
+            return None
 
     def action_load(self) -> None:
         if info := self.selected():

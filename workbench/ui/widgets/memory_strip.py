@@ -6,8 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from workbench.core.models.lifecycle import ModelInfo, ModelState
 from workbench.core.models.memory import GB, MB, Budget, MemorySnapshot
+from workbench.core.models.spec import ModelInfo, ModelState
 from workbench.ui.services import services_of
 
 _STATE_STYLE = {

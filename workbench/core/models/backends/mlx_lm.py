@@ -11,8 +11,8 @@ from typing import Any
 
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep
-from workbench.core.models.lifecycle import ModelRole, ModelSpec
 from workbench.core.models.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
+from workbench.core.models.spec import ModelRole, ModelSpec
 
 KIND = "mlx-lm"
 

@@ -1,4 +1,6 @@
-"""What every chat-capable backend provides, whatever runs the model (MLX here, a remote server later)."""
+"""What backends provide: every backend (``Backend``: each model's role, estimate, load, unload, measure) and the
+chat-capable ones (``ChatBackend``: stream an answer, count prompt tokens, the context window), whatever runs the
+model (MLX on the inference thread, a remote OpenAI-compatible server on a thread of its own)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,31 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.memory import MemoryEstimate
+from workbench.core.models.spec import ModelRole, ModelSpec
+
+
+class Backend(Protocol):
+    kind: str
+    role: ModelRole  # what every model this backend runs is for
+
+    def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate: ...
+
+    def prepare(self) -> None:
+        """Runs on the inference thread before a load is measured: import the library, so its one-time
+        cost is not charged to the first model."""
+
+    def load(self, spec: ModelSpec) -> Any:
+        """Runs on the inference thread; returns the loaded model handle."""
+
+    def unload(self, handle: Any) -> None:
+        """Runs on the inference thread; frees what ``load`` allocated."""
+
+    def memory_in_use(self) -> int:
+        """Runs on the inference thread; the figure whose change across a load is that load's cost."""
+
+    def loaded_bytes(self, handle: Any, delta: int) -> int:
+        """The measured cost of a load, given the change of ``memory_in_use`` across it."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +52,8 @@ class GenerationStep:
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """The chat half of a backend. All three run on the inference thread."""
+    """The chat half of a backend. All three run on the inference thread, except a ``blocking_io`` backend's
+    ``chat_stream`` (it waits on the network), which runs on a thread of its own."""
 
     def chat_stream(
         self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings

@@ -15,8 +15,8 @@ from typing import Any
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep
 from workbench.core.models.endpoints import Endpoint, EndpointError, explain, make_client
-from workbench.core.models.lifecycle import ModelRole, ModelSpec
 from workbench.core.models.memory import MemoryEstimate
+from workbench.core.models.spec import ModelRole, ModelSpec
 
 KIND = "openai-remote"
 CHARS_PER_TOKEN = 4  # without the server's tokenizer, a prompt's size is estimated

@@ -6,8 +6,8 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from workbench.core.models.lifecycle import ModelRole, ModelSpec
 from workbench.core.models.memory import MB, MemoryEstimate, safetensors_weight_bytes
+from workbench.core.models.spec import ModelRole, ModelSpec
 
 KIND = "sentence-transformers"
 # Activations of one encode batch (128 short sentences) beyond the weights; measured ~10-20 MB for MiniLM.
