@@ -22,6 +22,7 @@ from workbench.core.chat.model_sampling import chat_sampling
 from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
 from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
 from workbench.core.models.lifecycle import ModelManager, ModelManagerError
+from workbench.core.models.local import DEFAULT_CHAT_ID
 from workbench.core.models.wait import (
     NO_MODEL,
     DefaultModelImport,
@@ -163,6 +164,15 @@ class ChatSession:
             self.conversation = None
             return False
         return True
+
+    def settle_model(self, available: list[str]) -> str | None:
+        """Choose the model among ``available``: the one chosen (or the conversation's) if it is there, else the
+        default chat model, else the first; None when there is none."""
+        wanted = self.model_id or (self.conversation.model_id if self.conversation else None)
+        if wanted not in available:
+            wanted = DEFAULT_CHAT_ID if DEFAULT_CHAT_ID in available else (available[0] if available else None)
+        self.model_id = wanted
+        return wanted
 
     def choose_model(self, model_id: str) -> None:
         self.model_id = model_id

@@ -6,29 +6,25 @@ answer's worker posts the session's events as messages (chat_stream.py); only th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Select, Static
-from textual.widgets._markdown import MarkdownStream
+from textual.widgets import Select
 from textual.worker import Worker
 
 from workbench.core.chat.model_sampling import model_sampling_by_id
-from workbench.core.chat.run import ChatRun, GenerationFigures
+from workbench.core.chat.run import ChatRun
 from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
 from workbench.core.chat.session import Answer, ChatSession
-from workbench.core.models.lifecycle import ModelManager, ModelManagerError, ModelRole, ModelState
-from workbench.core.models.local import DEFAULT_CHAT_ID
+from workbench.core.models.lifecycle import ModelManager, ModelManagerError, ModelRole
 from workbench.core.models.wait import NO_MODEL, DefaultModelImport
 from workbench.core.storage.store import Conversation, Store, StoredMessage
 from workbench.ui.clipboard import copy_text
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.chat_stream import (
+    AnswerMessage,
     AnswerModelChosen,
     AnswerOver,
     AnswerText,
@@ -38,18 +34,18 @@ from workbench.ui.screens.chat_stream import (
 )
 from workbench.ui.widgets.chat_input import ChatInput
 from workbench.ui.widgets.chat_message import MessageView
+from workbench.ui.widgets.chat_model_bar import ChatModelBar
+from workbench.ui.widgets.chat_transcript import ChatTranscript
 
 STILL_ANSWERING = "Still answering: Esc stops it."
 
 
-@dataclass
+@dataclass(frozen=True)
 class LiveAnswer:
     """The answer on screen while it streams; ``generation`` tells its messages from a late one's."""
 
     generation: int
     answer: Answer
-    view: MessageView
-    stream: MarkdownStream
 
 
 class ChatPane(PaneScreen):
@@ -76,7 +72,7 @@ class ChatPane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session: ChatSession | None = None  # made on mount, from the app's services
+        self._session: ChatSession | None = None  # made on mount, from the app's services
         self.live: LiveAnswer | None = None  # from sending until the answer is shown as ended
         self.answer_worker: Worker[None] | None = None
         self.generation = 0  # one per answer: a message of an earlier answer is dropped
@@ -84,25 +80,25 @@ class ChatPane(PaneScreen):
     # --- what the session holds ----------------------------------------------------------------
 
     @property
-    def chat(self) -> ChatSession:
-        assert self.session is not None, "the Chat pane is not mounted yet"
-        return self.session
+    def session(self) -> ChatSession:
+        assert self._session is not None, "the Chat pane is not mounted yet"
+        return self._session
 
     @property
     def conversation(self) -> Conversation | None:
-        return self.chat.conversation
+        return self.session.conversation
 
     @property
     def model_id(self) -> str | None:
-        return self.chat.model_id
+        return self.session.model_id
 
     @property
     def sampling(self) -> SamplingChoice:
-        return self.chat.sampling
+        return self.session.sampling
 
     @sampling.setter
     def sampling(self, choice: SamplingChoice) -> None:
-        self.chat.sampling = choice
+        self.session.sampling = choice
 
     @property
     def answering(self) -> bool:
@@ -131,19 +127,17 @@ class ChatPane(PaneScreen):
     # --- layout ----------------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
-        with Horizontal(id="chat-top"):
-            yield Select[str]([], prompt="Choose a model (ctrl+l)", id="model-select", allow_blank=True)
-            yield Static("", id="chat-status")
-        yield VerticalScroll(id="transcript")
+        yield ChatModelBar(id="chat-top")
+        yield ChatTranscript(id="transcript")
         yield ChatInput(id="prompt")
 
     def on_mount(self) -> None:
         settings = self.app.services.settings  # type: ignore[attr-defined]
-        self.session = ChatSession(self.store, self.manager, settings, self.default_import)
+        self._session = ChatSession(self.store, self.manager, settings, self.default_import)
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_import())
         self.refresh_models()
-        messages = self.chat.open_latest()
+        messages = self.session.open_latest()
         if messages is not None:
             self.show_conversation(messages)
         else:
@@ -155,31 +149,26 @@ class ChatPane(PaneScreen):
     def chat_model_ids(self) -> list[str]:
         return self.manager.ids(ModelRole.CHAT)
 
+    @property
+    def model_bar(self) -> ChatModelBar:
+        return self.query_one("#chat-top", ChatModelBar)
+
     def refresh_models(self) -> None:
-        select = self.query_one("#model-select", Select)
         ids = self.chat_model_ids()
-        options = [(self.manager.info(i).spec.name, i) for i in ids]
-        if [value for _, value in select._options if value is not Select.NULL] != ids:
-            select.set_options(options)
-        wanted = self.model_id or (self.conversation.model_id if self.conversation else None)
-        if wanted not in ids:
-            wanted = DEFAULT_CHAT_ID if DEFAULT_CHAT_ID in ids else (ids[0] if ids else None)
-        if wanted is not None and select.value != wanted:
-            select.value = wanted
-        self.chat.model_id = wanted
+        chosen = self.session.settle_model(ids)
+        self.model_bar.set_models([(self.manager.info(i).spec.name, i) for i in ids], chosen)
         self.show_status()
 
     def show_import(self) -> None:
         """While the default model is on its way and nothing else is there, the model box says so."""
-        select = self.query_one("#model-select", Select)
         coming = self.default_import.status.coming and self.model_id is None
-        select.prompt = f"{self.default_import.describe()} (ctrl+l)" if coming else "Choose a model (ctrl+l)"
+        self.model_bar.show_coming(self.default_import.describe() if coming else None)
 
     @on(Select.Changed, "#model-select")
     def model_chosen(self, event: Select.Changed) -> None:
         if event.value is Select.NULL or event.value == self.model_id:
             return
-        self.chat.choose_model(str(event.value))
+        self.session.choose_model(str(event.value))
         self.show_status()
         self.preload(str(event.value))
 
@@ -192,56 +181,32 @@ class ChatPane(PaneScreen):
             self.notify(str(exc), title="Cannot load the model", severity="error", timeout=12)
 
     def show_status(self) -> None:
-        parts = []
-        if self.model_id:
-            info = self.manager.info(self.model_id)
-            if info.state is ModelState.LOADING:
-                parts.append("loading…")
-            elif info.state is ModelState.FAILED or (info.state is ModelState.UNLOADED and info.error):
-                parts.append("not loaded (see Models, 6)")
-            elif info.state is not ModelState.UNLOADED:
-                parts.append(info.state.value)
-        sampling = self.effective_sampling().settings
-        parts.append(f"T {sampling.temperature:g} · max {sampling.max_tokens}")
-        self.query_one("#chat-status", Static).update(" · ".join(parts))
+        info = self.manager.info(self.model_id) if self.model_id else None
+        self.model_bar.show_status(info, self.effective_sampling().settings)
 
     def effective_sampling(self) -> ResolvedSampling:
-        return self.chat.effective_sampling()
+        return self.session.effective_sampling()
 
     # --- transcript ------------------------------------------------------------------------------
 
     @property
-    def transcript(self) -> VerticalScroll:
-        return self.query_one("#transcript", VerticalScroll)
+    def transcript(self) -> ChatTranscript:
+        return self.query_one("#transcript", ChatTranscript)
 
     def show_empty_hint(self) -> None:
-        self.transcript.remove_children()
-        self.transcript.mount(Static(  # one line per topic, each wrapped to the pane's width
-            "Type a message and press Enter to send; ctrl+j adds a newline, Esc stops an answer.\n"
-            "ctrl+r answers again, F2 edits your last message, ctrl+y copies the last answer "
-            "(Tab to a message and ctrl+y copies that one).\n"
-            "ctrl+o opens earlier chats, ctrl+s the system prompt and sampling settings, ctrl+l chooses the model.",
-            id="empty-hint",
-        ))  # fmt: skip
+        self.transcript.show_empty_hint()
 
     def open_conversation(self, conversation_id: int) -> None:
-        messages = self.chat.open(conversation_id)
+        messages = self.session.open(conversation_id)
         if messages is not None:
             self.show_conversation(messages)
 
     def show_conversation(self, messages: list[StoredMessage]) -> None:
-        self.transcript.remove_children()
-        self.transcript.mount_all([self.view_for(m) for m in messages])
-        self.transcript.scroll_end(animate=False)
+        self.transcript.show(messages)
         self.refresh_models()
 
-    @staticmethod
-    def view_for(message: StoredMessage) -> MessageView:
-        figures = GenerationFigures.from_dict(message.figures) if message.figures else None
-        return MessageView(message.role, message.content, message.id, message.status, message.error, figures)
-
     def message_views(self) -> list[MessageView]:
-        return list(self.transcript.query(MessageView))
+        return self.transcript.views()
 
     # --- sending ---------------------------------------------------------------------------------
 
@@ -253,23 +218,21 @@ class ChatPane(PaneScreen):
         if self.answering:
             self.notify(STILL_ANSWERING, severity="warning")
             return
-        if not self.chat.can_send():
+        if not self.session.can_send():
             self.notify(NO_MODEL, severity="warning")
             return
-        sent = self.chat.send(text)
+        sent = self.session.send(text)
         if sent.created:
             self.transcript.remove_children()
-        self.transcript.mount(self.view_for(sent.user))
+        self.transcript.add(sent.user)
         self.query_one(ChatInput).clear()
         await self.show_answer(sent.answer)
 
     async def show_answer(self, answer: Answer) -> None:
         """Mount the answer's view and start the worker that streams it."""
-        view = self.view_for(answer.message)
-        await self.transcript.mount(view)
-        self.transcript.scroll_end(animate=False)
+        await self.transcript.start_answer(answer.message)
         self.generation += 1
-        self.live = LiveAnswer(self.generation, answer, view, view.markdown.get_stream(view.markdown))
+        self.live = LiveAnswer(self.generation, answer)
         self.answer_worker = self.stream_answer(answer, self.generation)
 
     @work(group="chat-answer", exit_on_error=False)
@@ -277,33 +240,31 @@ class ChatPane(PaneScreen):
         """Relay the answer's events; its end (however it came: done, failed, cancelled) is shown by the pane,
         and the worker ends once it is."""
         try:
-            await relay(self.chat.answer_events(answer), generation, self.post_message)
+            await relay(self.session.answer_events(answer), generation, self.post_message)
         finally:
             over = AnswerOver(generation, answer.ended())
             posted = self.post_message(over)
         if posted:
             await over.rendered.wait()
 
-    def live_for(self, message: AnswerWaiting | AnswerText | AnswerTrimmed | AnswerModelChosen | AnswerOver
-                 ) -> LiveAnswer | None:  # fmt: skip
+    def live_for(self, message: AnswerMessage) -> LiveAnswer | None:
         live = self.live
         return live if live is not None and live.generation == message.generation else None
 
     def on_answer_waiting(self, message: AnswerWaiting) -> None:
-        if live := self.live_for(message):
-            live.view.set_waiting(message.what)
+        if self.live_for(message):
+            self.transcript.set_waiting(message.what)
 
     async def on_answer_text(self, message: AnswerText) -> None:
-        if live := self.live_for(message):
-            await live.stream.write(message.text)
-            self.transcript.scroll_end(animate=False)
+        if self.live_for(message):
+            await self.transcript.append(message.text)
 
     def on_answer_trimmed(self, message: AnswerTrimmed) -> None:
-        if live := self.live_for(message):
+        if self.live_for(message):
             trimmed = message.trimmed
             note = (f"The conversation is longer than the model's context ({trimmed.window} tokens): "
                     f"the oldest {trimmed.dropped} message(s) were not sent.")  # fmt: skip
-            live.view.set_context_note(note)
+            self.transcript.set_context_note(note)
             self.notify(note, severity="warning", timeout=8)
 
     def on_answer_model_chosen(self, message: AnswerModelChosen) -> None:
@@ -312,54 +273,41 @@ class ChatPane(PaneScreen):
 
     async def on_answer_over(self, message: AnswerOver) -> None:
         try:
-            live = self.live_for(message)
-            if live is None:
-                return
-            ended, view = message.ended, live.view
-            view.content = ended.text
-            view.set_waiting("")
-            view.set_result(ended.status, ended.figures, ended.error)
-            with contextlib.suppress(asyncio.CancelledError):
-                await live.stream.stop()
-            self.live, self.answer_worker = None, None
-            self.transcript.scroll_end(animate=False)
-            self.show_status()
+            if self.live_for(message):
+                await self.transcript.end_answer(message.ended)
+                self.live, self.answer_worker = None, None
+                self.show_status()
         finally:
             message.rendered.set()
 
     # --- actions ---------------------------------------------------------------------------------
 
     def action_stop(self) -> None:
-        if self.answering and not self.chat.stop() and self.answer_worker is not None:
+        if self.answering and not self.session.stop() and self.answer_worker is not None:
             self.answer_worker.cancel()  # still waiting for its model: what came is kept, as stopped
 
     async def action_regenerate(self) -> None:
         if self.answering:
             return
-        regenerated = self.chat.regenerate()
+        regenerated = self.session.regenerate()
         if regenerated is None:
             return
         removed_id, answer = regenerated
-        self.remove_views([removed_id])
+        self.transcript.remove_views([removed_id])
         await self.show_answer(answer)
 
     def action_edit_last(self) -> None:
         if self.answering:
             return
-        edited = self.chat.edit_last()
+        edited = self.session.edit_last()
         if edited is None:
             return
         text, removed_ids = edited
-        self.remove_views(removed_ids)
+        self.transcript.remove_views(removed_ids)
         prompt = self.query_one(ChatInput)
         prompt.text = text
         prompt.focus()
         prompt.move_cursor(prompt.document.end)
-
-    def remove_views(self, message_ids: list[int]) -> None:
-        for view in self.message_views():
-            if view.message_id in message_ids:
-                view.remove()
 
     def action_copy(self) -> None:
         focused = self.focused
@@ -378,7 +326,7 @@ class ChatPane(PaneScreen):
         if self.answering:
             self.notify(STILL_ANSWERING, severity="warning")
             return
-        self.chat.new()
+        self.session.new()
         self.show_empty_hint()
         self.query_one(ChatInput).focus()
 
@@ -387,16 +335,14 @@ class ChatPane(PaneScreen):
             self.notify(f"{self.default_import.describe()}: it will be chosen when it is ready, and a message sent "
                         "now waits for it.", title="Default chat model")  # fmt: skip
             return
-        select = self.query_one("#model-select", Select)
-        select.focus()
-        select.expanded = True
+        self.model_bar.open()
 
     def action_history(self) -> None:
         from workbench.ui.screens.chat_history import HistoryScreen
 
         def opened(conversation_id: int | None) -> None:
             current = self.conversation.id if self.conversation else None
-            if not self.chat.still_there():  # deleted from the history view
+            if not self.session.still_there():  # deleted from the history view
                 self.show_empty_hint()
             if conversation_id is not None and conversation_id != current:
                 self.open_conversation(conversation_id)
@@ -413,8 +359,8 @@ class ChatPane(PaneScreen):
         def applied(result: ChatSettings | None) -> None:
             if result is None:
                 return
-            self.chat.apply_settings(result.system_prompt, result.sampling)
+            self.session.apply_settings(result.system_prompt, result.sampling)
             self.show_status()
 
-        self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.chat.system_prompt, self.sampling),  # type: ignore[attr-defined]
+        self.app.push_screen(SettingsScreen(self.app.services, ChatSettings(self.session.system_prompt, self.sampling),  # type: ignore[attr-defined]
                                             model_sampling_by_id(self.manager, self.model_id)), applied)  # fmt: skip
