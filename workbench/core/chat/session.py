@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from workbench.core.chat.model_sampling import chat_sampling
@@ -264,9 +264,10 @@ class ChatSession:
         last_save = self._clock()
         try:
             waited = False
-            async for step in self._model_for(answer):
-                waited = waited or isinstance(step, Waiting)
-                yield step
+            async with contextlib.aclosing(self._model_for(answer)) as steps:
+                async for step in steps:
+                    waited = waited or isinstance(step, Waiting)
+                    yield step
             model_id = answer.model_id
             assert model_id is not None  # _model_for raises when there is none
             sampling = chat_sampling(self.settings, self.manager, model_id, self.sampling)
@@ -299,7 +300,7 @@ class ChatSession:
             log.exception("chat generation failed")
             answer.status, answer.error = MessageStatus.ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            if answer.status is MessageStatus.STREAMING:  # it ended before the model was there
+            if answer.status is MessageStatus.STREAMING:  # a BaseException let through before the model answered
                 answer.status = MessageStatus.STOPPED
             self.store.update_message(answer.message.id, content=answer.text, status=answer.status,
                                       error=answer.error,
@@ -308,17 +309,18 @@ class ChatSession:
                 self.answer = None
         yield answer.ended()
 
-    async def _model_for(self, answer: Answer) -> AsyncIterator[Waiting | ModelChosen]:
+    async def _model_for(self, answer: Answer) -> AsyncGenerator[Waiting | ModelChosen, None]:
         """What the answer waits for, then the model it goes to (in ``answer.model_id``)."""
-        async for step in until_ready(self.manager, self.default_import, self.model_id):
-            if isinstance(step, Waiting):
-                yield step
-            elif isinstance(step, Ready):
-                answer.model_id = step.model_id
-                if step.model_id != self.model_id:  # the default model arrived: it is the one to use
-                    self.model_id = step.model_id
-                    yield ModelChosen(step.model_id)
-                if self.conversation is not None:
-                    self.store.update_conversation(self.conversation.id, model_id=step.model_id)
+        async with contextlib.aclosing(until_ready(self.manager, self.default_import, self.model_id)) as steps:
+            async for step in steps:
+                if isinstance(step, Waiting):
+                    yield step
+                elif isinstance(step, Ready):
+                    answer.model_id = step.model_id
+                    if step.model_id != self.model_id:  # the default model arrived: it is the one to use
+                        self.model_id = step.model_id
+                        yield ModelChosen(step.model_id)
+                    if self.conversation is not None:
+                        self.store.update_conversation(self.conversation.id, model_id=step.model_id)
         if answer.model_id is None:
             raise ModelWaitError(NO_MODEL)
