@@ -141,7 +141,7 @@ class ChatPane(PaneScreen):
         if messages is not None:
             self.show_conversation(messages)
         else:
-            self.show_empty_hint()
+            self.transcript.show_empty_hint()
         self.query_one(ChatInput).focus()
 
     # --- models ----------------------------------------------------------------------------------
@@ -192,9 +192,6 @@ class ChatPane(PaneScreen):
     @property
     def transcript(self) -> ChatTranscript:
         return self.query_one("#transcript", ChatTranscript)
-
-    def show_empty_hint(self) -> None:
-        self.transcript.show_empty_hint()
 
     def open_conversation(self, conversation_id: int) -> None:
         messages = self.session.open(conversation_id)
@@ -248,8 +245,8 @@ class ChatPane(PaneScreen):
             await over.rendered.wait()
 
     def live_for(self, message: AnswerMessage) -> LiveAnswer | None:
-        live = self.live
-        return live if live is not None and live.generation == message.generation else None
+        """The answer on screen, if ``message`` is about it (not about an earlier one)."""
+        return self.live if self.live is not None and self.live.generation == message.generation else None
 
     def on_answer_waiting(self, message: AnswerWaiting) -> None:
         if self.live_for(message):
@@ -261,11 +258,8 @@ class ChatPane(PaneScreen):
 
     def on_answer_trimmed(self, message: AnswerTrimmed) -> None:
         if self.live_for(message):
-            trimmed = message.trimmed
-            note = (f"The conversation is longer than the model's context ({trimmed.window} tokens): "
-                    f"the oldest {trimmed.dropped} message(s) were not sent.")  # fmt: skip
-            self.transcript.set_context_note(note)
-            self.notify(note, severity="warning", timeout=8)
+            self.transcript.set_context_note(message.note)
+            self.notify(message.note, severity="warning", timeout=8)
 
     def on_answer_model_chosen(self, message: AnswerModelChosen) -> None:
         if self.live_for(message):
@@ -327,7 +321,7 @@ class ChatPane(PaneScreen):
             self.notify(STILL_ANSWERING, severity="warning")
             return
         self.session.new()
-        self.show_empty_hint()
+        self.transcript.show_empty_hint()
         self.query_one(ChatInput).focus()
 
     def action_choose_model(self) -> None:
@@ -343,7 +337,7 @@ class ChatPane(PaneScreen):
         def opened(conversation_id: int | None) -> None:
             current = self.conversation.id if self.conversation else None
             if not self.session.still_there():  # deleted from the history view
-                self.show_empty_hint()
+                self.transcript.show_empty_hint()
             if conversation_id is not None and conversation_id != current:
                 self.open_conversation(conversation_id)
             self.query_one(ChatInput).focus()

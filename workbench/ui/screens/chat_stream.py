@@ -40,9 +40,16 @@ class AnswerText(AnswerMessage):
 
 
 class AnswerTrimmed(AnswerMessage):
+    """The oldest messages were not sent: the conversation outgrew the model's context."""
+
     def __init__(self, generation: int, trimmed: ContextTrimmed) -> None:
         super().__init__(generation)
         self.trimmed = trimmed
+
+    @property
+    def note(self) -> str:
+        return (f"The conversation is longer than the model's context ({self.trimmed.window} tokens): "
+                f"the oldest {self.trimmed.dropped} message(s) were not sent.")  # fmt: skip
 
 
 class AnswerModelChosen(AnswerMessage):

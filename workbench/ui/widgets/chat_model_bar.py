@@ -13,7 +13,7 @@ CHOOSE = "Choose a model (ctrl+l)"
 
 
 def status_line(info: ModelInfo | None, sampling: SamplingSettings) -> str:
-    """The status line, as "loading… · T 0.7 · max 512": the chosen model's state when it says something, and the sampling."""
+    """The status line ("loading… · T 0.7 · max 512"): the model's state when it says something, the sampling."""
     parts = []
     if info is not None:
         if info.state is ModelState.LOADING:
