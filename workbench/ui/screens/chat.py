@@ -227,9 +227,9 @@ class ChatPane(PaneScreen):
 
     async def show_answer(self, answer: Answer) -> None:
         """Mount the answer's view and start the worker that streams it."""
-        await self.transcript.start_answer(answer.message)
         self.generation += 1
         self.live = LiveAnswer(self.generation, answer)
+        await self.transcript.start_answer(answer.message)
         self.answer_worker = self.stream_answer(answer, self.generation)
 
     @work(group="chat-answer", exit_on_error=False)

@@ -7,7 +7,7 @@ import contextlib
 
 from textual.containers import VerticalScroll
 from textual.widgets import Static
-from textual.widgets._markdown import MarkdownStream
+from textual.widgets.markdown import MarkdownStream
 
 from workbench.core.chat.run import GenerationFigures
 from workbench.core.chat.session import AnswerEnded
