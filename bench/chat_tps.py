@@ -158,7 +158,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
 async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
     """One answer through the real app, the way a person asks for it."""
     from workbench.bootstrap import build_services
-    from workbench.core.chat.sampling import SamplingSettings
+    from workbench.core.chat.sampling import SamplingChoice
     from workbench.core.models.local import DEFAULT_CHAT_ID
     from workbench.core.settings.paths import AppPaths
     from workbench.ui.app import WorkbenchApp
@@ -174,7 +174,7 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
             raise RuntimeError(f"key 3 opened {type(chat).__name__}, not the Chat pane")
         if chat.model_id != DEFAULT_CHAT_ID:
             raise RuntimeError(f"the Chat pane chose {chat.model_id!r}, not {DEFAULT_CHAT_ID}")
-        chat.sampling = SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=tokens)
+        chat.sampling = SamplingChoice(values={"temperature": 0.0, "top_p": 1.0, "max_tokens": tokens})
         await app.services.manager.load(DEFAULT_CHAT_ID)  # what the pane's preload does: outside the timing
         prompt = chat.query_one(ChatInput)
         prompt.focus()

@@ -87,7 +87,7 @@ WIDGET_CALLS = {"query_one", "query", "notify", "update", "mount", "remove", "fo
                 "update_cell", "move_cursor", "push_screen", "call_from_thread"}  # fmt: skip
 # Their workers still paint: these panes are being rewritten around ChatSession/CompareSession (issue 13 point 2);
 # take each off this list once its workers post messages.
-WORKERS_STILL_PAINT = {"ui/screens/chat.py", "ui/screens/compare.py", "ui/screens/prompt_set.py"}
+WORKERS_STILL_PAINT = {"ui/screens/compare.py", "ui/screens/prompt_set.py"}
 
 
 def _decorated_with_work(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

@@ -44,11 +44,9 @@ def saved_answer(database: Path) -> str:
     if not database.exists():
         return ""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        try:
-            last = "SELECT content FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1"
-            row = db.execute(last).fetchone()
-        except sqlite3.OperationalError:  # the child created the file and has not committed the schema yet
-            return ""
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone() is None:
+            return ""  # the child has made the file but not its tables yet
+        row = db.execute("SELECT content FROM messages WHERE role = 'assistant' ORDER BY id DESC LIMIT 1").fetchone()
     return row[0] if row else ""
 
 

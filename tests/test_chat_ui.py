@@ -233,3 +233,38 @@ async def test_quitting_mid_answer_keeps_it_as_stopped(app_paths: AppPaths) -> N
     answer = store.chats.messages(conversation_id)[-1]
     assert answer.status is MessageStatus.STOPPED and answer.content.startswith("w0 ")
     store.close()
+
+
+async def test_a_message_of_an_earlier_answer_is_dropped(app_paths: AppPaths) -> None:
+    from workbench.core.chat.session import AnswerEnded
+    from workbench.ui.screens.chat_stream import AnswerOver, AnswerText
+
+    app, _ = chat_app(app_paths, Script(tokens=[f"w{i} " for i in range(300)], delay_s=0.02))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "talk")
+        await wait_for(pilot, lambda: answer_on_screen(chat).startswith("w0 "), "the first words on screen")
+        earlier = chat.generation - 1
+        late = AnswerOver(earlier, AnswerEnded(MessageStatus.ERROR, "stale", None, "stale"))
+        chat.post_message(AnswerText(earlier, "STALE "))
+        chat.post_message(late)
+        await wait_for(pilot, late.rendered.is_set, "the late message handled")
+        assert chat.answering and "STALE" not in answer_on_screen(chat)
+        await pilot.press("escape")
+        await answer_done(app, pilot)
+        assert "stale" not in str(chat.message_views()[-1].query_one(".note").render())
+        assert "STALE" not in chat.message_views()[-1].content
+
+
+async def test_a_conversation_longer_than_the_context_says_what_was_not_sent(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(window=30))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        chat.sampling = SamplingChoice(values={"max_tokens": 3})
+        for text in ("one two three four five six", "seven eight nine ten eleven twelve", "last"):
+            await send(pilot, text)
+            await answer_done(app, pilot)
+        note = str(chat.message_views()[-1].query_one(".note").render())
+        assert "longer than the model's context (30 tokens)" in note and "were not sent" in note
+        assert any("were not sent" in n.message for n in app._notifications)
+        assert backend.calls[-1][-1] == {"role": "user", "content": "last"} and len(backend.calls[-1]) < 5

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from workbench.core.hub.client import HubError, ModelDetails, SearchPage, SearchQuery
     from workbench.core.hub.downloads.jobs import JobSnapshot
     from workbench.core.models.endpoints import ConnectionReport, Endpoint
-    from workbench.core.models.lifecycle import ModelSpec
     from workbench.core.models.registry import RepoStatus
+    from workbench.core.models.spec import ModelSpec
     from workbench.core.models.wait import ImportStatus
 
 

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from workbench.core.embeddings.analysis import CorpusMap, Overlap, build_map, neighbour_overlap
 from workbench.core.embeddings.corpus import Cancelled, Corpus, load_corpus, top_k
 from workbench.core.embeddings.embedder import Embedder
-from workbench.core.models.lifecycle import ModelManagerError
+from workbench.core.models.spec import ModelManagerError
 from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
