@@ -1,4 +1,6 @@
-"""What every chat-capable backend provides, whatever runs the model (MLX here, a remote server later)."""
+"""What every chat backend provides, whatever runs the model (MLX here, or an OpenAI-compatible server elsewhere):
+:class:`ChatBackend`, and the :class:`GenerationStep` its stream yields. The loading half every backend shares is
+``Backend`` in workbench.core.models.lifecycle."""
 
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ class GenerationStep:
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """The chat half of a backend. All three run on the inference thread."""
+    """The chat half of a backend. ``count_prompt_tokens`` and ``context_window`` run on the inference thread;
+    so does ``chat_stream``, one step at a time between other jobs, unless the backend sets ``blocking_io = True``
+    (its stream waits on the network, as the remote backend's does): then it runs on a thread of its own."""
 
     def chat_stream(
         self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
