@@ -33,8 +33,9 @@ from workbench.core.models.local import (
 )
 from workbench.core.models.memory import MemoryProbe, resolve_budget
 from workbench.core.models.wait import DefaultModelImport, Progress
-from workbench.core.settings.config import ConfigIssue, Settings, load_settings
+from workbench.core.settings.config import Settings, load_settings
 from workbench.core.settings.paths import AppPaths
+from workbench.core.settings.toml_text import ConfigIssue
 from workbench.core.storage.store import Store
 from workbench.resources import shipped_path
 

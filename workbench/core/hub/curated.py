@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.core.settings.config import ConfigIssue, check_value, describe, format_key, locate_key, read_toml
+from workbench.core.settings.toml_text import ConfigIssue, check_value, describe, format_key, locate_key, read_toml
 
 KINDS = ("chat", "embedding")
 _REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
