@@ -110,7 +110,7 @@ class Services:
     def embedder(self) -> Embedder:
         """Built on first use: it imports numpy, which the first frame does not need."""
         if self._embedder is None:
-            from workbench.core.embeddings.corpus import EmbeddingCache
+            from workbench.core.embeddings.cache import EmbeddingCache
             from workbench.core.embeddings.embedder import Embedder
 
             self._embedder = Embedder(self.manager, EmbeddingCache(self.paths.embeddings_dir))

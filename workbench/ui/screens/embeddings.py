@@ -23,10 +23,13 @@ from workbench.core.embeddings.analysis import (
     build_map,
     default_cluster_count,
     neighbour_overlap,
+    neighbours_of,
     similarity_matrix,
+    top_k,
     umap_available,
 )
-from workbench.core.embeddings.corpus import Cancelled, Corpus, load_corpus, neighbours_of, top_k
+from workbench.core.embeddings.cache import Cancelled
+from workbench.core.embeddings.corpus import Corpus, load_corpus
 from workbench.core.embeddings.embedder import Embedder
 from workbench.core.models.lifecycle import ModelManagerError
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
