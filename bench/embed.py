@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.embeddings.corpus import EmbeddingCache, normalise, top_k
+from workbench.core.embeddings.analysis import top_k
+from workbench.core.embeddings.cache import EmbeddingCache, normalise
 from workbench.core.embeddings.embedder import DEFAULT_BATCH_SIZE, Embedder
 from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.models.inference import InferenceThread

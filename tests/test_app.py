@@ -11,8 +11,9 @@ import pytest
 from tests.support.waits import wait_for
 from workbench.bootstrap import build_services
 from workbench.core.models.spec import ModelState
-from workbench.core.settings.config import load_settings, save_key_binding
+from workbench.core.settings.config import load_settings
 from workbench.core.settings.paths import AppPaths
+from workbench.core.settings.write import save_key_binding
 from workbench.ui.app import WorkbenchApp
 from workbench.ui.screens.models import ModelsPane
 from workbench.ui.themes import FALLBACK_THEME

@@ -5,17 +5,9 @@ from pathlib import Path
 import pytest
 
 from workbench.core.chat.sampling import BUILTIN_PRESETS, SamplingSettings
-from workbench.core.settings.config import (
-    ConfigIssue,
-    Settings,
-    default_config_text,
-    load_settings,
-    locate_key,
-    presets,
-    save_key_binding,
-    save_preset,
-    save_setting,
-)
+from workbench.core.settings.config import Settings, load_settings, presets
+from workbench.core.settings.toml_text import ConfigIssue, locate_key
+from workbench.core.settings.write import default_config_text, save_key_binding, save_preset, save_setting
 
 
 def write(path: Path, text: str) -> Path:

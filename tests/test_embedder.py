@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.core.embeddings.corpus import Cancelled, EmbeddingCache, normalise
+from workbench.core.embeddings.cache import Cancelled, EmbeddingCache, normalise
 from workbench.core.embeddings.embedder import Embedder
 from workbench.core.models.backends.sentence_transformers import SentenceTransformerBackend
 from workbench.core.models.inference import InferenceThread

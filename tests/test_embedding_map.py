@@ -28,7 +28,7 @@ from workbench.core.embeddings.analysis import (
     similarity_matrix,
     umap_available,
 )
-from workbench.core.embeddings.corpus import normalise
+from workbench.core.embeddings.cache import normalise
 from workbench.core.models.local import default_embedder_spec
 
 

@@ -1,4 +1,5 @@
-"""Embeddings core: corpus loading, the disk cache, cancel, and top-k search, with the real all-MiniLM-L6-v2."""
+"""Embeddings core (corpus loading, the vector cache and embed_corpus with cancel, top-k search in analysis), with
+the real all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -10,15 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workbench.core.embeddings.corpus import (
-    Cancelled,
-    EmbeddingCache,
-    embed_corpus,
-    load_corpus,
-    normalise,
-    split_passages,
-    top_k,
-)
+from workbench.core.embeddings.analysis import top_k
+from workbench.core.embeddings.cache import Cancelled, EmbeddingCache, embed_corpus, normalise
+from workbench.core.embeddings.corpus import load_corpus, split_passages
 from workbench.core.models.local import default_embedder_spec
 
 pytestmark = pytest.mark.real_model

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 from tests.support.corpora import TOPICS, write_csv_with_bad_rows, write_notes_folder
 from tests.support.fake_embedder import services_with_fake_embedders
 from tests.support.waits import wait_for
-from workbench.core.embeddings.corpus import top_k
+from workbench.core.embeddings.analysis import top_k
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.core.models.spec import ModelState
 from workbench.core.settings.paths import AppPaths

@@ -260,7 +260,7 @@ async def test_a_models_role_is_its_backends_and_every_reader_takes_it_from_the_
     from tests.support.fake_embedder import FakeEmbeddingBackend
     from workbench.core.chat.run import ChatError, ChatRun, Finished
     from workbench.core.chat.sampling import SamplingSettings
-    from workbench.core.embeddings.corpus import EmbeddingCache
+    from workbench.core.embeddings.cache import EmbeddingCache
     from workbench.core.embeddings.embedder import Embedder
     from workbench.core.models.spec import ModelRole
     from workbench.server.openai import chat_model_ids

@@ -27,16 +27,8 @@ from workbench.core.models.backends.protocol import ChatBackend
 from workbench.core.models.memory import MB, Budget
 from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.settings.paths import AppPaths
-from workbench.server.openai import (
-    SHUTDOWN_TIMEOUT_S,
-    TRIMMED_HEADER,
-    WAITING,
-    KeyRequiredError,
-    ServeLimits,
-    build_app,
-    is_loopback,
-    serve,
-)
+from workbench.server.limits import KeyRequiredError, ServeLimits, is_loopback
+from workbench.server.openai import SHUTDOWN_TIMEOUT_S, TRIMMED_HEADER, WAITING, build_app, serve
 
 WAIT = 20
 HELLO = [{"role": "user", "content": "hi"}]
@@ -508,9 +500,9 @@ async def test_with_a_key_every_route_asks_for_it(app_paths: AppPaths) -> None:
 def test_the_key_is_compared_in_constant_time() -> None:
     import inspect
 
-    from workbench.server import openai as openai_server
+    from workbench.server import limits
 
-    assert "hmac.compare_digest(" in inspect.getsource(openai_server.require_key)
+    assert "hmac.compare_digest(" in inspect.getsource(limits.require_key)
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from workbench.core.models.registry import ModelRegistry
     from workbench.core.models.spec import ModelSpec
     from workbench.core.models.wait import DefaultModelImport
-    from workbench.core.settings.config import ConfigIssue, Settings
+    from workbench.core.settings.config import Settings
     from workbench.core.settings.paths import AppPaths
+    from workbench.core.settings.toml_text import ConfigIssue
     from workbench.core.storage.store import Store
 
 

@@ -29,8 +29,9 @@ from workbench.core.models.memory import MemoryProbe, resolve_budget
 from workbench.core.models.registry import ModelRegistry
 from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
-from workbench.core.settings.config import ConfigIssue, Settings, load_settings
+from workbench.core.settings.config import Settings, load_settings
 from workbench.core.settings.paths import AppPaths
+from workbench.core.settings.toml_text import ConfigIssue
 from workbench.core.storage.store import Store
 from workbench.resources import shipped_path
 
@@ -113,7 +114,7 @@ class Services:
     def embedder(self) -> Embedder:
         """Built on first use: it imports numpy, which the first frame does not need."""
         if self._embedder is None:
-            from workbench.core.embeddings.corpus import EmbeddingCache
+            from workbench.core.embeddings.cache import EmbeddingCache
             from workbench.core.embeddings.embedder import Embedder
 
             self._embedder = Embedder(self.manager, EmbeddingCache(self.paths.embeddings_dir))

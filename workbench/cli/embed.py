@@ -70,7 +70,8 @@ def resolve_embedder(services: Services, wanted: str) -> str:
 
 
 async def embed(paths: AppPaths, args: argparse.Namespace) -> int:
-    from workbench.core.embeddings.corpus import Cancelled, load_corpus
+    from workbench.core.embeddings.cache import Cancelled
+    from workbench.core.embeddings.corpus import load_corpus
     from workbench.core.models.spec import ModelManagerError
 
     source = Path(args.file)

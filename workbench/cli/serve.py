@@ -1,4 +1,5 @@
-"""`workbench serve`: the local models behind an OpenAI-compatible HTTP API (workbench.server.openai)."""
+"""`workbench serve`: the local models behind an OpenAI-compatible HTTP API (workbench.server.openai); the key and
+limits come from the flags and config.toml."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from workbench.cli.common import EXIT_OK, CommandError, ProgressBar, UsageError,
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
     from workbench.core.settings.paths import AppPaths
-    from workbench.server.openai import ServeLimits
+    from workbench.server.limits import ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def plan_serve(paths: AppPaths, args: argparse.Namespace) -> ServePlan:
     missing, or a host beyond loopback without one: checked before anything is imported or bound."""
     from workbench.core.models.endpoints import ENV_NAME
     from workbench.core.settings.config import load_settings
-    from workbench.server.openai import MB, ServeLimits, is_loopback
+    from workbench.server.limits import MB, ServeLimits, is_loopback
 
     settings, _issues = load_settings(paths.config_file)  # the issues are logged when the services are built
     env = args.api_key_env or settings.serve_api_key_env

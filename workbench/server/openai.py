@@ -1,251 +1,59 @@
-"""An OpenAI-compatible HTTP API over the shared model manager (the `workbench serve` command).
+"""The OpenAI-compatible HTTP API over the shared model manager (the `workbench serve` command): its routes,
+the answers plain and streamed, the aiohttp application and the server.
 
-Routes: ``GET /v1/models``, ``GET /v1/models/{id}`` and ``POST /v1/chat/completions`` (plain or streamed
-as server-sent events). Every answer is a :class:`ChatRun` on the manager, so loading, eviction and the
-memory budget behave as in the app, and the inference thread round-robins concurrent streams.
+Routes: ``GET /v1/models``, ``GET /v1/models/{id}`` (the manager's chat models, remote ones included) and
+``POST /v1/chat/completions`` (plain or streamed as server-sent events). Every answer is a :class:`ChatRun` on the
+manager, so loading, eviction and the memory budget behave as in the app, and concurrent streams of local models
+take turns on the inference thread.
+The request is read by :mod:`workbench.server.openai_requests`; what is let in (body size, requests at once, the
+API key, loopback) is :mod:`workbench.server.limits`; errors have OpenAI's shape (:mod:`workbench.server.errors`).
 
-Bounded: a body over ``ServeLimits.max_body_bytes`` is answered 413 (before it is read when it says its length),
-and past ``max_waiting`` chat requests in progress at once the next gets 503 with Retry-After, before its body
-is read. With an ``api_key`` every route asks for ``Authorization: Bearer KEY`` (401 otherwise); :func:`serve`
-refuses to listen beyond loopback without one.
-
-Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``. A stream sends its
-headers only once the first token exists, so a model that does not fit or fails to load is a plain
-HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
+A stream sends its headers only once the first token exists, so a model that does not fit or fails to load is
+a plain HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
 without ``[DONE]``: the openai client raises ``APIError`` with the message on such an event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hmac
-import ipaddress
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from workbench.bootstrap import Services
 from workbench.core.chat.model_sampling import chat_sampling
 from workbench.core.chat.run import (
     ChatError,
     ChatEvent,
-    ChatMessage,
     ChatRun,
     ContextTrimmed,
     Finished,
     Token,
     trim_to_characters,
 )
-from workbench.core.chat.sampling import SamplingSettings, validate_sampling
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import (
-    ModelDoesNotFitError,
-    ModelLoadError,
-    ModelManagerError,
     ModelRole,
     ModelSpec,
-    UnknownModelError,
 )
+from workbench.server.errors import ApiError, answer_errors, generation_error
+from workbench.server.limits import MB, KeyRequiredError, ServeLimits, WaitingRequests, is_loopback, require_key
+from workbench.server.openai_requests import CompletionRequest, parse_request
 
 log = logging.getLogger(__name__)
-
-MB = 1024 * 1024
-RETRY_AFTER_S = 5  # what a 503 for a full queue suggests; a short answer of a small model takes about that
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """How much the server takes at once ([serve] in config.toml)."""
-
-    max_body_bytes: int = 8 * MB
-    max_waiting: int = 32  # chat requests answered or waiting for a model at once
-
-
-class WaitingRequests:
-    """Counts the chat requests in progress; past the limit a request is refused at once (503), never queued."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        if self.count >= self.limit:
-            raise ApiError(503, f"the server is busy: {self.limit} requests are already waiting for an answer; "
-                           f"try again in {RETRY_AFTER_S} s", "server_error", code="server_busy",
-                           headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
-        self.count += 1
-        try:
-            yield
-        finally:
-            self.count -= 1
-
 
 SERVICES = web.AppKey("services", Services)
 RUNS = web.AppKey("runs", set[ChatRun])
 LIMITS = web.AppKey("limits", ServeLimits)
 WAITING = web.AppKey("waiting", WaitingRequests)
 SHUTDOWN_TIMEOUT_S = 10.0  # running generations are stopped first, so handlers end well before this
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# request field -> sampling setting; top_k, min_p and repetition_penalty are extensions other local servers accept
-SAMPLING_FIELDS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repetition_penalty": "repetition_penalty",
-    "max_tokens": "max_tokens",
-    "max_completion_tokens": "max_tokens",  # the newer name wins when both are given (it comes second)
-}
 TRIMMED_HEADER = "X-Workbench-Dropped-Messages"
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
-        super().__init__(message)
-        self.status = status
-        self.body = {"message": message, "type": type_, "param": param, "code": code}
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": self.body}, status=self.status, headers=self.headers)
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return exc.response()
-    except web.HTTPException as exc:  # unknown route, wrong method, body too large
-        kind = "invalid_request_error" if exc.status < 500 else "server_error"
-        return ApiError(exc.status, exc.reason, kind).response()
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return ApiError(500, "internal server error (see the workbench log)", "server_error").response()
-
-
-def require_key(key: str) -> Callable[[web.Request, Handler], Any]:
-    """A middleware that answers 401 unless the request carries ``Authorization: Bearer KEY`` (compared in
-    constant time, so the answer's timing does not tell how much of a guess was right)."""
-    expected = key.encode()
-
-    @web.middleware
-    async def check_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        given_bytes = given.strip().encode("utf-8", "backslashreplace")
-        if not (scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected)):
-            raise ApiError(401, "a valid API key is required: send it as 'Authorization: Bearer KEY'",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        return await handler(request)
-
-    return check_key
-
-
-def _generation_error(model_id: str, exc: Exception) -> ApiError:
-    """What a failure of a chat run means to the client."""
-    if isinstance(exc, UnknownModelError):  # unregistered after the request was checked
-        return ApiError(404, str(exc), param="model", code="model_not_found")
-    if isinstance(exc, ModelDoesNotFitError):
-        return ApiError(503, str(exc), "server_error", code="model_does_not_fit")
-    if isinstance(exc, ModelLoadError):
-        return ApiError(500, str(exc), "server_error", code="model_load_failed")
-    if isinstance(exc, ChatError):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
-    if isinstance(exc, ModelManagerError):
-        return ApiError(500, str(exc), "server_error")
-    log.warning("generation with %s failed: %s: %s", model_id, type(exc).__name__, exc)
-    return ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error")
-
-
-# --- the request ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    model: str
-    messages: list[ChatMessage]
-    sampling: SamplingSettings
-    stream: bool
-    include_usage: bool
-
-
-def parse_request(body: object, defaults: SamplingSettings) -> CompletionRequest:
-    """A chat completion request from its JSON body; unknown fields are ignored. Raises ApiError (400)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "'model' is required (a model id from GET /v1/models)", param="model")
-    if body.get("n") not in (None, 1):
-        raise ApiError(400, "only n=1 is supported", param="n")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise ApiError(400, "'stream' must be true or false", param="stream")
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    return CompletionRequest(model=model, messages=_messages(body.get("messages")),
-                             sampling=_sampling(body, defaults), stream=bool(stream),
-                             include_usage=include_usage)  # fmt: skip
-
-
-def _messages(value: object) -> list[ChatMessage]:
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, "'messages' must be a non-empty list of {role, content}", param="messages")
-    return [_message(item, i) for i, item in enumerate(value)]
-
-
-def _message(item: object, index: int) -> ChatMessage:
-    param = f"messages[{index}]"
-    if not isinstance(item, dict):
-        raise ApiError(400, f"{param} must be an object with role and content", param=param)
-    role = item.get("role")
-    role = ROLES.get(role) if isinstance(role, str) else None
-    if role is None:
-        raise ApiError(400, f"{param}: role must be one of {', '.join(ROLES)}", param=f"{param}.role")
-    return ChatMessage(role, _content(item.get("content"), f"{param}.content"))
-
-
-def _content(value: object, param: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = [part.get("text") for part in value if isinstance(part, dict) and part.get("type") == "text"]
-        if len(texts) == len(value) and all(isinstance(text, str) for text in texts):
-            return "".join(texts)  # type: ignore[arg-type]
-    raise ApiError(400, f"{param}: only text content is supported (a string or text parts)", param=param)
-
-
-def _sampling(body: dict[str, Any], defaults: SamplingSettings) -> SamplingSettings:
-    """The defaults overridden by the request's sampling fields (null keeps the default)."""
-    settings = defaults.to_dict()
-    for field, setting in SAMPLING_FIELDS.items():
-        if body.get(field) is None:
-            continue
-        clean, problems = validate_sampling({setting: body[field]})
-        if problems:
-            raise ApiError(400, f"{field}: {problems[0][1]}", param=field)
-        settings.update(clean)
-    return SamplingSettings(**settings)
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -328,7 +136,7 @@ async def _next_event(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEv
     except StopAsyncIteration:
         return None
     except Exception as exc:
-        raise _generation_error(model_id, exc) from exc
+        raise generation_error(model_id, exc) from exc
 
 
 async def _first_answer_event(events: AsyncIterator[ChatEvent], model_id: str) -> tuple[ChatEvent | None, int]:
@@ -467,7 +275,7 @@ def build_app(services: Services, limits: ServeLimits | None = None, api_key: st
     """The API as an aiohttp application over ``services`` (registers nothing by itself); with ``api_key`` every
     route asks for it."""
     limits = limits or ServeLimits()
-    middlewares = [_errors] if api_key is None else [_errors, require_key(api_key)]
+    middlewares = [answer_errors] if api_key is None else [answer_errors, require_key(api_key)]
     app = web.Application(middlewares=middlewares, client_max_size=limits.max_body_bytes)
     app[SERVICES] = services
     app[RUNS] = set()
@@ -482,21 +290,6 @@ def build_app(services: Services, limits: ServeLimits | None = None, api_key: st
 
 def base_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` reaches this machine only: ``localhost`` or a loopback address. Any other name may
-    resolve to an address others reach, and "" or 0.0.0.0 listen everywhere."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class KeyRequiredError(ValueError):
-    """Serving beyond loopback without an API key."""
 
 
 async def serve(
@@ -525,14 +318,14 @@ async def serve(
 
 
 __all__ = [
-    "ApiError",
-    "CompletionRequest",
-    "KeyRequiredError",
-    "ServeLimits",
+    "LIMITS",
+    "RUNS",
+    "SERVICES",
+    "SHUTDOWN_TIMEOUT_S",
+    "TRIMMED_HEADER",
+    "WAITING",
     "base_url",
     "build_app",
     "chat_model_ids",
-    "is_loopback",
-    "parse_request",
     "serve",
 ]

@@ -17,7 +17,7 @@ from workbench.core.models.local import default_chat_missing
 from workbench.core.models.memory import MemorySnapshot, metal_budget
 from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import ImportState, ImportStatus
-from workbench.core.settings.config import save_setting
+from workbench.core.settings.write import save_setting
 from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound, Notice

@@ -1,4 +1,5 @@
-"""Embedding map: a 2-D picture of a corpus, k-means clusters with labels, and neighbour agreement between embedders.
+"""What a corpus's vectors say: search (the rows nearest a query or a row), the embedding map (a 2-D picture,
+k-means clusters with labels) and neighbour agreement between embedders.
 
 Every input is a float32 array of L2-normalised rows, shape (n, d). scikit-learn and umap are imported inside the
 functions that use them, so importing this module costs numpy only.
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.core.embeddings.corpus import normalise
+from workbench.core.embeddings.cache import normalise
 
 METHODS = ("auto", "pca", "umap")
 AUTO_UMAP_MIN_ROWS = 20  # below this UMAP has too few neighbours to mean much; "auto" uses PCA
@@ -28,6 +29,26 @@ def _rows(vectors: np.ndarray) -> np.ndarray:
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D array of row vectors, got shape {array.shape}")
     return array
+
+
+# ---------------------------------------------------------------------------------------------------- search
+
+
+def top_k(vectors: np.ndarray, query: np.ndarray, k: int = 10) -> list[tuple[int, float]]:
+    """The k rows most similar to `query` by cosine (rows already normalised), best first; ties by row order."""
+    count = vectors.shape[0]
+    if count == 0 or k <= 0:
+        return []
+    scores = vectors @ normalise(np.asarray(query).reshape(-1))
+    k = min(k, count)
+    candidates = np.arange(count) if k == count else np.argpartition(scores, count - k)[count - k :]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+
+
+def neighbours_of(vectors: np.ndarray, row: int, count: int) -> list[tuple[int, float]]:
+    """The `count` rows most similar to row `row`, best first, without the row itself."""
+    return [(i, score) for i, score in top_k(vectors, vectors[row], count + 1) if i != row][:count]
 
 
 # ---------------------------------------------------------------------------------------------------- projection

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.core.embeddings.corpus import EmbeddingCache, embed_corpus, normalise
+from workbench.core.embeddings.cache import EmbeddingCache, embed_corpus, normalise
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelRole
 
@@ -51,7 +51,7 @@ class Embedder:
         """Vectors for `texts` (L2-normalised, in order), encoding only what the cache lacks.
 
         `progress(done, total)` is called from a worker thread. Setting `cancel` (or cancelling the awaiting
-        task) stops before the next batch and raises `embeddings.Cancelled`; finished batches stay cached.
+        task) stops before the next batch and raises `cache.Cancelled`; finished batches stay cached.
         """
         cancel = cancel or threading.Event()
         if self.cache.missing(model_id, texts) == 0:  # reopening a corpus needs no model at all

@@ -1,7 +1,9 @@
-"""The curated model catalog: ``catalog.toml``, shipped with the app and optionally copied by the user.
+"""The curated model catalog: the ``catalog.toml`` shipped with the app, with the user's own ``catalog.toml`` in the
+config folder laid over it by repo_id (:func:`load_effective_catalog`). The Catalog pane lists these entries on its
+first page, above the Hugging Face search results (workbench.core.hub.client); nothing here reaches the network.
 
-Each ``[[model]]`` block is one entry. A bad entry is skipped and reported with its index, key and
-line (``model[3].size_gb``); the rest of the file still loads.
+Each ``[[model]]`` block is one entry. A bad entry, or a repo_id listed twice in one file, is skipped and reported
+with its index, key and line (``model[3].size_gb``); the rest of the file still loads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.core.settings.config import ConfigIssue, check_value, describe, format_key, locate_key, read_toml
+from workbench.core.settings.toml_text import ConfigIssue, check_value, describe, format_key, locate_key, read_toml
 
 KINDS = ("chat", "embedding")
 _REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")

@@ -25,7 +25,8 @@ from workbench.core.chat.sampling import (
     resolve_sampling,
     validate_sampling,
 )
-from workbench.core.settings.config import presets, save_preset
+from workbench.core.settings.config import presets
+from workbench.core.settings.write import save_preset
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
 
 

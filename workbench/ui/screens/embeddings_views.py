@@ -11,8 +11,8 @@ import numpy as np
 from rich.text import Text
 from textual.widgets import DataTable, ProgressBar, Select, Static, TabbedContent
 
-from workbench.core.embeddings.analysis import CorpusMap, similarity_matrix
-from workbench.core.embeddings.corpus import Corpus, neighbours_of, top_k
+from workbench.core.embeddings.analysis import CorpusMap, neighbours_of, similarity_matrix, top_k
+from workbench.core.embeddings.corpus import Corpus
 from workbench.ui.screens.embeddings_work import OVERLAP_K
 from workbench.ui.widgets.embedder_comparison import EmbedderComparison
 from workbench.ui.widgets.heatmap import HeatmapView

@@ -20,8 +20,9 @@ import numpy as np
 from textual.message import Message
 from textual.screen import Screen
 
-from workbench.core.embeddings.analysis import CorpusMap, Overlap, build_map, neighbour_overlap
-from workbench.core.embeddings.corpus import Cancelled, Corpus, load_corpus, top_k
+from workbench.core.embeddings.analysis import CorpusMap, Overlap, build_map, neighbour_overlap, top_k
+from workbench.core.embeddings.cache import Cancelled
+from workbench.core.embeddings.corpus import Corpus, load_corpus
 from workbench.core.embeddings.embedder import Embedder
 from workbench.core.models.spec import ModelManagerError
 from workbench.ui.services import services_of

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from workbench.core.embeddings.analysis import CorpusMap, members_by_centrality
-from workbench.core.embeddings.corpus import Corpus, neighbours_of
+from workbench.core.embeddings.analysis import CorpusMap, members_by_centrality, neighbours_of
+from workbench.core.embeddings.corpus import Corpus
 from workbench.ui.widgets.cluster_map import ClusterMap, cluster_colour
 from workbench.ui.widgets.passages import PassageSelected, snippet
 

@@ -52,8 +52,9 @@ class GenerationStep:
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """The chat half of a backend. All three run on the inference thread, except a ``blocking_io`` backend's
-    ``chat_stream`` (it waits on the network), which runs on a thread of its own."""
+    """The chat half of a backend. ``count_prompt_tokens`` and ``context_window`` run on the inference thread;
+    so does ``chat_stream``, one step at a time between other jobs, unless the backend sets ``blocking_io = True``
+    (its stream waits on the network, as the remote backend's does): then it runs on a thread of its own."""
 
     def chat_stream(
         self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
