@@ -10,28 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Select, Static
 from textual.worker import Worker
 
-from workbench.core.chat.model_sampling import chat_sampling, model_sampling_by_id
 from workbench.core.chat.run import ContextTrimmed, Finished, Token
-from workbench.core.chat.sampling import SamplingChoice
 from workbench.core.compare.diff import word_diff
 from workbench.core.compare.run import SIDES, Contender, MemoryPlan, SideFailed, plan_memory
 from workbench.core.compare.session import CompareSession, CompareTurn, SideUpdate
 from workbench.core.models.lifecycle import ModelManager, ModelRole
-from workbench.core.models.local import DEFAULT_CHAT_ID
 from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.widgets.chat_input import ChatInput
 from workbench.ui.widgets.compare_sides import Side, Sides
+from workbench.ui.widgets.contender_picker import ContenderPicker
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +103,6 @@ class ComparePane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = {"a": SamplingChoice(), "b": SamplingChoice()}  # the model's defaults fill the rest
-        self.system_prompts = {"a": "", "b": ""}
         self.session: CompareSession | None = None  # made on mount, from the app's services
         self.run: CompareTurn | None = None  # from the prompt sent until its end is on screen
         self.generation = 0  # bumped per run: a message of an earlier run is dropped
@@ -142,9 +136,7 @@ class ComparePane(PaneScreen):
     # --- layout ----------------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
-        with Horizontal(id="compare-models"):
-            yield Select[str]([], prompt="Model A", id="model-a", allow_blank=True)
-            yield Select[str]([], prompt="Model B", id="model-b", allow_blank=True)
+        yield ContenderPicker(self.app.services.settings.chat_preset, id="compare-models")  # type: ignore[attr-defined]
         yield Static("", id="compare-plan")
         with Sides(id="compare-sides"):
             yield Side("a")
@@ -153,7 +145,6 @@ class ComparePane(PaneScreen):
 
     def on_mount(self) -> None:
         self.session = CompareSession(self.manager, self.app.services.store)  # type: ignore[attr-defined]
-        self.settings = {side: SamplingChoice(self.app.services.settings.chat_preset) for side in "ab"}  # type: ignore[attr-defined]
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_plan(), init=False)
         self.refresh_models()
@@ -173,29 +164,11 @@ class ComparePane(PaneScreen):
         return self.manager.ids(ModelRole.CHAT)
 
     def refresh_models(self) -> None:
-        ids = self.chat_models()
-        options = [(self.manager.info(i).spec.name, i) for i in ids]
-        default = DEFAULT_CHAT_ID if DEFAULT_CHAT_ID in ids else (ids[0] if ids else None)
-        for side in SIDES:
-            select = self.query_one(f"#model-{side}", Select)
-            current = select.value if select.value is not Select.NULL else None
-            if [v for _, v in select._options if v is not Select.NULL] != ids:
-                select.set_options(options)
-            wanted = current if current in ids else default
-            if wanted is not None and select.value != wanted:
-                select.value = wanted
+        self.query_one(ContenderPicker).refresh_models(self.chat_models())
         self.show_plan()
 
     def contender(self, side: str) -> Contender | None:
-        value = self.query_one(f"#model-{side}", Select).value
-        if value is Select.NULL:
-            return None
-        model_id = str(value)
-        sampling = chat_sampling(self.app.services.settings, self.manager, model_id, self.settings[side]).settings  # type: ignore[attr-defined]
-        label = f"{self.manager.info(model_id).spec.name} · T {sampling.temperature:g}"
-        if self.system_prompts[side]:
-            label += " · own prompt"
-        return Contender(model_id, label, sampling, self.system_prompts[side])
+        return self.query_one(ContenderPicker).contender(side)
 
     @on(Select.Changed)
     def models_changed(self) -> None:
@@ -405,42 +378,16 @@ class ComparePane(PaneScreen):
         self.query_one(ChatInput).focus()
 
     def action_settings(self, side: str) -> None:
-        from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
-
-        def applied(result: ChatSettings | None) -> None:
-            if result is not None:
-                self.settings[side], self.system_prompts[side] = result.sampling, result.system_prompt
-                self.show_plan()
-
-        current = ChatSettings(self.system_prompts[side], self.settings[side])
-        model_id = self.query_one(f"#model-{side}", Select).value
-        model = model_sampling_by_id(self.manager, None if model_id is Select.NULL else str(model_id))
-        self.app.push_screen(SettingsScreen(self.app.services, current, model), applied)  # type: ignore[attr-defined]
+        self.query_one(ContenderPicker).edit_settings(side, self.show_plan)
 
     def action_prompt_set(self) -> None:
-        from workbench.core.compare.prompt_set import load_prompt_set
-        from workbench.ui.screens.dialogs import PromptScreen
-        from workbench.ui.screens.prompt_set import PromptSetScreen
+        from workbench.ui.screens.prompt_set import choose_prompt_set
 
         a, b, plan = self.contender("a"), self.contender("b"), self.current_plan()
         if a is None or b is None or plan is None or self.run is not None:
             self.notify("Choose model A and model B first (and let the current answers finish).", severity="warning")
             return
-
-        def chosen(path_text: str | None) -> None:
-            if not path_text:
-                return
-            path = Path(path_text).expanduser()
-            prompts, problems = load_prompt_set(path)
-            for problem in problems[:5]:
-                self.notify(f"{path.name}: {problem}", severity="warning")
-            if not prompts:
-                self.notify(f"No prompts in {path}.", severity="error")
-                return
-            self.app.push_screen(PromptSetScreen(path, prompts, a, b, plan))
-
-        self.app.push_screen(PromptScreen("A file of prompts (one per line, or JSONL with \"prompt\")", "",
-                                          placeholder="~/prompts.txt"), chosen)  # fmt: skip
+        choose_prompt_set(self.app, a, b, plan)
 
     def action_leaderboard(self) -> None:
         from workbench.ui.screens.leaderboard import LeaderboardScreen

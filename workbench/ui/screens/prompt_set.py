@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from workbench.core.compare.prompt_set import PromptAnswered, PromptSetRun
+from workbench.core.compare.prompt_set import PromptAnswered, PromptSetRun, load_prompt_set
 from workbench.core.compare.replay import export_jsonl, export_markdown
 from workbench.core.compare.results import SideResult
 from workbench.core.compare.run import Contender, MemoryPlan
@@ -34,6 +34,26 @@ def figure_cells(result: SideResult) -> tuple[str, str]:
     if figures is None:
         return ("error" if result.error is not None else "–", "")
     return str(figures.generation_tokens), f"{figures.generation_tps:.1f}"
+
+
+def choose_prompt_set(app: App[Any], a: Contender, b: Contender, plan: MemoryPlan) -> None:
+    """Ask for a file of prompts, say what is wrong in it, and run the prompts it holds."""
+    from workbench.ui.screens.dialogs import PromptScreen
+
+    def chosen(path_text: str | None) -> None:
+        if not path_text:
+            return
+        path = Path(path_text).expanduser()
+        prompts, problems = load_prompt_set(path)
+        for problem in problems[:5]:
+            app.notify(f"{path.name}: {problem}", severity="warning")
+        if not prompts:
+            app.notify(f"No prompts in {path}.", severity="error")
+            return
+        app.push_screen(PromptSetScreen(path, prompts, a, b, plan))
+
+    app.push_screen(PromptScreen("A file of prompts (one per line, or JSONL with \"prompt\")", "",
+                                 placeholder="~/prompts.txt"), chosen)  # fmt: skip
 
 
 class PromptDone(Message):
