@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,8 +22,6 @@ from workbench.core.models.lifecycle import ModelManager
 
 if TYPE_CHECKING:
     from workbench.core.storage.store import Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,8 @@ class Reveal:
 
 
 class CompareTurn:
-    """One prompt put to both sides. Iterate ``events()`` once; ``stop()`` stops both within a token."""
+    """One prompt put to both sides. Iterate ``events()`` once (the session counts the turn as answering until
+    they end, then stores the results); ``stop()`` stops both within a token."""
 
     def __init__(self, session: CompareSession, run_id: int, run: CompareRun, *, blind: bool, swapped: bool) -> None:
         self.session = session
