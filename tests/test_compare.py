@@ -17,22 +17,11 @@ import pytest
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
 from workbench.core.chat.run import ChatMessage, Finished, GenerationFigures, Token
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.compare.run import (
-    CompareRun,
-    Contender,
-    MemoryPlan,
-    PlanKind,
-    SideEvent,
-    SideFailed,
-    blind_order,
-    elo_ratings,
-    export_jsonl,
-    export_markdown,
-    load_prompt_set,
-    plan_memory,
-    replay_record,
-    word_diff,
-)
+from workbench.core.compare.diff import word_diff
+from workbench.core.compare.prompt_set import load_prompt_set
+from workbench.core.compare.ratings import blind_order, elo_ratings
+from workbench.core.compare.replay import export_jsonl, export_markdown, replay_record
+from workbench.core.compare.run import CompareRun, Contender, MemoryPlan, PlanKind, SideEvent, SideFailed, plan_memory
 from workbench.core.models.inference import InferenceThread
 from workbench.core.models.lifecycle import ManagerEvent, ModelManager
 from workbench.core.models.memory import GB, MB, Budget

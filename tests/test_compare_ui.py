@@ -186,3 +186,27 @@ async def test_a_prompt_set_runs_and_exports(app_paths: AppPaths, tmp_path) -> N
     assert [r["prompt"] for r in rows] == ["first", "second"]
     assert rows[0]["answer_a"] == "one two" and rows[0]["a"]["sampling"] and rows[0]["a"]["machine"]
     assert "first" in next(p for p in exports if p.suffix == ".md").read_text()
+
+
+async def test_each_side_gets_its_own_settings(app_paths: AppPaths) -> None:
+    from textual.widgets import Input
+
+    from workbench.ui.screens.chat_settings import SettingsScreen
+
+    app, a, b = compare_app(app_paths, Script(tokens=["x"]), Script(tokens=["y"]))
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_compare(app, pilot)
+        await pilot.press("ctrl+t")  # settings of B
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings of B")
+        temperature = app.screen.query_one("#temperature", Input)
+        temperature.focus()
+        await wait_for(pilot, lambda: app.focused is temperature, "focus on the temperature")
+        await pilot.press("ctrl+shift+a", "backspace", *"0.3", "ctrl+s")
+        await wait_for(pilot, lambda: app.screen is pane, "back to Compare")
+        await wait_for(pilot, lambda: "T 0.3" in text_of(side(pane, "b"), ".side-title"), "B's new label")
+        assert "T 0.3" not in text_of(side(pane, "a"), ".side-title")
+        pane.query_one(ChatInput).focus()
+        await pilot.press(*"go", "enter")
+        await runs_done(pilot, pane, 1)
+        assert b.sampling[-1].temperature == 0.3 and a.sampling[-1].temperature != 0.3
+        assert app.services.store.compare_runs.compare_runs()[0].contender_b["sampling"]["temperature"] == 0.3

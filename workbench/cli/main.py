@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from workbench.cli import embed, generate, import_gguf, models, pull, serve
+from workbench.cli import chat, compare, embed, import_gguf, models, pull, serve
 from workbench.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A terminal workbench for local models. Without a command it opens the TUI.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (import_gguf, pull, models, generate, embed, serve):
+    for module in (import_gguf, pull, models, chat, compare, embed, serve):
         module.register(commands)
     return parser
 

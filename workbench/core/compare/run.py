@@ -1,34 +1,24 @@
-"""Compare: one prompt, two contenders, side by side; the memory plan, word diff, votes and replay records.
+"""Compare: one prompt, two contenders, side by side; the memory plan and the run that streams both sides.
 
 A contender is a model with its settings, so the two sides may be two models or one model with two
 settings. :func:`plan_memory` decides before a run whether both fit the budget together (then both
 answers stream at once and the inference thread decodes them step by step in turn) or must run one
 after the other (A to the end, A unloaded, then B). :class:`CompareRun` streams both sides as
-:class:`SideEvent` s; one side failing never stops the other.
+:class:`SideEvent` s; one side failing never stops the other. What the events add up to is in
+``results.py``; a conversation of runs, with its stored runs, votes and blind coin, in ``session.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
-import hashlib
-import json
 import logging
-import os
-import platform
-import random
-import re
-import struct
-import sys
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from workbench.core.chat.figures import format_figures
-from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
+from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, Token
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import format_bytes
@@ -224,308 +214,14 @@ class CompareRun:
             log.warning("could not unload %s between compare sides: %s", model_id, exc)
 
 
-# --- word diff ----------------------------------------------------------------------------------
-
-
-def word_diff(a: str, b: str) -> list[tuple[str, str]]:
-    """Runs of ``("same" | "a" | "b", text)``: the "same" and "a" texts joined give ``a``, "same" and "b" give ``b``.
-
-    Words keep their whitespace as separate tokens, so the runs join back to the exact texts.
-    """
-    words_a, words_b = _words(a), _words(b)
-    ops: list[tuple[str, str]] = []
-
-    def add(kind: str, tokens: list[str]) -> None:
-        if not tokens:
-            return
-        text = "".join(tokens)
-        if ops and ops[-1][0] == kind:
-            ops[-1] = (kind, ops[-1][1] + text)
-        else:
-            ops.append((kind, text))
-
-    matcher = difflib.SequenceMatcher(None, words_a, words_b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            add("same", words_a[i1:i2])
-        else:  # replace, delete, insert
-            add("a", words_a[i1:i2])
-            add("b", words_b[j1:j2])
-    return ops
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\s+|\S+", text)
-
-
-# --- votes and ratings --------------------------------------------------------------------------
-
-OUTCOMES = ("a", "b", "tie", "both_bad")
-
-
-@dataclass(frozen=True)
-class Rating:
-    model: str
-    rating: float
-    games: int
-    wins: int
-    losses: int
-    ties: int
-    both_bad: int
-
-    @property
-    def win_rate(self) -> float:
-        """Wins plus half the draws over all games; a "both bad" vote counts as a draw here, as in the rating."""
-        if not self.games:
-            return 0.0
-        return (self.wins + (self.ties + self.both_bad) / 2) / self.games
-
-
-def elo_ratings(votes: Iterable[tuple[str, str, str]], k: float = 32, start: float = 1000) -> list[Rating]:
-    """Elo ratings from ``(model_a, model_b, outcome)`` votes taken in order; highest rating first.
-
-    "a" and "b" name the winner; "tie" and "both_bad" both score half a point each (neither answer was
-    preferred, as Chatbot Arena counts a "both bad" vote). A vote of a model against itself says nothing
-    and is skipped. Elo depends on the order of the votes; the same votes in the same order always give
-    the same ratings (ties in rating are listed by name).
-    """
-    ratings: dict[str, float] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for model_a, model_b, outcome in votes:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown vote {outcome!r}; expected one of {', '.join(OUTCOMES)}")
-        if model_a == model_b:
-            continue
-        for model in (model_a, model_b):
-            ratings.setdefault(model, start)
-            counts.setdefault(model, {"games": 0, "wins": 0, "losses": 0, "ties": 0, "both_bad": 0})
-        score_a = {"a": 1.0, "b": 0.0}.get(outcome, 0.5)
-        expected_a = 1 / (1 + 10 ** ((ratings[model_b] - ratings[model_a]) / 400))
-        ratings[model_a] += k * (score_a - expected_a)
-        ratings[model_b] -= k * (score_a - expected_a)
-        counts[model_a]["games"] += 1
-        counts[model_b]["games"] += 1
-        if outcome == "a":
-            counts[model_a]["wins"] += 1
-            counts[model_b]["losses"] += 1
-        elif outcome == "b":
-            counts[model_b]["wins"] += 1
-            counts[model_a]["losses"] += 1
-        else:
-            key = "ties" if outcome == "tie" else "both_bad"
-            counts[model_a][key] += 1
-            counts[model_b][key] += 1
-    table = [Rating(model=model, rating=ratings[model], **counts[model]) for model in ratings]
-    return sorted(table, key=lambda r: (-r.rating, r.model))
-
-
-def blind_order(seed: int | None = None) -> bool:
-    """Whether blind mode shows the sides swapped (B first): a fair coin, reproducible with ``seed``."""
-    return random.Random(seed).random() < 0.5
-
-
-# --- prompt sets --------------------------------------------------------------------------------
-
-
-def load_prompt_set(path: Path) -> tuple[list[str], list[str]]:
-    """The prompts of a file and the problems found in it (each naming its line; bad lines are skipped).
-
-    A ``.jsonl`` file holds one JSON object per line with a "prompt" string; any other file holds one
-    prompt per non-empty line.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"cannot read {path}: {exc}"]
-    prompts: list[str] = []
-    problems: list[str] = []
-    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if not jsonl:
-            prompts.append(line.strip())
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
-        prompt = record.get("prompt") if isinstance(record, dict) else None
-        if not isinstance(prompt, str) or not prompt.strip():
-            problems.append(f'line {number}: no "prompt" text')
-            continue
-        prompts.append(prompt)
-    return prompts, problems
-
-
-# --- replay records and export ------------------------------------------------------------------
-
-_SNAPSHOT = re.compile(r"[0-9a-f]{40}")
-
-
-def replay_record(
-    manager: ModelManager, contender: Contender, answer: str, figures: GenerationFigures | None
-) -> dict[str, Any]:
-    """Everything needed to run one side again: which model exactly (repo and revision from the Hugging Face
-    cache, else a fingerprint of config.json and the safetensors headers), quantization, chat template,
-    sampling, seed, machine and figures. Reads a few small files: call it off the event loop for many."""
-    path = manager.info(contender.model_id).spec.path
-    folder = path if path.is_dir() else path.parent
-    config = _read_json(folder / "config.json")
-    repo_id, revision = hf_snapshot(path)
-    return {
-        "model_id": contender.model_id,
-        "label": contender.label,
-        "path": str(path),
-        "repo_id": repo_id,
-        "revision": revision,
-        "fingerprint": None if revision else model_fingerprint(folder),
-        "quantization": config.get("quantization") if config else None,
-        "chat_template_sha256": chat_template_hash(folder),
-        "system_prompt": contender.system_prompt,
-        "sampling": contender.sampling.to_dict(),
-        "seed": contender.sampling.seed,
-        "machine": machine(),
-        "figures": None if figures is None else figures.to_dict(),
-        "answer": answer,
-    }
-
-
-def hf_snapshot(path: Path) -> tuple[str | None, str | None]:
-    """``(repo id, commit)`` when ``path`` lies in a cache snapshot ``models--org--name/snapshots/<commit>/``."""
-    for snapshot in (path, *path.parents):
-        snapshots, repo = snapshot.parent, snapshot.parent.parent
-        if snapshots.name == "snapshots" and _SNAPSHOT.fullmatch(snapshot.name) and repo.name.startswith("models--"):
-            return repo.name.removeprefix("models--").replace("--", "/"), snapshot.name
-    return None, None
-
-
-def model_fingerprint(folder: Path) -> str | None:
-    """sha256 of config.json and each safetensors file's name and header (never the weights); None if neither."""
-    digest = hashlib.sha256()
-    found = False
-    config = folder / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-        found = True
-    for weights in sorted(folder.glob("*.safetensors")):
-        try:
-            with open(weights, "rb") as f:
-                prefix = f.read(8)
-                (length,) = struct.unpack("<Q", prefix)
-                header = f.read(min(length, 100 * 1024 * 1024))
-        except (OSError, struct.error):
-            continue
-        digest.update(weights.name.encode())
-        digest.update(prefix + header)
-        found = True
-    return digest.hexdigest() if found else None
-
-
-def chat_template_hash(folder: Path) -> str | None:
-    """sha256 of chat_template.jinja, else of tokenizer_config.json's "chat_template"; None without either."""
-    template = folder / "chat_template.jinja"
-    if template.is_file():
-        return hashlib.sha256(template.read_bytes()).hexdigest()
-    tokenizer_config = _read_json(folder / "tokenizer_config.json")
-    value = tokenizer_config.get("chat_template") if tokenizer_config else None
-    if not value:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def machine() -> dict[str, Any]:
-    """The platform, CPU and Python; the MLX device only when MLX is already imported (never imports it)."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-    mx = sys.modules.get("mlx.core")
-    if mx is not None:
-        try:
-            info["mlx_device"] = str(mx.default_device())
-        except Exception:  # an MLX too old or too broken to say
-            log.debug("no MLX device", exc_info=True)
-    return info
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def export_jsonl(results: list[dict[str, Any]]) -> str:
-    """One JSON object per result: {"prompt", "a", "b", "answer_a", "answer_b", "vote"?}."""
-    return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
-
-
-def export_markdown(results: list[dict[str, Any]]) -> str:
-    """A readable report: the two contenders and the machine once, then each prompt with both answers."""
-    if not results:
-        return "# Compare results\n\nNo results.\n"
-    first = results[0]
-    blocks = ["# Compare results"]
-    rows = ["| | A | B |", "|---|---|---|"]
-    for title, key in (("Model", "model_id"), ("Label", "label"), ("Repo", "repo_id"), ("Revision", "revision"),
-                       ("Fingerprint", "fingerprint"), ("Quantization", "quantization"),
-                       ("Chat template sha256", "chat_template_sha256"), ("System prompt", "system_prompt"),
-                       ("Sampling", "sampling")):  # fmt: skip
-        rows.append(f"| {title} | {_cell(first['a'].get(key))} | {_cell(first['b'].get(key))} |")
-    blocks.append("\n".join(rows))
-    blocks.append(f"Machine: {_cell(first['a'].get('machine'))}")
-    for number, result in enumerate(results, start=1):
-        blocks.append(f"## {number}. {_first_line(result['prompt'])}")
-        if "\n" in result["prompt"].strip():
-            blocks.append("\n".join(f"> {line}".rstrip() for line in result["prompt"].splitlines()))
-        if result.get("vote"):
-            blocks.append(f"Vote: **{result['vote']}**")
-        for side in SIDES:
-            record = result[side]
-            blocks.append(f"### {side.upper()}: {record.get('label') or record.get('model_id')}")
-            blocks.append(result.get(f"answer_{side}") or "_(no answer)_")
-            if record.get("figures"):
-                blocks.append(f"_{_figures_text(record['figures'])}_")
-    return "\n\n".join(blocks) + "\n"
-
-
-def _figures_text(figures: dict[str, Any]) -> str:
-    return format_figures(figures) or json.dumps(figures)
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "(empty prompt)"
-    return line if len(line) <= 80 else line[:79] + "…"
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "–"
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 __all__ = [
+    "SIDES",
     "CompareRun",
     "Contender",
     "MemoryPlan",
     "PlanKind",
-    "Rating",
     "SideEvent",
     "SideFailed",
-    "blind_order",
-    "elo_ratings",
-    "export_jsonl",
-    "export_markdown",
-    "load_prompt_set",
     "messages_for",
     "plan_memory",
-    "replay_record",
-    "word_diff",
 ]

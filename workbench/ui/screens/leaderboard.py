@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.core.compare.run import elo_ratings
+from workbench.core.compare.ratings import elo_ratings
 from workbench.ui.services import services_of
 
 

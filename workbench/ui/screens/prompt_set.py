@@ -1,38 +1,72 @@
-"""Run a file of prompts through both sides of a comparison, with progress, a results table and exports."""
+"""Run a file of prompts through both sides of a comparison, with progress, a results table and exports.
+
+The run itself is core's :class:`~workbench.core.compare.prompt_set.PromptSetRun`; its worker posts one message per
+prompt answered and the handler adds the row.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, Static
 
-from workbench.core.chat.run import ChatMessage, Finished, GenerationFigures, Token
-from workbench.core.compare.run import (
-    CompareRun,
-    Contender,
-    MemoryPlan,
-    SideFailed,
-    export_jsonl,
-    export_markdown,
-    replay_record,
-)
+from workbench.core.compare.prompt_set import PromptAnswered, PromptSetRun, load_prompt_set
+from workbench.core.compare.replay import export_jsonl, export_markdown
+from workbench.core.compare.results import SideResult
+from workbench.core.compare.run import Contender, MemoryPlan
 from workbench.core.models.lifecycle import ModelManager
 from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
 
-def figure_cells(figures: GenerationFigures | None, failed: bool) -> tuple[str, str]:
+def figure_cells(result: SideResult) -> tuple[str, str]:
+    """A side's tokens and speed for the table; "error" when it failed without figures."""
+    figures = result.figures
     if figures is None:
-        return ("error" if failed else "–", "")
+        return ("error" if result.error is not None else "–", "")
     return str(figures.generation_tokens), f"{figures.generation_tps:.1f}"
+
+
+def choose_prompt_set(app: App[Any], a: Contender, b: Contender, plan: MemoryPlan) -> None:
+    """Ask for a file of prompts, say what is wrong in it, and run the prompts it holds."""
+    from workbench.ui.screens.dialogs import PromptScreen
+
+    def chosen(path_text: str | None) -> None:
+        if not path_text:
+            return
+        path = Path(path_text).expanduser()
+        prompts, problems = load_prompt_set(path)
+        for problem in problems[:5]:
+            app.notify(f"{path.name}: {problem}", severity="warning")
+        if not prompts:
+            app.notify(f"No prompts in {path}.", severity="error")
+            return
+        app.push_screen(PromptSetScreen(path, prompts, a, b, plan))
+
+    app.push_screen(PromptScreen("A file of prompts (one per line, or JSONL with \"prompt\")", "",
+                                 placeholder="~/prompts.txt"), chosen)  # fmt: skip
+
+
+class PromptDone(Message):
+    def __init__(self, answered: PromptAnswered) -> None:
+        super().__init__()
+        self.answered = answered
+
+
+class PromptSetDone(Message):
+    def __init__(self, error: str | None = None) -> None:
+        super().__init__()
+        self.error = error
 
 
 class PromptSetScreen(Screen):
@@ -51,13 +85,16 @@ class PromptSetScreen(Screen):
     def __init__(self, source: Path, prompts: list[str], a: Contender, b: Contender, plan: MemoryPlan) -> None:
         super().__init__()
         self.source, self.prompts, self.a, self.b, self.plan = source, prompts, a, b, plan
-        self.results: list[dict[str, Any]] = []
-        self.run: CompareRun | None = None
-        self.stopped = False
+        self.run: PromptSetRun | None = None  # made on mount, from the app's manager
 
     @property
     def manager(self) -> ModelManager:
         return services_of(self).manager
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """What the exports hold: one record per prompt answered so far."""
+        return self.run.records if self.run is not None else []
 
     def compose(self) -> ComposeResult:
         yield Static(f"{self.source.name}: {len(self.prompts)} prompts · A {self.a.label} · B {self.b.label}\n"
@@ -70,46 +107,35 @@ class PromptSetScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
-        self.run_all()
+        self.run = PromptSetRun(self.manager, self.prompts, self.a, self.b, self.plan)
+        self.run_all(self.run)
 
     @work(group="prompt-set", exclusive=True, exit_on_error=False)
-    async def run_all(self) -> None:
-        table = self.query_one(DataTable)
-        for number, prompt in enumerate(self.prompts, 1):
-            if self.stopped:
-                break
-            texts = {"a": "", "b": ""}
-            figures: dict[str, GenerationFigures | None] = {"a": None, "b": None}
-            errors: dict[str, str] = {}
-            self.run = CompareRun(self.manager, self.a, self.b, [ChatMessage("user", prompt)],
-                                  [ChatMessage("user", prompt)], self.plan)  # fmt: skip
-            async for side_event in self.run.events():
-                side, event = side_event.side, side_event.event
-                if isinstance(event, Token):
-                    texts[side] += event.text
-                elif isinstance(event, Finished):
-                    figures[side] = event.figures
-                elif isinstance(event, SideFailed):
-                    errors[side] = event.error
-            self.run = None
-            result = {
-                "prompt": prompt,
-                "a": replay_record(self.manager, self.a, texts["a"], figures["a"]),
-                "b": replay_record(self.manager, self.b, texts["b"], figures["b"]),
-                "answer_a": texts["a"],
-                "answer_b": texts["b"],
-            }
-            if errors:
-                result["errors"] = errors
-            self.results.append(result)
-            short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-            table.add_row(str(number), short, *figure_cells(figures["a"], "a" in errors),
-                          *figure_cells(figures["b"], "b" in errors))  # fmt: skip
-            self.query_one(ProgressBar).advance(1)
+    async def run_all(self, run: PromptSetRun) -> None:
+        error: str | None = None
+        try:
+            async with contextlib.aclosing(run.answers()) as answers:
+                async for answered in answers:
+                    self.post_message(PromptDone(answered))
+        except Exception as exc:
+            log.exception("the prompt set failed")
+            error = f"The prompt set failed: {exc}"
+        self.post_message(PromptSetDone(error))
+
+    def on_prompt_done(self, message: PromptDone) -> None:
+        answered = message.answered
+        results, prompt = answered.results, answered.prompt
+        short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        self.query_one(DataTable).add_row(str(answered.number), short, *figure_cells(results["a"]),
+                                          *figure_cells(results["b"]))  # fmt: skip
+        self.query_one(ProgressBar).advance(1)
+
+    def on_prompt_set_done(self, message: PromptSetDone) -> None:
+        if message.error is not None:
+            self.notify(message.error, severity="error")
         self.notify(f"{len(self.results)} of {len(self.prompts)} prompts done: m or j exports them.")
 
     def action_close(self) -> None:
-        self.stopped = True
         if self.run is not None:
             self.run.stop()
         self.app.pop_screen()
