@@ -185,7 +185,7 @@ class CorpusPane(Screen):
             self.vectors_a = message.vectors
             if self.corpus_spec:
                 path, column = parse_corpus_spec(self.corpus_spec)
-                sets = services_of(self).store.embedding_sets.embedding_sets
+                sets = services_of(self).store.embedding_sets
                 sets.remember_embedding_set(str(path), column, message.model_id, message.count)
         else:
             self.vectors_b = message.vectors
