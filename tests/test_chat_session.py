@@ -392,3 +392,19 @@ async def test_edit_last_takes_back_the_last_message_and_what_came_after(chat: C
     edited = chat.session.edit_last()
     assert edited == ("two", ids[2:])
     assert [m[1] for m in stored(chat)] == ["one", "Hello there!"]
+
+
+async def test_a_delete_refused_during_an_answer_names_the_chat_pane(chat: Chat) -> None:
+    """The session borrows its model as "the Chat pane": a refused unregister (a delete) says who holds it."""
+    from workbench.core.models.spec import ModelInUseError
+
+    async def first_token_then_unregister() -> str:
+        async with contextlib.aclosing(chat.session.answer_events(chat.session.send("Hello").answer)) as events:
+            async for event in events:
+                if isinstance(event, Token):
+                    with pytest.raises(ModelInUseError) as refused:
+                        await chat.manager.unregister(fake_spec().id)
+                    return str(refused.value)
+        raise AssertionError("the answer had no token")
+
+    assert "in use by the Chat pane" in await asyncio.wait_for(first_token_then_unregister(), WAIT)

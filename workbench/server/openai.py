@@ -182,7 +182,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     except ChatError as exc:
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
     parsed = dataclasses.replace(parsed, messages=kept)
-    run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling)
+    run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling, holder="an API request")
     events = run.events()
     request.app[RUNS].add(run)
     try:

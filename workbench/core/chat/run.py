@@ -152,8 +152,10 @@ class ChatRun:
         sampling: SamplingSettings,
         context_length: int | None = None,
         clock: Any = time.monotonic,
+        holder: str = "a chat",
     ) -> None:
         self.manager = manager
+        self.holder = holder  # who borrows the model, for the user (a refused delete names it)
         self.model_id = model_id
         self.messages = messages
         self.sampling = sampling
@@ -175,7 +177,7 @@ class ChatRun:
         if self.manager.role_of(self.model_id) is not ModelRole.CHAT:
             raise ChatError(f"{self.model_id} is not a chat model")
         backend = cast(ChatBackend, self.manager.backend_for(self.model_id))  # a chat backend declares the role
-        lease = await self.manager.acquire(self.model_id)
+        lease = await self.manager.acquire(self.model_id, holder=self.holder)
         try:
             handle = lease.handle
             model_window = await self.manager.inference.run(backend.context_window, handle)

@@ -273,7 +273,7 @@ class ChatSession:
             model_id = answer.model_id
             assert model_id is not None  # _model_for raises when there is none
             sampling = chat_sampling(self.settings, self.manager, model_id, self.sampling)
-            answer.run = ChatRun(self.manager, model_id, answer.history, sampling.settings)
+            answer.run = ChatRun(self.manager, model_id, answer.history, sampling.settings, holder="the Chat pane")
             answer.status = MessageStatus.COMPLETE
             async with contextlib.aclosing(answer.run.events()) as events:
                 async for event in events:

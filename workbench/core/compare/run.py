@@ -129,7 +129,8 @@ class CompareRun:
         self.contenders = {"a": a, "b": b}
         self.plan = plan
         self.runs = {
-            side: ChatRun(manager, contender.model_id, messages_for(contender, history), contender.sampling)
+            side: ChatRun(manager, contender.model_id, messages_for(contender, history), contender.sampling,
+                          holder="Compare")
             for side, contender, history in (("a", a, history_a), ("b", b, history_b))
         }
 

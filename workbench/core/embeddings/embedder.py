@@ -56,7 +56,7 @@ class Embedder:
         cancel = cancel or threading.Event()
         if self.cache.missing(model_id, texts) == 0:  # reopening a corpus needs no model at all
             return embed_corpus(_never_called, model_id, texts, self.cache, self.batch_size, progress)
-        lease = await self.manager.acquire(model_id)
+        lease = await self.manager.acquire(model_id, holder="Embeddings")
         try:
             model = lease.handle
             inference = self.manager.inference
@@ -79,6 +79,6 @@ class Embedder:
 
     async def encode_query(self, model_id: str, text: str) -> np.ndarray:
         """One normalised vector for a search query."""
-        async with await self.manager.acquire(model_id) as lease:
+        async with await self.manager.acquire(model_id, holder="Embeddings") as lease:
             vectors = await self.manager.inference.run(encode_batch, lease.handle, [text])
         return normalise(vectors)[0]
