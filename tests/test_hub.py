@@ -11,9 +11,9 @@ import pytest
 from tests.support.hub_repos import TINY_REPO_ID
 from tests.support.hub_server import HubLies, LoopbackHub
 from workbench.core.hub.client import HubCatalog, SearchQuery
-from workbench.core.hub.downloads.plan import default_selection
 from workbench.core.hub.errors import HubError, HubErrorKind, parse_retry_after
 from workbench.core.hub.fit import FitVerdict, fit_verdict, params_from_name, quantization_of
+from workbench.core.hub.selection import default_selection
 from workbench.core.models.memory import GB
 
 GATED_ID = "meta-llama/Llama-3.2-3B-Instruct"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.hub import names as hub_names
-from workbench.core.hub.downloads.plan import default_selection
 from workbench.core.hub.errors import HubError, HubErrorKind, quiet_hub_logging, translate_error
 from workbench.core.hub.fit import (
     bits_of,
@@ -27,6 +26,7 @@ from workbench.core.hub.fit import (
     quantization_of,
     weights_from_safetensors,
 )
+from workbench.core.hub.selection import default_selection
 
 log = logging.getLogger(__name__)
 

@@ -9,27 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from fnmatch import fnmatch
 from typing import Any
 
 from workbench.core.hub import names as hub_names
 from workbench.core.hub.downloads.jobs import GIT_SHA1, SHA256, DownloadFailure, FileState, Job, JobFile
 from workbench.core.hub.downloads.layout import CacheLayout
 from workbench.core.hub.downloads.retry import Control, RetryPolicy
-
-DEFAULT_PATTERNS = ("*.safetensors", "*.json", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja", "README.md",
-                    "*.py")  # fmt: skip
-
-
-def default_selection(paths: list[str]) -> list[str]:
-    """The files an MLX repo needs: weights, configs, tokenizer, card. Not other formats (GGUF, .bin, .pth)."""
-    chosen = [p for p in paths if any(fnmatch(p.rsplit("/", 1)[-1], pattern) for pattern in DEFAULT_PATTERNS)]
-    return [p for p in chosen if not p.endswith(".py")]  # remote code is never fetched silently
-
-
-def matches(path: str, pattern: str) -> bool:
-    """A glob on the repo path; a pattern without ``/`` also matches the file name in any folder."""
-    return fnmatch(path, pattern) or ("/" not in pattern and fnmatch(path.rsplit("/", 1)[-1], pattern))
+from workbench.core.hub.selection import default_selection, matches
 
 
 def select(job: Job, paths: list[str]) -> list[str]:
