@@ -69,6 +69,8 @@ def test_wrong_type_names_file_line_key_and_keeps_the_rest(tmp_path: Path) -> No
         ("models.context_length = 4096.0", "models.context_length"),
         ("models.context_length = true", "models.context_length"),
         ("models.idle_unload_minutes = -5", "models.idle_unload_minutes"),
+        ("models.prompt_cache_gb = -1", "models.prompt_cache_gb"),
+        ('models.prompt_cache_gb = "big"', "models.prompt_cache_gb"),
         ("theme = 3", "theme"),
         ('keys."pane.chat" = ""', 'keys."pane.chat"'),
         ("keys = 3", "keys"),
@@ -374,3 +376,14 @@ def test_save_a_serve_setting_keeps_comments(tmp_path: Path) -> None:
     assert issues == [] and (settings.serve_max_waiting, settings.serve_api_key_env) == (8, "MY_KEY")
     with pytest.raises(ValueError, match="from 1 to 10000"):
         save_setting(path, "serve.max_waiting", 0)
+
+
+def test_the_prompt_cache_bound_is_read_and_resolved(tmp_path: Path) -> None:
+    from workbench.core.models.memory import GB
+    from workbench.core.prompt_cache import cache_limit_bytes
+
+    settings, issues = load_settings(write(tmp_path / "c.toml", "[models]\nprompt_cache_gb = 1.5\n"))
+    assert issues == [] and settings.prompt_cache_gb == 1.5
+    assert cache_limit_bytes(settings.prompt_cache_gb, 16 * GB) == int(1.5 * GB)
+    assert cache_limit_bytes(Settings().prompt_cache_gb, 16 * GB) == int(1.6 * GB)  # unset: 10 % of the budget
+    assert cache_limit_bytes(0, 16 * GB) == 0  # 0 turns reuse off

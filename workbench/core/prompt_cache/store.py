@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.core.models.memory import GB
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -75,6 +77,16 @@ def trim(cache: list[Any], num_tokens: int) -> int:
 def cache_offsets(cache: list[Any]) -> set[int]:
     """The token counts the layers of ``cache`` say they hold (layers without an ``offset`` are skipped)."""
     return {layer.offset for layer in cache if isinstance(getattr(layer, "offset", None), int)}
+
+
+DEFAULT_BUDGET_SHARE = 0.1  # the caches' bound when config.toml names none: this share of the memory budget
+
+
+def cache_limit_bytes(prompt_cache_gb: float | None, budget_bytes: int) -> int:
+    """The store's bound: ``[models] prompt_cache_gb`` when set (0 turns reuse off), else 10 % of the budget."""
+    if prompt_cache_gb is None:
+        return int(budget_bytes * DEFAULT_BUDGET_SHARE)
+    return int(prompt_cache_gb * GB)
 
 
 class PromptCacheStore:

@@ -44,6 +44,8 @@ class Settings:
     serve_api_key_env: str = ""  # the variable holding the key `serve` asks for; "" = none (loopback only)
     serve_max_body_mb: float = 8.0
     serve_max_waiting: int = 32
+    # the prompt (KV) caches kept for reuse, on top of the models; None: 10 % of the budget, 0: no reuse
+    prompt_cache_gb: float | None = None
 
 
 def presets(settings: Settings) -> dict[str, Preset]:
@@ -75,6 +77,9 @@ SETTING_FIELDS: dict[tuple[str, ...], SettingField] = {
     ),
     ("models", "idle_unload_minutes"): SettingField(
         "idle_unload_minutes", float, "a number of minutes >= 0 (0 = never)", lambda v: v >= 0
+    ),
+    ("models", "prompt_cache_gb"): SettingField(
+        "prompt_cache_gb", float, "a number of gigabytes >= 0 (0 = no reuse)", lambda v: v >= 0
     ),
     ("chat", "system_prompt"): SettingField("chat_system_prompt", str, 'text ("" = the model\'s default)'),
     ("chat", "preset"): SettingField("chat_preset", str, "a preset name", lambda v: bool(v.strip())),

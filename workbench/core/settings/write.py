@@ -35,6 +35,8 @@ def default_config_text() -> str:
 # context_length = 4096
 # Unload a model nobody has used for this many minutes; 0 = never.
 # idle_unload_minutes = 15
+# Gigabytes of prompt (KV) caches kept for reuse on top of the models; unset: 10 % of the budget; 0 = no reuse.
+# prompt_cache_gb = 1.5
 
 [keys]
 # Key bindings: binding id = key(s), comma-separated like Textual keymaps.
