@@ -59,8 +59,8 @@ class FakeChatBackend:
     def loaded_bytes(self, handle: Any, delta: int) -> int:
         return self.weights
 
-    def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
-                    ) -> Iterator[GenerationStep]:  # fmt: skip
+    def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings,
+                    reuse: Any = None) -> Iterator[GenerationStep]:  # fmt: skip
         self.calls.append(messages)
         self.sampling.append(sampling)
         self.started.set()

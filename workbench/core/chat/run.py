@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from workbench.core.chat.figures import GenerationFigures
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.models.backends.protocol import ChatBackend, GenerationStep
+from workbench.core.models.backends.protocol import ChatBackend, GenerationStep, PromptProgress
 from workbench.core.models.inference import TokenStream
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelManagerError, ModelRole
@@ -42,6 +42,21 @@ class ContextTrimmed:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """The model is reading the prompt: ``done`` of ``total`` tokens, ``cached`` of them reused from a kept cache."""
+
+    done: int
+    total: int
+    cached: int
+
+    @property
+    def percent(self) -> int:
+        """How much of what had to be read has been (the cached part was not read), 0–100."""
+        to_read = self.total - self.cached
+        return 100 if to_read <= 0 else max(0, min(100, round(100 * (self.done - self.cached) / to_read)))
+
+
+@dataclass(frozen=True)
 class Token:
     text: str
 
@@ -53,7 +68,7 @@ class Finished:
     finish_reason: str | None
 
 
-ChatEvent = ContextTrimmed | Token | Finished
+ChatEvent = ContextTrimmed | Reading | Token | Finished
 
 
 class ChatError(Exception):
@@ -153,16 +168,20 @@ class ChatRun:
         context_length: int | None = None,
         clock: Any = time.monotonic,
         holder: str = "a chat",
+        conversation: str | None = None,
     ) -> None:
+        """``conversation`` names the chat this answer belongs to ("chat-12"): its prompt cache is then also saved to
+        disk, so that the chat reopened after a restart does not read its history again."""
         self.manager = manager
         self.holder = holder  # who borrows the model, for the user (a refused delete names it)
         self.model_id = model_id
         self.messages = messages
         self.sampling = sampling
         self.context_length = context_length or manager.context_length
+        self.conversation = conversation
         self._clock = clock
         self._stop_requested = False
-        self._tokens: TokenStream[GenerationStep] | None = None
+        self._tokens: TokenStream[GenerationStep | PromptProgress] | None = None
 
     def stop(self) -> None:
         self._stop_requested = True
@@ -197,9 +216,13 @@ class ChatRun:
             last: GenerationStep | None = None
             inference = self.manager.inference
             run_stream = inference.thread_stream if getattr(backend, "blocking_io", False) else inference.stream
-            self._tokens = run_stream(lambda: backend.chat_stream(handle, payload, self.sampling))
+            reuse = self.manager.prompt_reuse(self.conversation)
+            self._tokens = run_stream(lambda: backend.chat_stream(handle, payload, self.sampling, reuse))
             async with self._tokens as steps:
                 async for step in steps:
+                    if isinstance(step, PromptProgress):
+                        yield Reading(step.done, step.total, step.cached)
+                        continue
                     if first_token_at is None:
                         first_token_at = self._clock()
                     last = step
@@ -214,6 +237,7 @@ class ChatRun:
                     generation_tokens=last.generation_tokens,
                     generation_tps=last.generation_tps,
                     peak_memory_gb=last.peak_memory_gb,
+                    cached_tokens=last.cached_tokens,
                 )
             yield Finished(figures=figures, stopped=self._stop_requested,
                            finish_reason=None if last is None else last.finish_reason)  # fmt: skip
@@ -231,6 +255,7 @@ __all__ = [
     "Finished",
     "GenerationFigures",
     "ModelManagerError",
+    "Reading",
     "Token",
     "fit_to_context",
     "trim_to_characters",

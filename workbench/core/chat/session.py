@@ -19,7 +19,16 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from workbench.core.chat.model_sampling import chat_sampling
-from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, GenerationFigures, Token
+from workbench.core.chat.run import (
+    ChatError,
+    ChatMessage,
+    ChatRun,
+    ContextTrimmed,
+    Finished,
+    GenerationFigures,
+    Reading,
+    Token,
+)
 from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID
@@ -33,6 +42,7 @@ from workbench.core.models.wait import (
     can_wait,
     until_ready,
 )
+from workbench.core.prompt_cache.reuse import chat_cache_key
 from workbench.core.settings.config import Settings
 from workbench.core.storage.chats import Conversation, MessageStatus, StoredMessage
 from workbench.core.storage.store import Store
@@ -77,8 +87,8 @@ class AnswerEnded:
     error: str | None
 
 
-# Waiting("") says the wait for the model is over; Token, ContextTrimmed as ChatRun yields them.
-SessionEvent = Waiting | ModelChosen | Token | ContextTrimmed | AnswerEnded
+# Waiting("") says the wait for the model is over; Token, ContextTrimmed, Reading as ChatRun yields them.
+SessionEvent = Waiting | ModelChosen | Token | ContextTrimmed | Reading | AnswerEnded
 
 
 class ChatBusyError(Exception):
@@ -273,7 +283,9 @@ class ChatSession:
             model_id = answer.model_id
             assert model_id is not None  # _model_for raises when there is none
             sampling = chat_sampling(self.settings, self.manager, model_id, self.sampling)
-            answer.run = ChatRun(self.manager, model_id, answer.history, sampling.settings, holder="the Chat pane")
+            conversation = chat_cache_key(answer.message.conversation_id)
+            answer.run = ChatRun(self.manager, model_id, answer.history, sampling.settings, holder="the Chat pane",
+                                 conversation=conversation)  # fmt: skip
             answer.status = MessageStatus.COMPLETE
             async with contextlib.aclosing(answer.run.events()) as events:
                 async for event in events:
@@ -286,7 +298,7 @@ class ChatSession:
                             self.store.chats.update_message(answer.message.id, content=answer.text)
                             last_save = self._clock()
                         yield event
-                    elif isinstance(event, ContextTrimmed):
+                    elif isinstance(event, ContextTrimmed | Reading):
                         yield event
                     elif isinstance(event, Finished):
                         answer.figures = event.figures

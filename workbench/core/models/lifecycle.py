@@ -36,6 +36,8 @@ from workbench.core.models.spec import (
     ModelState,
     UnknownModelError,
 )
+from workbench.core.prompt_cache.reuse import PromptReuse, SavedCaches
+from workbench.core.prompt_cache.store import PromptCacheStore, cache_limit_bytes
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,12 @@ class ModelManager:
         context_length: int = 4096,
         idle_unload_s: float | None = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        prompt_caches: PromptCacheStore | None = None,
     ) -> None:
         self._backends = backends
+        # Prompt caches kept for reuse count against the budget on top of the models, and go before any model does.
+        self.prompt_caches = prompt_caches or PromptCacheStore(cache_limit_bytes(None, budget.bytes))
+        self.prompt_cache_disk: SavedCaches | None = None  # the conversations' caches on disk, when kept
         self.budget = budget
         self.inference = inference
         self.context_length = context_length
@@ -188,6 +194,11 @@ class ModelManager:
         return self._backends[self._record(model_id).spec.kind]
 
     def held_bytes(self) -> int:
+        """What the resident models and the kept prompt caches hold against the budget."""
+        return self.model_bytes() + self.prompt_caches.bytes_used
+
+    def model_bytes(self) -> int:
+        """What the resident models hold (or will hold, while loading) against the budget."""
         return sum(r.cost() for r in self._records.values() if r.resident)
 
     def cost_of(self, model_id: str) -> int | None:
@@ -203,12 +214,17 @@ class ModelManager:
         skip = set(exclude)
         return sum(r.cost() for r in self._records.values() if r.resident and r.spec.id not in skip and not r.evictable)
 
+    def prompt_reuse(self, conversation: str | None = None) -> PromptReuse:
+        """What a generation may reuse: the kept prompt caches (and the conversation's saved one, if named)."""
+        return PromptReuse(self.prompt_caches, self.prompt_cache_disk, conversation)
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def set_budget(self, budget: Budget) -> None:
         self.budget = budget
+        self._update_cache_room()
 
     # --- leases -------------------------------------------------------------------------------
 
@@ -323,6 +339,8 @@ class ModelManager:
     async def _make_room(self, incoming: _Record) -> None:
         need = incoming.cost()
         budget = self.budget.bytes
+        if self.held_bytes() + need > budget and self.prompt_caches.bytes_used:
+            await self.inference.run(self.prompt_caches.shrink_to, budget - need - self.model_bytes())
         others = [r for r in self._records.values() if r is not incoming and r.resident]
         for victim in _eviction_order(incoming, others, self.budget):
             if self.held_bytes() + need <= budget:
@@ -341,7 +359,8 @@ class ModelManager:
         handle, record.handle = record.handle, None
         self._set_state(record, ModelState.UNLOADING, reason)
         try:
-            await self.inference.run(_unload_on_thread, self._backends[record.spec.kind], handle)
+            await self.inference.run(_unload_on_thread, self._backends[record.spec.kind], handle,
+                                     lambda: self.prompt_caches.drop_model(record.spec.id))  # fmt: skip
         except Exception:
             log.exception("unloading %s failed", record.spec.id)
         record.measured = None
@@ -390,7 +409,11 @@ class ModelManager:
 
     def _set_state(self, record: _Record, state: ModelState, message: str = "") -> None:
         record.state = state
+        self._update_cache_room()
         self._emit(record, message)
+
+    def _update_cache_room(self) -> None:
+        self.prompt_caches.room_bytes = max(0, self.budget.bytes - self.model_bytes())
 
     def _emit(self, record: _Record, message: str) -> None:
         event = ManagerEvent(model=record.info(), message=message)
@@ -434,9 +457,10 @@ def _load_on_thread(backend: Backend, spec: ModelSpec) -> tuple[Any, int]:
     return handle, measured
 
 
-def _unload_on_thread(backend: Backend, handle: Any) -> None:
+def _unload_on_thread(backend: Backend, handle: Any, drop_caches: Callable[[], object]) -> None:
     gc.unfreeze()  # let the collector see the model's reference cycles again
     try:
+        drop_caches()  # its prompt caches: they hold its arrays, and no other model can use them
         backend.unload(handle)
     finally:
         gc.freeze()

@@ -79,6 +79,19 @@ def cache_offsets(cache: list[Any]) -> set[int]:
     return {layer.offset for layer in cache if isinstance(getattr(layer, "offset", None), int)}
 
 
+def serve_prompt(tokens: Sequence[int], cache: list[Any], prompt: Sequence[int]) -> Hit | None:
+    """``cache`` (holding ``tokens``) trimmed back to what it shares with ``prompt``, at most all but the prompt's last
+    token; ``None`` when they share no token or the cache cannot be trimmed (then it must not be used: it would hold
+    tokens the prompt does not have)."""
+    served = min(common_prefix(tokens, prompt), len(prompt) - 1)
+    if served < 1:
+        return None
+    excess = len(tokens) - served
+    if excess and (not can_trim(cache) or trim(cache, excess) != excess):
+        return None
+    return Hit(cache=cache, cached=served, remaining=tuple(prompt[served:]))
+
+
 DEFAULT_BUDGET_SHARE = 0.1  # the caches' bound when config.toml names none: this share of the memory budget
 
 
@@ -101,11 +114,19 @@ class PromptCacheStore:
         self._limit = max(0, int(limit_bytes))
         self._entries: OrderedDict[tuple[str, tuple[int, ...]], Entry] = OrderedDict()  # oldest first
         self._bytes = 0
+        # What the memory budget leaves beside the loaded models: the model manager sets it (a plain int, so the event
+        # loop may write it while the inference thread reads it); ``put`` keeps the total within it too.
+        self.room_bytes: int = 1 << 62
 
     @property
     def limit_bytes(self) -> int:
         """The most bytes the stored caches may hold together."""
         return self._limit
+
+    @property
+    def effective_limit(self) -> int:
+        """The bound ``put`` keeps to: the configured limit, or less when the budget has less room beside the models."""
+        return max(0, min(self._limit, self.room_bytes))
 
     @property
     def bytes_used(self) -> int:
@@ -142,11 +163,9 @@ class PromptCacheStore:
                 best = (served, -excess, entry)
         if best is None:
             return None
-        served, minus_excess, entry = best
+        entry = best[2]
         self._remove(entry)
-        if minus_excess and trim(entry.cache, -minus_excess) != -minus_excess:
-            return None  # could not drop what it must: this cache would be misused, so it is discarded
-        return Hit(cache=entry.cache, cached=served, remaining=prompt[served:])
+        return serve_prompt(entry.tokens, entry.cache, prompt)
 
     def put(self, model_id: str, tokens: Sequence[int], cache: list[Any]) -> bool:
         """Keep ``cache``, which holds exactly ``tokens`` for ``model_id``, as the most recently stored entry; returns
@@ -161,7 +180,7 @@ class PromptCacheStore:
         if offsets and offsets != {len(key[1])}:
             raise ValueError(f"the cache holds {sorted(offsets)} tokens, not the {len(key[1])} given")
         nbytes = cache_nbytes(cache)
-        if nbytes > self._limit:
+        if nbytes > self.effective_limit:
             return False
         trimmable = can_trim(cache)
         for entry in self.entries(model_id):
@@ -171,6 +190,13 @@ class PromptCacheStore:
         self._bytes += nbytes
         self._evict()
         return True
+
+    def shrink_to(self, max_bytes: int) -> int:
+        """Evict the least recently stored caches until at most ``max_bytes`` are held (a model needs the room);
+        returns the bytes freed."""
+        before = self._bytes
+        self._evict(max(0, int(max_bytes)))
+        return before - self._bytes
 
     def drop_model(self, model_id: str) -> int:
         """Forget every cache of ``model_id`` (the model was unloaded); returns the bytes freed."""
@@ -189,7 +215,8 @@ class PromptCacheStore:
         del self._entries[(entry.model_id, entry.tokens)]
         self._bytes -= entry.nbytes
 
-    def _evict(self) -> None:
-        while self._bytes > self._limit and self._entries:
+    def _evict(self, bound: int | None = None) -> None:
+        bound = self.effective_limit if bound is None else bound
+        while self._bytes > bound and self._entries:
             _, oldest = self._entries.popitem(last=False)
             self._bytes -= oldest.nbytes

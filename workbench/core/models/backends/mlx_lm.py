@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.models.backends.protocol import GenerationStep
+from workbench.core.models.backends.mlx_generation import generate_with_cache
+from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.models.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
 from workbench.core.models.spec import ModelRole, ModelSpec
+from workbench.core.prompt_cache.reuse import PromptReuse
 
 KIND = "mlx-lm"
 
@@ -22,6 +24,8 @@ class LoadedLanguageModel:
     model: Any
     tokenizer: Any
     config: dict[str, Any]
+    model_id: str = ""  # whose prompt caches it reads and keeps
+    fingerprint: str = ""  # of the files it was loaded from: a saved cache of other files is not used
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -57,7 +61,7 @@ class MlxLmBackend:
         import mlx_lm
 
         model, tokenizer, config = mlx_lm.load(str(spec.path), return_config=True)
-        return LoadedLanguageModel(model=model, tokenizer=tokenizer, config=config)
+        return LoadedLanguageModel(model=model, tokenizer=tokenizer, config=config, model_id=spec.id)
 
     def unload(self, handle: Any) -> None:
         import mlx.core as mx
@@ -74,9 +78,13 @@ class MlxLmBackend:
     # --- chat (on the inference thread) ---
 
     def chat_stream(
-        self, handle: LoadedLanguageModel, messages: list[dict[str, str]], sampling: SamplingSettings
-    ) -> Iterator[GenerationStep]:
-        return generate(handle, messages, sampling)
+        self,
+        handle: LoadedLanguageModel,
+        messages: list[dict[str, str]],
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,
+    ) -> Iterator[GenerationStep | PromptProgress]:
+        return generate(handle, messages, sampling, reuse=reuse)
 
     def count_prompt_tokens(self, handle: LoadedLanguageModel, messages: list[dict[str, str]]) -> int:
         return len(prompt_tokens(handle, messages))
@@ -90,17 +98,6 @@ class MlxLmBackend:
         return delta  # MLX active memory counts exactly the arrays the load created
 
 
-def _sampling_kwargs(sampling: SamplingSettings) -> dict[str, Any]:
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
-    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p if sampling.top_p < 1.0 else 0.0,
-                           min_p=sampling.min_p, top_k=sampling.top_k)  # fmt: skip
-    processors = make_logits_processors(
-        repetition_penalty=sampling.repetition_penalty if sampling.repetition_penalty != 1.0 else None
-    )
-    return {"sampler": sampler, "logits_processors": processors}
-
-
 def prompt_tokens(loaded: LoadedLanguageModel, messages: list[dict[str, str]]) -> list[int]:
     """The model's own chat template applied to the conversation (a string prompt would skip it)."""
     return list(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
@@ -111,25 +108,14 @@ def generate(
     messages: list[dict[str, str]],
     sampling: SamplingSettings | None = None,
     max_tokens: int | None = None,
-) -> Iterator[GenerationStep]:
-    """Stream a chat answer, one step per token. Create and advance it on the inference thread."""
+    reuse: PromptReuse | None = None,
+) -> Iterator[GenerationStep | PromptProgress]:
+    """Stream a chat answer: progress while the prompt is read, then one step per token. Create and advance it on the
+    inference thread; ``reuse`` lends it a kept prompt cache and takes the cache back when it ends."""
     import mlx.core as mx
-    from mlx_lm import stream_generate
 
     sampling = sampling or SamplingSettings(temperature=0.0)
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)
-    prompt = prompt_tokens(loaded, messages)
     limit = max_tokens if max_tokens is not None else sampling.max_tokens
-    for response in stream_generate(loaded.model, loaded.tokenizer, prompt, max_tokens=limit,
-                                    **_sampling_kwargs(sampling)):  # fmt: skip
-        yield GenerationStep(
-            text=response.text,
-            token=int(response.token),
-            prompt_tokens=response.prompt_tokens,
-            prompt_tps=response.prompt_tps,
-            generation_tokens=response.generation_tokens,
-            generation_tps=response.generation_tps,
-            peak_memory_gb=response.peak_memory,
-            finish_reason=response.finish_reason,
-        )
+    return generate_with_cache(loaded, prompt_tokens(loaded, messages), sampling, limit, reuse)

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.memory import MemoryEstimate
 from workbench.core.models.spec import ModelRole, ModelSpec
+from workbench.core.prompt_cache.reuse import PromptReuse
 
 
 class Backend(Protocol):
@@ -48,6 +49,17 @@ class GenerationStep:
     generation_tps: float
     peak_memory_gb: float
     finish_reason: str | None  # "stop", "length", or None while it goes on
+    cached_tokens: int = 0  # of ``prompt_tokens``, how many came from a kept prompt cache (not read again)
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    """Reading the prompt before the first token: ``done`` of ``total`` prompt tokens are in the model's cache,
+    ``cached`` of them from a kept prompt cache. A stop is seen between two of these."""
+
+    done: int
+    total: int
+    cached: int = 0
 
 
 @runtime_checkable
@@ -57,8 +69,14 @@ class ChatBackend(Protocol):
     (its stream waits on the network, as the remote backend's does): then it runs on a thread of its own."""
 
     def chat_stream(
-        self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings
-    ) -> Iterator[GenerationStep]: ...
+        self,
+        handle: Any,
+        messages: list[dict[str, str]],
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,
+    ) -> Iterator[GenerationStep | PromptProgress]:
+        """Stream an answer; ``reuse`` says where a kept prompt cache may come from (backends that keep none, like
+        a remote server's, ignore it)."""
 
     def count_prompt_tokens(self, handle: Any, messages: list[dict[str, str]]) -> int: ...
 

@@ -17,6 +17,7 @@ from workbench.core.models.backends.protocol import GenerationStep
 from workbench.core.models.endpoints import Endpoint, EndpointError, explain, make_client
 from workbench.core.models.memory import MemoryEstimate
 from workbench.core.models.spec import ModelRole, ModelSpec
+from workbench.core.prompt_cache.reuse import PromptReuse
 
 KIND = "openai-remote"
 CHARS_PER_TOKEN = 4  # without the server's tokenizer, a prompt's size is estimated
@@ -70,7 +71,11 @@ class RemoteChatBackend:
     # --- chat ---
 
     def chat_stream(
-        self, handle: RemoteModel, messages: list[dict[str, str]], sampling: SamplingSettings
+        self,
+        handle: RemoteModel,
+        messages: list[dict[str, str]],
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,  # the remote server keeps (or not) its own prompt caches
     ) -> Iterator[GenerationStep]:
         return stream_chat(handle, messages, sampling)
 
