@@ -21,3 +21,18 @@ def test_missing_figures_are_left_out() -> None:
     assert format_figures({"prompt_tps": 150.0, "generation_tokens": 3}) == "prompt 150.0 tok/s · 3 tok"
     assert format_figures({"generation_tps": True, "note": "x"}) == ""  # not numbers
     assert format_figures(None) == format_figures({}) == ""
+
+
+def test_the_cached_part_of_the_prompt_is_named() -> None:
+    figures = GenerationFigures(ttft_s=0.5, prompt_tokens=440, prompt_tps=20.0, generation_tokens=8,
+                                generation_tps=7.0, peak_memory_gb=0.2, cached_tokens=420)  # fmt: skip
+    assert "prompt 440 tok, 420 cached @ 20.0 tok/s" in figures.summary()
+    assert GenerationFigures.from_dict(figures.to_dict()) == figures
+    older = {key: value for key, value in figures.to_dict().items() if key != "cached_tokens"}  # stored before
+    assert GenerationFigures.from_dict(older).cached_tokens == 0
+    assert "cached" not in GenerationFigures.from_dict(older).summary()
+
+
+def test_a_single_token_has_no_speed() -> None:
+    """A stopped answer's one token was once shown "1 tok @ 16622.3 tok/s": a rate over no interval."""
+    assert format_figures({"generation_tokens": 1, "generation_tps": 0.0}) == "1 tok"

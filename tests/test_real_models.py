@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,40 @@ async def test_compare_the_real_smollm2_in_two_settings(smollm2_dir: Path) -> No
     assert "Paris" in texts["a"]
     assert texts["b"] and texts["a"].startswith(texts["b"]) and len(texts["b"]) < len(texts["a"])  # its own max
     await manager.aclose()
+
+
+async def test_smollm2_answers_the_same_with_and_without_the_prompt_cache(smollm2_dir: Path) -> None:
+    """Point 8 of the prompt-cache issue: the first 32 greedy tokens of three fixed prompts, the second and third
+    served from the cache the one before left (a follow-up, then an edited last message), equal plain mlx-lm's
+    answer from a full prefill of the same prompt."""
+    from mlx_lm import stream_generate
+
+    from workbench.core.models.backends.mlx_lm import prompt_tokens
+    from workbench.core.prompt_cache import PromptCacheStore
+    from workbench.core.prompt_cache.reuse import PromptReuse
+
+    question = {"role": "user", "content": "What is the capital of France?"}
+    store = PromptCacheStore(1 << 30)
+    manager = ModelManager(backends={"mlx-lm": MlxLmBackend()}, budget=Budget(1 << 32, "test"),
+                           inference=InferenceThread(), idle_unload_s=None, prompt_caches=store)  # fmt: skip
+    manager.register(ModelSpec(id="smol", name="SmolLM2", kind="mlx-lm", path=smollm2_dir))
+
+    def both(handle: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[int], int, str]:
+        steps = [s for s in generate(handle, messages, max_tokens=32, reuse=PromptReuse(store))
+                 if isinstance(s, GenerationStep)]  # fmt: skip
+        prompt = prompt_tokens(handle, messages)
+        plain = [r.token for r in stream_generate(handle.model, handle.tokenizer, prompt, max_tokens=32)]
+        return [s.token for s in steps], plain, steps[-1].cached_tokens, "".join(s.text for s in steps)
+
+    try:
+        async with await manager.acquire("smol") as lease:
+            ours, plain, cached, text = await manager.inference.run(both, lease.handle, [question])
+            assert ours == plain and cached == 0 and "Paris" in text
+            follow_up = [question, {"role": "assistant", "content": text}, {"role": "user", "content": "And Italy?"}]
+            ours, plain, cached, _ = await manager.inference.run(both, lease.handle, follow_up)
+            assert ours == plain and cached > 20
+            edited = [*follow_up[:2], {"role": "user", "content": "Name three colors."}]
+            ours, plain, cached, _ = await manager.inference.run(both, lease.handle, edited)
+            assert ours == plain and cached > 20
+    finally:
+        await manager.aclose()

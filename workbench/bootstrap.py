@@ -25,10 +25,12 @@ from workbench.core.models.endpoints import EndpointError, list_models
 from workbench.core.models.inference import InferenceThread
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID, MissingPackageError, ensure_embedded_defaults
-from workbench.core.models.memory import MemoryProbe, resolve_budget
+from workbench.core.models.memory import GB, MemoryProbe, resolve_budget
 from workbench.core.models.registry import ModelRegistry
 from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
+from workbench.core.prompt_cache.disk import PromptCacheDisk
+from workbench.core.prompt_cache.store import PromptCacheStore, cache_limit_bytes
 from workbench.core.settings.config import Settings, load_settings
 from workbench.core.settings.paths import AppPaths
 from workbench.core.settings.toml_text import ConfigIssue
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from workbench.core.hub.downloads.queue import DownloadManager
 
 log = logging.getLogger(__name__)
+
+SAVED_CACHES_BYTES = 2 * GB  # the prompt caches of recent chats kept on disk, least recently used deleted first
 
 
 async def _nothing_to_import(progress: Progress) -> ModelSpec:
@@ -168,13 +172,18 @@ def build_services(
     issues += catalog_issues
     for issue in issues:
         log.warning("config: %s", issue)
+    budget = resolve_budget(settings.budget_gb, settings.budget_fraction)
+    cache_limit = cache_limit_bytes(settings.prompt_cache_gb, budget.bytes)
     manager = ModelManager(
         backends={backend.kind: backend for backend in (MlxLmBackend(), SentenceTransformerBackend(),
                                                         RemoteChatBackend(settings.endpoints))},
-        budget=resolve_budget(settings.budget_gb, settings.budget_fraction),
+        budget=budget,
         inference=InferenceThread(),
         context_length=settings.context_length,
         idle_unload_s=settings.idle_unload_minutes * 60 or None,
+        prompt_caches=PromptCacheStore(cache_limit),
+        # prompt_cache_gb = 0 turns reuse off, on disk too
+        prompt_cache_disk=PromptCacheDisk(paths.prompt_cache_dir, SAVED_CACHES_BYTES) if cache_limit else None,
     )
     store = Store(paths.database_file)
     # HF_ENDPOINT (read here, not only by huggingface_hub at import) points the catalog at another hub

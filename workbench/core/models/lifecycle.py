@@ -144,11 +144,12 @@ class ModelManager:
         idle_unload_s: float | None = 900.0,
         clock: Callable[[], float] = time.monotonic,
         prompt_caches: PromptCacheStore | None = None,
+        prompt_cache_disk: SavedCaches | None = None,
     ) -> None:
         self._backends = backends
         # Prompt caches kept for reuse count against the budget on top of the models, and go before any model does.
         self.prompt_caches = prompt_caches or PromptCacheStore(cache_limit_bytes(None, budget.bytes))
-        self.prompt_cache_disk: SavedCaches | None = None  # the conversations' caches on disk, when kept
+        self.prompt_cache_disk = prompt_cache_disk  # the conversations' caches on disk, when kept
         self.budget = budget
         self.inference = inference
         self.context_length = context_length
@@ -217,6 +218,12 @@ class ModelManager:
     def prompt_reuse(self, conversation: str | None = None) -> PromptReuse:
         """What a generation may reuse: the kept prompt caches (and the conversation's saved one, if named)."""
         return PromptReuse(self.prompt_caches, self.prompt_cache_disk, conversation)
+
+    def forget_saved_cache(self, key: str) -> None:
+        """Delete the saved prompt cache of a conversation (the chat was deleted). Runs on the inference thread after
+        the work already submitted there, so an answer's save in flight cannot bring the file back."""
+        if self.prompt_cache_disk is not None:
+            self.inference.submit(self.prompt_cache_disk.forget, key)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -288,6 +295,8 @@ class ModelManager:
             self._cancel_idle_timer(record)
             if record.state is ModelState.READY:
                 await self._unload(record, "removed")
+            if self.prompt_cache_disk is not None:  # its saved caches go with its files
+                await self.inference.run(self.prompt_cache_disk.forget_model, model_id)
             self._emit(record, "removed")
 
     def pin(self, model_id: str, pinned: bool = True) -> None:

@@ -23,6 +23,10 @@ class SavedCaches(Protocol):
 
     def save(self, key: str, model_id: str, fingerprint: str, tokens: Sequence[int], cache: list[Any]) -> bool: ...
 
+    def forget(self, key: str) -> None: ...
+
+    def forget_model(self, model_id: str) -> int: ...
+
 
 @dataclass(frozen=True)
 class PromptReuse:

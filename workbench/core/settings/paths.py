@@ -56,6 +56,11 @@ class AppPaths:
         return self.data_dir / "embeddings"
 
     @property
+    def prompt_cache_dir(self) -> Path:
+        """The saved prompt caches of recent chats (chat content: private files)."""
+        return self.data_dir / "prompt-cache"
+
+    @property
     def database_file(self) -> Path:
         return self.data_dir / "workbench.sqlite3"
 

@@ -349,7 +349,9 @@ class ChatPane(PaneScreen):
         if self.answering:
             self.notify(STILL_ANSWERING, severity="warning")
             return
-        self.app.push_screen(HistoryScreen(self.store, services_of(self).paths), opened)
+        services = services_of(self)
+        history = HistoryScreen(self.store, services.paths, services.manager.forget_saved_cache)
+        self.app.push_screen(history, opened)
 
     def action_settings(self) -> None:
         from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen

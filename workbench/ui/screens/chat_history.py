@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from workbench.core.prompt_cache.reuse import chat_cache_key
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.chats import Conversation
 from workbench.core.storage.store import Store
@@ -88,10 +90,12 @@ class HistoryScreen(ModalScreen[int | None]):
     HistoryScreen #history-table { height: 1fr; }
     """
 
-    def __init__(self, store: Store, paths: AppPaths) -> None:
+    def __init__(self, store: Store, paths: AppPaths, forget_cache: Callable[[str], None] | None = None) -> None:
+        """``forget_cache`` deletes a chat's saved prompt cache (given its key) when the chat is deleted."""
         super().__init__()
         self.store = store
         self.paths = paths
+        self.forget_cache = forget_cache
         self.rows: list[Conversation] = []
 
     def compose(self) -> ComposeResult:
@@ -202,6 +206,8 @@ class HistoryScreen(ModalScreen[int | None]):
                 return
             try:
                 self.store.chats.delete_conversation(conversation.id)
+                if self.forget_cache is not None:
+                    self.forget_cache(chat_cache_key(conversation.id))
             except KeyError as exc:
                 self.notify(f"Could not delete the chat: {problem(exc)}", severity="error")
             else:

@@ -14,6 +14,7 @@ from workbench.core.models.backends.mlx_generation import generate_with_cache
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.models.memory import DTYPE_BYTES, MemoryEstimate, kv_cache_bytes, safetensors_weight_bytes
 from workbench.core.models.spec import ModelRole, ModelSpec
+from workbench.core.prompt_cache.disk import model_fingerprint
 from workbench.core.prompt_cache.reuse import PromptReuse
 
 KIND = "mlx-lm"
@@ -61,7 +62,10 @@ class MlxLmBackend:
         import mlx_lm
 
         model, tokenizer, config = mlx_lm.load(str(spec.path), return_config=True)
-        return LoadedLanguageModel(model=model, tokenizer=tokenizer, config=config, model_id=spec.id)
+        template = getattr(tokenizer, "chat_template", None)
+        fingerprint = model_fingerprint(Path(spec.path), template if isinstance(template, str) else None)
+        return LoadedLanguageModel(model=model, tokenizer=tokenizer, config=config, model_id=spec.id,
+                                   fingerprint=fingerprint)  # fmt: skip
 
     def unload(self, handle: Any) -> None:
         import mlx.core as mx
