@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from workbench.core.chat.figures import GenerationFigures
 from workbench.core.chat.run import ChatMessage, ChatRun, ContextTrimmed, Finished, Reading, Token
 from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.compare.run import Contender, MemoryPlan, PlanKind
+from workbench.core.compare.session import CompareSession
 from workbench.core.models.backends.mlx_generation import ChunkSizer, generate_with_cache
 from workbench.core.models.backends.mlx_lm import MlxLmBackend, prompt_tokens
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
@@ -23,8 +26,9 @@ from workbench.core.models.memory import GB, Budget
 from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.prompt_cache import PromptCacheStore
 from workbench.core.prompt_cache.disk import PromptCacheDisk
-from workbench.core.prompt_cache.reuse import PromptReuse, chat_cache_key
+from workbench.core.prompt_cache.reuse import PromptReuse, chat_cache_key, sweep_compare_caches
 from workbench.core.prompt_cache.store import common_prefix
+from workbench.core.storage.store import Store
 
 GREEDY = SamplingSettings(temperature=0.0, max_tokens=6)
 SYSTEM = ChatMessage("system", " ".join(f"w{i}" for i in range(10, 40)))
@@ -302,3 +306,54 @@ class _Ticks:
     def next(self) -> float:
         self.now += self.step
         return self.now
+
+
+@pytest.mark.parametrize("kind", [PlanKind.TOGETHER, PlanKind.SEQUENTIAL])
+async def test_compare_follow_ups_reuse_each_sides_own_cache(
+    tiny_models: dict[str, Path], tmp_path: Path, kind: PlanKind
+) -> None:
+    """Together, both models stay loaded and their caches in memory; one after the other, A is unloaded for B (its
+    caches dropped with it) and its follow-up reads the cache its conversation saved."""
+    manager = await make_manager(tiny_models, disk=PromptCacheDisk(tmp_path / "caches", GB))
+    store = Store(tmp_path / "workbench.sqlite3")
+    session = CompareSession(manager, store)
+    a, b = Contender("small", "small", GREEDY), Contender("medium", "medium", GREEDY)
+    plan = MemoryPlan(kind, "test")
+
+    async def ask(prompt: str) -> dict[str, GenerationFigures]:
+        turn = session.ask(prompt, a, b, plan)
+        async for _ in turn.events():
+            pass
+        figures = {side: turn.results[side].figures for side in ("a", "b")}
+        assert all(f is not None for f in figures.values()), turn.results.errors
+        return figures  # type: ignore[return-value]
+
+    try:
+        first = await ask("w1 w2 w3 w4")
+        assert first["a"].cached_tokens == first["b"].cached_tokens == 0
+        follow_up = await ask("w5 w6")
+        for side in ("a", "b"):
+            assert follow_up[side].cached_tokens >= first[side].prompt_tokens, side
+        saved = list((tmp_path / "caches").glob("compare-*"))
+        assert len(saved) == (2 if kind is PlanKind.SEQUENTIAL else 0)
+        session.clear()  # a new conversation: the old one's saved caches go
+        await manager.inference.run(lambda: None)
+        assert not list((tmp_path / "caches").glob("compare-*"))
+    finally:
+        await manager.aclose()
+        store.close()
+
+
+def test_compare_caches_left_by_an_earlier_run_are_swept(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import mlx.core as mx
+    from mlx_lm import load
+    from mlx_lm.models.cache import make_prompt_cache
+
+    model, _ = load(str(tiny_models["small"]))
+    disk = PromptCacheDisk(tmp_path / "caches", GB)
+    for key in ("compare-0a1b2c3d-a", "chat-4"):
+        cache = make_prompt_cache(model)
+        model(mx.array([[3, 4, 5]]), cache=cache)
+        disk.save(key, "small", "", [3, 4, 5], cache)
+    assert sweep_compare_caches(disk) == 1
+    assert [entry.key for entry in disk.entries()] == ["chat-4"]

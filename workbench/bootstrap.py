@@ -30,6 +30,7 @@ from workbench.core.models.registry import ModelRegistry
 from workbench.core.models.spec import ModelSpec
 from workbench.core.models.wait import DefaultModelImport, Progress
 from workbench.core.prompt_cache.disk import PromptCacheDisk
+from workbench.core.prompt_cache.reuse import sweep_compare_caches
 from workbench.core.prompt_cache.store import PromptCacheStore, cache_limit_bytes
 from workbench.core.settings.config import Settings, load_settings
 from workbench.core.settings.paths import AppPaths
@@ -174,6 +175,9 @@ def build_services(
         log.warning("config: %s", issue)
     budget = resolve_budget(settings.budget_gb, settings.budget_fraction)
     cache_limit = cache_limit_bytes(settings.prompt_cache_gb, budget.bytes)
+    saved_caches = PromptCacheDisk(paths.prompt_cache_dir, SAVED_CACHES_BYTES) if cache_limit else None
+    if saved_caches is not None:
+        sweep_compare_caches(saved_caches)
     manager = ModelManager(
         backends={backend.kind: backend for backend in (MlxLmBackend(), SentenceTransformerBackend(),
                                                         RemoteChatBackend(settings.endpoints))},
@@ -183,7 +187,7 @@ def build_services(
         idle_unload_s=settings.idle_unload_minutes * 60 or None,
         prompt_caches=PromptCacheStore(cache_limit),
         # prompt_cache_gb = 0 turns reuse off, on disk too
-        prompt_cache_disk=PromptCacheDisk(paths.prompt_cache_dir, SAVED_CACHES_BYTES) if cache_limit else None,
+        prompt_cache_disk=saved_caches,
     )
     store = Store(paths.database_file)
     # HF_ENDPOINT (read here, not only by huggingface_hub at import) points the catalog at another hub

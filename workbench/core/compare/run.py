@@ -124,13 +124,15 @@ class CompareRun:
         history_a: list[ChatMessage],
         history_b: list[ChatMessage],
         plan: MemoryPlan,
+        cache_keys: dict[str, str] | None = None,
     ) -> None:
+        """``cache_keys`` names each side's conversation when its prompt cache should also be saved to disk."""
         self.manager = manager
         self.contenders = {"a": a, "b": b}
         self.plan = plan
         self.runs = {
             side: ChatRun(manager, contender.model_id, messages_for(contender, history), contender.sampling,
-                          holder="Compare")
+                          holder="Compare", conversation=(cache_keys or {}).get(side))
             for side, contender, history in (("a", a, history_a), ("b", b, history_b))
         }
 

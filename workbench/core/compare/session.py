@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from workbench.core.chat.run import ChatMessage, ContextTrimmed, Finished, Token
 from workbench.core.compare.ratings import blind_order
 from workbench.core.compare.results import CompareResults, SideResult
-from workbench.core.compare.run import SIDES, CompareRun, Contender, MemoryPlan, SideFailed, plan_memory
+from workbench.core.compare.run import SIDES, CompareRun, Contender, MemoryPlan, PlanKind, SideFailed, plan_memory
 from workbench.core.models.lifecycle import ModelManager
+from workbench.core.prompt_cache.reuse import new_compare_cache_key
 
 if TYPE_CHECKING:
     from workbench.core.storage.store import Store
@@ -87,6 +88,7 @@ class CompareSession:
         self.turn: CompareTurn | None = None  # the one answering now
         self.votable: CompareTurn | None = None  # the last blind turn, ended with an answer and not yet voted on
         self._seeds: Iterator[int | None] = itertools.count(seed) if seed is not None else itertools.repeat(None)
+        self._cache_key = new_compare_cache_key()
 
     @property
     def running(self) -> bool:
@@ -107,7 +109,10 @@ class CompareSession:
         swapped = blind_order(next(self._seeds)) if self.blind else False
         for side in SIDES:
             self.history[side].append(ChatMessage("user", prompt))
-        run = CompareRun(self.manager, a, b, list(self.history["a"]), list(self.history["b"]), plan)
+        # One after the other, A is unloaded for B, which drops its prompt caches: each side's cache is then saved
+        # (under this conversation's keys) and read back for its follow-up.
+        keys = self._cache_keys() if plan.kind is PlanKind.SEQUENTIAL else None
+        run = CompareRun(self.manager, a, b, list(self.history["a"]), list(self.history["b"]), plan, keys)
         run_id = self.store.compare_runs.add_compare_run(
             prompt=prompt, a=a.to_dict(), b=b.to_dict(), plan=plan.kind, blind=self.blind, swapped=swapped
         )
@@ -160,3 +165,13 @@ class CompareSession:
             raise RuntimeError("a comparison is still answering")
         self.history = {side: [] for side in SIDES}
         self.votable = None
+        self.forget_saved_caches()
+        self._cache_key = new_compare_cache_key()
+
+    def forget_saved_caches(self) -> None:
+        """Delete the prompt caches this conversation saved (it is over: cleared, or the app is closing)."""
+        for key in self._cache_keys().values():
+            self.manager.forget_saved_cache(key)
+
+    def _cache_keys(self) -> dict[str, str]:
+        return {side: f"{self._cache_key}-{side}" for side in SIDES}

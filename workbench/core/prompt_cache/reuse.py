@@ -7,11 +7,15 @@ Both run on the inference thread, inside the backend's generation.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.core.prompt_cache.store import Hit, PromptCacheStore, cache_offsets, can_trim, serve_prompt, trim
+
+if TYPE_CHECKING:
+    from workbench.core.prompt_cache.disk import PromptCacheDisk
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +85,21 @@ class PromptReuse:
 def chat_cache_key(conversation_id: int) -> str:
     """The name a chat's saved prompt cache goes by: saved after each answer, deleted with the chat."""
     return f"chat-{int(conversation_id)}"
+
+
+COMPARE_KEY_PREFIX = "compare-"
+
+
+def new_compare_cache_key() -> str:
+    """A fresh name for one compare conversation's saved caches (its sides add "-a" and "-b"). Compare conversations
+    are not reopened, so these files only outlive their conversation when the app stops: the next start sweeps them
+    (``sweep_compare_caches``)."""
+    return f"{COMPARE_KEY_PREFIX}{secrets.token_hex(4)}"
+
+
+def sweep_compare_caches(disk: PromptCacheDisk) -> int:
+    """Delete the saved caches of compare conversations left by an earlier run; returns how many went."""
+    keys = {entry.key for entry in disk.entries() if entry.key.startswith(COMPARE_KEY_PREFIX)}
+    for key in keys:
+        disk.forget(key)
+    return len(keys)
