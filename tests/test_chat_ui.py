@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from textual.pilot import Pilot
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.waits import wait_for
+from workbench.core.chat.run import Reading
 from workbench.core.chat.sampling import SamplingChoice
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.chats import MessageStatus
@@ -268,3 +270,63 @@ async def test_a_conversation_longer_than_the_context_says_what_was_not_sent(app
         assert "longer than the model's context (30 tokens)" in note and "were not sent" in note
         assert any("were not sent" in n.message for n in app._notifications)
         assert backend.calls[-1][-1] == {"role": "user", "content": "last"} and len(backend.calls[-1]) < 5
+
+
+def note_of(view: MessageView) -> str:
+    return str(view.query_one(".note").render())
+
+
+def status_of(chat: ChatPane) -> str:
+    return str(chat.query_one("#chat-status").render())
+
+
+async def test_reading_the_prompt_shows_its_progress_until_the_first_token(app_paths: AppPaths) -> None:
+    hold = threading.Event()  # the fake reads its first quarter of the prompt, then waits for this
+    app, backend = chat_app(app_paths, Script(reading_chunks=4, reading_hold=hold, cached=2))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        try:
+            await send(pilot, "read this")
+            await wait_for(pilot, lambda: "reading the prompt" in note_of(chat.message_views()[-1]), "the progress")
+            total = backend.count_prompt_tokens(None, backend.calls[-1])
+            percent = Reading(2 + (total - 2) // 4, total, 2).percent
+            assert note_of(chat.message_views()[-1]) == f"reading the prompt · {percent} % · 2 of {total} tokens cached"
+            assert status_of(chat).startswith(f"reading the prompt · {percent} %") and "busy" not in status_of(chat)
+            assert chat.message_views()[-1].markdown.source == ""
+        finally:
+            hold.set()
+        await answer_done(app, pilot)
+        answer = chat.message_views()[-1]
+        assert answer.content == "Hello there!" and backend.read_chunks == 4
+        assert "reading" not in note_of(answer) and "reading" not in status_of(chat)
+        assert f"prompt {total} tok, 2 cached" in str(answer.query_one(".figures").render())
+
+
+async def test_figures_say_how_much_of_the_prompt_came_from_the_cache(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(cached=3))
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "again")
+        await answer_done(app, pilot)
+        total = backend.count_prompt_tokens(None, backend.calls[-1])
+        assert f"prompt {total} tok, 3 cached @" in str(chat.message_views()[-1].query_one(".figures").render())
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
+        assert stored.figures is not None and stored.figures["cached_tokens"] == 3
+
+
+async def test_escape_while_reading_the_prompt_stops_it_there(app_paths: AppPaths) -> None:
+    app, backend = chat_app(app_paths, Script(reading_chunks=100, reading_delay_s=0.2))  # 20 s of reading
+    async with app.run_test(size=SIZE) as pilot:
+        chat = await open_chat(app, pilot)
+        await send(pilot, "a long prompt")
+        await wait_for(pilot, lambda: "reading the prompt" in note_of(chat.message_views()[-1]), "the progress")
+        await pilot.press("escape")
+        read_at_stop = backend.read_chunks
+        await answer_done(app, pilot)
+        assert await asyncio.to_thread(backend.closed.wait, WAIT)
+        assert backend.read_chunks <= read_at_stop + 1 < 100 and backend.emitted == 0  # closed between two chunks
+        answer = chat.message_views()[-1]
+        assert note_of(answer) == "(stopped while reading the prompt)"
+        assert str(answer.query_one(".figures").render()) == "" and "reading" not in status_of(chat)
+        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
+        assert stored.status is MessageStatus.STOPPED and stored.content == "" and stored.figures is None

@@ -210,3 +210,46 @@ async def test_each_side_gets_its_own_settings(app_paths: AppPaths) -> None:
         await runs_done(pilot, pane, 1)
         assert b.sampling[-1].temperature == 0.3 and a.sampling[-1].temperature != 0.3
         assert app.services.store.compare_runs.compare_runs()[0].contender_b["sampling"]["temperature"] == 0.3
+
+
+async def test_each_side_shows_its_reading_progress_until_its_first_token(app_paths: AppPaths, monkeypatch) -> None:
+    shown: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}  # (the side's answer then, its figures line)
+    original = Side.set_figures
+
+    def recording(self: Side, text: str) -> None:
+        shown[self.side].append((self.text, text))
+        original(self, text)
+
+    monkeypatch.setattr(Side, "set_figures", recording)
+    app, a, _ = compare_app(app_paths, Script(tokens=["Paris ", "is ", "big."], reading_chunks=10,
+                                              reading_delay_s=0.02, cached=2),
+                            Script(tokens=["Paris ", "is ", "old."], reading_chunks=10,
+                                   reading_delay_s=0.02))  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_compare(app, pilot)
+        await pilot.press(*"capital?", "enter")
+        await runs_done(pilot, pane, 1)
+        total = a.count_prompt_tokens(None, a.calls[-1])
+        for name in "ab":
+            reading = [(answer, line) for answer, line in shown[name] if line.startswith("reading the prompt · ")]
+            assert reading and all(answer == "" for answer, _ in reading), shown[name]
+            assert "reading" not in text_of(side(pane, name), ".side-figures")
+        assert all(line.endswith(f" % · 2 of {total} tokens cached") for _, line in shown["a"] if "reading" in line)
+        assert not any("cached" in line for _, line in shown["b"])
+        assert f"prompt {total} tok, 2 cached" in text_of(side(pane, "a"), ".side-figures")
+        assert side(pane, "a").text == "Paris is big." and side(pane, "b").text == "Paris is old."
+
+
+async def test_escape_while_both_read_their_prompts_stops_both_there(app_paths: AppPaths) -> None:
+    long_read = Script(reading_chunks=100, reading_delay_s=0.1)
+    app, a, b = compare_app(app_paths, long_read, Script(reading_chunks=100, reading_delay_s=0.1))
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await open_compare(app, pilot)
+        await pilot.press(*"go", "enter")
+        await wait_for(pilot, lambda: all(text_of(side(pane, name), ".side-figures").startswith("reading the prompt")
+                                          for name in "ab"), "both sides reading")  # fmt: skip
+        await pilot.press("escape")
+        await runs_done(pilot, pane, 1)
+        assert a.read_chunks < 100 and b.read_chunks < 100 and a.emitted == b.emitted == 0
+        for name in "ab":
+            assert text_of(side(pane, name), ".side-figures") == "stopped while reading the prompt"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.models.backends.protocol import GenerationStep
+from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.models.memory import MB, MemoryEstimate
 from workbench.core.models.spec import ModelRole, ModelSpec
 
@@ -24,6 +24,10 @@ class Script:
     fail_after: int | None = None  # raise after this many tokens
     window: int | None = 4096
     hold: threading.Event | None = None  # the first token waits for it (at most HOLD_S): requests pile up
+    reading_chunks: int = 0  # read the prompt in this many steps (PromptProgress) before the first token
+    reading_delay_s: float = 0.0  # each reading step takes this long
+    reading_hold: threading.Event | None = None  # the steps after the first wait for it (at most HOLD_S)
+    cached: int = 0  # prompt tokens that came from a kept prompt cache (at most all but one)
 
 
 class FakeChatBackend:
@@ -39,7 +43,9 @@ class FakeChatBackend:
         self.calls: list[list[dict[str, str]]] = []
         self.sampling: list[SamplingSettings] = []
         self.emitted = 0
+        self.read_chunks = 0  # reading steps yielded, over all streams
         self.started = threading.Event()
+        self.closed = threading.Event()  # a stream ended: finished, failed, or closed by a stop
 
     def estimate(self, spec: ModelSpec, context_length: int) -> MemoryEstimate:
         return MemoryEstimate(weights=self.weights, kv_cache=2 * MB)
@@ -60,11 +66,33 @@ class FakeChatBackend:
         return self.weights
 
     def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings,
-                    reuse: Any = None) -> Iterator[GenerationStep]:  # fmt: skip
+                    reuse: Any = None) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
         self.calls.append(messages)
         self.sampling.append(sampling)
         self.started.set()
+        try:
+            yield from self._answer(handle, messages, sampling)
+        finally:
+            self.closed.set()
+
+    def _cached(self, prompt: int) -> int:
+        return max(0, min(self.script.cached, prompt - 1))
+
+    def _read(self, prompt: int) -> Iterator[PromptProgress]:
+        cached = self._cached(prompt)
+        chunks = self.script.reading_chunks
+        for i in range(chunks):
+            if i and self.script.reading_hold is not None:
+                self.script.reading_hold.wait(HOLD_S)
+            if self.script.reading_delay_s:
+                time.sleep(self.script.reading_delay_s)
+            self.read_chunks += 1
+            yield PromptProgress(done=cached + (prompt - cached) * (i + 1) // chunks, total=prompt, cached=cached)
+
+    def _answer(self, handle: Any, messages: list[dict[str, str]],
+                sampling: SamplingSettings) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
         prompt = self.count_prompt_tokens(handle, messages)
+        yield from self._read(prompt)
         tokens = self.script.tokens[: sampling.max_tokens]
         if self.script.hold is not None:
             self.script.hold.wait(HOLD_S)
@@ -76,7 +104,7 @@ class FakeChatBackend:
             self.emitted += 1
             yield GenerationStep(
                 text=text, token=i, prompt_tokens=prompt, prompt_tps=1000.0, generation_tokens=i + 1,
-                generation_tps=50.0, peak_memory_gb=0.01,
+                generation_tps=50.0, peak_memory_gb=0.01, cached_tokens=self._cached(prompt),
                 finish_reason=("length" if len(tokens) == sampling.max_tokens else "stop") if i == len(tokens) - 1
                 else None,
             )  # fmt: skip

@@ -30,6 +30,7 @@ from workbench.ui.screens.chat_stream import (
     AnswerMessage,
     AnswerModelChosen,
     AnswerOver,
+    AnswerReading,
     AnswerText,
     AnswerTrimmed,
     AnswerWaiting,
@@ -255,6 +256,11 @@ class ChatPane(PaneScreen):
     def on_answer_waiting(self, message: AnswerWaiting) -> None:
         if self.live_for(message):
             self.transcript.set_waiting(message.what)
+
+    def on_answer_reading(self, message: AnswerReading) -> None:
+        if self.live_for(message):
+            self.transcript.set_reading(message.note)
+            self.model_bar.show_activity(message.status)
 
     async def on_answer_text(self, message: AnswerText) -> None:
         if self.live_for(message):

@@ -1,5 +1,6 @@
-"""From a ChatSession's answer events to the Chat pane's messages: tokens coalesced to at most one paint per
-PAINT_INTERVAL_S, every message tagged with the answer's generation so the pane can drop a late one."""
+"""From a ChatSession's answer events to the Chat pane's messages: tokens (and the progress of reading the prompt)
+coalesced to at most one paint per PAINT_INTERVAL_S, every message tagged with the answer's generation so the pane
+can drop a late one."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import AsyncGenerator, Callable
 
 from textual.message import Message
 
-from workbench.core.chat.run import ContextTrimmed, Token
+from workbench.core.chat.run import ContextTrimmed, Reading, Token
 from workbench.core.chat.session import AnswerEnded, ModelChosen, SessionEvent
 from workbench.core.models.wait import Waiting
+from workbench.ui.widgets.chat_message import reading_note, reading_progress
 
 PAINT_INTERVAL_S = 1 / 30  # the transcript repaints at most this often, however fast tokens come
 
@@ -29,6 +31,24 @@ class AnswerWaiting(AnswerMessage):
     def __init__(self, generation: int, what: str) -> None:
         super().__init__(generation)
         self.what = what
+
+
+class AnswerReading(AnswerMessage):
+    """How far the model has read the prompt; None once it is over (the first token came, or the answer ended)."""
+
+    def __init__(self, generation: int, reading: Reading | None) -> None:
+        super().__init__(generation)
+        self.reading = reading
+
+    @property
+    def note(self) -> str:
+        """For the answer: "reading the prompt · 40 % · 420 of 440 tokens cached"; "" once it is over."""
+        return reading_note(self.reading) if self.reading else ""
+
+    @property
+    def status(self) -> str:
+        """For the status line, short: "reading the prompt · 40 %"; "" once it is over."""
+        return reading_progress(self.reading) if self.reading else ""
 
 
 class AnswerText(AnswerMessage):
@@ -73,9 +93,19 @@ async def relay(events: AsyncGenerator[SessionEvent, None], generation: int, pos
     """Post ``events`` as messages until they end (the session's AnswerEnded is left to the caller, who reports the
     end however it came). ``events`` is closed when this returns or is cancelled."""
     pending, last_paint = "", time.monotonic()
+    reading, last_reading = False, float("-inf")  # the first progress shows at once
     try:
         async with contextlib.aclosing(events):
             async for event in events:
+                if isinstance(event, Reading):
+                    now = time.monotonic()
+                    if now - last_reading >= PAINT_INTERVAL_S:
+                        post(AnswerReading(generation, event))
+                        reading, last_reading = True, now
+                    continue
+                if reading:
+                    post(AnswerReading(generation, None))
+                    reading = False
                 if isinstance(event, Token):
                     pending += event.text
                     now = time.monotonic()
@@ -89,5 +119,7 @@ async def relay(events: AsyncGenerator[SessionEvent, None], generation: int, pos
                 elif isinstance(event, ModelChosen):
                     post(AnswerModelChosen(generation, event.model_id))
     finally:
+        if reading:
+            post(AnswerReading(generation, None))
         if pending:
             post(AnswerText(generation, pending))

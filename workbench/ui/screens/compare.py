@@ -18,9 +18,9 @@ from textual.message import Message
 from textual.widgets import Select, Static
 from textual.worker import Worker
 
-from workbench.core.chat.run import ContextTrimmed, Finished, Token
+from workbench.core.chat.run import ContextTrimmed, Reading, Token
 from workbench.core.compare.diff import word_diff
-from workbench.core.compare.run import SIDES, Contender, MemoryPlan, SideFailed, plan_memory
+from workbench.core.compare.run import SIDES, Contender, MemoryPlan, plan_memory
 from workbench.core.compare.session import CompareSession, CompareTurn, SideUpdate
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelRole
@@ -28,7 +28,7 @@ from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiti
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
 from workbench.ui.widgets.chat_input import ChatInput
-from workbench.ui.widgets.compare_sides import Side, Sides
+from workbench.ui.widgets.compare_sides import PaintThrottle, Side, SideChange, Sides
 from workbench.ui.widgets.contender_picker import ContenderPicker
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,14 @@ OUTCOMES = {"1": "a", "2": "b", "=": "tie", "0": "both_bad"}
 class SideUpdated(Message):
     """A side's answer changed: ``text`` is all of it so far, ``event`` what changed it."""
 
-    def __init__(self, generation: int, side: str, text: str, event: Token | ContextTrimmed | Finished | SideFailed,
-                 elapsed_s: float) -> None:  # fmt: skip
+    def __init__(self, generation: int, side: str, text: str, event: SideChange, elapsed_s: float) -> None:
         super().__init__()
         self.generation, self.side, self.text, self.event, self.elapsed_s = generation, side, text, event, elapsed_s
 
     def can_replace(self, message: Message) -> bool:
-        """A newer update of the same side that paints its text carries all of this one's: skip this paint."""
-        return (isinstance(self.event, Token) and isinstance(message, SideUpdated)
+        """A newer update of the same side that paints its text (or progress) carries all of this one's: skip this
+        paint."""
+        return (isinstance(self.event, Token | Reading) and isinstance(message, SideUpdated)
                 and not isinstance(message.event, ContextTrimmed)
                 and (message.generation, message.side) == (self.generation, self.side))  # fmt: skip
 
@@ -280,8 +280,9 @@ class ComparePane(PaneScreen):
 
     @work(group="compare-run", exit_on_error=False)
     async def stream(self, turn: CompareTurn, generation: int) -> None:
-        """Post the answers as they grow: a side's text at most every PAINT_INTERVAL_S, every other event at once."""
-        painted = {"a": 0.0, "b": 0.0}
+        """Post the answers as they grow: a side's text and its reading progress each at most every
+        PAINT_INTERVAL_S, every other event at once."""
+        throttle = PaintThrottle(PAINT_INTERVAL_S)
         started = time.monotonic()
         error: str | None = None
         try:
@@ -289,10 +290,8 @@ class ComparePane(PaneScreen):
             async with contextlib.aclosing(turn.events()) as updates:
                 async for update in updates:
                     now = time.monotonic()
-                    if isinstance(update.event, Token):
-                        if now - painted[update.side] < PAINT_INTERVAL_S:
-                            continue
-                        painted[update.side] = now
+                    if not throttle.due(update.side, update.event, now):
+                        continue
                     self.post_message(SideUpdated(generation, update.side, update.result.text, update.event,
                                                   now - started))  # fmt: skip
         except Exception as exc:

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
-from workbench.core.chat.run import GenerationFigures
+from workbench.core.chat.run import GenerationFigures, Reading
 from workbench.core.storage.chats import MessageStatus
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -14,6 +14,18 @@ STATUS_NOTES = {
     MessageStatus.STOPPED: "stopped",
     MessageStatus.INCOMPLETE: "incomplete: the app stopped mid-answer",
 }
+STOPPED_READING = "stopped while reading the prompt"
+
+
+def reading_progress(reading: Reading) -> str:
+    """How far the model has read the prompt: "reading the prompt · 40 %"."""
+    return f"reading the prompt · {reading.percent} %"
+
+
+def reading_note(reading: Reading) -> str:
+    """The progress and what a kept prompt cache served: "reading the prompt · 40 % · 420 of 440 tokens cached"."""
+    cached = f" · {reading.cached:,} of {reading.total:,} tokens cached" if reading.cached else ""
+    return reading_progress(reading) + cached
 
 
 class MessageView(Vertical, can_focus=True):
@@ -49,6 +61,8 @@ class MessageView(Vertical, can_focus=True):
         self._figures = figures
         self._context_note = ""
         self._waiting = ""
+        self._reading = ""
+        self._was_reading = False  # a stop before the first token then says it came while reading
 
     def compose(self) -> ComposeResult:
         yield Static(ROLE_TITLES.get(self.role, self.role), classes="role")
@@ -80,14 +94,30 @@ class MessageView(Vertical, can_focus=True):
             if self.is_mounted:  # else on_mount shows it
                 self._show_footer()
 
+    def set_reading(self, what: str) -> None:
+        """While the model reads the prompt, how far ("reading the prompt · 40 %"); "" once it is over."""
+        if what != self._reading:
+            self._reading = what
+            self._was_reading = self._was_reading or bool(what)
+            if self.is_mounted:  # else on_mount shows it
+                self._show_footer()
+
+    def _status_note(self) -> str | None:
+        if self._status is MessageStatus.STOPPED and self._was_reading and not self.content:
+            return STOPPED_READING
+        return STATUS_NOTES.get(self._status)
+
     def _show_footer(self) -> None:
         parts = [self._context_note] if self._context_note else []
         if self._waiting:
             parts.append(f"waiting: {self._waiting}")
+        if self._reading:
+            parts.append(self._reading)
+        status_note = self._status_note()
         if self._error:
             parts.append(f"Error: {self._error}")
-        elif self._status in STATUS_NOTES:
-            parts.append(f"({STATUS_NOTES[self._status]})")
+        elif status_note:
+            parts.append(f"({status_note})")
         note = self.query_one(".note", Static)
         note.set_class(bool(self._error), "error")
         note.update("\n".join(parts))

@@ -12,10 +12,13 @@ from workbench.core.models.spec import ModelInfo, ModelState
 CHOOSE = "Choose a model (ctrl+l)"
 
 
-def status_line(info: ModelInfo | None, sampling: SamplingSettings) -> str:
-    """The status line ("loading… · T 0.7 · max 512"): the model's state when it says something, the sampling."""
+def status_line(info: ModelInfo | None, sampling: SamplingSettings, activity: str = "") -> str:
+    """The status line ("loading… · T 0.7 · max 512"): what the answer does ("reading the prompt · 40 %") or else
+    the model's state when it says something, the sampling."""
     parts = []
-    if info is not None:
+    if activity:
+        parts.append(activity)
+    elif info is not None:
         if info.state is ModelState.LOADING:
             parts.append("loading…")
         elif info.state is ModelState.FAILED or (info.state is ModelState.UNLOADED and info.error):
@@ -27,6 +30,12 @@ def status_line(info: ModelInfo | None, sampling: SamplingSettings) -> str:
 
 
 class ChatModelBar(Horizontal):
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._info: ModelInfo | None = None
+        self._sampling: SamplingSettings | None = None
+        self._activity = ""
+
     def compose(self) -> ComposeResult:
         yield Select[str]([], prompt=CHOOSE, id="model-select", allow_blank=True)
         yield Static("", id="chat-status")
@@ -48,7 +57,15 @@ class ChatModelBar(Horizontal):
         self.select.prompt = f"{what} (ctrl+l)" if what else CHOOSE
 
     def show_status(self, info: ModelInfo | None, sampling: SamplingSettings) -> None:
-        self.query_one("#chat-status", Static).update(status_line(info, sampling))
+        self._info, self._sampling = info, sampling
+        self.query_one("#chat-status", Static).update(status_line(info, sampling, self._activity))
+
+    def show_activity(self, what: str) -> None:
+        """What the answer does now, said instead of the model's state ("busy"); "" when it says nothing more."""
+        if what != self._activity:
+            self._activity = what
+            if self._sampling is not None:
+                self.show_status(self._info, self._sampling)
 
     def open(self) -> None:
         select = self.select

@@ -65,6 +65,10 @@ class ChatTranscript(VerticalScroll):
         if self.streaming is not None:
             self.streaming.set_waiting(what)
 
+    def set_reading(self, what: str) -> None:
+        if self.streaming is not None:
+            self.streaming.set_reading(what)
+
     def set_context_note(self, note: str) -> None:
         if self.streaming is not None:
             self.streaming.set_context_note(note)
@@ -80,6 +84,7 @@ class ChatTranscript(VerticalScroll):
         if view is not None:
             view.content = ended.text
             view.set_waiting("")
+            view.set_reading("")
             view.set_result(ended.status, ended.figures, ended.error)
         if stream is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,8 +8,29 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Markdown, Static
 
-from workbench.core.chat.run import ContextTrimmed, Finished, Token
+from workbench.core.chat.run import ContextTrimmed, Finished, Reading, Token
 from workbench.core.compare.run import SideFailed
+from workbench.ui.widgets.chat_message import STOPPED_READING, reading_note
+
+SideChange = Token | ContextTrimmed | Reading | Finished | SideFailed
+
+
+class PaintThrottle:
+    """Which changes of a side to paint: its text, and apart from that its reading progress, each at most every
+    ``interval_s`` (the first one at once); every other change at once."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._painted: dict[tuple[str, bool], float] = {}  # (side, reading progress?): when painted last
+
+    def due(self, side: str, event: SideChange, now: float) -> bool:
+        if not isinstance(event, Token | Reading):
+            return True
+        key = (side, isinstance(event, Reading))
+        if now - self._painted.get(key, float("-inf")) < self.interval_s:
+            return False
+        self._painted[key] = now
+        return True
 
 
 class Side(Vertical):
@@ -27,6 +48,7 @@ class Side(Vertical):
         super().__init__(id=f"side-{side}")
         self.side = side
         self.text = ""
+        self.was_reading = False  # this answer read its prompt before any token: a stop then says so
 
     def compose(self) -> ComposeResult:
         yield Static(f"Model {self.side.upper()}", classes="side-title")
@@ -49,11 +71,15 @@ class Side(Vertical):
         await self.set_text("")
         self.set_error("")
         self.set_figures(figures)
+        self.was_reading = False
 
-    async def show_update(self, text: str, event: Token | ContextTrimmed | Finished | SideFailed,
-                          elapsed_s: float) -> None:  # fmt: skip
+    async def show_update(self, text: str, event: SideChange, elapsed_s: float) -> None:
         """Show the answer so far (``text``) after ``event``, ``elapsed_s`` into the run."""
-        if isinstance(event, Token):
+        if isinstance(event, Reading):
+            if not text:  # a side shows its progress until its first token
+                self.was_reading = True
+                self.set_figures(reading_note(event))
+        elif isinstance(event, Token):
             await self.set_text(text)
             self.set_figures(f"streaming · {elapsed_s:.1f} s")
         elif isinstance(event, ContextTrimmed):
@@ -61,7 +87,8 @@ class Side(Vertical):
         elif isinstance(event, Finished):
             await self.set_text(text)
             summary = event.figures.summary() if event.figures else ""
-            self.set_figures(("stopped · " if event.stopped else "") + summary)
+            stopped = STOPPED_READING if self.was_reading and not text else "stopped"
+            self.set_figures(" · ".join(part for part in (stopped if event.stopped else "", summary) if part))
         elif isinstance(event, SideFailed):
             await self.set_text(text)
             self.set_error(f"Error: {event.error}")
