@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, Token
+from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, ContextTrimmed, Finished, Reading, Token
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.memory import format_bytes
@@ -98,7 +98,7 @@ class SideFailed:
 @dataclass(frozen=True)
 class SideEvent:
     side: str  # "a" or "b"
-    event: Token | ContextTrimmed | Finished | SideFailed
+    event: Token | ContextTrimmed | Reading | Finished | SideFailed
 
 
 def messages_for(contender: Contender, history: list[ChatMessage]) -> list[ChatMessage]:

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workbench.core.chat.run import ChatMessage, ContextTrimmed, Finished, Token
+from workbench.core.chat.run import ChatMessage, ContextTrimmed, Finished, Reading, Token
 from workbench.core.compare.ratings import blind_order
 from workbench.core.compare.results import CompareResults, SideResult
 from workbench.core.compare.run import SIDES, CompareRun, Contender, MemoryPlan, PlanKind, SideFailed, plan_memory
@@ -30,7 +30,7 @@ class SideUpdate:
     """One event of one side and that side's result with it folded in."""
 
     side: str
-    event: Token | ContextTrimmed | Finished | SideFailed
+    event: Token | ContextTrimmed | Reading | Finished | SideFailed
     result: SideResult
 
 
