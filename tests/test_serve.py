@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -23,7 +24,8 @@ from aiohttp import web
 from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services_with_fake
 from workbench.bootstrap import Services
 from workbench.core.chat.run import MAX_CHARS_PER_TOKEN
-from workbench.core.models.backends.protocol import ChatBackend
+from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.backends.protocol import ChatBackend, GenerationStep, PromptProgress
 from workbench.core.models.memory import MB, Budget
 from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.settings.paths import AppPaths
@@ -359,6 +361,102 @@ async def test_the_real_smollm2_streams_paris(smollm2_dir: Path, app_paths: AppP
     assert "Paris" in text, text
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 10
     assert 0 < chunks[-1].usage.completion_tokens <= 8
+    services.store.close()
+
+
+# --- prompt caches --------------------------------------------------------------------------------
+
+
+class ReadingFake(FakeChatBackend):
+    """The scripted model, reading its prompt in three chunks before the first token, as the MLX backend does."""
+
+    def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings,
+                    reuse: Any = None) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
+        total = self.count_prompt_tokens(handle, messages)
+        for done in (2, total // 2, total):
+            yield PromptProgress(done=done, total=total, cached=2)
+        yield from super().chat_stream(handle, messages, sampling, reuse)
+
+
+async def test_reading_the_prompt_sends_nothing_and_a_failure_after_it_is_still_a_status(server: Running) -> None:
+    reading = ReadingFake(kind="fake-reading")
+    server.services.manager.add_backend(reading)
+    server.services.manager.register(fake_spec("fake-reading", kind="fake-reading"))
+    text, chunks = await stream_text(server.client, model="fake-reading")
+    assert text == "Hello there!"
+    assert [c.choices[0].delta.content for c in chunks] == ["", "Hello", " there", "!", None]  # role, 3, finish
+    answer = await server.client.chat.completions.create(model="fake-reading", messages=HELLO)
+    assert answer.choices[0].message.content == "Hello there!"
+    reading.script = Script(fail_after=0)
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError, match="the fake model fell over"):
+            await server.client.chat.completions.create(model="fake-reading", messages=HELLO, stream=stream)
+    assert server.services.manager.info("fake-reading").leases == 0
+
+
+async def test_usage_has_openais_cached_tokens_field(server: Running) -> None:
+    answer = await server.client.chat.completions.create(model="fake-chat", messages=HELLO)
+    assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
+    assert answer.usage.prompt_tokens_details.cached_tokens == 0  # the fake reuses nothing
+    status, _, raw = await post(server.url, {"model": "fake-chat", "messages": HELLO, "stream": True,
+                                             "stream_options": {"include_usage": True}})  # fmt: skip
+    usage = json.loads(raw.decode().split("\n\n")[-3].removeprefix("data: "))["usage"]
+    assert status == 200 and usage["prompt_tokens_details"] == {"cached_tokens": 0}
+    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"}
+
+
+def words(first: int, count: int) -> str:
+    """Text the tiny models' word-level tokenizer reads as ``count`` tokens, one per word."""
+    return " ".join(f"w{(first + i) % 120}" for i in range(count))
+
+
+def template_tokens(folder: Path, messages: list[dict[str, str]]) -> int:
+    """How many tokens the model's own chat template makes of ``messages``."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+
+
+async def test_reused_prompt_caches_are_reported_as_cached_tokens(
+    tiny_models: dict[str, Path], app_paths: AppPaths
+) -> None:
+    """The real MLX backend on tiny models: what a follow-up or a shared system prompt did not read again."""
+    from workbench.bootstrap import build_services
+
+    app_paths.models_dir.mkdir(parents=True)
+    for name in ("small", "medium"):
+        (app_paths.models_dir / f"tiny-{name}").symlink_to(tiny_models[name], target_is_directory=True)
+    services = build_services(app_paths)
+    system = {"role": "system", "content": words(0, 60)}
+    conversation = [system, {"role": "user", "content": words(60, 40)}]
+    greedy: dict[str, Any] = {"temperature": 0, "max_tokens": 5}
+    async with serving(services) as url:
+        client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=WAIT)
+        first = await client.chat.completions.create(model="tiny-small", messages=conversation, **greedy)
+        assert first.usage is not None and first.usage.prompt_tokens_details is not None
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        first_prompt = first.usage.prompt_tokens
+
+        follow_up = [*conversation, {"role": "assistant", "content": first.choices[0].message.content or ""},
+                     {"role": "user", "content": words(3, 4)}]  # fmt: skip
+        stream = await client.chat.completions.create(model="tiny-small", messages=follow_up, stream=True,
+                                                      stream_options={"include_usage": True}, **greedy)  # fmt: skip
+        usage = [chunk async for chunk in stream][-1].usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        # the longest common token prefix: the first prompt (the template may render the answer's start otherwise)
+        assert first_prompt - 3 <= usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
+
+        shared_system = [system, {"role": "user", "content": words(100, 10)}]
+        other = await client.chat.completions.create(model="tiny-small", messages=shared_system, **greedy)
+        assert other.usage is not None and other.usage.prompt_tokens_details is not None
+        system_tokens = template_tokens(tiny_models["small"], [system])
+        assert system_tokens <= other.usage.prompt_tokens_details.cached_tokens <= system_tokens + 2
+
+        elsewhere = await client.chat.completions.create(model="tiny-medium", messages=conversation, **greedy)
+        assert elsewhere.usage is not None and elsewhere.usage.prompt_tokens_details is not None
+        assert elsewhere.usage.prompt_tokens_details.cached_tokens == 0  # another model's caches are not its own
+        await client.close()
     services.store.close()
 
 

@@ -11,6 +11,10 @@ API key, loopback) is :mod:`workbench.server.limits`; errors have OpenAI's shape
 A stream sends its headers only once the first token exists, so a model that does not fit or fails to load is
 a plain HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
 without ``[DONE]``: the openai client raises ``APIError`` with the message on such an event.
+
+Answers reuse the prompt caches the manager keeps, as in the app: a follow-up that resends the conversation reads
+only its new tokens. The usage says how many prompt tokens a kept cache served, as OpenAI does, in
+``usage.prompt_tokens_details.cached_tokens``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from workbench.core.chat.run import (
     ChatRun,
     ContextTrimmed,
     Finished,
+    Reading,
     Token,
     trim_to_characters,
 )
@@ -122,11 +127,14 @@ def _finish_reason(finished: Finished | None) -> str:
     return "length" if finished is not None and finished.finish_reason == "length" else "stop"
 
 
-def _usage(finished: Finished | None) -> dict[str, int]:
+def _usage(finished: Finished | None) -> dict[str, Any]:
+    """OpenAI's usage; ``prompt_tokens_details.cached_tokens``: the prompt tokens a kept prompt cache served."""
     figures = finished.figures if finished is not None else None
     prompt = figures.prompt_tokens if figures else 0
     completion = figures.generation_tokens if figures else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = figures.cached_tokens if figures else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
 
 
 async def _next_event(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
@@ -140,12 +148,14 @@ async def _next_event(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEv
 
 
 async def _first_answer_event(events: AsyncIterator[ChatEvent], model_id: str) -> tuple[ChatEvent | None, int]:
-    """Wait for the first token (or the end) and count the messages dropped to fit the context."""
+    """Wait for the first token (or the end), past the prompt's reading, and count the messages dropped to fit the
+    context."""
     dropped = 0
-    while isinstance(event := await _next_event(events, model_id), ContextTrimmed):
-        dropped += event.dropped
-        log.info("%s: dropped the %d oldest messages to fit the context of %d", model_id, event.dropped,
-                 event.window)  # fmt: skip
+    while isinstance(event := await _next_event(events, model_id), ContextTrimmed | Reading):
+        if isinstance(event, ContextTrimmed):
+            dropped += event.dropped
+            log.info("%s: dropped the %d oldest messages to fit the context of %d", model_id, event.dropped,
+                     event.window)  # fmt: skip
     return event, dropped
 
 
