@@ -339,6 +339,53 @@ async def test_pause_keeps_the_partial_and_resume_continues_it(make: Make, hub: 
     assert sent + hub.bytes_sent <= SELECTED_BYTES + CHUNK + 2_000_000 // 20  # + one throttled write in flight
 
 
+SLOW_BPS = 3_000  # the slow link
+PROMPT_S = 5.0  # generous for a busy machine: the stop itself is within one socket read
+
+
+async def test_a_pause_on_a_slow_link_stops_the_transfer_at_once(make: Make, hub: LoopbackHub, cache: Path) -> None:
+    hub.faults.bandwidth_bps = SLOW_BPS
+    manager = await make()  # reads were 256 KiB: at 3 KB/s the flag was seen after ~85 s
+    job = manager.enqueue(REPO)
+    await until(lambda: progress_of(manager.job(job.id)) > 2_000, "a few KB of the weights")
+    asked = time.monotonic()
+    manager.pause(job.id)
+    paused = await manager.wait(job.id, PROMPT_S)  # paused, and the transfer thread has ended
+    assert time.monotonic() - asked < PROMPT_S
+    kept = partial_of(cache).stat().st_size
+    assert paused.state is JobState.PAUSED and kept == progress_of(paused) > 2_000
+    deadline = time.monotonic() + 1.0  # the thread is gone: nothing may write to the file any more
+    while time.monotonic() < deadline:
+        assert partial_of(cache).stat().st_size == kept
+        await asyncio.sleep(0.05)
+
+    hub.faults.bandwidth_bps = None
+    hub.reset_counters()
+    manager.resume(job.id)
+    final = await manager.wait(job.id, WAIT)
+    assert final.state is JobState.DONE, final.error
+    assert weights_requests(hub) == [f"bytes={kept}-"]  # resumed from the kept bytes
+    blob = repo_folder(cache) / "blobs" / WEIGHTS_SHA
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == WEIGHTS_SHA
+
+
+async def test_pause_all_then_resume_all_restarts_at_once(make: Make, hub: LoopbackHub, cache: Path) -> None:
+    hub.faults.bandwidth_bps = SLOW_BPS
+    manager = await make()
+    job = manager.enqueue(REPO)
+    await until(lambda: progress_of(manager.job(job.id)) > 2_000, "a few KB of the weights")
+    manager.pause_all()
+    hub.reset_counters()
+    asked = time.monotonic()
+    manager.resume_all()
+    await until(lambda: len(weights_requests(hub)) == 1, "the weights asked for again", timeout=PROMPT_S)
+    assert time.monotonic() - asked < PROMPT_S
+    kept = progress_of(manager.job(job.id))
+    await until(lambda: progress_of(manager.job(job.id)) > kept, "new bytes", timeout=PROMPT_S)
+    assert manager.job(job.id).state is JobState.DOWNLOADING
+    assert weights_requests(hub)[0].startswith("bytes=")  # type: ignore[union-attr]
+
+
 async def test_cancel_removes_the_partial_file(make: Make, hub: LoopbackHub, cache: Path, store: Store) -> None:
     hub.faults.bandwidth_bps = 2_000_000
     manager = await make()

@@ -29,6 +29,7 @@ import math
 import os
 import posixpath
 import re
+import select
 import socket
 import sys
 import tempfile
@@ -928,6 +929,9 @@ class _Handler(BaseHTTPRequestHandler):
                 flipped = bytearray(data)
                 flipped[corrupt_at - sent] ^= 0xFF
                 data = bytes(flipped)
+            if self._peer_gone():  # a client that hung up (or died) gets no more bytes, and none are counted
+                self._abort()
+                return
             hub._count_sent(len(data))  # before the write, so a client that has the bytes sees them counted
             try:
                 self.wfile.write(data)
@@ -940,6 +944,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if ahead > 0 and not hub._wait(ahead):
                     self._abort()
                     return
+
+    def _peer_gone(self) -> bool:
+        """Whether the client closed its side (its kernel would still accept a write or two into the void)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _abort(self) -> None:
         """Drop the connection mid-body, as a reset or a dying proxy would."""

@@ -8,8 +8,8 @@ here in memory, so the queue survives restarts. A job lists its repo once and pi
 :class:`~workbench.core.hub.downloads.progress.ProgressFeed`.
 
 Transfers are blocking I/O on daemon threads (one per active job, never the MLX inference thread); pause, cancel
-and shutdown are a flag checked between chunks. Everything that touches the store or calls listeners runs on the
-asyncio loop.
+and shutdown are a flag checked after every socket read, and they shut the socket down to end a read still
+waiting. Everything that touches the store or calls listeners runs on the asyncio loop.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class DownloadManager:
         endpoint: str | None = None,
         concurrency: int = 2,
         bandwidth_bps: int | None = None,
-        chunk_size: int = 256 * 1024,
+        chunk_size: int = 64 * 1024,  # bytes held before they are written (a killed process loses them)
         stall_timeout_s: float = 30.0,
         max_attempts: int = 6,
         backoff_base_s: float = 1.0,
@@ -143,7 +143,7 @@ class DownloadManager:
         self._schedule()
 
     async def aclose(self) -> None:
-        """Stop every transfer within a chunk, keeping partial files and states for the next start."""
+        """Stop every transfer at once, keeping partial files and states for the next start."""
         self._closing = True
         for control in self._controls.values():
             control.stop("shutdown")
@@ -218,7 +218,8 @@ class DownloadManager:
         return self._ledger.snapshot(job)
 
     def pause(self, job_id: int) -> None:
-        """Stop within one chunk, keeping the partial file; a queued job just waits."""
+        """Stop the transfer at once (the read under way is aborted), keeping the bytes received; a queued job
+        just waits."""
         job = self._ledger.require(job_id)
         if job.state is JobState.QUEUED or job.state in ACTIVE:
             if control := self._controls.get(job_id):

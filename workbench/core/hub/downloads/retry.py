@@ -3,12 +3,13 @@ policy (exponential backoff with jitter, the hub's Retry-After, a long one turne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from workbench.core.hub.downloads.jobs import DownloadFailure, FileState, Job, JobFile
@@ -23,7 +24,7 @@ MAX_RATE_LIMIT_PAUSE_S = 7 * 24 * 3600.0  # a later Retry-After is taken as this
 
 
 class Stopped(Exception):
-    """Paused, cancelled or shutting down (the flag was seen between chunks)."""
+    """Paused, cancelled or shutting down (the flag was seen between reads, or the read was aborted)."""
 
 
 class RateLimited(Exception):
@@ -47,16 +48,38 @@ class Truncated(Exception):
 
 
 class Control:
-    """The flag a transfer thread checks between chunks."""
+    """The flag a transfer thread checks between reads, and the way to abort the read it is blocked in."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._abort: Callable[[], None] | None = None
 
     def stop(self, reason: str) -> None:
         if self.reason != "cancel":  # a cancel must not be downgraded (its partial files are removed)
             self.reason = reason
         self.event.set()
+        with self._lock:  # under the lock: once ``aborting`` has let go, the abort is never called
+            abort, self._abort = self._abort, None
+            if abort is not None:
+                try:
+                    abort()
+                except OSError as exc:
+                    log.debug("aborting a read: %s", exc)
+
+    @contextlib.contextmanager
+    def aborting(self, abort: Callable[[], None]) -> Iterator[None]:
+        """While inside, ``stop`` also calls ``abort`` (which must make a blocked read return at once); raises
+        Stopped on entry if the flag is already set."""
+        with self._lock:
+            self._abort = abort
+        try:
+            self.check()
+            yield
+        finally:
+            with self._lock:
+                self._abort = None
 
     def check(self) -> None:
         if self.event.is_set():

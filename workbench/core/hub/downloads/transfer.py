@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,7 +225,7 @@ class Transfer:
         """Resume (or start) ``<etag>.incomplete``, verify it, move it into place."""
         incomplete = blob.with_name(blob.name + hf_cache.INCOMPLETE_SUFFIX)
         hasher = _new_hasher(kind, size)
-        with incomplete.open("ab") as out:
+        with incomplete.open("ab", buffering=self.chunk_size) as out:  # closing it keeps every byte received
             offset = out.tell()
             if offset > size:  # not this file: start again
                 out.truncate(0)
@@ -276,32 +277,59 @@ class Transfer:
             progressed = self.events.progressed
             next_tick = 0.0
             next_disk_check = offset + DISK_CHECK_BYTES
-            for chunk in response.iter_raw(self.chunk_size):
-                # bytes received are kept: write first, then pace and look at the flag
-                write(chunk)
-                update(chunk)
-                offset += len(chunk)
-                f.done_bytes = offset
-                job.transferred += len(chunk)
-                if offset > size:
-                    break
-                now = clock()
-                if now >= next_tick:
-                    next_tick = now + PROGRESS_INTERVAL_S
-                    job.meter.add(now, job.transferred)
-                    progressed(job.id)
-                if offset >= next_disk_check:
-                    next_disk_check = offset + DISK_CHECK_BYTES
-                    self.check_disk(job)
-                if bucket is not None:
-                    bucket.take(len(chunk), control)
-                if control.event.is_set():
-                    raise Stopped(control.reason)
+            # Each piece is what one socket read brought (up to 64 KiB; a few hundred bytes on a slow link), so the
+            # flag is seen within one read, and a stop shuts the socket down to end a read that waits for bytes.
+            with control.aborting(_socket_shutdown(response)):
+                try:
+                    for chunk in response.iter_raw():
+                        # bytes received are kept: write first, then pace and look at the flag
+                        write(chunk)
+                        update(chunk)
+                        offset += len(chunk)
+                        f.done_bytes = offset
+                        job.transferred += len(chunk)
+                        if offset > size:
+                            break
+                        now = clock()
+                        if now >= next_tick:
+                            next_tick = now + PROGRESS_INTERVAL_S
+                            job.meter.add(now, job.transferred)
+                            progressed(job.id)
+                        if offset >= next_disk_check:
+                            next_disk_check = offset + DISK_CHECK_BYTES
+                            self.check_disk(job)
+                        if bucket is not None:
+                            bucket.take(len(chunk), control)
+                        control.check()
+                except (Stopped, DiskLow):
+                    raise
+                except Exception:
+                    control.check()  # the read ended because a stop shut the socket: that is the stop
+                    raise
         if offset < size:
             raise Truncated(f"the download ended early ({format_bytes(offset)} of {format_bytes(size)})")
         if offset > size:
             raise HashMismatch(f"the hub sent more than the file's {size} bytes")
         return hasher
+
+
+def _socket_shutdown(response: Any) -> Callable[[], None]:
+    """What ends a read blocked on ``response``'s connection at once: shutting its socket down (the connection is
+    then dropped, not reused). Nothing when the socket cannot be reached."""
+    import socket
+
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if not isinstance(sock, socket.socket):
+        return lambda: None
+
+    def abort() -> None:
+        # linger 0: the close that follows resets the connection, so the server stops sending at once;
+        # socket.socket's own shutdown, also for a TLS socket (the SSL layer's drops its state under the reader)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    return abort
 
 
 def _expected_hash(f: JobFile, etag: str) -> tuple[str, str]:
