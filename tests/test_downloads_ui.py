@@ -32,9 +32,8 @@ async def open_downloads(app: WorkbenchApp, pilot: Pilot) -> DownloadsPane:
     return app.screen
 
 
-def cell(pane: DownloadsPane, job_id: int, column: int) -> str:
-    table = pane.query_one(DataTable)
-    return str(table.get_cell_at((table.get_row_index(str(job_id)), column)))
+def cell(pane: DownloadsPane, job_id: int, column: str) -> str:
+    return str(pane.query_one(DataTable).get_cell(str(job_id), column))
 
 
 async def test_a_queued_repo_downloads_with_progress(app_paths: AppPaths, online_hub: LoopbackHub) -> None:
@@ -44,8 +43,8 @@ async def test_a_queued_repo_downloads_with_progress(app_paths: AppPaths, online
         assert "No downloads yet" in str(pane.query_one("#downloads-note").render())
         job = app.services.downloads.enqueue(TINY_REPO_ID)
         await wait_for(pilot, lambda: app.services.downloads.job(job.id).state is JobState.DONE, "the download")
-        await wait_for(pilot, lambda: cell(pane, job.id, 1) == "done", "the row to say done")
-        files = cell(pane, job.id, 3)
+        await wait_for(pilot, lambda: cell(pane, job.id, "state") == "done", "the row to say done")
+        files = cell(pane, job.id, "files")
         done, total = files.split("/")
         assert done == total and int(total) >= 3
         await pilot.press("enter")

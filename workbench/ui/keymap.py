@@ -19,7 +19,7 @@ PANE_IDS = {
     "catalog": ("catalog.search", "catalog.mlx", "catalog.sort", "catalog.task", "catalog.author",
                 "catalog.previous-page", "catalog.next-page", "catalog.download", "catalog.retry"),
     "downloads": ("downloads.pause", "downloads.cancel", "downloads.retry", "downloads.up", "downloads.down",
-                  "downloads.pause-all", "downloads.details", "downloads.cache"),
+                  "downloads.pause-all", "downloads.clear", "downloads.details", "downloads.cache"),
     "chat": ("chat.send", "chat.newline", "chat.stop", "chat.regenerate", "chat.edit", "chat.copy", "chat.new",
              "chat.history", "chat.settings", "chat.model"),
     "compare": ("compare.type", "compare.stop", "compare.diff", "compare.blind", "compare.settings-a",

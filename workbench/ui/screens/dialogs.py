@@ -29,15 +29,18 @@ class ConfirmScreen(ModalScreen[bool]):
     ]
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmScreen")
 
-    def __init__(self, question: str, confirm_label: str = "Delete") -> None:
+    def __init__(self, question: str, confirm_label: str = "Delete", cancel_label: str = "cancel") -> None:
         super().__init__()
         self.question = question
         self.confirm_label = confirm_label
+        self.cancel_label = cancel_label  # say what "no" keeps when "cancel" would read as the other choice
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.question, classes="dialog-title", markup=False)
-            yield Static(f"y / enter: {self.confirm_label}    n / esc: cancel", classes="dialog-keys")
+            yield Static(
+                f"y / enter: {self.confirm_label}    n / esc: {self.cancel_label}", markup=False, classes="dialog-keys"
+            )
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

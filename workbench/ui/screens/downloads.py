@@ -20,8 +20,14 @@ from workbench.ui.services import services_of
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Repo", "State", "Progress", "Files", "Bytes", "Speed", "ETA")
 BAR_WIDTH = 12
+STATE_WIDTH = 11  # "downloading"
+# (key, label, width): the Repo column takes what the others leave.
+COLUMNS = (("state", "State", STATE_WIDTH), ("progress", "Progress", BAR_WIDTH), ("files", "Files", 5),
+           ("bytes", "Bytes", 15), ("speed", "Speed", 9), ("eta", "ETA", 4))  # fmt: skip
+DROP_ORDER = ("files", "progress")  # the least useful go first when the name would not fit
+REPO_MIN, REPO_WANTED = 12, 32  # a name's tail, e.g. "…/SmolLM2-135M-Instruct-4bit", fits in REPO_WANTED
+GONE = "deleted"  # a done job whose files left the cache
 STATE_STYLE = {
     JobState.DOWNLOADING: "bold cyan",
     JobState.VERIFYING: "cyan",
@@ -30,6 +36,7 @@ STATE_STYLE = {
     JobState.PAUSED: "yellow",
     JobState.CANCELLED: "dim",
 }
+WAITING = (JobState.QUEUED, JobState.DOWNLOADING, JobState.VERIFYING)  # what has a place in the queue
 
 
 def bar(fraction: float | None, width: int = BAR_WIDTH) -> str:
@@ -49,18 +56,57 @@ def eta_text(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def row_for(job: JobSnapshot) -> tuple[str | Text, ...]:
+def speed_text(bps: float) -> str:
+    """``512 B/s`` below 1 KB/s (a slow link must not read as 0 KB/s), else ``3 KB/s``, ``12 MB/s``."""
+    return f"{bps:.0f} B/s" if bps < 1024 else f"{format_bytes(bps)}/s"
+
+
+def short_name(name: str, width: int) -> str:
+    """``name`` in ``width`` characters, keeping its distinguishing tail: ``…/SmolLM2-135M-Instruct-4bit``."""
+    if len(name) <= width:
+        return name
+    tail = name.rsplit("/", 1)[-1]
+    if len(tail) + 2 <= width and "/" in name:
+        return "…/" + tail
+    return "…" + name[-(width - 1) :] if width > 1 else "…"
+
+
+def name_needs(name: str) -> int:
+    """The width ``name`` needs to stay told apart: whole, or its tail after ``…/``."""
+    return min(len(name), len(name.rsplit("/", 1)[-1]) + 2)
+
+
+def columns_for(width: int, needed: int) -> tuple[int, list[tuple[str, str, int]]]:
+    """The Repo column's width and the other columns that fit ``width`` cells (each column pads 1 a side; 2 are
+    kept for the scroll bar), dropping DROP_ORDER's first while the name gets less than ``needed``."""
+    shown = list(COLUMNS)
+    wanted = max(REPO_MIN, min(needed, REPO_WANTED))
+    for key in (None, *DROP_ORDER):
+        shown = [c for c in shown if c[0] != key]
+        repo = width - 2 - 2 - sum(w + 2 for _, _, w in shown)
+        if repo >= wanted:
+            break
+    return max(REPO_MIN, repo), shown
+
+
+def state_text(job: JobSnapshot, gone: bool = False) -> Text:
+    if gone:
+        return Text(GONE, style="dim")
+    return Text(job.state.value, style=STATE_STYLE.get(job.state, ""))
+
+
+def cells_for(job: JobSnapshot, gone: bool = False) -> dict[str, str | Text]:
     total = format_bytes(job.total_bytes) if job.total_bytes is not None else "?"
     active = job.state in (JobState.DOWNLOADING, JobState.VERIFYING)
-    return (
-        job.repo_id if job.revision == "main" else f"{job.repo_id}@{job.revision[:8]}",
-        Text(job.state.value, style=STATE_STYLE.get(job.state, "")),
-        bar(job.fraction),
-        f"{job.files_done}/{job.files_total}",
-        f"{format_bytes(job.done_bytes)}/{total}",
-        f"{format_bytes(job.speed_bps)}/s" if active and job.speed_bps else "",
-        eta_text(job.eta_s) if active else "",
-    )
+    return {
+        "repo": job.repo_id if job.revision == "main" else f"{job.repo_id}@{job.revision[:8]}",
+        "state": state_text(job, gone),
+        "progress": bar(job.fraction),
+        "files": f"{job.files_done}/{job.files_total}",
+        "bytes": f"{format_bytes(job.done_bytes)}/{total}",
+        "speed": speed_text(job.speed_bps) if active and job.speed_bps else "",
+        "eta": eta_text(job.eta_s) if active else "",
+    }
 
 
 class DownloadsPane(PaneScreen):
@@ -73,6 +119,7 @@ class DownloadsPane(PaneScreen):
         Binding("plus,shift+up", "move(-1)", "Up", id="downloads.up"),
         Binding("minus,shift+down", "move(1)", "Down", id="downloads.down"),
         Binding("P", "toggle_all", "Pause all", id="downloads.pause-all"),
+        Binding("x", "clear_finished", "Clear done", id="downloads.clear"),
         Binding("enter", "details", "Files", id="downloads.details"),
         Binding("v", "cache", "Cache", id="downloads.cache"),
     ]
@@ -83,14 +130,15 @@ class DownloadsPane(PaneScreen):
     DownloadsPane #downloads-note.-error { color: $error; }
     """
 
+    _layout: tuple[int, tuple[str, ...]] = (0, ())  # the Repo column's width and the other columns shown
+    _gone: frozenset[int] = frozenset()  # done jobs whose files left the cache
+
     @property
     def downloads(self) -> DownloadManager:
         return services_of(self).downloads
 
     def compose_body(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="downloads-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield DataTable(id="downloads-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="downloads-note")
 
     def on_mount(self) -> None:
@@ -101,15 +149,31 @@ class DownloadsPane(PaneScreen):
     def on_unmount(self) -> None:
         self._unsubscribe()
 
+    def on_screen_resume(self) -> None:  # back from the cache view or another pane: a repo may be deleted
+        self.refresh_table()
+
+    def on_resize(self) -> None:
+        self.refresh_table()
+
     # --- table --------------------------------------------------------------------------------------
 
     def refresh_table(self) -> None:
         table = self.query_one(DataTable)
         jobs = self.downloads.jobs()
+        self._gone = frozenset(j.id for j in jobs if j.state is JobState.DONE and not self.downloads.in_cache(j.id))
         selected = self.selected_id()
+        needed = max((name_needs(str(cells_for(j)["repo"])) for j in jobs), default=0)
+        repo_width, shown = columns_for(self.app.size.width, needed)
+        layout = (repo_width, tuple(key for key, _, _ in shown))
+        if layout != self._layout:
+            self._layout = layout
+            table.clear(columns=True)
+            table.add_column("Repo", width=repo_width, key="repo")
+            for key, label, width in shown:
+                table.add_column(label, width=width, key=key)
         table.clear()
         for job in jobs:
-            table.add_row(*row_for(job), key=str(job.id))
+            table.add_row(*self.row_for(job), key=str(job.id))
         if jobs:
             ids = [job.id for job in jobs]
             table.move_cursor(row=ids.index(selected) if selected in ids else 0)
@@ -119,6 +183,12 @@ class DownloadsPane(PaneScreen):
             )
         self.show_note()
 
+    def row_for(self, job: JobSnapshot) -> list[str | Text]:
+        """The job's cells for the columns shown now."""
+        repo_width, keys = self._layout
+        cells = cells_for(job, job.id in self._gone)
+        return [short_name(str(cells["repo"]), repo_width), *(cells[key] for key in keys)]
+
     def on_job_changed(self, message: JobChanged) -> None:
         job = message.job
         table = self.query_one(DataTable)
@@ -127,8 +197,10 @@ class DownloadsPane(PaneScreen):
         if rows != order:
             self.refresh_table()
             return
-        for column, value in zip(table.columns, row_for(job), strict=True):
-            table.update_cell(str(job.id), column, value, update_width=True)
+        if job.state is not JobState.DONE:
+            self._gone -= {job.id}
+        for column, value in zip(table.columns, self.row_for(job), strict=True):
+            table.update_cell(str(job.id), column, value)
         if job.id == self.selected_id():
             self.show_note()
 
@@ -155,8 +227,22 @@ class DownloadsPane(PaneScreen):
         if job is None:
             return
         note.set_class(job.state is JobState.FAILED, "-error")
-        text = job.error if job.state is JobState.FAILED else job.message
-        note.update(text or f"{job.repo_id}: {job.files_total} files, queue position {job.position + 1}")
+        note.update(self.note_for(job))
+
+    def note_for(self, job: JobSnapshot) -> str:
+        if job.state is JobState.FAILED:
+            return job.error or f"{job.repo_id} failed: r retries it"
+        if job.message:
+            return job.message
+        if job.id in self._gone:
+            return f"{job.repo_id}: deleted from the cache · r fetches it again · x clears finished downloads"
+        if job.state in WAITING:
+            waiting = [j.id for j in self.downloads.jobs() if j.state in WAITING]
+            place = f"queue position {waiting.index(job.id) + 1} of {len(waiting)}"
+            return f"{job.repo_id}: {job.files_total} files, {place}"
+        if job.state is JobState.PAUSED:
+            return f"{job.repo_id}: paused · p resumes it"
+        return f"{job.repo_id}: {job.files_total} files, {job.state.value} · x clears finished and cancelled downloads"
 
     # --- actions ------------------------------------------------------------------------------------
 
@@ -178,12 +264,31 @@ class DownloadsPane(PaneScreen):
             if yes:
                 self.downloads.cancel(job.id)
 
-        self.app.push_screen(ConfirmScreen(f"Cancel {job.repo_id} and delete its partial files?", "Cancel it"),
-                             confirmed)  # fmt: skip
+        self.app.push_screen(ConfirmScreen(f"Cancel the download of {job.repo_id}?",
+                                           "cancel it (deletes the partial file)", "keep it"), confirmed)  # fmt: skip
 
     def action_retry(self) -> None:
-        if job := self.selected():
-            self.downloads.retry(job.id)
+        job = self.selected()
+        if job is None:
+            return
+        if job.id in self._gone:
+            self.downloads.enqueue(job.repo_id, job.revision)
+            self.notify(f"Fetching {job.repo_id} again.")
+        elif self.downloads.retry(job.id):
+            self.notify(f"Queued {job.repo_id} again.")
+        elif job.state is JobState.PAUSED:
+            self.notify(f"{job.repo_id} is paused: p resumes it.")
+        else:
+            self.notify(f"{job.repo_id} is {job.state.value}: only a failed or cancelled download is retried.")
+
+    def action_clear_finished(self) -> None:
+        cleared = self.downloads.forget_finished()
+        self.refresh_table()
+        if cleared:
+            self.notify(f"Cleared {cleared} finished or cancelled download{'s' if cleared != 1 else ''} "
+                        "(their files stay in the cache).")  # fmt: skip
+        else:
+            self.notify("No finished or cancelled downloads to clear.")
 
     def action_move(self, delta: int) -> None:
         if job := self.selected():
@@ -192,7 +297,7 @@ class DownloadsPane(PaneScreen):
 
     def action_toggle_all(self) -> None:
         jobs = self.downloads.jobs()
-        if any(job.state in (JobState.QUEUED, JobState.DOWNLOADING, JobState.VERIFYING) for job in jobs):
+        if any(job.state in WAITING for job in jobs):
             self.downloads.pause_all()
             self.notify("Paused every download.")
         else:

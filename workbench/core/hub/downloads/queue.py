@@ -58,24 +58,14 @@ class DownloadManager:
     delivers (at most ~10 a second per job for bytes; every state change at once).
     """
 
-    def __init__(
-        self,
-        store: Store,
-        cache_dir: Path | None = None,
-        endpoint: str | None = None,
-        concurrency: int = 2,
-        bandwidth_bps: int | None = None,
-        chunk_size: int = 64 * 1024,  # bytes held before they are written (a killed process loses them)
-        stall_timeout_s: float = 30.0,
-        max_attempts: int = 6,
-        backoff_base_s: float = 1.0,
-        backoff_max_s: float = 60.0,
-        min_free_bytes: int = 1 << 30,
-        clock: Callable[[], float] = time.monotonic,
-        max_retry_wait_s: float = MAX_RETRY_WAIT_S,
-        wall_clock: Callable[[], float] = time.time,
-        resume_check_s: float = RESUME_CHECK_S,
-    ) -> None:
+    def __init__(self, store: Store, cache_dir: Path | None = None, endpoint: str | None = None, concurrency: int = 2,
+                 bandwidth_bps: int | None = None,
+                 chunk_size: int = 64 * 1024,  # bytes held before they are written (a killed process loses them)
+                 stall_timeout_s: float = 30.0, max_attempts: int = 6, backoff_base_s: float = 1.0,
+                 backoff_max_s: float = 60.0, min_free_bytes: int = 1 << 30,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_retry_wait_s: float = MAX_RETRY_WAIT_S, wall_clock: Callable[[], float] = time.time,
+                 resume_check_s: float = RESUME_CHECK_S) -> None:  # fmt: skip
         self.store = store
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self.concurrency = max(1, concurrency)
@@ -232,14 +222,16 @@ class DownloadManager:
             self._set_state(job, JobState.QUEUED, message=None)
             self._schedule()
 
-    def retry(self, job_id: int) -> None:
-        """A failed job goes back in the queue (its partial files are kept and resumed)."""
+    def retry(self, job_id: int) -> bool:
+        """A failed job goes back in the queue (its partial files are kept and resumed), a cancelled one too (from
+        its finished files); False for a job in another state (nothing to retry)."""
         job = self._ledger.require(job_id)
-        if job.state is not JobState.FAILED:
-            return
+        if job.state not in (JobState.FAILED, JobState.CANCELLED) or job_id in self._tasks:
+            return False
         self._ledger.reset_failed_files(job)
         self._set_state(job, JobState.QUEUED, error=None, message=None)
         self._schedule()
+        return True
 
     def cancel(self, job_id: int) -> None:
         """Stop the job and delete its partial files (finished files stay in the cache)."""
@@ -258,6 +250,18 @@ class DownloadManager:
         if job_id in self._tasks or job.state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
             raise ValueError(f"job {job_id} is {job.state}: cancel it first")
         self._ledger.remove(job_id)
+
+    def forget_finished(self) -> int:
+        """Remove done and cancelled jobs from the list (their files in the cache stay); returns how many."""
+        gone = [job.id for job in self._ledger.ordered()
+                if job.state in (JobState.DONE, JobState.CANCELLED) and job.id not in self._tasks]  # fmt: skip
+        for job_id in gone:
+            self.forget(job_id)
+        return len(gone)
+
+    def in_cache(self, job_id: int) -> bool:
+        """Whether every file of the job is in the cache's snapshot folder (a done job's repo may be deleted)."""
+        return self._layout.all_linked(self._ledger.require(job_id))
 
     def move(self, job_id: int, delta: int) -> None:
         """Move a job ``delta`` places in the queue order: negative is toward the front (sooner)."""
