@@ -782,3 +782,20 @@ def test_pull_says_when_to_run_again_after_a_long_rate_limit(hub: LoopbackHub, t
     assert "rate limited until " in done.stderr and "run again after " in done.stderr, done.stderr
     again = pull(REPO, env=cli_env(tmp_path, hub))  # the hub lets go: the same command finishes it
     assert again.returncode == 0, again.stderr
+
+
+async def test_cancelled_jobs_retry_and_finished_ones_clear(make: Make, hub: LoopbackHub, cache: Path) -> None:
+    manager = await make()
+    done = manager.enqueue(SMALL_REPOS[0])
+    assert (await manager.wait(done.id, WAIT)).state is JobState.DONE
+    assert manager.in_cache(done.id) and not manager.retry(done.id)  # nothing to retry
+    hub.faults.bandwidth_bps = SLOW_BPS
+    cancelled = manager.enqueue(REPO)
+    manager.cancel(cancelled.id)
+    await manager.wait(cancelled.id, WAIT)
+    hub.faults.bandwidth_bps = None
+    assert manager.retry(cancelled.id)
+    assert (await manager.wait(cancelled.id, WAIT)).state is JobState.DONE
+    manager.cancel(cancelled.id)  # a done job is not cancelled
+    assert manager.forget_finished() == 2 and manager.jobs() == []
+    assert (cache / hf_cache.repo_folder_name(REPO) / "blobs" / WEIGHTS_SHA).exists()  # the files stay
