@@ -50,6 +50,7 @@ class WorkbenchApp(App[None]):
 
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
     models_version: reactive[int] = reactive(0)
+    downloads_ended: reactive[int] = reactive(0)  # bumped when a download finishes, fails or is cancelled
     activity: reactive[str] = reactive("")
     import_status: reactive[ImportStatus] = reactive(ImportStatus)  # the default chat model's first-start import
 
@@ -160,6 +161,8 @@ class WorkbenchApp(App[None]):
     def on_download_changed(self, message: DownloadChanged) -> None:
         from workbench.core.hub.downloads.jobs import JobState
 
+        if message.job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+            self.downloads_ended += 1  # what is on disk changed: the Catalog's Local column
         if message.job.state is JobState.DONE and self.scan_cache:  # a finished download may be a new chat model
             self.find_cached_models()
 

@@ -80,6 +80,14 @@ class JobChanged(Message, bubble=False):
         self.job = job
 
 
+class LocalStatuses(Message, bubble=False):
+    """What is on disk of the Catalog's repos, computed again after a download changed state."""
+
+    def __init__(self, local: dict[str, RepoStatus]) -> None:
+        super().__init__()
+        self.local = local
+
+
 class SearchDone(Message, bubble=False):
     """A catalog search finished: a page of models (with what is on disk) or the hub's error."""
 

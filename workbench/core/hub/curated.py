@@ -112,3 +112,21 @@ def load_effective_catalog(shipped: Path, user: Path) -> tuple[list[CatalogEntry
     for entry in overrides:
         merged[entry.repo_id] = entry
     return list(merged.values()), issues + user_issues
+
+
+TASK_KINDS = {"text-generation": "chat", "feature-extraction": "embedding", "sentence-similarity": "embedding"}
+
+
+def entry_matches(entry: CatalogEntry, text: str, task: str | None, author: str | None, mlx_only: bool) -> bool:
+    """Whether the Catalog's filters let a curated entry through, as they do a search result: every word of the
+    text in its repo id, name or note; its kind the task's (a task curated entries have none of lets none through);
+    its org the author (case-insensitive). MLX builds are the chat entries; the embedding entries
+    (sentence-transformers, what the Embeddings pane runs) stay with MLX-only unless a search text asks for more."""
+    haystack = f"{entry.repo_id} {entry.name} {entry.note}".lower()
+    if not all(word in haystack for word in text.lower().split()):
+        return False
+    if task is not None and TASK_KINDS.get(task) != entry.kind:
+        return False
+    if author and entry.repo_id.partition("/")[0].lower() != author.lower():
+        return False
+    return not mlx_only or entry.kind == "chat" or not text.strip()

@@ -12,20 +12,25 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
 from workbench.core.hub.client import HubCatalog, HubModel, SearchPage, SearchQuery
-from workbench.core.hub.curated import CatalogEntry
+from workbench.core.hub.curated import CatalogEntry, entry_matches
 from workbench.core.hub.errors import HubError
 from workbench.core.hub.fit import FitVerdict, fit_verdict
 from workbench.core.models.memory import GB, format_bytes
 from workbench.core.models.registry import Presence, RepoStatus
-from workbench.ui.messages import SearchDone
+from workbench.ui.messages import LocalStatuses, SearchDone
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
+from workbench.ui.widgets.row_table import RowTable
+from workbench.ui.widths import Column, fit_columns, shorten_repo_id
 
 log = logging.getLogger(__name__)
 
-# What decides a choice comes first, so it stays on screen at 80 columns; the rest scrolls.
 COLUMNS = ("Model", "Fit", "Size", "Params", "Quant", "Local", "Downloads", "Likes", "Updated")
-NAME_WIDTH = 34
+# A narrow screen drops the highest first: when it was updated and its likes matter least, the fit and where it
+# is (Local) most; the name takes what the others leave (at least NAME_MIN), shortened with its variant kept.
+DROP_ORDER = {"Updated": 6, "Likes": 5, "Downloads": 4, "Params": 3, "Quant": 2, "Size": 1}
+NAME_MIN = 32
+NAME_WIDTH = 34  # names in the status line
 PAGES = Binding.Group("Page", compact=True)
 SORT_ORDER = ["downloads", "likes", "trending", "updated"]
 TASKS = [None, "text-generation", "feature-extraction", "sentence-similarity", "image-text-to-text"]
@@ -59,7 +64,7 @@ def age_text(seconds: float) -> str:
 
 
 def short_name(repo_id: str) -> str:
-    return repo_id if len(repo_id) <= NAME_WIDTH else repo_id[: NAME_WIDTH - 1] + "…"
+    return shorten_repo_id(repo_id, NAME_WIDTH)
 
 
 def verdict_cell(verdict: FitVerdict, exact: bool = True) -> Text:
@@ -108,12 +113,11 @@ class CatalogPane(PaneScreen):
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="/ to search Hugging Face, e.g. qwen coder", id="catalog-search")
         yield Static("", id="catalog-status")
-        table: DataTable[str | Text] = DataTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield RowTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.watch(self.app, "models_version", lambda _v: self.render_rows(), init=False)  # the budget may change
+        self.watch(self.app, "downloads_ended", lambda _v: self.refresh_local(), init=False)
         cached = self.hub.last_cached(self.query_state)
         if cached is not None:  # the last results, instantly and offline; fresh ones follow
             self.result = cached
@@ -146,10 +150,27 @@ class CatalogPane(PaneScreen):
         except Exception as exc:  # never let a surprise kill the pane
             log.exception("catalog search failed")
             result = HubError(kind="error", message=f"{type(exc).__name__}: {exc}")  # type: ignore[arg-type]
-        statuses = {}
-        if isinstance(result, SearchPage):
-            statuses = services_of(self).registry.repo_statuses(m.repo_id for m in result.models)
+        repo_ids = [m.repo_id for m in result.models] if isinstance(result, SearchPage) else []
+        statuses = self.statuses([*repo_ids, *(e.repo_id for e in services_of(self).catalog)])
         self.post_message(SearchDone(generation, query, page, result, statuses))
+
+    def statuses(self, repo_ids: list[str]) -> dict[str, RepoStatus]:
+        try:
+            return services_of(self).registry.repo_statuses(repo_ids)
+        except Exception:  # the Local column is a nicety: never lose the page for it
+            log.exception("cannot tell which repos are on disk")
+            return {}
+
+    def refresh_local(self) -> None:
+        self.local_worker([item.repo_id for item in self.rows])
+
+    @work(thread=True, exclusive=True, group="catalog-local", exit_on_error=False)
+    def local_worker(self, repo_ids: list[str]) -> None:
+        self.post_message(LocalStatuses(self.statuses(repo_ids)))
+
+    def on_local_statuses(self, message: LocalStatuses) -> None:
+        self.local = {**self.local, **message.local}
+        self.render_rows()
 
     def on_search_done(self, message: SearchDone) -> None:
         if message.generation != self.search_generation:
@@ -165,41 +186,66 @@ class CatalogPane(PaneScreen):
     # --- rendering ---------------------------------------------------------------------------------
 
     def curated_rows(self) -> list[CatalogEntry]:
+        """The curated entries on the first page that the filters (text, task, author, MLX builds) let through."""
         if self.page:
             return []
+        q = self.query_state
         catalog: list[CatalogEntry] = services_of(self).catalog
-        text = self.query_state.text.lower()
-        words = text.split()
-        return [e for e in catalog if all(w in f"{e.repo_id} {e.name} {e.note}".lower() for w in words)
-                and (e.kind == "chat" or not self.query_state.mlx_only or not text)]  # fmt: skip
+        return [e for e in catalog if entry_matches(e, q.text, q.task, q.author, q.mlx_only)]
 
-    def render_rows(self) -> None:
-        table = self.query_one(DataTable)
+    def table_rows(self) -> list[tuple[HubModel | CatalogEntry, dict[str, str | Text]]]:
+        """Each row with its cells by column; the Model cell is the full name (shortened when drawn)."""
         budget = services_of(self).manager.budget.bytes
-        local = self.local
-        cursor = table.cursor_row
-        table.clear()
-        self.rows = []
+        rows: list[tuple[HubModel | CatalogEntry, dict[str, str | Text]]] = []
         for entry in self.curated_rows():
             verdict = fit_verdict(int(entry.memory_gb * GB), budget)
-            table.add_row(Text("★ " + short_name(entry.repo_id)), verdict_cell(verdict), f"{entry.size_gb:.1f} GB",
-                          entry.params, entry.quantization, "", "", "", "")  # fmt: skip
-            self.rows.append(entry)
-        curated = {e.repo_id for e in self.rows if isinstance(e, CatalogEntry)}
+            status = self.local.get(entry.repo_id)
+            rows.append((entry, {"Model": "★ " + entry.repo_id, "Fit": verdict_cell(verdict),
+                                 "Size": f"{entry.size_gb:.1f} GB", "Params": entry.params,
+                                 "Quant": entry.quantization, "Local": status.label if status else ""}))  # fmt: skip
+        curated = {entry.repo_id for entry, _cells in rows}
         for model in self.result.models if self.result else []:
             if model.repo_id in curated:
                 continue
             verdict = fit_verdict(model.memory_bytes, budget)
-            updated = model.last_modified[:10] if model.last_modified else ""
-            status = local.get(model.repo_id, RepoStatus(model.repo_id, Presence.ABSENT))
-            table.add_row(short_name(model.repo_id), verdict_cell(verdict, model.kv_exact),
-                          format_bytes(model.weights_bytes) if model.weights_bytes else "?", params_text(model.params),
-                          model.quantization or "?", status.label, count(model.downloads), count(model.likes),
-                          updated)  # fmt: skip
-            self.rows.append(model)
+            status = self.local.get(model.repo_id, RepoStatus(model.repo_id, Presence.ABSENT))
+            rows.append((model, {
+                "Model": model.repo_id, "Fit": verdict_cell(verdict, model.kv_exact),
+                "Size": format_bytes(model.weights_bytes) if model.weights_bytes else "?",
+                "Params": params_text(model.params), "Quant": model.quantization or "?", "Local": status.label,
+                "Downloads": count(model.downloads), "Likes": count(model.likes),
+                "Updated": model.last_modified[:10] if model.last_modified else ""}))  # fmt: skip
+        return rows
+
+    def render_rows(self) -> None:
+        """The table drawn to the width there is: its columns sized to their cells, the least useful dropped on a
+        narrow screen, the names given the rest."""
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        rows = self.table_rows()
+        widths = {key: len(key) for key in COLUMNS}
+        for _item, cells in rows:
+            for key, cell in cells.items():
+                widths[key] = max(widths[key], Text(cell).cell_len if isinstance(cell, str) else cell.cell_len)
+        total = (table.size.width or self.app.size.width) - 2  # room for the vertical scrollbar
+        keys, name_width = fit_columns([Column(key, widths[key], DROP_ORDER.get(key, 0)) for key in COLUMNS],
+                                       total, "Model", NAME_MIN)  # fmt: skip
+        table.clear(columns=True)
+        for key in keys:
+            table.add_column(key, key=key, width=name_width if key == "Model" else widths[key])
+        self.rows = []
+        for item, cells in rows:
+            name = str(cells["Model"])
+            star = "★ " if name.startswith("★ ") else ""
+            cells["Model"] = star + shorten_repo_id(name.removeprefix(star), name_width - len(star))
+            table.add_row(*(cells.get(key, "") for key in keys))
+            self.rows.append(item)
         if self.rows:
             table.move_cursor(row=min(max(cursor, 0), len(self.rows) - 1))
         self.show_status()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.render_rows)  # once the table has its new width
 
     def show_status(self, note: str = "") -> None:
         status = self.query_one("#catalog-status", Static)
@@ -210,6 +256,8 @@ class CatalogPane(PaneScreen):
         if q.author:
             parts.append(f"author: {q.author}")
         parts.append(f"page {self.page + 1}")
+        if self.result is not None and not self.result.models and self.error is None:
+            parts.append("Hugging Face: no results")
         if self.result is not None and self.result.from_cache:
             parts.append(f"cached, {age_text(self.result.age_s())}")
         if note:

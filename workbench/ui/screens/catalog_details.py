@@ -47,7 +47,7 @@ class DetailsScreen(Screen):
         with VerticalScroll(id="details-card"):
             yield Markdown("")
         table: DataTable[str] = DataTable(id="details-files", cursor_type="row")
-        table.add_columns("File", "Size", "Fetched")
+        table.add_columns("File", "Size", "d downloads it")  # not whether it is on disk (Local)
         yield table
         yield Footer()
 
@@ -99,7 +99,7 @@ class DetailsScreen(Screen):
         selected = set(result.selected)
         for file in result.files:
             table.add_row(file.path, format_bytes(file.size) if file.size is not None else "?",
-                          "yes" if file.path in selected else "")  # fmt: skip
+                          "yes" if file.path in selected else "no")  # fmt: skip
 
     def action_download(self) -> None:
         files = self.details.selected if self.details else None

@@ -19,8 +19,12 @@ from workbench.core.models.spec import ModelInfo, ModelManagerError, ModelState,
 from workbench.ui.messages import ConnectionChecked, Notice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.services import services_of
+from workbench.ui.widths import Column, fit_columns, shorten_repo_id
 
-COLUMNS = ("Model", "Kind", "State", "Estimate", "Measured", "Used", "Pin")
+# What a choice needs first: at 80 columns the name, state, pin and size stay; the rest go, Used first.
+COLUMNS = ("Model", "State", "Pin", "Estimate", "Kind", "Measured", "Used")
+DROP_ORDER = {"Used": 3, "Measured": 2, "Kind": 1}
+NAME_MIN = 24
 
 
 KIND_LABELS = {"mlx-lm": "mlx", "sentence-transformers": "embed", "openai-remote": "remote"}
@@ -43,12 +47,12 @@ def row_for(info: ModelInfo, now: float) -> tuple[str | Text, ...]:
         state.append(f" ×{info.leases}")
     return (
         info.spec.id,
-        KIND_LABELS.get(info.spec.kind, info.spec.kind),
         state,
+        "pinned" if info.pinned else "",
         "–" if info.spec.kind == "openai-remote" else format_bytes(info.estimate.total) if info.estimate else "?",
+        KIND_LABELS.get(info.spec.kind, info.spec.kind),
         format_bytes(info.measured),
         ago(info.last_used, now),
-        "yes" if info.pinned else "",
     )
 
 
@@ -87,22 +91,32 @@ class ModelsPane(PaneScreen):
         self.query_one(DataTable).focus()
 
     def refresh_table(self) -> None:
+        """Redrawn whole (a few rows): columns sized to the width there is, the least useful dropped first."""
         table = self.query_one(DataTable)
         now = time.monotonic()
         models = self.manager.models()
-        keys = [info.spec.id for info in models]
-        if [row.value for row in table.rows] != keys:
-            cursor = table.cursor_row
-            table.clear()
-            for info in models:
-                table.add_row(*row_for(info, now), key=info.spec.id)
-            if models:
-                table.move_cursor(row=min(cursor, len(models) - 1))
-        else:
-            for info in models:
-                for column, value in zip(table.columns, row_for(info, now), strict=True):
-                    table.update_cell(info.spec.id, column, value, update_width=True)
+        rows = [dict(zip(COLUMNS, row_for(info, now), strict=True)) for info in models]
+        widths = {key: max([len(key), *(Text(cell).cell_len if isinstance(cell, str) else cell.cell_len
+                                         for row in rows for cell in [row[key]])]) for key in COLUMNS}  # fmt: skip
+        total = (table.size.width or self.app.size.width) - 2  # room for the vertical scrollbar
+        keys, name_width = fit_columns([Column(key, widths[key], DROP_ORDER.get(key, 0)) for key in COLUMNS],
+                                       total, "Model", NAME_MIN)  # fmt: skip
+        selected = self.selected()
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        for key in keys:
+            table.add_column(key, key=key, width=name_width if key == "Model" else widths[key])
+        for info, row in zip(models, rows, strict=True):
+            row["Model"] = shorten_repo_id(str(row["Model"]), name_width)
+            table.add_row(*(row[key] for key in keys), key=info.spec.id)
+        if models:
+            ids = [info.spec.id for info in models]
+            table.move_cursor(row=ids.index(selected.spec.id) if selected and selected.spec.id in ids
+                              else min(max(cursor, 0), len(models) - 1))  # fmt: skip
         self.show_detail()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.refresh_table)  # once the table has its new width
 
     @on(DataTable.RowSelected)
     def load_selected(self) -> None:

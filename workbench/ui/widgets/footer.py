@@ -77,26 +77,32 @@ class KeyFooter(Widget):
         return footer_entries(self.screen, self.app.get_key_display)
 
     def render(self) -> Text:
+        """Whole keys only: one that does not fit is left out with the rest after it (the Keys panel lists all)."""
         key_style = self.get_component_rich_style("footer--key")
         text_style = self.get_component_rich_style("footer--description")
+        palette = self._palette()
+        tail = Text()
+        if palette is not None:
+            _key, shown, description = palette
+            tail = Text.assemble(("▏", self.get_component_rich_style("footer--palette")), (f"{shown} ", key_style),
+                                 (f"{description} ", text_style))  # fmt: skip
+        room = max(0, self.size.width - tail.cell_len) if self.size.width else None
         line, spans = Text(no_wrap=True, overflow="crop"), []
         for entry in self.entries():
             dim = Style() if entry.enabled else Style(dim=True)
-            shown = [display for _key, display in entry.keys]
-            start = len(line)
-            line.append(f" {''.join(shown) if len(shown) > 1 else shown[0]} ", key_style + dim)
-            spans.append((start, len(line), entry.keys[0][0]))
+            keys = "".join(display for _key, display in entry.keys)
+            piece = Text.assemble((f" {keys} ", key_style + dim))
+            key_end = piece.cell_len
             if entry.description:
-                line.append(f"{entry.description} ", text_style + dim)
-        palette = self._palette()
+                piece.append(f"{entry.description} ", text_style + dim)
+            if room is not None and line.cell_len + piece.cell_len > room:
+                break
+            spans.append((line.cell_len, line.cell_len + key_end, entry.keys[0][0]))
+            line.append_text(piece)
         if palette is not None:
-            key, shown, description = palette
-            tail = Text.assemble(("▏", self.get_component_rich_style("footer--palette")), (f"{shown} ", key_style),
-                                 (f"{description} ", text_style))  # fmt: skip
-            room = max(0, self.size.width - tail.cell_len)
-            line.truncate(room, overflow="crop", pad=True)
-            spans = [(start, min(end, room), k) for start, end, k in spans if start < room]
-            spans.append((room, room + tail.cell_len, key))
+            start = room if room is not None else line.cell_len
+            line.pad_right(start - line.cell_len)
+            spans.append((start, start + tail.cell_len, palette[0]))
             line.append_text(tail)
         self._spans = spans
         return line

@@ -9,6 +9,7 @@ from textual.widgets import Static
 from workbench.core.models.memory import GB, MB, Budget, MemorySnapshot
 from workbench.core.models.spec import ModelInfo, ModelState
 from workbench.ui.services import services_of
+from workbench.ui.widths import shorten_middle, shorten_repo_id
 
 _STATE_STYLE = {
     ModelState.READY: "green",
@@ -20,6 +21,9 @@ _STATE_STYLE = {
 
 
 MODEL_NAME_WIDTH = 20
+# What gives way when the strip is too narrow, in order: shorter model names, no RSS, no MLX, no models, a
+# shorter activity (its end, the progress, kept). The activity says what is under way, so it goes last.
+SQUEEZES = ({"name": 12}, {"rss": False}, {"mlx": False}, {"models_shown": False}, {"activity_width": 0})
 
 
 def short_bytes(n: int | None) -> str:
@@ -31,34 +35,53 @@ def short_bytes(n: int | None) -> str:
     return f"{n / GB:.1f}G"
 
 
-def short_name(name: str) -> str:
-    return name if len(name) <= MODEL_NAME_WIDTH else name[: MODEL_NAME_WIDTH - 1] + "…"
+def short_name(name: str, width: int = MODEL_NAME_WIDTH) -> str:
+    return shorten_repo_id(name, width)
 
 
-def render_strip(
-    snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str
-) -> Text:
+def render_strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str,
+                 width: int | None = None) -> Text:  # fmt: skip
+    """The strip's line; with a ``width``, the less important parts give way first (SQUEEZES) so that it fits."""
+    options: dict[str, object] = {}
+    text = _strip(snapshot, budget, held, models, activity, **options)  # type: ignore[arg-type]
+    for squeeze in SQUEEZES:
+        if width is None or text.cell_len <= width:
+            break
+        options.update(squeeze)
+        if options.get("activity_width") == 0:  # what is left of the width for the activity, its end kept
+            without = _strip(snapshot, budget, held, models, "", **options).cell_len  # type: ignore[arg-type]
+            options["activity_width"] = max(8, width - without - 4)
+        text = _strip(snapshot, budget, held, models, activity, **options)  # type: ignore[arg-type]
+    return text
+
+
+def _strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str,
+           name: int = MODEL_NAME_WIDTH, rss: bool = True, mlx: bool = True, models_shown: bool = True,
+           activity_width: int | None = None) -> Text:  # fmt: skip
     text = Text(no_wrap=True, overflow="ellipsis")
     if snapshot is None:
         text.append("measuring memory…", style="dim")
-        return text
-    text.append("RAM ", style="bold")
-    text.append(f"{short_bytes(snapshot.system_used)}/{short_bytes(snapshot.system_total)}")
-    text.append("  budget ", style="bold")
-    text.append(f"{short_bytes(held)}/{short_bytes(budget.bytes)}")
-    text.append("  RSS ", style="bold")
-    text.append(short_bytes(snapshot.process_rss))
-    text.append("  MLX ", style="bold")
-    text.append(short_bytes(snapshot.mlx_active) if snapshot.mlx_active is not None else "idle")
-    for info in models:
+    else:
+        text.append("RAM ", style="bold")
+        text.append(f"{short_bytes(snapshot.system_used)}/{short_bytes(snapshot.system_total)}")
+        text.append("  budget ", style="bold")
+        text.append(f"{short_bytes(held)}/{short_bytes(budget.bytes)}")
+        if rss:
+            text.append("  RSS ", style="bold")
+            text.append(short_bytes(snapshot.process_rss))
+        if mlx:
+            text.append("  MLX ", style="bold")
+            text.append(short_bytes(snapshot.mlx_active) if snapshot.mlx_active is not None else "idle")
+    for info in models if models_shown and snapshot is not None else []:
         if info.resident:
             text.append(" │ ", style="dim")
-            text.append(short_name(info.spec.id), style=_STATE_STYLE.get(info.state, ""))
+            text.append(short_name(info.spec.id, name), style=_STATE_STYLE.get(info.state, ""))
             text.append(" pinned" if info.pinned else "", style="dim")
             text.append(f" {short_bytes(info.measured)}" if info.measured else f" {info.state.value}", style="dim")
     if activity:
         text.append("  │ ", style="dim")
-        text.append(activity, style="italic")
+        shown = activity if activity_width is None else shorten_middle(activity, activity_width, head_share=1 / 3)
+        text.append(shown, style="italic")
     return text
 
 
@@ -96,4 +119,8 @@ class MemoryStrip(Static):
 
     def refresh_strip(self) -> None:
         manager = services_of(self).manager
-        self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity))
+        self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity,
+                                 self.content_size.width or None))  # fmt: skip
+
+    def on_resize(self) -> None:
+        self.refresh_strip()
