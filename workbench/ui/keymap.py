@@ -21,7 +21,7 @@ PANE_IDS = {
     "downloads": ("downloads.pause", "downloads.cancel", "downloads.retry", "downloads.up", "downloads.down",
                   "downloads.pause-all", "downloads.details", "downloads.cache"),
     "chat": ("chat.send", "chat.newline", "chat.stop", "chat.regenerate", "chat.edit", "chat.copy", "chat.new",
-             "chat.history", "chat.settings", "chat.model"),
+             "chat.history", "chat.settings", "chat.model", "chat.previous-message", "chat.next-message"),
     "compare": ("compare.type", "compare.stop", "compare.diff", "compare.blind", "compare.settings-a",
                 "compare.settings-b", "compare.new", "compare.leaderboard", "compare.prompt-set", "compare.vote-a",
                 "compare.vote-b", "compare.vote-tie", "compare.vote-bad"),
