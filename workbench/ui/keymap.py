@@ -35,7 +35,7 @@ DIALOG_IDS = (
     "history.open", "history.to-list", "history.rename", "history.delete", "history.export-markdown",
     "history.export-json", "history.search", "history.close",
     "chat-settings.apply", "chat-settings.save-preset", "chat-settings.cancel",
-    "confirm.yes", "confirm.no", "prompt.cancel",
+    "confirm.yes", "confirm.no", "prompt.cancel", "path.complete",
     "download-files.close", "leaderboard.close",
     "cache.back", "cache.delete-revision", "cache.delete-repo", "cache.clean", "cache.rescan",
     "details.back", "details.download", "details.retry", "details.focus-next",
