@@ -5,6 +5,7 @@ without set-clipboard, how to let it through)."""
 from __future__ import annotations
 
 import pytest
+from textual.color import Color
 
 from tests.support.fake_chat import Script
 from tests.support.waits import wait_for
@@ -49,6 +50,13 @@ async def test_the_transcript_is_one_tab_stop_and_the_focused_message_shows(app_
         assert focused.styles.border_left != other.styles.border_left
         assert focused.styles.border_left[0] != "blank"
         assert focused.content_region.x == other.content_region.x  # the bar takes a blank column: no jump
+        for theme in ("workbench-light", "workbench-dark"):  # the bar is the theme's primary colour in each
+            app.theme = theme
+            await wait_for(pilot, lambda: app.theme == theme, f"the theme {theme}")  # noqa: B023 (awaited)
+            await pilot.pause()
+            primary = Color.parse(app.current_theme.primary)
+            assert focused.styles.border_left[1].rgb == primary.rgb
+            assert focused.styles.background.rgb != other.styles.background.rgb
 
         await pilot.press("up")
         await wait_for(pilot, lambda: views[2].has_focus, "the message above")
