@@ -23,7 +23,7 @@ from workbench.core.models.spec import ModelManagerError, ModelRole
 from workbench.core.models.wait import NO_MODEL, DefaultModelImport
 from workbench.core.storage.chats import Conversation, StoredMessage
 from workbench.core.storage.store import Store
-from workbench.ui.clipboard import copy_text
+from workbench.ui.clipboard import copy_and_tell
 from workbench.ui.messages import Notice
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.chat_stream import (
@@ -314,17 +314,15 @@ class ChatPane(PaneScreen):
         prompt.move_cursor(prompt.document.end)
 
     def action_copy(self) -> None:
-        focused = self.focused
-        if isinstance(focused, MessageView):
-            text, what = focused.content, "message"
+        view = self.transcript.to_copy(self.focused)
+        if view is None:
+            self.notify("Nothing to copy yet.", severity="warning")
         else:
-            answers = [v for v in self.message_views() if v.role == "assistant" and v.content]
-            if not answers:
-                self.notify("Nothing to copy yet.", severity="warning")
-                return
-            text, what = answers[-1].content, "last answer"
-        copy_text(self.app, text)
-        self.notify(f"Copied the {what} ({len(text)} characters).")
+            copy_and_tell(self.app, view.content)
+
+    @on(ChatTranscript.Typed)
+    def typed_on_a_message(self, event: ChatTranscript.Typed) -> None:
+        self.query_one(ChatInput).take(event.character)
 
     def action_new_chat(self) -> None:
         if self.answering:

@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from workbench.ui.widgets.path_input import PathInput
+
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
 {name} > Vertical {{
@@ -17,6 +19,7 @@ DIALOG_CSS = """
 }}
 {name} .dialog-title {{ text-style: bold; margin-bottom: 1; }}
 {name} .dialog-keys {{ color: $text-muted; margin-top: 1; }}
+{name} .dialog-candidates {{ color: $text-muted; height: auto; max-height: 6; }}
 """
 
 
@@ -47,22 +50,32 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class PromptScreen(ModalScreen[str | None]):
-    """Ask for one line of text: enter returns it stripped (None when blank), escape returns None."""
+    """Ask for one line of text: enter returns it stripped (None when blank), escape returns None. With
+    ``path=True`` the line is a path and Tab completes it, listing the candidates under the box."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
     DEFAULT_CSS = DIALOG_CSS.format(name="PromptScreen")
 
-    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+    def __init__(self, title: str, value: str = "", placeholder: str = "", path: bool = False) -> None:
         super().__init__()
         self.prompt_title = title
         self.value = value
         self.placeholder = placeholder
+        self.path = path
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.prompt_title, classes="dialog-title", markup=False)
-            yield Input(self.value, placeholder=self.placeholder)
-            yield Static("enter: OK    esc: cancel", classes="dialog-keys")
+            if self.path:
+                yield PathInput(self.value, placeholder=self.placeholder)
+                yield Static("", classes="dialog-candidates", markup=False)
+                yield Static("tab: complete    enter: OK    esc: cancel", classes="dialog-keys")
+            else:
+                yield Input(self.value, placeholder=self.placeholder)
+                yield Static("enter: OK    esc: cancel", classes="dialog-keys")
+
+    def on_path_input_completed(self, event: PathInput.Completed) -> None:
+        self.query_one(".dialog-candidates", Static).update(event.note)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

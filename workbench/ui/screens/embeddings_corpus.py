@@ -119,7 +119,8 @@ class CorpusPane(Screen):
                 self.open_corpus(*parse_corpus_spec(spec))
 
         title = "Open a corpus: a file or folder (PATH, or PATH::COLUMN for CSV/JSONL)"
-        self.app.push_screen(PromptScreen(title, self.corpus_spec, placeholder="~/notes  or  data.csv::text"), chosen)
+        prompt = PromptScreen(title, self.corpus_spec, placeholder="~/notes  or  data.csv::text", path=True)
+        self.app.push_screen(prompt, chosen)
 
     def open_corpus(self, path: Path, column: str | None = None) -> None:
         for side in ("a", "b"):

@@ -54,7 +54,7 @@ def choose_prompt_set(app: App[Any], a: Contender, b: Contender, plan: MemoryPla
         app.push_screen(PromptSetScreen(path, prompts, a, b, plan))
 
     app.push_screen(PromptScreen("A file of prompts (one per line, or JSONL with \"prompt\")", "",
-                                 placeholder="~/prompts.txt"), chosen)  # fmt: skip
+                                 placeholder="~/prompts.txt", path=True), chosen)  # fmt: skip
 
 
 class PromptDone(Message):

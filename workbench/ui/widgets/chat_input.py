@@ -44,5 +44,10 @@ class ChatInput(TextArea):
     def action_submit(self) -> None:
         self.post_message(self.Submitted(self.text, self))
 
+    def take(self, character: str) -> None:
+        """A character typed elsewhere (on a message) that was meant for the box."""
+        self.focus()
+        self.insert(character)
+
     def action_newline(self) -> None:
         self.insert("\n")

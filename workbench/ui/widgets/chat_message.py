@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Self
+
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
@@ -29,11 +33,18 @@ def reading_note(reading: Reading) -> str:
 
 
 class MessageView(Vertical, can_focus=True):
-    """Focusable, so a person can move to a message and copy it."""
+    """Focusable, so a person can move to a message and copy it. Its transcript is one Tab stop: only one message,
+    ``tab_stop``, is in the Tab order; up/down move between messages."""
 
+    BINDINGS = [
+        Binding("up", "move(-1)", "Previous message", id="chat.previous-message", show=False),
+        Binding("down", "move(1)", "Next message", id="chat.next-message", show=False),
+    ]
+
+    # The left border is blank until focus, so focusing shifts nothing; the bar and the tint work in every theme.
     DEFAULT_CSS = """
-    MessageView { height: auto; padding: 0 1; margin: 0 0 1 0; }
-    MessageView:focus { background: $boost; }
+    MessageView { height: auto; padding: 0 1 0 0; margin: 0 0 1 0; border-left: blank; }
+    MessageView:focus { background: $primary 15%; border-left: thick $primary; }
     MessageView .role { color: $text-muted; text-style: bold; }
     MessageView.-user .role { color: $secondary; }
     MessageView.-assistant .role { color: $primary; }
@@ -63,6 +74,29 @@ class MessageView(Vertical, can_focus=True):
         self._waiting = ""
         self._reading = ""
         self._was_reading = False  # a stop before the first token then says it came while reading
+        self.tab_stop = True  # the transcript keeps this True for one message only
+
+    def allow_focus(self) -> bool:
+        return self.can_focus and (self.tab_stop or self.has_focus)
+
+    def siblings(self) -> list[MessageView]:
+        return list(self.parent.query_children(MessageView)) if self.parent is not None else [self]
+
+    def focus(self, scroll_visible: bool = True) -> Self:
+        """Focused on purpose (a key, a click, code), this message becomes its transcript's Tab stop."""
+        for view in self.siblings():
+            view.tab_stop = view is self
+        return super().focus(scroll_visible)
+
+    def on_click(self, event: events.Click) -> None:
+        if not self.has_focus:
+            self.focus()
+
+    def action_move(self, step: int) -> None:
+        views = self.siblings()
+        index = views.index(self) + step
+        if 0 <= index < len(views):
+            views[index].focus()
 
     def compose(self) -> ComposeResult:
         yield Static(ROLE_TITLES.get(self.role, self.role), classes="role")
