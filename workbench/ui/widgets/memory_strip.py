@@ -36,8 +36,10 @@ def short_name(name: str) -> str:
 
 
 def render_strip(
-    snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str
+    snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str,
+    hide_models: bool = False,
 ) -> Text:
+    """The strip's line; ``hide_models`` leaves the models' names out (Compare's blind mode)."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if snapshot is None:
         text.append("measuring memory…", style="dim")
@@ -53,9 +55,12 @@ def render_strip(
     for info in models:
         if info.resident:
             text.append(" │ ", style="dim")
-            text.append(short_name(info.spec.id), style=_STATE_STYLE.get(info.state, ""))
+            text.append("model ?" if hide_models else short_name(info.spec.id), style=_STATE_STYLE.get(info.state, ""))
             text.append(" pinned" if info.pinned else "", style="dim")
             text.append(f" {short_bytes(info.measured)}" if info.measured else f" {info.state.value}", style="dim")
+    if activity and hide_models:
+        for info in models:
+            activity = activity.replace(info.spec.id, "a model").replace(info.spec.name, "a model")
     if activity:
         text.append("  │ ", style="dim")
         text.append(activity, style="italic")
@@ -76,6 +81,7 @@ class MemoryStrip(Static):
 
     snapshot: reactive[MemorySnapshot | None] = reactive(None)
     activity: reactive[str] = reactive("")
+    hide_models: reactive[bool] = reactive(False)  # set by Compare's blind mode: no model names
 
     def on_mount(self) -> None:
         self.watch(self.app, "memory_snapshot", self._on_snapshot)
@@ -94,6 +100,10 @@ class MemoryStrip(Static):
     def watch_activity(self) -> None:
         self.refresh_strip()
 
+    def watch_hide_models(self) -> None:
+        self.refresh_strip()
+
     def refresh_strip(self) -> None:
         manager = services_of(self).manager
-        self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity))
+        self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity,
+                                 self.hide_models))  # fmt: skip
