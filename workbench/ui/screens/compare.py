@@ -157,7 +157,10 @@ class ComparePane(PaneScreen):
     def hide_names(self, hidden: bool) -> None:
         """Blind mode before the vote: no model name on screen, no figures that tell the sides apart."""
         self.names_hidden = hidden
-        self.query_one(ContenderPicker).set_blind(hidden)
+        picker = self.query_one(ContenderPicker)
+        if hidden and picker.has_focus_within:  # a hidden picker would keep the keys
+            self.sides.focus()
+        picker.set_blind(hidden)
         self.query_one(MemoryStrip).hide_models = hidden
         self.sides.hide_names(hidden)
 
