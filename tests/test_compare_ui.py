@@ -124,7 +124,7 @@ async def test_blind_vote_and_leaderboard(app_paths: AppPaths) -> None:
         await pilot.press(*"which?", "enter")
         await runs_done(pilot, pane, 1)
         assert pane.awaiting_vote
-        assert "alpha" not in text_of(side(pane, "a"), ".side-title")  # names hidden
+        assert "alpha" not in side(pane, "a").title  # names hidden
         shown_first = side(pane, "a").text
         await pilot.press("1")  # the first column wins
         await wait_for(pilot, lambda: app.services.store.votes.compare_votes(), "the vote")
@@ -203,8 +203,8 @@ async def test_each_side_gets_its_own_settings(app_paths: AppPaths) -> None:
         await wait_for(pilot, lambda: app.focused is temperature, "focus on the temperature")
         await pilot.press("ctrl+shift+a", "backspace", *"0.3", "ctrl+s")
         await wait_for(pilot, lambda: app.screen is pane, "back to Compare")
-        await wait_for(pilot, lambda: "T 0.3" in text_of(side(pane, "b"), ".side-title"), "B's new label")
-        assert "T 0.3" not in text_of(side(pane, "a"), ".side-title")
+        await wait_for(pilot, lambda: "T 0.3" in side(pane, "b").title, "B's new label")
+        assert "T 0.3" not in side(pane, "a").title
         pane.query_one(ChatInput).focus()
         await pilot.press(*"go", "enter")
         await runs_done(pilot, pane, 1)
@@ -216,9 +216,9 @@ async def test_each_side_shows_its_reading_progress_until_its_first_token(app_pa
     shown: dict[str, list[tuple[str, str]]] = {"a": [], "b": []}  # (the side's answer then, its figures line)
     original = Side.set_figures
 
-    def recording(self: Side, text: str) -> None:
+    def recording(self: Side, text: str, status: str | None = None) -> None:
         shown[self.side].append((self.text, text))
-        original(self, text)
+        original(self, text, status)
 
     monkeypatch.setattr(Side, "set_figures", recording)
     app, a, _ = compare_app(app_paths, Script(tokens=["Paris ", "is ", "big."], reading_chunks=10,

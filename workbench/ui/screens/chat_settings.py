@@ -69,11 +69,13 @@ def parse_value(text: str) -> object:
 
 
 class SettingsScreen(ModalScreen[ChatSettings | None]):
-    """Dismisses with the new settings, or None when cancelled. ``model`` is the chat model's own defaults."""
+    """Dismisses with the new settings, or None when cancelled. ``model`` is the chat model's own defaults;
+    ``title`` says whose settings they are ("Settings of side A · …" in Compare)."""
 
     BINDINGS = [
         Binding("ctrl+s", "apply", "Apply", id="chat-settings.apply"),
-        Binding("ctrl+t", "save_preset", "Save as preset", id="chat-settings.save-preset"),
+        # Not ctrl+t: in Compare that opens side B's settings, so pressing it twice would save a preset.
+        Binding("ctrl+r", "save_preset", "Save as preset", id="chat-settings.save-preset"),
         Binding("escape", "cancel", "Cancel", id="chat-settings.cancel"),
     ]
     # The fields' grid is 4 rows of 5 lines (height: auto leaves blank rows below it).
@@ -97,8 +99,10 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
     SettingsScreen .source.-yours { color: $accent; }
     """
 
-    def __init__(self, services: WorkbenchApi, current: ChatSettings, model: SamplingLayer | None = None) -> None:
+    def __init__(self, services: WorkbenchApi, current: ChatSettings, model: SamplingLayer | None = None,
+                 title: str = "Chat settings") -> None:  # fmt: skip
         super().__init__()
+        self.dialog_title = title
         self.services = services
         self.current = current
         self.model = model
@@ -108,7 +112,7 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
     def compose(self) -> ComposeResult:
         shown = self.current.sampling.resolve(presets(self.services.settings), self.model)
         with Vertical(id="settings") as box:
-            box.border_title = "Chat settings"
+            box.border_title = self.dialog_title
             with VerticalScroll(id="settings-scroll", can_focus=False):
                 with Horizontal(classes="row"):
                     yield Label("Preset", classes="label")

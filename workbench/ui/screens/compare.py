@@ -7,74 +7,27 @@ number, so a late one from an earlier run or wait is dropped); only the message 
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.widgets import Select, Static
 from textual.worker import Worker
 
-from workbench.core.chat.run import ContextTrimmed, Reading, Token
 from workbench.core.compare.diff import word_diff
-from workbench.core.compare.run import SIDES, Contender, MemoryPlan, plan_memory
-from workbench.core.compare.session import CompareSession, CompareTurn, SideUpdate
+from workbench.core.compare.run import SIDES, Contender, MemoryPlan
+from workbench.core.compare.session import CompareSession, CompareTurn
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelRole
 from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
 from workbench.ui.screens.base import PaneScreen
+from workbench.ui.screens.compare_stream import CompareEnded, SideUpdated, WaitChanged, WaitOver, stream_turn
 from workbench.ui.services import services_of
 from workbench.ui.widgets.chat_input import ChatInput
-from workbench.ui.widgets.compare_sides import PaintThrottle, Side, SideChange, Sides
+from workbench.ui.widgets.compare_sides import Side, Sides
 from workbench.ui.widgets.contender_picker import ContenderPicker
+from workbench.ui.widgets.memory_strip import MemoryStrip
 
-log = logging.getLogger(__name__)
-
-PAINT_INTERVAL_S = 1 / 30
-STACK_BELOW_COLUMNS = 100
 OUTCOMES = {"1": "a", "2": "b", "=": "tie", "0": "both_bad"}
-
-
-class SideUpdated(Message):
-    """A side's answer changed: ``text`` is all of it so far, ``event`` what changed it."""
-
-    def __init__(self, generation: int, side: str, text: str, event: SideChange, elapsed_s: float) -> None:
-        super().__init__()
-        self.generation, self.side, self.text, self.event, self.elapsed_s = generation, side, text, event, elapsed_s
-
-    def can_replace(self, message: Message) -> bool:
-        """A newer update of the same side that paints its text (or progress) carries all of this one's: skip this
-        paint."""
-        return (isinstance(self.event, Token | Reading) and isinstance(message, SideUpdated)
-                and not isinstance(message.event, ContextTrimmed)
-                and (message.generation, message.side) == (self.generation, self.side))  # fmt: skip
-
-
-class CompareEnded(Message):
-    """Both sides of run ``generation`` have ended (``error``: the whole run failed, for people)."""
-
-    def __init__(self, generation: int, error: str | None = None) -> None:
-        super().__init__()
-        self.generation, self.error = generation, error
-
-
-class WaitChanged(Message):
-    """What a prompt sent before the default model was there waits for now."""
-
-    def __init__(self, generation: int, what: str) -> None:
-        super().__init__()
-        self.generation, self.what = generation, what
-
-
-class WaitOver(Message):
-    """The default model is ready for ``prompt`` (``error``: it will not come)."""
-
-    def __init__(self, generation: int, prompt: str, error: str | None = None) -> None:
-        super().__init__()
-        self.generation, self.prompt, self.error = generation, prompt, error
 
 
 class ComparePane(PaneScreen):
@@ -86,6 +39,8 @@ class ComparePane(PaneScreen):
         Binding("b", "blind", "Blind", id="compare.blind"),
         Binding("ctrl+s", "settings('a')", "Settings A", id="compare.settings-a"),
         Binding("ctrl+t", "settings('b')", "Settings B", id="compare.settings-b"),
+        Binding("ctrl+f", "pick('a')", "Model A", id="compare.model-a"),
+        Binding("ctrl+g", "pick('b')", "Model B", id="compare.model-b"),
         Binding("ctrl+n", "new", "New", id="compare.new"),
         Binding("ctrl+l", "leaderboard", "Ratings", id="compare.leaderboard"),
         Binding("ctrl+o", "prompt_set", "Prompt set", id="compare.prompt-set"),
@@ -95,12 +50,14 @@ class ComparePane(PaneScreen):
         Binding("0", "vote('0')", "Both bad", id="compare.vote-bad"),
     ]
 
+    # The prompt box is one line while it has no focus or the answers stream: the answers get the height.
     DEFAULT_CSS = """
-    ComparePane #compare-models { height: 3; }
-    ComparePane #compare-models Select { width: 1fr; }
-    ComparePane #compare-plan { height: 1; padding: 0 1; color: $text-muted; }
+    ComparePane #compare-plan { height: 1; padding: 0 1; color: $text-muted; text-wrap: nowrap;
+                                text-overflow: ellipsis; }
     ComparePane #compare-sides { height: 1fr; }
-    ComparePane #compare-sides.-stacked { layout: vertical; }
+    ComparePane #compare-prompt { height: 1; min-height: 1; border: none; padding: 0 1; background: $boost; }
+    ComparePane #compare-prompt:focus { height: auto; min-height: 3; border: tall $primary; padding: 0; }
+    ComparePane #compare-prompt.-busy { height: 1; min-height: 1; border: none; padding: 0 1; }
     """
 
     def __init__(self) -> None:
@@ -108,8 +65,8 @@ class ComparePane(PaneScreen):
         self.session: CompareSession | None = None  # made on mount, from the app's services
         self.run: CompareTurn | None = None  # from the prompt sent until its end is on screen
         self.generation = 0  # bumped per run: a message of an earlier run is dropped
-        self.swapped = False  # the last blind run showed B first
-        self.diffing = False
+        self.swapped = False  # the last run (a blind one) showed B first
+        self.names_hidden = False  # blind mode, before the vote
         self.waiting_prompt: str | None = None  # sent while the default model is still on its way
         self.wait_worker: Worker[None] | None = None
         self.wait_generation = 0  # bumped per wait, and when Esc gives the prompt back
@@ -135,15 +92,21 @@ class ComparePane(PaneScreen):
     def awaiting_vote(self) -> bool:
         return self.session is not None and self.session.awaiting_vote
 
+    @property
+    def sides(self) -> Sides:
+        return self.query_one(Sides)
+
+    @property
+    def diffing(self) -> bool:
+        return self.sides.diffing
+
     # --- layout ----------------------------------------------------------------------------------
 
     def compose_body(self) -> ComposeResult:
         yield ContenderPicker(services_of(self).settings.chat_preset, id="compare-models")
         yield Static("", id="compare-plan")
-        with Sides(id="compare-sides"):
-            yield Side("a")
-            yield Side("b")
-        yield ChatInput(id="compare-prompt")
+        yield Sides(id="compare-sides")
+        yield ChatInput(id="compare-prompt", placeholder="A prompt for both sides (enter sends)")
 
     def on_mount(self) -> None:
         self.session = CompareSession(self.manager, services_of(self).store)
@@ -151,9 +114,6 @@ class ComparePane(PaneScreen):
         self.watch(self.app, "import_status", lambda _status: self.show_plan(), init=False)
         self.refresh_models()
         self.query_one(ChatInput).focus()
-
-    def on_resize(self) -> None:
-        self.query_one("#compare-sides").set_class(self.size.width < STACK_BELOW_COLUMNS, "-stacked")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "vote":
@@ -177,26 +137,32 @@ class ComparePane(PaneScreen):
         self.show_plan()
 
     def current_plan(self) -> MemoryPlan | None:
-        a, b = self.contender("a"), self.contender("b")
-        if a is None or b is None:
-            return None
-        return plan_memory(self.manager, a, b)
+        return self.query_one(ContenderPicker).plan()
 
     def show_plan(self) -> None:
         plan = self.current_plan()
-        text = "Choose two models (or one model twice and give each side its own settings)."
-        if plan is not None:
-            text = f"Plan: {plan.kind.label} — {plan.reason}"
+        text = "Choose two models (ctrl+f, ctrl+g), or one model twice with its own settings per side."
+        if plan is not None:  # a reason may name a model: not before a blind vote
+            text = f"Plan: {plan.kind.label} — {'names hidden until the vote' if self.names_hidden else plan.reason}"
         elif self.default_import.status.coming and not self.chat_models():
             text = f"{self.default_import.describe()}: both sides get it; a prompt sent now waits for it."
         if self.waiting_prompt is None:  # else the wait says what it waits for
             self.query_one("#compare-plan", Static).update(text)
-        if not self.blind:
+        if not self.names_hidden:
             for side in SIDES:
                 contender = self.contender(side)
-                self.query_one(f"#side-{side}", Side).set_title(
-                    f"{side.upper()}: {contender.label}" if contender else f"Model {side.upper()}"
-                )
+                self.side_widget(side).set_title(f"{side.upper()}: {contender.label}" if contender
+                                                 else f"Model {side.upper()}")  # fmt: skip
+
+    def hide_names(self, hidden: bool) -> None:
+        """Blind mode before the vote: no model name on screen, no figures that tell the sides apart."""
+        self.names_hidden = hidden
+        picker = self.query_one(ContenderPicker)
+        if hidden and picker.has_focus_within:  # a hidden picker would keep the keys
+            self.sides.focus()
+        picker.set_blind(hidden)
+        self.query_one(MemoryStrip).hide_models = hidden
+        self.sides.hide_names(hidden)
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -225,13 +191,13 @@ class ComparePane(PaneScreen):
         turn = self.compare.ask(prompt, a, b, plan)
         self.run = turn
         self.generation += 1
-        if turn.blind:
-            self.swapped = turn.swapped
-            for side in SIDES:
-                self.query_one(f"#side-{side}", Side).set_title(f"Answer {'1' if side == 'a' else '2'}")
+        self.swapped = turn.swapped
+        self.hide_names(turn.blind)
+        self.show_plan()
         self.query_one(ChatInput).clear()
+        self.query_one(ChatInput).add_class("-busy")
         self.refresh_bindings()
-        self.hide_diff()
+        self.sides.hide_diff()
         for side in SIDES:
             await self.side_widget(side).clear("waiting…")
         self.stream(turn, self.generation)
@@ -255,7 +221,7 @@ class ComparePane(PaneScreen):
             f"Waiting: {message.what}; your prompt goes to both sides when it is ready (Esc cancels)."
         )
         for side in SIDES:
-            self.query_one(f"#side-{side}", Side).set_figures(f"waiting: {message.what}")
+            self.sides.column(side).set_figures(f"waiting: {message.what}")
 
     async def on_wait_over(self, message: WaitOver) -> None:
         if message.generation != self.wait_generation or self.waiting_prompt is None:
@@ -271,34 +237,15 @@ class ComparePane(PaneScreen):
         self.waiting_prompt, self.wait_worker = None, None
         self.wait_generation += 1
         for side in SIDES:
-            self.query_one(f"#side-{side}", Side).set_figures("")
+            self.sides.column(side).set_figures("")
 
     def side_widget(self, side: str) -> Side:
-        """Where an answer shows: in blind mode the sides may be shuffled."""
-        shown = {"a": "b", "b": "a"}[side] if self.blind and self.swapped else side
-        return self.query_one(f"#side-{shown}", Side)
+        """Where contender ``side``'s answer shows: a blind run may have shuffled the sides."""
+        return self.sides.column({"a": "b", "b": "a"}[side] if self.swapped else side)
 
     @work(group="compare-run", exit_on_error=False)
     async def stream(self, turn: CompareTurn, generation: int) -> None:
-        """Post the answers as they grow: a side's text and its reading progress each at most every
-        PAINT_INTERVAL_S, every other event at once."""
-        throttle = PaintThrottle(PAINT_INTERVAL_S)
-        started = time.monotonic()
-        error: str | None = None
-        try:
-            update: SideUpdate
-            async with contextlib.aclosing(turn.events()) as updates:
-                async for update in updates:
-                    now = time.monotonic()
-                    if not throttle.due(update.side, update.event, now):
-                        continue
-                    self.post_message(SideUpdated(generation, update.side, update.result.text, update.event,
-                                                  now - started))  # fmt: skip
-        except Exception as exc:
-            log.exception("compare run failed")
-            error = f"The comparison failed: {exc}"
-        finally:
-            self.post_message(CompareEnded(generation, error))
+        await stream_turn(turn, generation, self.post_message)
 
     async def on_side_updated(self, message: SideUpdated) -> None:
         if message.generation == self.generation:
@@ -308,11 +255,12 @@ class ComparePane(PaneScreen):
         if message.generation != self.generation:
             return
         self.run = None
+        self.query_one(ChatInput).remove_class("-busy")
         if message.error is not None:
             self.notify(message.error, severity="error")
         if self.awaiting_vote:
             self.notify("Which answer is better? 1, 2, = (tie) or 0 (both bad).", title="Blind vote")
-        self.query_one("#compare-sides").focus()  # d, b and votes work here; enter goes back to typing
+        self.sides.focus()  # d, b and votes work here; enter goes back to typing
         self.refresh_bindings()
 
     def action_focus_prompt(self) -> None:
@@ -330,22 +278,13 @@ class ComparePane(PaneScreen):
             self.query_one(ChatInput).text = prompt
             self.show_plan()
 
-    def hide_diff(self) -> None:
-        self.diffing = False
-        for side in SIDES:
-            self.query_one(f"#side-{side}", Side).hide_diff()
-
     def action_diff(self) -> None:
         if self.diffing:
-            self.hide_diff()
+            self.sides.hide_diff()
             return
-        a, b = self.side_widget("a").text, self.side_widget("b").text
-        if not (a or b):
-            return
-        ops = word_diff(a, b)
-        self.side_widget("a").show_diff(ops, "a")
-        self.side_widget("b").show_diff(ops, "b")
-        self.diffing = True
+        a, b = self.sides.column("a").text, self.sides.column("b").text
+        if a or b:
+            self.sides.show_diff(word_diff(a, b))
 
     def action_blind(self) -> None:
         if self.run is not None:
@@ -353,17 +292,19 @@ class ComparePane(PaneScreen):
         self.compare.set_blind(not self.compare.blind)
         self.notify("Blind mode on: names hidden, sides shuffled for the next prompt." if self.blind
                     else "Blind mode off.")  # fmt: skip
-        if not self.blind:
-            self.show_plan()
-            self.refresh_bindings()
+        self.hide_names(self.blind)
+        self.show_plan()
+        self.refresh_bindings()
 
     def action_vote(self, key: str) -> None:
         if not self.awaiting_vote:
             return
         reveal = self.compare.vote(OUTCOMES[key])  # "a"/"b" mean the columns as shown
         self.refresh_bindings()
-        self.side_widget("a").set_title(f"A: {reveal.labels['a']}")
-        self.side_widget("b").set_title(f"B: {reveal.labels['b']}")
+        self.hide_names(False)
+        for side in SIDES:
+            self.side_widget(side).reveal(f"{side.upper()}: {reveal.labels[side]}")
+        self.show_plan()
         self.notify(f"Vote saved. Answer 1 was {reveal.first}, answer 2 was {reveal.second}.")
         self.query_one(ChatInput).focus()
 
@@ -372,14 +313,18 @@ class ComparePane(PaneScreen):
             return
         self.compare.clear()
         self.refresh_bindings()
-        self.hide_diff()
+        self.sides.hide_diff()
         for side in SIDES:
-            self.call_later(self.query_one(f"#side-{side}", Side).clear)
+            self.call_later(self.sides.column(side).clear)
         self.show_plan()
         self.query_one(ChatInput).focus()
 
     def action_settings(self, side: str) -> None:
         self.query_one(ContenderPicker).edit_settings(side, self.show_plan)
+
+    def action_pick(self, side: str) -> None:
+        if not self.query_one(ContenderPicker).pick(side):
+            self.notify("Blind mode hides the models until you vote (or b turns it off).", severity="warning")
 
     def action_prompt_set(self) -> None:
         from workbench.ui.screens.prompt_set import choose_prompt_set

@@ -9,6 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from workbench.core.compare.ratings import elo_ratings
+from workbench.core.words import counted
 from workbench.ui.services import services_of
 from workbench.ui.widths import Column, fit_columns, shorten_repo_id
 
@@ -38,7 +39,8 @@ class LeaderboardScreen(ModalScreen[None]):
         self.call_after_refresh(self.fill)  # once the table has its width
         note = "No votes yet: press b in Compare for blind mode, then vote with 1, 2, = or 0."
         if votes:
-            note = f"{len(votes)} blind votes. Elo starts at 1000; a win over an equal model moves about 16 points."
+            note = (f"{counted(len(votes), 'blind vote')}. Elo starts at 1000; a win over an equal model moves about"
+                    " 16 points.")
         self.query_one("#leaderboard-note", Static).update(note)
         self.query_one(DataTable).focus()
 

@@ -1,4 +1,7 @@
-"""The Compare pane's two model choosers and each side's own settings: together they make the two contenders."""
+"""The Compare pane's two model choosers and each side's own settings: together they make the two contenders.
+
+One line high (compact selects). In blind mode the choosers hide behind "model ?" until the vote.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Select
+from textual.widgets import Select, Static
 
 from workbench.api import WorkbenchApi
 from workbench.core.chat.model_sampling import chat_sampling, model_sampling_by_id
 from workbench.core.chat.sampling import SamplingChoice
-from workbench.core.compare.run import SIDES, Contender
+from workbench.core.compare.run import SIDES, Contender, MemoryPlan, plan_memory
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.local import DEFAULT_CHAT_ID
 from workbench.ui.services import services_of
@@ -19,6 +22,15 @@ from workbench.ui.services import services_of
 
 class ContenderPicker(Horizontal):
     """Model A and model B (Selects ``#model-a``, ``#model-b``), and the sampling and system prompt of each side."""
+
+    DEFAULT_CSS = """
+    ContenderPicker { height: 1; }
+    ContenderPicker Select { width: 1fr; }
+    ContenderPicker .side-label { width: 3; padding-left: 1; text-style: bold; }
+    ContenderPicker .hidden-model { width: 1fr; padding: 0 2; color: $text-muted; display: none; }
+    ContenderPicker.-blind Select { display: none; }
+    ContenderPicker.-blind .hidden-model { display: block; }
+    """
 
     def __init__(self, preset: str | None, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -34,8 +46,23 @@ class ContenderPicker(Horizontal):
         return self.services.manager
 
     def compose(self) -> ComposeResult:
-        yield Select[str]([], prompt="Model A", id="model-a", allow_blank=True)
-        yield Select[str]([], prompt="Model B", id="model-b", allow_blank=True)
+        for side in SIDES:
+            yield Static(side.upper(), classes="side-label")
+            yield Select[str]([], prompt=f"Model {side.upper()}", id=f"model-{side}", allow_blank=True, compact=True)
+            yield Static("model ? (hidden until the vote)", classes="hidden-model")
+
+    def set_blind(self, blind: bool) -> None:
+        """Hide which models are chosen (blind mode before the vote), or show them again."""
+        self.set_class(blind, "-blind")
+
+    def pick(self, side: str) -> bool:
+        """Open the model list of ``side``; False (nothing opened) while blind mode hides the models."""
+        if self.has_class("-blind"):
+            return False
+        select = self.query_one(f"#model-{side}", Select)
+        select.focus()
+        select.expanded = True
+        return True
 
     def model_id(self, side: str) -> str | None:
         value = self.query_one(f"#model-{side}", Select).value
@@ -64,8 +91,14 @@ class ContenderPicker(Horizontal):
             label += " · own prompt"
         return Contender(model_id, label, sampling, self.system_prompts[side])
 
+    def plan(self) -> MemoryPlan | None:
+        """How the two contenders would run (None until both sides have a model)."""
+        a, b = self.contender("a"), self.contender("b")
+        return None if a is None or b is None else plan_memory(self.manager, a, b)
+
     def edit_settings(self, side: str, changed: Callable[[], None]) -> None:
-        """Open the settings of one side; ``changed`` runs when new ones were applied."""
+        """Open the settings of one side (its model named unless blind); ``changed`` runs when new ones were
+        applied."""
         from workbench.ui.screens.chat_settings import ChatSettings, SettingsScreen
 
         def applied(result: ChatSettings | None) -> None:
@@ -75,4 +108,8 @@ class ContenderPicker(Horizontal):
 
         current = ChatSettings(self.system_prompts[side], self.settings[side])
         model = model_sampling_by_id(self.manager, self.model_id(side))
-        self.app.push_screen(SettingsScreen(self.services, current, model), applied)
+        title = f"Settings of side {side.upper()}"
+        model_id = self.model_id(side)
+        if model_id is not None and not self.has_class("-blind"):
+            title += f" · {self.manager.info(model_id).spec.name}"
+        self.app.push_screen(SettingsScreen(self.services, current, model, title=title), applied)

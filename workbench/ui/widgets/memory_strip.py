@@ -40,9 +40,13 @@ def short_name(name: str, width: int = MODEL_NAME_WIDTH) -> str:
 
 
 def render_strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str,
-                 width: int | None = None) -> Text:  # fmt: skip
-    """The strip's line; with a ``width``, the less important parts give way first (SQUEEZES) so that it fits."""
-    options: dict[str, object] = {}
+                 width: int | None = None, hide_models: bool = False) -> Text:  # fmt: skip
+    """The strip's line; with a ``width``, the less important parts give way first (SQUEEZES) so that it fits;
+    ``hide_models`` leaves the models' names out (Compare's blind mode)."""
+    if activity and hide_models:
+        for info in models:
+            activity = activity.replace(info.spec.id, "a model").replace(info.spec.name, "a model")
+    options: dict[str, object] = {"hide_models": hide_models}
     text = _strip(snapshot, budget, held, models, activity, **options)  # type: ignore[arg-type]
     for squeeze in SQUEEZES:
         if width is None or text.cell_len <= width:
@@ -57,7 +61,7 @@ def render_strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, mod
 
 def _strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, models: list[ModelInfo], activity: str,
            name: int = MODEL_NAME_WIDTH, rss: bool = True, mlx: bool = True, models_shown: bool = True,
-           activity_width: int | None = None) -> Text:  # fmt: skip
+           activity_width: int | None = None, hide_models: bool = False) -> Text:  # fmt: skip
     text = Text(no_wrap=True, overflow="ellipsis")
     if snapshot is None:
         text.append("measuring memory…", style="dim")
@@ -75,7 +79,8 @@ def _strip(snapshot: MemorySnapshot | None, budget: Budget, held: int, models: l
     for info in models if models_shown and snapshot is not None else []:
         if info.resident:
             text.append(" │ ", style="dim")
-            text.append(short_name(info.spec.id, name), style=_STATE_STYLE.get(info.state, ""))
+            shown_name = "model ?" if hide_models else short_name(info.spec.id, name)
+            text.append(shown_name, style=_STATE_STYLE.get(info.state, ""))
             text.append(" pinned" if info.pinned else "", style="dim")
             text.append(f" {short_bytes(info.measured)}" if info.measured else f" {info.state.value}", style="dim")
     if activity:
@@ -99,6 +104,7 @@ class MemoryStrip(Static):
 
     snapshot: reactive[MemorySnapshot | None] = reactive(None)
     activity: reactive[str] = reactive("")
+    hide_models: reactive[bool] = reactive(False)  # set by Compare's blind mode: no model names
 
     def on_mount(self) -> None:
         self.watch(self.app, "memory_snapshot", self._on_snapshot)
@@ -117,10 +123,13 @@ class MemoryStrip(Static):
     def watch_activity(self) -> None:
         self.refresh_strip()
 
+    def watch_hide_models(self) -> None:
+        self.refresh_strip()
+
     def refresh_strip(self) -> None:
         manager = services_of(self).manager
         self.update(render_strip(self.snapshot, manager.budget, manager.held_bytes(), manager.models(), self.activity,
-                                 self.content_size.width or None))  # fmt: skip
+                                 self.content_size.width or None, self.hide_models))  # fmt: skip
 
     def on_resize(self) -> None:
         self.refresh_strip()
