@@ -79,6 +79,8 @@ class WaitOver(Message):
 
 class ComparePane(PaneScreen):
     MODE = "compare"
+    MAIN_VIEW, TEXT_BOX = "#compare-sides", "#compare-prompt"
+    RUNNING = {"run": "a comparison is running", "wait_worker": "a prompt waits for its model"}
 
     BINDINGS = [
         Binding("escape", "stop", "Stop both", id="compare.stop"),
