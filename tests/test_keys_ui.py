@@ -55,7 +55,8 @@ async def go_to(pilot: Pilot, key: str, pane: type) -> None:
 
 async def send_bytes(pilot: Pilot, data: str) -> None:
     """Bytes as the terminal sends them, through the parser the app's driver uses, to the app."""
-    for event in WorkbenchParser().feed(data):
+    parser = WorkbenchParser()
+    for event in [*parser.feed(data), *parser.feed("")]:
         pilot.app.post_message(event)
     await pilot.pause()
 
@@ -112,6 +113,13 @@ async def test_esc_leaves_the_box_digits_switch_and_i_returns(app_paths: AppPath
         await go_to(pilot, "alt+3", ChatPane)
         await pilot.press("i")
         assert app.focused is box and box.text == "360M"
+
+        # typed fast, as one read from the terminal: the key after Esc or i finds the focus already moved
+        await send_bytes(pilot, "\x1b")
+        await send_bytes(pilot, "ix")
+        await wait_for(pilot, lambda: box.text == "360Mx", "the x typed right after i")
+        await send_bytes(pilot, "\x1b")  # a lone Esc: the parser waits to see whether a sequence follows
+        await wait_for(pilot, lambda: app.focused is chat.query_one("#transcript"), "the box left by Esc")
 
         await pilot.press("escape")
         await go_to(pilot, "1", CatalogPane)

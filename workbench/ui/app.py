@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual import work
+from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.driver import Driver
@@ -54,8 +55,9 @@ class WorkbenchApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("q", "quit_asking", "Quit", id="app.quit-asking", show=False),  # a box takes q as text first
         Binding("f1", "toggle_keys", "Keys", id="app.keys", show=False),
-        # Only while a Keys panel is open (check_action), so Esc otherwise keeps its meaning where it is pressed.
-        Binding("escape", "close_keys", "Close keys", id="app.close-keys", show=False, priority=True),
+        # Closes the Keys panel, or leaves a pane's text box; otherwise (SkipAction) Esc keeps its meaning where it is
+        # pressed (stop, back, close). Priority, so a digit typed right after it finds the focus moved.
+        Binding("escape", "escape", "Close keys / leave the box", id="app.escape", show=False, priority=True),
     ]
 
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
@@ -247,19 +249,17 @@ class WorkbenchApp(App[None]):
     def action_next_pane(self, step: int) -> None:
         self.switch_mode(MODES[(MODES.index(self.current_mode) + step) % len(MODES)])
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "close_keys":
-            return bool(self.screen.query("HelpPanel"))
-        return True
-
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
 
-    def action_close_keys(self) -> None:
-        self.action_hide_help_panel()
+    def action_escape(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        elif not (isinstance(self.screen, PaneScreen) and self.screen.leave_text_box()):
+            raise SkipAction()
 
     def work_running(self) -> list[str]:
         """What quitting now would stop: answers, comparisons, embeddings, downloads."""

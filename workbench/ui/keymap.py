@@ -16,7 +16,7 @@ APP_IDS = (
     "app.quit",
     "app.quit-asking",  # q outside a text box; asks first while work runs
     "app.keys",  # f1
-    "app.close-keys",  # esc while the Keys panel is open
+    "app.escape",  # esc: closes the Keys panel, leaves a text box
     "pane.type",  # i on a pane's main view: back to its text box
 )
 PANE_IDS = {

@@ -2,15 +2,15 @@
 its text box.
 
 A pane names its main view (the table, list or transcript) and its text box. Esc in a text box with nothing
-running focuses the main view, where the digits switch panes; `i` there goes back to the box. While the pane
-runs something (``running`` says what), Esc keeps the pane's own meaning: stop it.
+running focuses the main view, where the digits switch panes (the app's Esc binding calls ``leave_text_box``:
+a pane's own Esc binding would replace one declared here); `i` there goes back to the box. While the pane runs
+something (``running`` says what), Esc keeps the pane's own meaning: stop it.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import events
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, Select, TextArea
 
 from workbench.ui.widgets.footer import KeyFooter
 from workbench.ui.widgets.memory_strip import MemoryStrip
@@ -36,7 +36,9 @@ class PaneScreen(Screen):
     # attribute -> what it means while truthy: then Esc stops it (the pane's binding) and q asks before quitting
     RUNNING: ClassVar[dict[str, str]] = {}
 
-    BINDINGS = [Binding("i", "focus_text_box", "Type", id="pane.type", show=False)]
+    # Priority, so the focus moves before the next key is read: "ix" typed fast puts the x in the box. The action
+    # skips (the key goes on as usual) while the focus is in a box or a picker.
+    BINDINGS = [Binding("i", "focus_text_box", "Type", id="pane.type", show=False, priority=True)]
 
     def compose(self) -> ComposeResult:
         yield PaneBar(self.MODE)
@@ -62,21 +64,27 @@ class PaneScreen(Screen):
         """Focus the main view (the pane's table, list or transcript)."""
         view = self.main_view()
         if view is not None and view.focusable:
-            view.focus()
+            self.set_focus(view)
+
+    def focus_takes_letters(self) -> bool:
+        """The focus is in a text box, or in a picker that jumps to what is typed."""
+        focused = self.focused
+        return focused is not None and any(isinstance(node, (Input, TextArea, Select))
+                                           for node in (focused, *focused.ancestors))  # fmt: skip
 
     def action_focus_text_box(self) -> None:
-        if not self.TEXT_BOX:
-            raise SkipAction()  # a pane without a box: `i` goes on to whatever else binds it
-        self.query_one(self.TEXT_BOX).focus()
+        if not self.TEXT_BOX or self.focus_takes_letters():
+            raise SkipAction()  # `i` goes on as usual: text in a box, type-to-search in a picker
+        self.to_text_box()
 
-    def on_key(self, event: events.Key) -> None:
-        # A screen sees a key before the bindings do (they are checked once it reaches the app), so Esc here
-        # comes before the pane's own Esc binding, which keeps it only while something runs.
-        if event.key != "escape" or not isinstance(self.focused, (Input, TextArea)) or self.running():
-            return
+    def to_text_box(self) -> None:
+        # set_focus, not focus(): focus() waits for the keys already read, so "ix" typed fast would lose the x
+        self.set_focus(self.query_one(self.TEXT_BOX))
+
+    def leave_text_box(self) -> bool:
+        """Esc (the app's): from a text box to the main view, unless something runs (then Esc stops it)."""
         view = self.main_view()
-        if view is None or not view.focusable:
-            return
-        event.stop()
-        event.prevent_default()
-        view.focus()
+        if not isinstance(self.focused, (Input, TextArea)) or self.running() or view is None or not view.focusable:
+            return False
+        self.set_focus(view)
+        return True

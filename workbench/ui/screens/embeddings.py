@@ -165,7 +165,7 @@ class EmbeddingsPane(CorpusPane, PaneScreen):
             if self.query_text:
                 self.search(self.query_text)
 
-    def action_focus_text_box(self) -> None:
+    def to_text_box(self) -> None:
         self.action_focus_query()
 
     def action_cancel(self) -> None:
