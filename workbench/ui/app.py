@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual import work
-from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.driver import Driver
@@ -55,9 +54,10 @@ class WorkbenchApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("q", "quit_asking", "Quit", id="app.quit-asking", show=False),  # a box takes q as text first
         Binding("f1", "toggle_keys", "Keys", id="app.keys", show=False),
-        # Closes the Keys panel, or leaves a pane's text box; otherwise (SkipAction) Esc keeps its meaning where it is
-        # pressed (stop, back, close). Priority, so a digit typed right after it finds the focus moved.
-        Binding("escape", "escape", "Close keys / leave the box", id="app.escape", show=False, priority=True),
+        # Closes the Keys panel, or leaves a pane's text box; otherwise (check_action) Esc keeps its meaning where it
+        # is pressed (stop, back, close) and in the footer; in a box the footer says "esc Leave box". Priority, so a
+        # digit typed right after it finds the focus moved.
+        Binding("escape", "escape", "Leave box", id="app.escape", priority=True),
     ]
 
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
@@ -255,11 +255,17 @@ class WorkbenchApp(App[None]):
         else:
             self.action_show_help_panel()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "escape":  # False: neither handled here nor shown, so the pane's own Esc keeps the footer
+            screen = self.screen
+            return bool(screen.query("HelpPanel")) or (isinstance(screen, PaneScreen) and screen.can_leave_text_box())
+        return True
+
     def action_escape(self) -> None:
         if self.screen.query("HelpPanel"):
             self.action_hide_help_panel()
-        elif not (isinstance(self.screen, PaneScreen) and self.screen.leave_text_box()):
-            raise SkipAction()
+        elif isinstance(self.screen, PaneScreen):
+            self.screen.leave_text_box()
 
     def work_running(self) -> list[str]:
         """What quitting now would stop: answers, comparisons, embeddings, downloads."""

@@ -81,10 +81,13 @@ class PaneScreen(Screen):
         # set_focus, not focus(): focus() waits for the keys already read, so "ix" typed fast would lose the x
         self.set_focus(self.query_one(self.TEXT_BOX))
 
-    def leave_text_box(self) -> bool:
-        """Esc (the app's): from a text box to the main view, unless something runs (then Esc stops it)."""
+    def can_leave_text_box(self) -> bool:
+        """Whether Esc (the app's binding) leaves the box: in a text box, with nothing running (else Esc stops it)."""
         view = self.main_view()
-        if not isinstance(self.focused, (Input, TextArea)) or self.running() or view is None or not view.focusable:
-            return False
-        self.set_focus(view)
-        return True
+        return isinstance(self.focused, (Input, TextArea)) and not self.running() and view is not None \
+            and view.focusable
+
+    def leave_text_box(self) -> None:
+        view = self.main_view()
+        if view is not None:
+            self.set_focus(view)
