@@ -123,3 +123,91 @@ async def test_chat_stop_can_be_remapped(app_paths: AppPaths) -> None:
         await wait_for(pilot, lambda: app.current_mode == "chat", "the chat pane")
         keys = {binding.id: binding.key for (_node, binding, _enabled, _tip) in app.screen.active_bindings.values()}
         assert keys.get("chat.stop") == "f9"
+
+
+# --- README's key table equals the bindings -------------------------------------------------------------------------
+
+EVERYWHERE, DIALOGS = "everywhere", "dialogs"
+# Where a binding outside the panes lives, by its id's prefix: the pane that opens the dialog, or any dialog.
+# A new dialog's prefix must be added here, and its keys to that pane's rows.
+DIALOG_AREAS = {
+    "history": "chat", "chat-settings": "chat", "cache": "downloads", "download-files": "downloads",
+    "details": "catalog", "leaderboard": "compare", "prompt-set": "compare", "confirm": DIALOGS, "prompt": DIALOGS,
+}  # fmt: skip
+NATIVE_KEYS = {"up", "down", "enter"}  # a table's cursor and select keys: Textual's, not ours, yet worth a row
+README_KEY_NAMES = {"esc": "escape", "↑": "up", "↓": "down", "shift+↑": "shift+up", "shift+↓": "shift+down"}
+
+
+def readme_key(token: str) -> str:
+    """A key as README writes it (`esc`, `/`, `shift+↑`) as Textual names it (escape, slash, shift+up)."""
+    from textual.keys import _character_to_key
+
+    token = README_KEY_NAMES.get(token, token)
+    return _character_to_key(token) if len(token) == 1 else token
+
+
+def readme_key_rows() -> list[tuple[set[str], str, set[str]]]:
+    """README's "## Keys" table: per row, the keys of its key column, its area (a pane's mode, everywhere or
+    dialogs), and every key it names (the keys in its description too)."""
+    section = README.read_text(encoding="utf-8").split("## Keys\n", 1)[1].split("\n## ", 1)[0]
+    titles = {pane.title.lower(): pane.mode for pane in PANES}
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("key", "---"):
+            continue
+        key_cell, where, what = cells
+        # "`1` … `6`" and "`alt+1` … `alt+6`": every key of the range
+        key_cell = re.sub(r"`([^`\d]*)(\d)` … `\1(\d)`",
+                          lambda m: " ".join(f"`{m[1]}{n}`" for n in range(int(m[2]), int(m[3]) + 1)), key_cell)
+        keys = {readme_key(token) for token in re.findall(r"`([^`]+)`", key_cell)}
+        first = where.split()[0].strip(",").lower()
+        area = EVERYWHERE if first == EVERYWHERE else DIALOGS if first == DIALOGS else titles[first]
+        named = keys | {readme_key(token) for token in re.findall(r"`([^`]+)`", what)}
+        rows.append((keys, area, named))
+    return rows
+
+
+def declared_bindings() -> list[tuple[str, str, bool]]:
+    """Every binding the app, the panes, their widgets and their dialogs declare: (key, area, on the pane itself)."""
+    from workbench.ui.app import WorkbenchApp
+
+    import_all_ui_modules()
+    modes = {pane.mode for pane in PANES}
+    found = []
+    for cls in {*our_classes(DOMNode), WorkbenchApp}:
+        for binding in cls.__dict__.get("BINDINGS", []):
+            prefix = binding.id.split(".")[0]
+            if cls is WorkbenchApp or cls is PaneScreen:
+                area, own = EVERYWHERE, True
+            elif issubclass(cls, PaneScreen):
+                area, own = cls.MODE, True
+            elif prefix in modes:  # a widget of a pane (the chat input, the compared answers)
+                area, own = prefix, True
+            else:
+                assert prefix in DIALOG_AREAS, f"{binding.id}: say in DIALOG_AREAS which pane opens it"
+                area, own = DIALOG_AREAS[prefix], False
+            found += [(key.strip(), area, own) for key in binding.key.split(",")]
+    found.append((WorkbenchApp.COMMAND_PALETTE_BINDING, EVERYWHERE, True))  # Textual's, on by default
+    return found
+
+
+def test_every_binding_has_a_row_in_the_readme_key_table() -> None:
+    """A pane's key is in the key column of one of its rows (an app-wide key in an "everywhere" row); a dialog's
+    key is named in a row of the pane that opens it."""
+    rows = readme_key_rows()
+    missing = []
+    for key, area, own in declared_bindings():
+        if not any(row_area == area and key in (keys if own else named) for keys, row_area, named in rows):
+            missing.append(f"{key} ({area})")
+    assert missing == [], "add these to README's ## Keys table (| `key` | where | what |)"
+
+
+def test_every_key_in_the_readme_key_table_is_bound_there() -> None:
+    bound: dict[str, set[str]] = {}
+    for key, area, _own in declared_bindings():
+        bound.setdefault(area, set()).add(key)
+    stale = []
+    for keys, area, _named in readme_key_rows():
+        stale += [f"{key} ({area})" for key in keys - bound.get(area, set()) - NATIVE_KEYS]
+    assert stale == [], "README's ## Keys table names keys that are not bound there"

@@ -9,8 +9,10 @@ from functools import partial
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.widget import AwaitMount
 
 from workbench.api import WorkbenchApi
 from workbench.core.models.local import default_chat_missing
@@ -22,6 +24,8 @@ from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
 from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound, Notice
 from workbench.ui.panes import MODES, PANES
+from workbench.ui.screens.base import PaneScreen
+from workbench.ui.screens.dialogs import ConfirmScreen
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
 
 log = logging.getLogger(__name__)
@@ -38,14 +42,22 @@ class WorkbenchApp(App[None]):
     BINDINGS = [
         *(Binding(p.key, f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}", group=PANES_GROUP) for p in PANES),
         # alt+N works while typing in a text box, where a plain digit is text (not in the footer: the pane bar
-        # names the panes, and "alt+1alt+2…" would crowd out the pane's own keys)
+        # names the panes, and "alt+1alt+2…" would crowd out the pane's own keys). Priority: a box sees the key
+        # first otherwise. The terminal's ESC+digit reaches here as alt+N through terminal_keys.WorkbenchParser.
         *(
-            Binding(f"alt+{p.key}", f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}.typing", show=False)
+            Binding(f"alt+{p.key}", f"switch_mode('{p.mode}')", p.title, id=f"pane.{p.mode}.typing", show=False,
+                    priority=True)
             for p in PANES
         ),
         Binding("ctrl+pagedown", "next_pane(1)", "Next pane", id="pane.next", show=False, priority=True),
         Binding("ctrl+pageup", "next_pane(-1)", "Previous pane", id="pane.previous", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        Binding("q", "quit_asking", "Quit", id="app.quit-asking", show=False),  # a box takes q as text first
+        Binding("f1", "toggle_keys", "Keys", id="app.keys", show=False),
+        # Closes the Keys panel, or leaves a pane's text box; otherwise (check_action) Esc keeps its meaning where it
+        # is pressed (stop, back, close) and in the footer; in a box the footer says "esc Leave box". Priority, so a
+        # digit typed right after it finds the focus moved.
+        Binding("escape", "escape", "Leave box", id="app.escape", priority=True),
     ]
 
     memory_snapshot: reactive[MemorySnapshot | None] = reactive(None)
@@ -218,8 +230,75 @@ class WorkbenchApp(App[None]):
         self.import_status = message.status
         self.activity = self.services.default_import.describe() if message.status.coming else ""
 
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        if driver.__name__ == "LinuxDriver":  # not on Windows, nor when TEXTUAL_DRIVER names another
+            from workbench.ui.terminal_keys import WorkbenchDriver  # imports termios: not on Windows
+
+            return WorkbenchDriver
+        return driver
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def switch_mode(self, mode: str) -> AwaitMount:
+        """Going to a pane shows its main view: what was open over the pane being left (details, dialogs, the
+        Keys panel) closes, so keys typed on the way back do not act on it."""
+        if mode != self.current_mode and mode in self._modes:
+            while len(self.screen_stack) > 1:
+                self.pop_screen()
+            self.screen.query("HelpPanel").remove()
+        return super().switch_mode(mode)
+
     def action_next_pane(self, step: int) -> None:
         self.switch_mode(MODES[(MODES.index(self.current_mode) + step) % len(MODES)])
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "escape":  # False: neither handled here nor shown, so the pane's own Esc keeps the footer
+            screen = self.screen
+            return bool(screen.query("HelpPanel")) or (isinstance(screen, PaneScreen) and screen.can_leave_text_box())
+        return True
+
+    def action_escape(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        elif isinstance(self.screen, PaneScreen):
+            self.screen.leave_text_box()
+
+    def work_running(self) -> list[str]:
+        """What quitting now would stop: answers, comparisons, embeddings, downloads."""
+        from workbench.core.hub.downloads.jobs import JobState
+
+        running = [text for screen in self.pane_screens() if (text := screen.running())]
+
+        downloading = [job for job in self.services.downloads.jobs() if job.active or job.state is JobState.QUEUED]
+        if downloading:
+            running.append(f"{len(downloading)} download{'s' if len(downloading) != 1 else ''} in progress")
+        return running
+
+    def pane_screens(self) -> list[PaneScreen]:
+        """The panes shown so far (each mode's bottom screen)."""
+        return [stack[0] for stack in self._screen_stacks.values() if stack and isinstance(stack[0], PaneScreen)]
+
+    def action_quit_asking(self) -> None:
+        running = self.work_running()
+        if not running:
+            self.exit()
+            return
+        question = f"Quit while {' and '.join(running)}? It stops."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+            else:
+                self.notify("Still running. ctrl+q quits at once.", timeout=4)
+
+        self.push_screen(ConfirmScreen(question, "Quit"), answered)
 
     # --- command palette ----------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ APP_IDS = (
     "pane.next",
     "pane.previous",
     "app.quit",
+    "app.quit-asking",  # q outside a text box; asks first while work runs
+    "app.keys",  # f1
+    "app.escape",  # esc: closes the Keys panel, leaves a text box
+    "pane.type",  # i on a pane's main view: back to its text box
 )
 PANE_IDS = {
     "catalog": ("catalog.search", "catalog.mlx", "catalog.sort", "catalog.task", "catalog.author",

@@ -74,6 +74,7 @@ def verdict_cell(verdict: FitVerdict, exact: bool = True) -> Text:
 
 class CatalogPane(PaneScreen):
     MODE = "catalog"
+    MAIN_VIEW, TEXT_BOX = "#catalog-table", "#catalog-search"
     AUTO_FOCUS = "#catalog-table"  # focused from the start: no second footer and table render on a focus change
 
     BINDINGS = [

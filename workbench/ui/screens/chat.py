@@ -55,6 +55,8 @@ class LiveAnswer:
 
 class ChatPane(PaneScreen):
     MODE = "chat"
+    MAIN_VIEW, TEXT_BOX = "#transcript", "#prompt"
+    RUNNING = {"answering": "an answer is being written"}
 
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop"),

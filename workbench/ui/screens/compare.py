@@ -32,6 +32,8 @@ OUTCOMES = {"1": "a", "2": "b", "=": "tie", "0": "both_bad"}
 
 class ComparePane(PaneScreen):
     MODE = "compare"
+    MAIN_VIEW, TEXT_BOX = "#compare-sides", "#compare-prompt"
+    RUNNING = {"run": "a comparison is running", "wait_worker": "a prompt waits for its model"}
 
     BINDINGS = [
         Binding("escape", "stop", "Stop both", id="compare.stop"),

@@ -47,6 +47,8 @@ from workbench.ui.widgets.passages import PassageSelected
 
 class EmbeddingsPane(CorpusPane, PaneScreen):
     MODE = "embeddings"
+    MAIN_VIEW, TEXT_BOX = "#results", "#query"
+    RUNNING = {"cancels": "a corpus is being embedded"}
 
     BINDINGS = [
         Binding("ctrl+o", "open_corpus", "Open", id="embeddings.open"),
@@ -149,6 +151,8 @@ class EmbeddingsPane(CorpusPane, PaneScreen):
         self.view.results()
         self.view.map()
         self.view.overlap()
+        if self.focused is self.query_one("#query"):
+            self.show_main_view()  # so m, c, h switch tabs instead of typing
 
     def embedded(self, side: str) -> None:
         if side == "a":
@@ -160,6 +164,9 @@ class EmbeddingsPane(CorpusPane, PaneScreen):
             self.compute_overlap()
             if self.query_text:
                 self.search(self.query_text)
+
+    def to_text_box(self) -> None:
+        self.action_focus_query()
 
     def action_cancel(self) -> None:
         if self.cancels:
