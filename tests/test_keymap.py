@@ -133,8 +133,9 @@ EVERYWHERE, DIALOGS = "everywhere", "dialogs"
 DIALOG_AREAS = {
     "history": "chat", "chat-settings": "chat", "cache": "downloads", "download-files": "downloads",
     "details": "catalog", "leaderboard": "compare", "prompt-set": "compare", "confirm": DIALOGS, "prompt": DIALOGS,
+    "path": DIALOGS,
 }  # fmt: skip
-NATIVE_KEYS = {"up", "down", "enter"}  # a table's cursor and select keys: Textual's, not ours, yet worth a row
+NATIVE_KEYS = {"up", "down", "enter", "tab", "shift+tab"}  # a table's cursor and select keys, focus moves: Textual's
 README_KEY_NAMES = {"esc": "escape", "↑": "up", "↓": "down", "shift+↑": "shift+up", "shift+↓": "shift+down"}
 
 
