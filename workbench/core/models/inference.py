@@ -20,12 +20,16 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
+
+PARK_WAIT_S = 1.0  # how long shutting down waits for the thread to reach its final wait
+PARK_SETTLE_S = 0.01  # and then lets it step into the wait (a few bytecodes)
 
 T = TypeVar("T")
 
@@ -97,6 +101,7 @@ class InferenceThread:
         self._wake = threading.Event()
         self._closed = False
         self._finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._parked = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -160,12 +165,19 @@ class InferenceThread:
         if wait and threading.current_thread() is not self._thread:
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 finished.result(timeout)
+            if finished.done() and "mlx.core" in sys.modules and self._parked.wait(PARK_WAIT_S):
+                time.sleep(PARK_SETTLE_S)
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """:meth:`shutdown` for the event loop: awaits the end of the work in hand without blocking the loop."""
         finished = self._request_shutdown()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(finished)), timeout)
+        if finished.done() and "mlx.core" in sys.modules:
+            deadline = time.monotonic() + PARK_WAIT_S
+            while not self._parked.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(PARK_SETTLE_S)
+            await asyncio.sleep(PARK_SETTLE_S)
 
     def _request_shutdown(self) -> concurrent.futures.Future[None]:
         if not self._closed:
@@ -219,14 +231,20 @@ class InferenceThread:
         if "mlx.core" in sys.modules:
             self._park()
 
-    @staticmethod
-    def _park() -> None:
+    def _park(self) -> None:
         """Never end. A thread that ran mlx-lm carries MLX thread-local state (the compile cache) whose destructors
         take the GIL when the OS thread ends, after Python's ``join`` has already returned. If that happens while
         the interpreter finalizes, CPython ends the thread from inside a C++ destructor and the process aborts
         ("terminate called without an active exception", exit 134). A daemon thread that never ends is simply
-        dropped when the process exits; it holds no model (those were unloaded through this thread)."""
-        threading.Event().wait()
+        dropped when the process exits; it holds no model (those were unloaded through this thread).
+
+        The thread must be inside that wait, not merely on its way, when the interpreter finalizes: a daemon thread
+        that asks for the GIL then is ended the same fatal way. So it says when it is about to block, and the
+        shutting-down side lets it get there (``PARK_SETTLE_S``) before it returns."""
+        gate = threading.Lock()
+        gate.acquire()
+        self._parked.set()
+        gate.acquire()
 
     def _step_each_stream(self) -> None:
         for _ in range(len(self._streams)):
