@@ -29,7 +29,8 @@ def screen_lines(widget: Widget) -> list[str]:
 
 
 def catalog_app(paths: AppPaths, hub: LoopbackHub) -> WorkbenchApp:
-    return WorkbenchApp(build_services(paths, hub_endpoint=hub.url), import_defaults=False, scan_cache=False)
+    services = build_services(paths, hub_endpoint=hub.url, hf_cache=paths.data_dir / "hf-cache")  # not the shared one
+    return WorkbenchApp(services, import_defaults=False, scan_cache=False)
 
 
 async def searched(app: WorkbenchApp, pilot: Pilot, shown: int = 0) -> CatalogPane:
