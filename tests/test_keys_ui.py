@@ -132,6 +132,28 @@ async def test_esc_leaves_the_box_digits_switch_and_i_returns(app_paths: AppPath
         assert app.focused is catalog.query_one("#catalog-search", Input)
 
 
+async def test_esc_leaves_the_box_of_a_chat_that_has_messages(app_paths: AppPaths) -> None:
+    """With messages the transcript hands the focus to one of them; Esc must still leave the box (it once did
+    nothing there: the transcript itself takes no focus then)."""
+    services, _backend = services_with_fake(app_paths, Script())
+    app = WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await go_to(pilot, "3", ChatPane)
+        chat = app.screen
+        assert isinstance(chat, ChatPane)
+        box = chat.query_one(ChatInput)
+        box.focus()
+        await pilot.press(*"hello", "enter")
+        await wait_for(pilot, lambda: not chat.answering and bool(chat.transcript.views()), "the answer to end")
+        await pilot.press(*"more", "escape")
+        await wait_for(pilot, lambda: app.focused is not box, "the box left by Esc")
+        assert app.focused in chat.transcript.views()
+        await go_to(pilot, "4", ComparePane)
+        await go_to(pilot, "alt+3", ChatPane)  # Compare's box has the focus on arrival: digits type there
+        await pilot.press("i")
+        assert app.focused is box and box.text == "more"
+
+
 async def test_q_asks_while_an_answer_streams_and_quits_at_once_otherwise(app_paths: AppPaths) -> None:
     hold = threading.Event()
     services, backend = services_with_fake(app_paths, Script(hold=hold))

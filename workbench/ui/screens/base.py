@@ -9,7 +9,7 @@ something (``running`` says what), Esc keeps the pane's own meaning: stop it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from textual.actions import SkipAction
 from textual.app import ComposeResult
@@ -23,6 +23,13 @@ from textual.widgets import Input, Select, TextArea
 from workbench.ui.widgets.footer import KeyFooter
 from workbench.ui.widgets.memory_strip import MemoryStrip
 from workbench.ui.widgets.pane_bar import PaneBar
+
+
+@runtime_checkable
+class HandsOnFocus(Protocol):
+    """A main view that passes the focus on to one of its parts (the chat transcript to a message)."""
+
+    def focus_target(self) -> Widget: ...
 
 
 class PaneScreen(Screen):
@@ -60,11 +67,19 @@ class PaneScreen(Screen):
         except NoMatches:
             return None
 
+    def main_focus(self) -> Widget | None:
+        """What takes the focus for the main view: the view, or the part it hands the focus to (the chat
+        transcript's current message); None when nothing there can take it."""
+        view = self.main_view()
+        if view is None:
+            return None
+        target = view.focus_target() if isinstance(view, HandsOnFocus) else view
+        return target if target.focusable else None
+
     def show_main_view(self) -> None:
         """Focus the main view (the pane's table, list or transcript)."""
-        view = self.main_view()
-        if view is not None and view.focusable:
-            self.set_focus(view)
+        if (target := self.main_focus()) is not None:
+            self.set_focus(target)
 
     def focus_takes_letters(self) -> bool:
         """The focus is in a text box, or in a picker that jumps to what is typed."""
@@ -83,11 +98,7 @@ class PaneScreen(Screen):
 
     def can_leave_text_box(self) -> bool:
         """Whether Esc (the app's binding) leaves the box: in a text box, with nothing running (else Esc stops it)."""
-        view = self.main_view()
-        return isinstance(self.focused, (Input, TextArea)) and not self.running() and view is not None \
-            and view.focusable
+        return isinstance(self.focused, (Input, TextArea)) and not self.running() and self.main_focus() is not None
 
     def leave_text_box(self) -> None:
-        view = self.main_view()
-        if view is not None:
-            self.set_focus(view)
+        self.show_main_view()

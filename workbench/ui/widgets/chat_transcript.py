@@ -9,6 +9,7 @@ from typing import Self
 from textual import events
 from textual.containers import VerticalScroll
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -48,11 +49,15 @@ class ChatTranscript(VerticalScroll):
     def allow_focus(self) -> bool:
         return self.can_focus and not self.views()  # with messages, they take the focus
 
+    def focus_target(self) -> Widget:
+        """What takes the focus when the transcript is focused: its Tab stop when it has messages, else itself."""
+        return next((view for view in self.views() if view.tab_stop), self)
+
     def focus(self, scroll_visible: bool = True) -> Self:
         """Focusing the transcript focuses its Tab stop, when it has messages."""
-        stop = next((view for view in self.views() if view.tab_stop), None)
-        if stop is not None:
-            stop.focus(scroll_visible)
+        target = self.focus_target()
+        if target is not self:
+            target.focus(scroll_visible)
             return self
         return super().focus(scroll_visible)
 
