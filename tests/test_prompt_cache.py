@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.prompt_caches import prefill
 from workbench.core.prompt_cache import PromptCacheStore
 from workbench.core.prompt_cache.store import cache_nbytes
 
@@ -22,18 +23,6 @@ def models(tiny_models: dict[str, Path]) -> dict[str, Any]:
     from mlx_lm import load
 
     return {name: load(str(tiny_models[name]))[0] for name in ("small", "medium")}
-
-
-def prefill(model: Any, tokens: tuple[int, ...], cache: list[Any] | None = None) -> tuple[list[Any], Any]:
-    """Feed ``tokens`` through ``model`` into ``cache`` (a fresh one by default); returns the cache and the logits of
-    the last token."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache
-
-    cache = make_prompt_cache(model) if cache is None else cache
-    logits = model(mx.array([list(tokens)]), cache=cache)[0, -1]
-    mx.eval(logits, [layer.state for layer in cache])
-    return cache, logits
 
 
 def assert_same_logits(got: Any, want: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.prompt_caches import prefill
 from workbench.core.prompt_cache import PromptCacheDisk, model_fingerprint
 from workbench.core.prompt_cache import disk as disk_module
 from workbench.core.prompt_cache.disk import file_name, model_hash
@@ -35,18 +36,6 @@ def models(tiny_models: dict[str, Path]) -> dict[str, Any]:
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return tmp_path / "state" / "prompt-caches"  # not there yet: the first save creates it
-
-
-def prefill(model: Any, tokens: tuple[int, ...], cache: list[Any] | None = None) -> tuple[list[Any], Any]:
-    """Feed ``tokens`` through ``model`` into ``cache`` (a fresh one by default); returns the cache and the logits of
-    the last token."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache
-
-    cache = make_prompt_cache(model) if cache is None else cache
-    logits = model(mx.array([list(tokens)]), cache=cache)[0, -1]
-    mx.eval(logits, [layer.state for layer in cache])
-    return cache, logits
 
 
 def cache_of(models: dict[str, Any], model_id: str = SMALL, tokens: tuple[int, ...] = A) -> list[Any]:
