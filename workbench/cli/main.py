@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (import_gguf, pull, models, chat, compare, embed, serve):
         module.register(commands)
+    from workbench.cli import service  # its own line, so the verbs of issue 16 merge without a conflict
+
+    service.register(commands)
     return parser
 
 
