@@ -125,3 +125,24 @@ async def test_the_strip_and_footer_at_80_columns(app_paths: AppPaths) -> None:
         assert shown and len(shown) < len(footer.entries())  # at 80 columns some keys are left out, whole
         cut = line.split("▏")[0].rstrip()
         assert cut.endswith(shown[-1].description), f"a half key at the end: {cut!r}"
+
+
+async def test_the_chat_status_stays_one_line_at_80_columns() -> None:
+    """ "reading the prompt · 4 % · T 0 · max 512" once wrapped "· max 512" onto a second line under the model box."""
+    from textual.app import App, ComposeResult
+
+    from workbench.core.chat.sampling import SamplingSettings
+    from workbench.ui.widgets.chat_model_bar import ChatModelBar
+
+    class Bar(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ChatModelBar()
+
+    app = Bar()
+    async with app.run_test(size=(80, 24)) as pilot:
+        bar = app.query_one(ChatModelBar)
+        bar.show_status(None, SamplingSettings(temperature=0.0, max_tokens=512))
+        bar.show_activity("reading the prompt · 40 %")
+        await pilot.pause()
+        status = app.query_one("#chat-status")
+        assert status.size.height == 1 and status.size.width <= 32

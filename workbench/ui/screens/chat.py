@@ -72,7 +72,6 @@ class ChatPane(PaneScreen):
     DEFAULT_CSS = """
     ChatPane #chat-top { height: 3; }
     ChatPane #model-select { width: 1fr; }
-    ChatPane #chat-status { width: auto; max-width: 40%; padding: 1 1 0 1; color: $text-muted; }
     ChatPane #transcript { height: 1fr; }
     ChatPane #empty-hint { color: $text-muted; padding: 1 2; }
     """

@@ -30,6 +30,13 @@ def status_line(info: ModelInfo | None, sampling: SamplingSettings, activity: st
 
 
 class ChatModelBar(Horizontal):
+    # one line: a long status ("reading the prompt · 40 % · T 0 · max 512") ends in "…" rather than wrapping
+    DEFAULT_CSS = """
+    ChatModelBar #chat-status {
+        width: auto; max-width: 40%; padding: 1 1 0 1; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis;
+    }
+    """
+
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self._info: ModelInfo | None = None
