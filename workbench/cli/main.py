@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from workbench.cli import chat, compare, embed, import_gguf, models, pull, serve
+from workbench.cli import chat, compare, embed, engine, import_gguf, models, ps, pull, serve, stop
 from workbench.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (import_gguf, pull, models, chat, compare, embed, serve):
+        module.register(commands)
+    for module in (engine, ps, stop):
         module.register(commands)
     return parser
 
