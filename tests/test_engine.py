@@ -292,6 +292,7 @@ def test_two_starts_at_once_start_one_engine_that_ps_lists_and_stop_ends(
     assert again.returncode == 0 and again.stdout.strip() == "no engine running"
     assert _cli(tmp_path, "ps", "--json").stdout.strip() == "null"
     assert "no engine running" in _cli(tmp_path, "stop").stdout
+    assert _engines_under(tmp_path) == []  # ps and stop never start one
     log = (tmp_path / "logs" / "engine.log").read_text()
     assert f"engine {pid} serving on" in log and f"engine {pid} stopped (asked to stop)" in log
 
@@ -322,3 +323,36 @@ def test_a_second_engine_for_the_same_data_folder_is_refused(tmp_path: Path, mon
     finally:
         lock.release()
     assert second.returncode == 1 and "an engine already runs for this data folder" in second.stderr
+
+
+def test_ps_prints_a_readable_table_of_models_and_jobs() -> None:
+    from workbench.cli.ps import ps_text
+
+    document = {
+        "engine": {"pid": 42, "version": "0.1.0", "socket": "/run/x/engine.sock", "rss_bytes": 150 * 2**20,
+                   "uptime_s": 600.0},
+        "models": [{"id": "SmolLM2-135M", "state": "ready", "memory_bytes": 300 * 2**20, "pinned": True, "leases": 1,
+                    "idle_unload_at": None}],
+        "jobs": [{"kind": "download", "id": 7, "what": "org/model", "progress": 0.25, "started_at": 1.0}],
+        "clients": 2,
+    }  # fmt: skip
+    lines = ps_text(document).splitlines()
+    assert lines[0] == "engine  pid 42  0.1.0  150 MB  up 10 min  2 client(s)  /run/x/engine.sock"
+    assert lines[2].split() == ["MODEL", "STATE", "MEMORY", "PINNED", "LEASES", "IDLE", "UNLOAD"]
+    assert lines[3].split() == ["SmolLM2-135M", "ready", "300", "MB", "yes", "1", "-"]
+    assert lines[5].split() == ["JOB", "KIND", "WHAT", "PROGRESS"] and lines[6].split() == [
+        "7",
+        "download",
+        "org/model",
+        "25",
+        "%",
+    ]
+
+
+def test_ps_and_stop_say_so_when_the_engine_folder_is_not_private(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("a file where the runtime folder should be")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "run").write_text("and another")
+    for verb in ("ps", "stop"):
+        result = _cli(tmp_path, verb)
+        assert result.returncode == 1 and "cannot use the engine's folder" in result.stderr, result.stderr

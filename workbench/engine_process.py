@@ -4,6 +4,7 @@ the log folder), hands it the lock and waits, bounded, until it answers the hand
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -94,4 +95,6 @@ def inherited_lock(home: EngineHome) -> EngineLock | None:
     fd = os.environ.pop(LOCK_FD_ENV, None)
     if fd is None or not fd.isdigit():
         return None
+    with contextlib.suppress(OSError):
+        os.set_inheritable(int(fd), False)  # the engine's own children do not get it
     return EngineLock(home.lock, int(fd))

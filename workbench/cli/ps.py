@@ -7,9 +7,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from workbench.cli.common import EXIT_OK, add_command, print_json
+from workbench.cli.common import EXIT_OK, CommandError, add_command, print_json
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from workbench.core.settings.paths import AppPaths
 
 NO_ENGINE = "no engine running"
@@ -28,9 +30,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_ps(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.client.engine import EngineClient
-    from workbench.core.engine_home import engine_home
 
-    document = asyncio.run(EngineClient(engine_home(paths).socket).ps())
+    document = asyncio.run(EngineClient(engine_socket(paths)).ps())
     if args.json:
         print_json(document)
     elif document is None:
@@ -38,6 +39,16 @@ def run_ps(paths: AppPaths, args: argparse.Namespace) -> int:
     else:
         print(ps_text(document))
     return EXIT_OK
+
+
+def engine_socket(paths: AppPaths) -> Path:
+    """The engine's socket for this data folder; CommandError when its folder is not private."""
+    from workbench.core.engine_home import EngineHomeError, engine_home
+
+    try:
+        return engine_home(paths).socket
+    except (EngineHomeError, OSError) as exc:
+        raise CommandError(f"cannot use the engine's folder: {exc}") from exc
 
 
 def _mb(value: int | None) -> str:

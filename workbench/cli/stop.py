@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from workbench.cli.common import EXIT_OK, CommandError, add_command
-from workbench.cli.ps import NO_ENGINE
+from workbench.cli.ps import NO_ENGINE, engine_socket
 
 if TYPE_CHECKING:
     from workbench.core.settings.paths import AppPaths
@@ -26,9 +26,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_stop(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.client.engine import EngineClient
-    from workbench.core.engine_home import engine_home
 
-    client = EngineClient(engine_home(paths).socket)
+    client = EngineClient(engine_socket(paths))
 
     async def stop() -> bool | None:
         answer = await client.stop()
