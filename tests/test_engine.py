@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from tests.support.fake_chat import services_with_fake
-from workbench.client.engine import EngineClient
+from workbench.client.engine import EngineClient, same_code
 from workbench.core import engine_home as engine_home_module
 from workbench.core.engine_home import (
     MAX_SOCKET_PATH,
@@ -148,6 +148,7 @@ async def test_ps_and_the_handshake_have_the_issue_s_shape_and_list_a_loaded_mod
     info = await client.engine_info()
     assert info is not None and info["pid"] == os.getpid() and info["fingerprint"] == code_fingerprint()
     assert set(info) == {"pid", "version", "fingerprint", "socket", "rss_bytes", "uptime_s", "clients"}
+    assert same_code(info) and not same_code({**info, "fingerprint": "another engine's code"})
     assert mode(home.socket) == 0o600
 
     ps = await client.ps()
@@ -294,6 +295,7 @@ def test_two_starts_at_once_start_one_engine_that_ps_lists_and_stop_ends(
     assert "no engine running" in _cli(tmp_path, "stop").stdout
     assert _engines_under(tmp_path) == []  # ps and stop never start one
     log = (tmp_path / "logs" / "engine.log").read_text()
+    assert "serving on" in (tmp_path / "logs" / "engine.out").read_text()  # its stderr, in the log folder
     assert f"engine {pid} serving on" in log and f"engine {pid} stopped (asked to stop)" in log
 
 

@@ -87,7 +87,8 @@ def _wait_for_handshake(paths: AppPaths, home: EngineHome, process: subprocess.P
             raise EngineStartError(f"the engine exited at start (status {process.returncode}); see "
                                    f"{engine_output_file(paths)} and {paths.log_dir / 'engine.log'}")  # fmt: skip
         time.sleep(0.05)
-    raise EngineStartError(f"the engine did not answer within {START_TIMEOUT_S:.0f} s; see {paths.log_dir}")
+    raise EngineStartError(f"the engine did not answer in time; see {engine_output_file(paths)} and "
+                           f"{paths.log_dir / 'engine.log'}")  # fmt: skip
 
 
 def inherited_lock(home: EngineHome) -> EngineLock | None:

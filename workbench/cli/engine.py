@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
+import os
 from typing import TYPE_CHECKING
 
-from workbench.cli.common import EXIT_OK, CommandError, add_command
+from workbench.cli.common import EXIT_OK, CommandError, add_command, note
 
 if TYPE_CHECKING:
     from workbench.core.engine_home import EngineHome, EngineLock
@@ -89,4 +90,6 @@ async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock) -> s
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, engine.request_stop, signal.Signals(sig).name)
-    return await engine.serve(lock)
+    return await engine.serve(
+        lock, ready=lambda: note(f"engine {os.getpid()} serving on {home.socket} (`workbench stop` or ctrl+c stops it)")
+    )

@@ -55,6 +55,14 @@ class EngineClient:
         return True
 
 
+def same_code(info: dict[str, Any]) -> bool:
+    """Whether the engine that answered runs this face's code (editable installs keep the version across changes,
+    so the handshake compares a fingerprint of the code): a face meeting another engine's code says so."""
+    from workbench.core.engine_home import code_fingerprint
+
+    return info.get("fingerprint") == code_fingerprint()
+
+
 def engine_info_sync(socket: Path, timeout_s: float = TIMEOUT_S) -> dict[str, Any] | None:
     """:meth:`EngineClient.engine_info` from code without an event loop (a starter, a thread)."""
     return asyncio.run(EngineClient(socket, timeout_s).engine_info())
