@@ -1,6 +1,6 @@
 """Rules that hold the house together: the layers import only downward (core knows no Textual, aiohttp, ui, cli,
-server or bootstrap; ui no server; server no ui or cli), modules and classes stay readable in size, and heavy
-libraries load lazily."""
+server or bootstrap; ui no server; server no ui, cli or client; client no ui, cli, server or bootstrap), modules and
+classes stay readable in size, and heavy libraries load lazily."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ HEAVY = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "hug
 FORBIDDEN = {
     "core": ("textual", "aiohttp", "workbench.ui", "workbench.cli", "workbench.server", "workbench.bootstrap"),
     "ui": ("workbench.server",),
-    "server": ("workbench.ui", "workbench.cli"),
+    "server": ("workbench.ui", "workbench.cli", "workbench.client"),
+    # the faces' side of the engine: aiohttp and core, never the engine's own code or a face
+    "client": ("workbench.ui", "workbench.cli", "workbench.server", "workbench.bootstrap"),
 }
 MODULE_NAME = re.compile(r"workbench(\.\w+)+(:\w+)?")  # "workbench.ui.screens.chat:ChatPane", as import_module takes
 IMPORTERS = ("import_module", "__import__")

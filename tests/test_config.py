@@ -387,3 +387,13 @@ def test_the_prompt_cache_bound_is_read_and_resolved(tmp_path: Path) -> None:
     assert cache_limit_bytes(settings.prompt_cache_gb, 16 * GB) == int(1.5 * GB)
     assert cache_limit_bytes(Settings().prompt_cache_gb, 16 * GB) == int(1.6 * GB)  # unset: 10 % of the budget
     assert cache_limit_bytes(0, 16 * GB) == 0  # 0 turns reuse off
+
+
+def test_engine_idle_exit_minutes(tmp_path: Path) -> None:
+    assert Settings().engine_idle_exit_minutes == 30.0 and "# idle_exit_minutes = 30" in default_config_text()
+    settings, issues = load_settings(write(tmp_path / "config.toml", "[engine]\nidle_exit_minutes = 0\n"))
+    assert issues == [] and settings.engine_idle_exit_minutes == 0.0  # 0 = never
+    settings, issues = load_settings(write(tmp_path / "bad.toml", "[engine]\nidle_exit_minutes = -1\n"))
+    [issue] = issues
+    assert settings.engine_idle_exit_minutes == 30.0 and issue.key == "engine.idle_exit_minutes" and issue.line == 2
+    assert "minutes >= 0" in issue.message

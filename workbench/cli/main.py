@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from workbench.cli import chat, compare, embed, import_gguf, models, pull, serve
+from workbench.cli import chat, compare, embed, engine, import_gguf, models, ps, pull, serve, service, stop
 from workbench.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -65,9 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (import_gguf, pull, models, chat, compare, embed, serve):
         module.register(commands)
-    from workbench.cli import service  # its own line, so the verbs of issue 16 merge without a conflict
-
-    service.register(commands)
+    for module in (engine, ps, stop, service):
+        module.register(commands)
     return parser
 
 

@@ -46,6 +46,7 @@ class Settings:
     serve_max_waiting: int = 32
     # the prompt (KV) caches kept for reuse, on top of the models; None: 10 % of the budget, 0: no reuse
     prompt_cache_gb: float | None = None
+    engine_idle_exit_minutes: float = 30.0  # the engine exits after this long with nothing to do; 0 = never
 
 
 def presets(settings: Settings) -> dict[str, Preset]:
@@ -93,8 +94,11 @@ SETTING_FIELDS: dict[tuple[str, ...], SettingField] = {
     ("serve", "max_waiting"): SettingField(
         "serve_max_waiting", int, "a whole number of requests from 1 to 10000", lambda v: 1 <= v <= 10_000
     ),
+    ("engine", "idle_exit_minutes"): SettingField(
+        "engine_idle_exit_minutes", float, "a number of minutes >= 0 (0 = never)", lambda v: v >= 0
+    ),
 }
-_TABLES = {"memory", "models", "keys", "chat", "serve"}
+_TABLES = {"memory", "models", "keys", "chat", "serve", "engine"}
 _KNOWN_NAMES = [".".join(path) for path in SETTING_FIELDS] + ["keys", "chat.presets", "endpoints"]
 
 

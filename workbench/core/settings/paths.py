@@ -19,11 +19,13 @@ class AppPaths:
     config_dir: Path
     data_dir: Path
     log_dir: Path
+    # the user's runtime folder, where the engine's socket lives (see core/engine_home.py); None: the platform's
+    runtime_dir: Path | None = None
 
     @classmethod
     def under(cls, home: Path) -> AppPaths:
         home = Path(home)
-        return cls(config_dir=home / "config", data_dir=home / "data", log_dir=home / "logs")
+        return cls(config_dir=home / "config", data_dir=home / "data", log_dir=home / "logs", runtime_dir=home / "run")
 
     @classmethod
     def from_env(cls) -> AppPaths:
@@ -33,6 +35,7 @@ class AppPaths:
             config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
             data_dir=Path(platformdirs.user_data_dir(APP_NAME)),
             log_dir=Path(platformdirs.user_log_dir(APP_NAME)),
+            runtime_dir=Path(platformdirs.user_runtime_dir(APP_NAME)),
         )
 
     @property

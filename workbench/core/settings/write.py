@@ -65,6 +65,11 @@ def default_config_text() -> str:
 # Chat requests answered or waiting at once; past it a request gets 503 with Retry-After.
 # max_waiting = 32
 
+[engine]
+# `workbench engine`, the background process that holds the models (see `workbench ps`, `workbench stop`).
+# It exits by itself after this many minutes with no request, no running download and no loaded model; 0 = never.
+# idle_exit_minutes = 30
+
 # Models on other machines: any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server, mlx_lm.server).
 # Their models appear in the Chat and Compare pickers as NAME:MODEL. The API key is never written here:
 # api_key_env names the environment variable that holds it.

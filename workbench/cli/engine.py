@@ -1,0 +1,95 @@
+"""`workbench engine`: the engine in the foreground (faces start it in the background with workbench.engine_process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import os
+from typing import TYPE_CHECKING
+
+from workbench.cli.common import EXIT_OK, CommandError, add_command, note
+
+if TYPE_CHECKING:
+    from workbench.core.engine_home import EngineHome, EngineLock
+    from workbench.core.settings.paths import AppPaths
+
+log = logging.getLogger(__name__)
+
+LOG_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add_command(
+        commands, "engine", run_engine, "run the engine (the process that holds the models) in the foreground",
+        "Run the engine for this data folder in the foreground: the process that holds the models, the download "
+        "queue and the history, reached over a Unix socket in a private folder (`workbench ps` shows where). It "
+        "stops with `workbench stop`, ctrl+c or SIGTERM, or by itself after [engine] idle_exit_minutes with no "
+        "request, no running download and no loaded model. It logs to engine.log in the log folder.",
+        "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder, "
+        "the socket's folder is not private, …)",
+    )  # fmt: skip
+
+
+class QuietRotatingHandler(logging.handlers.RotatingFileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def log_to_engine_file(paths: AppPaths) -> None:
+    """The engine's own log, rotated: engine.log in the log folder, in place of workbench.log."""
+    try:
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        handler = QuietRotatingHandler(paths.log_dir / "engine.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS,
+                                       encoding="utf-8")  # fmt: skip
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_engine(paths: AppPaths, args: argparse.Namespace) -> int:
+    from workbench.core.engine_home import EngineHomeError, EngineLock, engine_home
+    from workbench.engine_process import inherited_lock
+
+    log_to_engine_file(paths)
+    try:
+        home = engine_home(paths)
+    except (EngineHomeError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    lock = inherited_lock(home) or EngineLock(home.lock)
+    if not lock.try_acquire():
+        raise CommandError(f"an engine already runs for this data folder (its socket: {home.socket}); "
+                           "`workbench stop` stops it")  # fmt: skip
+    try:
+        reason = asyncio.run(serve_engine(paths, home, lock))
+    finally:
+        lock.release()
+    log.info("engine exit: %s", reason)
+    return EXIT_OK
+
+
+async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock) -> str:
+    import signal
+
+    from workbench.bootstrap import build_services
+    from workbench.server.engine import Engine
+
+    services = build_services(paths)
+    minutes = services.settings.engine_idle_exit_minutes
+    engine = Engine(services, home, idle_exit_s=minutes * 60 or None, check_s=min(5.0, max(0.2, minutes * 60 / 4)))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, engine.request_stop, signal.Signals(sig).name)
+    return await engine.serve(
+        lock, ready=lambda: note(f"engine {os.getpid()} serving on {home.socket} (`workbench stop` or ctrl+c stops it)")
+    )

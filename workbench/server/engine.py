@@ -1,0 +1,177 @@
+"""The engine's native API: HTTP over a Unix socket in the engine's private folder (workbench.core.engine_home).
+
+``GET /v1/engine`` is the handshake (pid, version, code fingerprint); ``GET /v1/ps`` what runs (the shape of
+``workbench ps --json``); ``POST /v1/stop`` answers, then the engine closes its services and exits. With nothing to do
+(no request, no running download, no loaded model) for ``[engine] idle_exit_minutes`` it exits by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import psutil
+from aiohttp import web
+
+from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
+from workbench.core.models.spec import ModelState
+
+if TYPE_CHECKING:
+    from workbench.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+CHECK_S = 5.0  # how often the idle exit looks
+RUNNING_JOBS = ("queued", "downloading", "verifying")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("workbench")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class Engine:
+    """One engine: the services behind the socket, until stopped or idle for ``idle_exit_s`` (None: never)."""
+
+    def __init__(self, services: Services, home: EngineHome, idle_exit_s: float | None = None,
+                 check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.services = services
+        self.home = home
+        self.idle_exit_s = idle_exit_s or None
+        self.check_s = check_s
+        self.clock = clock
+        self.started = clock()
+        self.last_activity = clock()
+        self.in_flight = 0
+        self.clients = 0  # attached faces (the event stream comes with the faces: none attach yet)
+        self.stop_reason: str | None = None
+        self._stop = asyncio.Event()
+        self.app = web.Application(middlewares=[self._activity])
+        self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
+                             web.post("/v1/stop", self._stop_route)])  # fmt: skip
+
+    # --- what the routes answer --------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": engine_version(), "fingerprint": code_fingerprint(),
+                "socket": str(self.home.socket), "rss_bytes": psutil.Process().memory_info().rss,
+                "uptime_s": round(self.clock() - self.started, 3), "clients": self.clients}  # fmt: skip
+
+    def models(self) -> list[dict[str, Any]]:
+        manager = self.services.manager
+        rows = []
+        for info in manager.models():
+            if not info.resident:
+                continue
+            unload_at = None
+            if (info.state is ModelState.READY and not info.pinned and info.leases == 0 and manager.idle_unload_s
+                    and info.last_used is not None):  # fmt: skip
+                unload_at = time.time() + max(0.0, info.last_used + manager.idle_unload_s - manager._clock())
+            rows.append({"id": info.spec.id, "state": str(info.state), "memory_bytes": manager.cost_of(info.spec.id),
+                         "pinned": info.pinned, "leases": info.leases, "idle_unload_at": unload_at})  # fmt: skip
+        return rows
+
+    def jobs(self) -> list[dict[str, Any]]:
+        if not self.services.downloads_started:
+            return []
+        rows = []
+        for job in self.services.downloads.jobs():
+            if str(job.state) not in RUNNING_JOBS and str(job.state) != "paused":
+                continue
+            progress = job.done_bytes / job.total_bytes if job.total_bytes else 0.0
+            rows.append({"kind": "download", "id": job.id, "what": job.repo_id, "progress": round(progress, 4),
+                         "started_at": job.created, "state": str(job.state)})  # fmt: skip
+        return rows
+
+    def ps(self) -> dict[str, Any]:
+        info = self.info()
+        engine = {key: info[key] for key in ("pid", "version", "socket", "rss_bytes", "uptime_s")}
+        return {"engine": engine, "models": self.models(), "jobs": self.jobs(), "clients": self.clients}
+
+    def busy(self) -> bool:
+        """Anything that keeps the engine alive: a request, a face, a running download, a loaded model."""
+        if self.in_flight or self.clients:
+            return True
+        if any(info.resident for info in self.services.manager.models()):
+            return True
+        return any(job["state"] in RUNNING_JOBS for job in self.jobs())
+
+    # --- routes ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _activity(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            self.last_activity = self.clock()
+
+    async def _engine(self, request: web.Request) -> web.Response:
+        return web.json_response(self.info())
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        return web.json_response(self.ps())
+
+    async def _stop_route(self, request: web.Request) -> web.Response:
+        # answered first: the stop happens once this response is on its way
+        asyncio.get_running_loop().call_soon(self.request_stop, "asked to stop")
+        return web.json_response({"stopping": True, "pid": os.getpid()})
+
+    def request_stop(self, reason: str = "asked to stop") -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def _watch_idle(self) -> None:
+        assert self.idle_exit_s is not None
+        while not self._stop.is_set():
+            await asyncio.sleep(self.check_s)
+            if self.busy():
+                self.last_activity = self.clock()
+            elif self.clock() - self.last_activity >= self.idle_exit_s:
+                log.info("idle for %.0f s: exiting", self.clock() - self.last_activity)
+                self.request_stop("idle")
+
+    async def serve(self, lock: EngineLock, ready: Callable[[], None] | None = None) -> str:
+        """Serve on the socket until stopped; the caller holds ``lock`` (released here, after the socket is gone).
+        Returns why it stopped. A socket file left by a dead engine is removed first (the lock says none runs)."""
+        socket = self.home.socket
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        watcher: asyncio.Task[None] | None = None
+        try:
+            socket.unlink(missing_ok=True)
+            await runner.setup()
+            await web.UnixSite(runner, str(socket)).start()
+            os.chmod(socket, 0o600)
+            log.info("engine %s serving on %s", os.getpid(), socket)
+            if self.idle_exit_s is not None:
+                watcher = asyncio.create_task(self._watch_idle())
+            if ready is not None:
+                ready()
+            await self._stop.wait()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await runner.cleanup()
+            try:
+                await self.services.aclose()
+            finally:
+                socket.unlink(missing_ok=True)
+                lock.release()
+                log.info("engine %s stopped (%s)", os.getpid(), self.stop_reason or "cancelled")
+        return self.stop_reason or "cancelled"
