@@ -315,6 +315,26 @@ def test_the_engine_exits_by_itself_after_idle_exit_minutes(tmp_path: Path, monk
     assert f"engine {pid} stopped (idle)" in (tmp_path / "logs" / "engine.log").read_text()
 
 
+def test_a_resident_engine_does_not_exit_when_idle(tmp_path: Path) -> None:
+    """What a service manager runs: neither launchd nor systemd restarts an engine that ended well."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text("[engine]\nidle_exit_minutes = 0.01\n")  # 0.6 s
+    engine = subprocess.Popen([sys.executable, "-m", "workbench.cli", "engine", "--resident"], env=_env(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "answering" not in (ps := _cli(tmp_path, "ps")).stdout and "pid" not in ps.stdout:
+            assert time.monotonic() < deadline and engine.poll() is None, "the engine did not come up"
+            time.sleep(0.1)
+        assert not _wait_gone(engine.pid, 3.0)  # five idle periods: an idle-exiting engine would be gone
+        assert _cli(tmp_path, "stop").returncode == 0
+        assert _wait_gone(engine.pid, 20)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+        engine.wait(10)
+
+
 def test_a_second_engine_for_the_same_data_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))

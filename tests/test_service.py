@@ -75,7 +75,7 @@ def test_the_launch_agent_parses_and_runs_the_engine_with_its_logs_and_home(tmp_
     assert service.file == tmp_path / "home" / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
     agent = plistlib.loads(service.text)
     assert agent["Label"] == LAUNCHD_LABEL
-    assert agent["ProgramArguments"] == [PYTHON, "-m", "workbench.cli", "engine"]
+    assert agent["ProgramArguments"] == [PYTHON, "-m", "workbench.cli", "engine", "--resident"]
     assert agent["RunAtLoad"] is True
     assert agent["KeepAlive"] == {"SuccessfulExit": False}  # restarted when it dies, not after `workbench stop`
     assert agent["ThrottleInterval"] >= 10
@@ -95,7 +95,7 @@ def test_the_systemd_unit_runs_the_engine_and_restarts_it(tmp_path: Path) -> Non
     lines = service.text.decode().splitlines()
     assert lines[0] == "[Unit]"
     assert any(line.startswith("Description=") for line in lines)
-    assert 'ExecStart="/opt/my tools/venv/bin/python3" -m workbench.cli engine' in lines
+    assert 'ExecStart="/opt/my tools/venv/bin/python3" -m workbench.cli engine --resident' in lines
     assert "Restart=on-failure" in lines
     assert "RestartSec=5" in lines
     assert f'Environment="WORKBENCH_HOME={tmp_path / "wb home"}"' in lines
@@ -272,7 +272,8 @@ def test_the_verb_keeps_the_exit_statuses_its_help_promises(tmp_path: Path) -> N
     installed = run_verb(tmp_path, "install", "--print-only", "--platform", "linux")
     assert installed.returncode == 0, installed.stderr
     unit = tmp_path / "xdg" / "systemd" / "user" / SYSTEMD_UNIT
-    assert f"ExecStart={systemd_quote(sys.executable, variables=False)} -m workbench.cli engine" in unit.read_text()
+    python = systemd_quote(sys.executable, variables=False)
+    assert f"ExecStart={python} -m workbench.cli engine --resident" in unit.read_text()
     assert "systemctl --user daemon-reload && " in installed.stdout
     assert "loginctl enable-linger $USER" in installed.stdout
 

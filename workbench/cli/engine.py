@@ -31,7 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "request, no running download and no loaded model. It logs to engine.log in the log folder.",
         "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder, "
         "the socket's folder is not private, …)",
-    )  # fmt: skip
+    ).add_argument("--resident", action="store_true",
+                   help="never exit when idle (what `workbench service install` runs: a service manager does not "
+                        "restart an engine that ended well)")  # fmt: skip
 
 
 class QuietRotatingHandler(logging.handlers.RotatingFileHandler):
@@ -70,21 +72,21 @@ def run_engine(paths: AppPaths, args: argparse.Namespace) -> int:
         raise CommandError(f"an engine already runs for this data folder (its socket: {home.socket}); "
                            "`workbench stop` stops it")  # fmt: skip
     try:
-        reason = asyncio.run(serve_engine(paths, home, lock))
+        reason = asyncio.run(serve_engine(paths, home, lock, resident=args.resident))
     finally:
         lock.release()
     log.info("engine exit: %s", reason)
     return EXIT_OK
 
 
-async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock) -> str:
+async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock, resident: bool = False) -> str:
     import signal
 
     from workbench.bootstrap import build_services
     from workbench.server.engine import Engine
 
     services = build_services(paths)
-    minutes = services.settings.engine_idle_exit_minutes
+    minutes = 0 if resident else services.settings.engine_idle_exit_minutes
     engine = Engine(services, home, idle_exit_s=minutes * 60 or None, check_s=min(5.0, max(0.2, minutes * 60 / 4)))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 LAUNCHD_LABEL = "io.workbench.engine"
 SYSTEMD_UNIT = "workbench-engine.service"
-ENGINE_ARGS = ("-m", "workbench.cli", "engine")  # what the manager runs after the absolute python
+# what the manager runs after the absolute python: resident, since neither manager restarts an engine that ended well
+ENGINE_ARGS = ("-m", "workbench.cli", "engine", "--resident")
 SERVICE_LOG = "service.log"  # the engine's stray stdout/stderr under launchd (its own log is workbench.log)
 THROTTLE_S = 30  # launchd: at most one start per 30 s when the engine keeps dying
 RESTART_S = 5  # systemd: RestartSec
