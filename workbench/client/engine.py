@@ -15,20 +15,29 @@ import aiohttp
 TIMEOUT_S = 5.0
 
 
+class EngineRequestError(Exception):
+    """The engine refused a request (a 4xx or 5xx); the message is the engine's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class EngineClient:
     def __init__(self, socket: Path, timeout_s: float = TIMEOUT_S) -> None:
         self.socket = Path(socket)
         self.timeout_s = timeout_s
 
-    async def _call(self, method: str, route: str) -> dict[str, Any] | None:
+    async def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
         if not self.socket.exists():
             return None
         connector = aiohttp.UnixConnector(path=str(self.socket))
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                async with session.request(method, f"http://engine{route}") as response:
-                    response.raise_for_status()
+                async with session.request(method, f"http://engine{route}", json=body) as response:
+                    if response.status >= 400:
+                        raise EngineRequestError(response.status, await _error_of(response))
                     document: dict[str, Any] = await response.json()
                     return document
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
@@ -45,6 +54,24 @@ class EngineClient:
         """Ask the engine to stop (it answers first, then closes); None when none runs."""
         return await self._call("POST", "/v1/stop")
 
+    async def queue_download(self, repo: str, revision: str | None = None,
+                             include: list[str] | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """Queue ``repo`` in the engine's download queue: ``{"id", "repo", "state"}`` (the existing job when the repo
+        is queued already); EngineRequestError when the engine refuses it, None when no engine runs.
+
+        The engine downloads from its own HF_ENDPOINT (its environment at start); a per-request hub is not sent."""
+        body: dict[str, Any] = {"repo": repo}
+        if revision is not None:
+            body["revision"] = revision
+        if include is not None:
+            body["include"] = include
+        return await self._call("POST", "/v1/downloads", body)
+
+    async def downloads(self) -> list[dict[str, Any]] | None:
+        """The engine's download jobs in queue order (id, repo, state, done_bytes, total_bytes); None: no engine."""
+        document = await self._call("GET", "/v1/downloads")
+        return None if document is None else list(document["jobs"])
+
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -53,6 +80,15 @@ class EngineClient:
                 return False
             await asyncio.sleep(poll_s)
         return True
+
+
+async def _error_of(response: aiohttp.ClientResponse) -> str:
+    try:
+        document = await response.json()
+    except (aiohttp.ContentTypeError, ValueError):
+        return f"the engine answered {response.status}"
+    message = document.get("error") if isinstance(document, dict) else None
+    return str(message) if message else f"the engine answered {response.status}"
 
 
 def same_code(info: dict[str, Any]) -> bool:

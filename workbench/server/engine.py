@@ -3,6 +3,8 @@
 ``GET /v1/engine`` is the handshake (pid, version, code fingerprint); ``GET /v1/ps`` what runs (the shape of
 ``workbench ps --json``); ``POST /v1/stop`` answers, then the engine closes its services and exits. With nothing to do
 (no request, no running download, no loaded model) for ``[engine] idle_exit_minutes`` it exits by itself.
+The engine owns the download queue (workbench.server.engine_downloads): started with the engine, which resumes what
+an earlier engine left running, and closed when it stops (transfers stop at once, keeping their bytes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
+from workbench.server.engine_downloads import DownloadRoutes
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -59,6 +62,7 @@ class Engine:
         self.app = web.Application(middlewares=[self._activity])
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
+        self.app.add_routes(DownloadRoutes(services).routes())
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -153,6 +157,7 @@ class Engine:
         watcher: asyncio.Task[None] | None = None
         try:
             socket.unlink(missing_ok=True)
+            await self.services.downloads.start()  # resumes what an earlier engine left running
             await runner.setup()
             await web.UnixSite(runner, str(socket)).start()
             os.chmod(socket, 0o600)
