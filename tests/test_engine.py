@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.support.engines import serving
 from tests.support.fake_chat import services_with_fake
 from workbench.client.engine import EngineClient, same_code
 from workbench.core import engine_home as engine_home_module
@@ -129,21 +130,12 @@ def test_the_fingerprint_changes_when_a_file_of_the_package_changes(tmp_path: Pa
 # --- the native API, in-process ---------------------------------------------------------------------
 
 
-async def _serving(engine: Engine, home: Any) -> asyncio.Task[str]:
-    lock = EngineLock(home.lock)
-    assert lock.try_acquire()
-    ready = asyncio.Event()
-    task = asyncio.create_task(engine.serve(lock, ready=ready.set))
-    await asyncio.wait_for(ready.wait(), 10)
-    return task
-
-
 async def test_ps_and_the_handshake_have_the_issue_s_shape_and_list_a_loaded_model(tmp_path: Path) -> None:
     paths = AppPaths.under(tmp_path)
     services, _backend = services_with_fake(paths)
     home = engine_home(paths)
     engine = Engine(services, home)
-    task = await _serving(engine, home)
+    task = await serving(engine, home)
     client = EngineClient(home.socket)
     info = await client.engine_info()
     assert info is not None and info["pid"] == os.getpid() and info["fingerprint"] == code_fingerprint()
@@ -178,7 +170,7 @@ async def test_the_engine_exits_when_idle_and_not_while_a_model_is_loaded(tmp_pa
     home = engine_home(paths)
     now = [1000.0]
     engine = Engine(services, home, idle_exit_s=60, check_s=0.01, clock=lambda: now[0])
-    task = await _serving(engine, home)
+    task = await serving(engine, home)
     await services.manager.load("fake-chat")
     now[0] += 120
     await asyncio.sleep(0.2)

@@ -21,11 +21,12 @@ import aiohttp
 import psutil
 import pytest
 
+from tests.support.engines import serving
 from tests.support.fake_chat import services_with_fake
 from tests.support.hub_repos import write_repo
 from tests.support.hub_server import LoopbackHub
 from workbench.client.engine import EngineClient, EngineRequestError
-from workbench.core.engine_home import EngineLock, engine_home
+from workbench.core.engine_home import engine_home
 from workbench.core.hub import cache as hf_cache
 from workbench.core.settings.paths import AppPaths
 from workbench.engine_process import start_engine
@@ -44,15 +45,6 @@ WAIT_S = 60.0  # every wait in this file is bounded by it
 # --- in-process: the routes refuse what they should -------------------------------------------------
 
 
-async def _serving(engine: Engine, home: Any) -> asyncio.Task[str]:
-    lock = EngineLock(home.lock)
-    assert lock.try_acquire()
-    ready = asyncio.Event()
-    task = asyncio.create_task(engine.serve(lock, ready=ready.set))
-    await asyncio.wait_for(ready.wait(), 10)
-    return task
-
-
 async def _post_raw(socket: Path, body: bytes) -> tuple[int, dict[str, Any]]:
     connector = aiohttp.UnixConnector(path=str(socket))
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -65,7 +57,7 @@ async def test_the_download_routes_refuse_bad_bodies_with_a_message(tmp_path: Pa
     paths = AppPaths.under(tmp_path)
     services, _backend = services_with_fake(paths)
     home = engine_home(paths)
-    task = await _serving(Engine(services, home), home)
+    task = await serving(Engine(services, home), home)
     client = EngineClient(home.socket)
     try:
         refused = {
@@ -230,14 +222,14 @@ async def test_a_job_the_user_paused_stays_paused_when_the_next_engine_starts(tm
     paths = AppPaths.under(tmp_path)
     home = engine_home(paths)
     services, _backend = services_with_fake(paths)
-    task = await _serving(Engine(services, home), home)
+    task = await serving(Engine(services, home), home)
     job = services.downloads.enqueue("org/paused-by-hand")
     services.downloads.pause(job.id)
     await EngineClient(home.socket).stop()
     await asyncio.wait_for(task, 10)
 
     services, _backend = services_with_fake(paths)
-    task = await _serving(Engine(services, home), home)
+    task = await serving(Engine(services, home), home)
     client = EngineClient(home.socket)
     try:
         assert [(j["id"], j["state"]) for j in await client.downloads() or []] == [(job.id, "paused")]
