@@ -187,3 +187,23 @@ async def test_a_question_sent_while_the_model_loads_says_so_and_is_answered(app
         backend.gate.set()
         await wait_for(pilot, lambda: answer.content == "Hi", "the answer", timeout=30)
         assert "waiting" not in note(answer)
+
+
+async def test_q_asks_while_the_default_model_imports(app_paths: AppPaths) -> None:
+    """Quitting mid-import loses the import: `q` asks first, as it does while an answer streams."""
+    from workbench.ui.screens.catalog import CatalogPane
+    from workbench.ui.screens.dialogs import ConfirmScreen
+
+    app, _backend, importer = first_start_app(app_paths)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, importer.started.is_set, "the import started")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogPane) and app.screen.is_mounted, "the Catalog")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the quit question")
+        assert "import of SmolLM2" in app.screen.question  # type: ignore[attr-defined]
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, CatalogPane), "the question answered no")
+        await importer.finish()
+        await wait_for(pilot, lambda: not app.services.default_import.status.coming, "the import done")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to quit")

@@ -275,7 +275,8 @@ class WorkbenchApp(App[None]):
         from workbench.core.hub.downloads.jobs import JobState
 
         running = [text for screen in self.pane_screens() if (text := screen.running())]
-
+        if self.services.default_import.status.state is ImportState.RUNNING:
+            running.append(f"the first-start import of {self.services.default_import.name}")
         downloading = [job for job in self.services.downloads.jobs() if job.active or job.state is JobState.QUEUED]
         if downloading:
             running.append(f"{len(downloading)} download{'s' if len(downloading) != 1 else ''} in progress")
