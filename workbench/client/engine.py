@@ -7,12 +7,16 @@ from a dead engine refuses the connection).
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 TIMEOUT_S = 5.0
+STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
+MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
 class EngineRequestError(Exception):
@@ -21,6 +25,14 @@ class EngineRequestError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class EngineNotRunning(Exception):
+    """No engine answers on the socket (for the streamed calls; the plain ones answer None)."""
+
+
+class EngineGone(Exception):
+    """The engine went away in the middle of a streamed answer (killed, stopped, or silent past the timeout)."""
 
 
 class EngineClient:
@@ -42,6 +54,33 @@ class EngineClient:
                     return document
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
             return None
+
+    async def stream(self, method: str, route: str, body: dict[str, Any] | None = None,
+                     read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+        """The JSON lines of a streamed answer (workbench.server.ndjson), heartbeats left out. EngineNotRunning when
+        no engine answers, EngineRequestError when it refuses, EngineGone when the stream breaks off."""
+        if not self.socket.exists():
+            raise EngineNotRunning(str(self.socket))
+        connector = aiohttp.UnixConnector(path=str(self.socket))
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=read_timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            try:
+                response = await session.request(method, f"http://engine{route}", json=body)
+            except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
+                raise EngineNotRunning(str(self.socket)) from exc
+            async with response:
+                if response.status >= 400:
+                    raise EngineRequestError(response.status, await _error_of(response))
+                try:
+                    while line := await response.content.readline(max_line_length=MAX_LINE_BYTES):
+                        document = json.loads(line)
+                        if not isinstance(document, dict):
+                            raise EngineGone("the engine sent a line that is not a JSON object")
+                        if document.get("type") != "alive":
+                            yield document
+                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                        aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:  # fmt: skip
+                    raise EngineGone(f"the engine's answer broke off: {type(exc).__name__}: {exc}") from exc
 
     async def engine_info(self) -> dict[str, Any] | None:
         """The handshake: pid, version, fingerprint, socket, rss_bytes, uptime_s, clients."""

@@ -23,6 +23,8 @@ from aiohttp import web
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.server.engine_downloads import DownloadRoutes
+from workbench.server.engine_events import EventHub
+from workbench.server.engine_jobs import JobBoard
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -57,6 +59,8 @@ class Engine:
         self.last_activity = clock()
         self.in_flight = 0
         self.clients = 0  # attached faces (the event stream comes with the faces: none attach yet)
+        self.events = EventHub()
+        self.board = JobBoard(on_change=lambda: self.events.publish("jobs", self.jobs(), state=True))
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
         self.app = web.Application(middlewares=[self._activity])
@@ -86,16 +90,17 @@ class Engine:
         return rows
 
     def jobs(self) -> list[dict[str, Any]]:
+        """Running work: the queue's unfinished downloads, then the answers and embedding jobs (``self.board``)."""
+        rows: list[dict[str, Any]] = []
         if not self.services.downloads_started:
-            return []
-        rows = []
+            return self.board.rows()
         for job in self.services.downloads.jobs():
             if str(job.state) not in RUNNING_JOBS and str(job.state) != "paused":
                 continue
             progress = job.done_bytes / job.total_bytes if job.total_bytes else 0.0
             rows.append({"kind": "download", "id": job.id, "what": job.repo_id, "progress": round(progress, 4),
                          "started_at": job.created, "state": str(job.state)})  # fmt: skip
-        return rows
+        return rows + self.board.rows()
 
     def ps(self) -> dict[str, Any]:
         info = self.info()
@@ -104,11 +109,11 @@ class Engine:
 
     def busy(self) -> bool:
         """Anything that keeps the engine alive: a request, a face, a running download, a loaded model."""
-        if self.in_flight or self.clients:
+        if self.in_flight or self.clients or len(self.board):
             return True
         if any(info.resident for info in self.services.manager.models()):
             return True
-        return any(job["state"] in RUNNING_JOBS for job in self.jobs())
+        return any(job.get("state") in RUNNING_JOBS for job in self.jobs())
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class Engine:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            self.events.close()
             await runner.cleanup()
             try:
                 await self.services.aclose()
