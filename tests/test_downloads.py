@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.engine_procs import stop_engine
 from tests.support.hub_repos import TINY_REPO_ID, make_tiny_mlx_repo, model_card, write_repo
 from tests.support.hub_server import DEFAULT_TOKEN, HubLies, LoopbackHub
 from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.downloads import transfer
 from workbench.core.hub.downloads.jobs import ACTIVE, FileState, JobSnapshot, JobState, clock_time
 from workbench.core.hub.downloads.queue import DownloadManager
-from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.store import Store
 
 REPO = "test-org/blob-model"
@@ -535,7 +535,18 @@ def pull(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
-async def test_a_killed_pull_resumes_from_the_bytes_on_disk(hub: LoopbackHub, tmp_path: Path) -> None:
+@pytest.fixture
+def faces_engine(tmp_path: Path) -> Iterator[None]:
+    """`workbench pull` is a face of the engine: it starts one (in ``cli_env``'s home); stopped at the end."""
+    yield
+    for home in (tmp_path / "home", tmp_path / "sandbox" / "home"):
+        if home.exists():
+            stop_engine({"WORKBENCH_HOME": str(home)})
+
+
+async def test_a_killed_pull_leaves_the_download_running_in_the_engine(
+    hub: LoopbackHub, tmp_path: Path, faces_engine: None
+) -> None:
     hub.faults.bandwidth_bps = 1_000_000
     env = cli_env(tmp_path, hub)
     cache = tmp_path / "hf" / "hub"
@@ -551,29 +562,16 @@ async def test_a_killed_pull_resumes_from_the_bytes_on_disk(hub: LoopbackHub, tm
         if child.poll() is None:
             child.kill()
         child.communicate(timeout=WAIT)
-    on_disk = partial_of(cache).stat().st_size
-    sent_before = hub.bytes_sent
-    hub.reset_faults()
-    hub.reset_counters()
-
-    store = Store(AppPaths.under(tmp_path / "home").database_file)
-    manager = DownloadManager(store, cache_dir=cache, endpoint=hub.url, min_free_bytes=0)
-    try:
-        [job] = manager.jobs()
-        assert job.state is JobState.DOWNLOADING  # as the killed process left it
-        await manager.start()
-        final = await manager.wait(job.id, WAIT)
-    finally:
-        await manager.aclose()
-        store.close()
-    assert final.state is JobState.DONE, final.error
-    assert weights_requests(hub) == [f"bytes={on_disk}-"]
-    # fetched twice: at most the CLI's chunk being assembled and one throttled write in flight
-    assert sent_before + hub.bytes_sent <= SELECTED_BYTES + 256 * 1024 + 1_000_000 // 20
-    assert (cache / hf_cache.repo_folder_name(REPO) / "blobs" / WEIGHTS_SHA).read_bytes() == WEIGHTS_DATA
+    hub.faults.bandwidth_bps = None
+    blob = repo_folder(cache) / "blobs" / WEIGHTS_SHA
+    await until(blob.exists, "the engine to finish the weights", 3 * WAIT)
+    assert blob.read_bytes() == WEIGHTS_DATA
+    assert weights_requests(hub) == [None]  # one transfer, never restarted
+    again = pull(REPO, env=env)  # the same command follows the job to its end
+    assert again.returncode == 0 and (Path(again.stdout.strip()) / WEIGHTS).read_bytes() == WEIGHTS_DATA
 
 
-def test_pull_exit_codes(hub: LoopbackHub, tmp_path: Path) -> None:
+def test_pull_exit_codes(hub: LoopbackHub, tmp_path: Path, faces_engine: None) -> None:
     env = cli_env(tmp_path, hub)
     done = pull(REPO, "--include", "*.json", env=env)
     assert done.returncode == 0, done.stderr
@@ -672,7 +670,9 @@ async def test_a_lying_hub_fails_the_file_in_the_queue_and_writes_nothing_outsid
 
 @pytest.mark.parametrize("lie", ["dotdot file name", "absolute file name", "backslash file name", "bad ETag",
                                  "bad commit"])  # fmt: skip
-def test_pull_from_a_lying_hub_exits_1_naming_the_bad_name(hub: LoopbackHub, tmp_path: Path, lie: str) -> None:
+def test_pull_from_a_lying_hub_exits_1_naming_the_bad_name(
+    hub: LoopbackHub, tmp_path: Path, lie: str, faces_engine: None
+) -> None:
     sandbox, cache = sandboxed(tmp_path)
     lies, target = lies_about_names(sandbox, cache)[lie]
     hub.lies = lies
@@ -683,7 +683,9 @@ def test_pull_from_a_lying_hub_exits_1_naming_the_bad_name(hub: LoopbackHub, tmp
     nothing_evil_in(sandbox, target)
 
 
-def test_pull_takes_a_branch_or_a_pr_ref_and_refuses_a_bad_revision(repos_root: Path, tmp_path: Path) -> None:
+def test_pull_takes_a_branch_or_a_pr_ref_and_refuses_a_bad_revision(
+    repos_root: Path, tmp_path: Path, faces_engine: None
+) -> None:
     with LoopbackHub(repos_root, revisions=("refs/pr/3",)) as hub:
         env = cli_env(tmp_path, hub)
         for revision in ("refs/pr/3", "main"):
@@ -773,7 +775,9 @@ async def test_a_retry_after_within_the_limit_is_waited_in_place(make: Make, hub
     assert listed.message and listed.message.startswith("rate limited until ")
 
 
-def test_pull_says_when_to_run_again_after_a_long_rate_limit(hub: LoopbackHub, tmp_path: Path) -> None:
+def test_pull_says_when_to_run_again_after_a_long_rate_limit(
+    hub: LoopbackHub, tmp_path: Path, faces_engine: None
+) -> None:
     hub.faults.rate_limit, hub.faults.retry_after_s, hub.faults.only_path = 1, 86400, WEIGHTS
     began = time.monotonic()
     done = pull(REPO, env=cli_env(tmp_path, hub))

@@ -93,23 +93,54 @@ class EngineClient:
         """Ask the engine to stop (it answers first, then closes); None when none runs."""
         return await self._call("POST", "/v1/stop")
 
-    async def queue_download(self, repo: str, revision: str | None = None,
-                             include: list[str] | None = None) -> dict[str, Any] | None:  # fmt: skip
-        """Queue ``repo`` in the engine's download queue: ``{"id", "repo", "state"}`` (the existing job when the repo
-        is queued already); EngineRequestError when the engine refuses it, None when no engine runs.
+    async def queue_download(self, repo: str, revision: str | None = None, include: list[str] | None = None, *,
+                             all_files: bool = False, endpoint: str | None = None,
+                             token: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """Queue ``repo`` in the engine's download queue; its row (workbench.server.engine_downloads: id, repo,
+        state, ...), the existing job's when the repo is queued already. EngineRequestError when the engine refuses
+        it, None when no engine runs.
 
-        The engine downloads from its own HF_ENDPOINT (its environment at start); a per-request hub is not sent."""
+        ``endpoint`` / ``token``: the face's own HF_ENDPOINT / HF_TOKEN, for this job only (the engine keeps them in
+        memory, never on disk); without them the engine uses its own environment."""
         body: dict[str, Any] = {"repo": repo}
         if revision is not None:
             body["revision"] = revision
         if include is not None:
             body["include"] = include
+        if all_files:
+            body["all_files"] = True
+        if endpoint is not None:
+            body["endpoint"] = endpoint
+        if token is not None:
+            body["token"] = token
         return await self._call("POST", "/v1/downloads", body)
 
     async def downloads(self) -> list[dict[str, Any]] | None:
-        """The engine's download jobs in queue order (id, repo, state, done_bytes, total_bytes); None: no engine."""
+        """The engine's download jobs in queue order (rows: id, repo, state, done_bytes, total_bytes, ...); None: no
+        engine."""
         document = await self._call("GET", "/v1/downloads")
         return None if document is None else list(document["jobs"])
+
+    async def download(self, job_id: int) -> dict[str, Any] | None:
+        """One download job's row; EngineRequestError (404) when the engine has no such job, None: no engine."""
+        return await self._call("GET", f"/v1/downloads/{int(job_id)}")
+
+    async def download_action(self, job_id: int, action: str, by: int | None = None) -> dict[str, Any] | None:
+        """``pause``, ``resume``, ``cancel``, ``retry`` or ``move`` (``by`` places; negative: sooner) one job; its
+        row after. EngineRequestError: 404 no such job, 409 its state does not allow it."""
+        if action not in ("pause", "resume", "cancel", "retry", "move"):
+            raise ValueError(f"no download action {action!r}")
+        body = {"by": by} if action == "move" else None
+        return await self._call("POST", f"/v1/downloads/{int(job_id)}/{action}", body)
+
+    async def cancel_downloads(self, repo: str, revision: str | None = None) -> list[dict[str, Any]] | None:
+        """Cancel the repo's unfinished jobs (of ``revision`` only, when given); their rows. EngineRequestError
+        (404) when it has none, None: no engine."""
+        body: dict[str, Any] = {"repo": repo}
+        if revision is not None:
+            body["revision"] = revision
+        document = await self._call("POST", "/v1/downloads/cancel", body)
+        return None if document is None else list(document["cancelled"])
 
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""

@@ -43,6 +43,19 @@ class DownloadFailure(Exception):
 
 
 @dataclass(frozen=True)
+class HubAccess:
+    """The hub a job talks to and the token it sends there, when whoever queued it said so (a face's own
+    ``HF_ENDPOINT`` / ``HF_TOKEN``, sent with its request to the engine); None fields fall back to the queue's own
+    endpoint and huggingface_hub's token (the queue's process environment or login).
+
+    Kept in memory only, on the live :class:`Job`: never written to the store, never shown by ``repr`` or in logs.
+    So after a restart a resumed job falls back to the new process's own endpoint and token."""
+
+    endpoint: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class FileProgress:
     path: str
     size: int | None
@@ -159,6 +172,7 @@ class Job:
     transferred: int = 0  # bytes received since it last started (for the speed)
     meter: Meter = field(default_factory=Meter)
     resume_at: float | None = None
+    hub: HubAccess | None = field(default=None, repr=False)  # in memory only (see HubAccess)
 
     @classmethod
     def from_record(cls, record: DownloadJob, files: list[DownloadFile]) -> Job:
@@ -184,6 +198,15 @@ class Job:
             updated=record.updated,
             files=[JobFile.from_record(f) for f in files],
         )
+
+    def endpoint(self, default: str | None) -> str | None:
+        """The hub this job talks to: the one it was queued with, else ``default`` (the queue's)."""
+        return self.hub.endpoint if self.hub is not None and self.hub.endpoint else default
+
+    @property
+    def token(self) -> str | None:
+        """The token it was queued with; None: huggingface_hub's own (environment or login)."""
+        return self.hub.token if self.hub is not None else None
 
     def remaining_bytes(self) -> int:
         return sum(max(0, (f.size or 0) - f.done_bytes) for f in self.files if f.state is not FileState.DONE)

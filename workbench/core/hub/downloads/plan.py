@@ -77,7 +77,8 @@ class Planner:
         """List the repo at the job's revision; pick the files; note what is already in the cache or partly there."""
         from huggingface_hub import HfApi
 
-        api, timeout = HfApi(endpoint=self.endpoint), max(self.stall_timeout_s, 1.0)
+        api = HfApi(endpoint=job.endpoint(self.endpoint), token=job.token)
+        timeout = max(self.stall_timeout_s, 1.0)
 
         def list_repo() -> Any:
             return api.model_info(job.repo_id, revision=job.revision, files_metadata=True, timeout=timeout)

@@ -29,6 +29,7 @@ from workbench.core.hub.downloads.jobs import (
     SETTLED,
     DownloadFailure,
     FileState,
+    HubAccess,
     Job,
     JobSnapshot,
     JobState,
@@ -188,22 +189,22 @@ class DownloadManager:
 
     # --- controls ---
 
-    def enqueue(
-        self,
-        repo_id: str,
-        revision: str = "main",
-        files: list[str] | None = None,
-        *,
-        include: list[str] | None = None,
-        all_files: bool = False,
-    ) -> JobSnapshot:
+    def enqueue(self, repo_id: str, revision: str = "main", files: list[str] | None = None, *,
+                include: list[str] | None = None, all_files: bool = False,
+                hub: HubAccess | None = None) -> JobSnapshot:  # fmt: skip
         """Queue a repo: ``files`` (exact paths), ``include`` (glob patterns), ``all_files``, or by default the files
         an MLX model needs. Queuing a repo that already has a job returns that job (a paused or failed one is
-        queued again, a done one is fetched again only if its files left the cache)."""
+        queued again, a done one is fetched again only if its files left the cache).
+
+        ``hub``: the endpoint and token this job uses instead of the queue's (kept in memory only: see
+        :class:`~workbench.core.hub.downloads.jobs.HubAccess`); given for an existing job, it replaces that job's
+        from its next request on."""
         if (job := self._ledger.find(repo_id, revision, files, include, all_files)) is not None:
+            job.hub = hub or job.hub
             self._revive(job)
             return self._ledger.snapshot(job)
         job = self._ledger.add(repo_id, revision, files, include, all_files)
+        job.hub = hub
         self._schedule()
         return self._ledger.snapshot(job)
 

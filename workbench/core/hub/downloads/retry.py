@@ -166,7 +166,7 @@ class RetryPolicy:
         if isinstance(exc, httpx2.TimeoutException):
             return None, f"{what}: the hub did not answer in time"
         if isinstance(exc, httpx2.ConnectError):
-            return None, f"cannot connect to the hub ({self.endpoint or 'huggingface.co'})"
+            return None, f"cannot connect to the hub ({job.endpoint(self.endpoint) or 'huggingface.co'})"
         if isinstance(exc, httpx2.TransportError):
             return None, f"{what}: the connection dropped ({type(exc).__name__})"
         if isinstance(exc, RevisionNotFoundError):

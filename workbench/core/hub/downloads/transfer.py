@@ -173,8 +173,9 @@ class Transfer:
     def _fetch_once(self, job: Job, f: JobFile, control: Control, folder: Path, pointer: Path) -> None:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-        url = hf_hub_url(job.repo_id, f.path, revision=job.commit, endpoint=self.endpoint)
-        meta = get_hf_file_metadata(url, timeout=max(self.stall_timeout_s, 1.0), endpoint=self.endpoint)
+        endpoint = job.endpoint(self.endpoint)
+        url = hf_hub_url(job.repo_id, f.path, revision=job.commit, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, token=job.token, timeout=max(self.stall_timeout_s, 1.0), endpoint=endpoint)
         if not meta.etag:
             raise DownloadFailure(f"{f.path}: the hub sent no ETag, so the file cannot be named in the cache")
         try:
@@ -252,7 +253,7 @@ class Transfer:
         import httpx2
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-        headers = build_hf_headers()
+        headers = build_hf_headers(token=job.token)
         headers["Accept-Encoding"] = "identity"
         if urlsplit(location).netloc != urlsplit(url).netloc:  # a CDN: the token stays with the hub
             headers.pop("authorization", None)
