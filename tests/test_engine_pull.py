@@ -162,6 +162,8 @@ def test_pull_starts_the_engine_queues_the_repo_and_exits_0_once_the_files_are_v
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in Path(again.stdout.strip()).iterdir()) == ["config.json", WEIGHTS]
     assert pull(env, "nobody/nothing").returncode == 1
+    bad_hub = pull({**env, "HF_ENDPOINT": "ftp://hub.example"}, REPO)
+    assert bad_hub.returncode == 2 and "this shell's HF_ENDPOINT" in bad_hub.stderr, bad_hub.stderr
     for bad in (["not a repo!"], [REPO, "--all", "--include", "*.json"], [], [REPO, "--cancel", REPO]):
         refused = pull(env, *bad)
         assert refused.returncode == 2, (bad, refused.stderr)

@@ -198,7 +198,9 @@ class PullFace:
                 endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None,
             )  # fmt: skip
         except EngineRequestError as exc:
-            say(f"the engine refused it: {exc}")
+            sources = {"'endpoint'": " (this shell's HF_ENDPOINT)", "'token'": " (this shell's HF_TOKEN)"}
+            source = next((text for key, text in sources.items() if key in str(exc)), "")
+            say(f"the engine refused it: {exc}{source}")
             return EXIT_USAGE if exc.status == 400 else EXIT_ERROR
         silent = 0
         while True:

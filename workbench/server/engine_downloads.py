@@ -202,9 +202,10 @@ class DownloadRoutes:
         ]
 
     def row(self, job_id: int) -> dict[str, Any]:
-        queue = self.downloads
-        job = queue.job(job_id)
-        snapshot = queue.snapshot_path(job_id) if job.state is JobState.DONE else None
+        return self._row(self.downloads.job(job_id))
+
+    def _row(self, job: JobSnapshot) -> dict[str, Any]:
+        snapshot = self.downloads.snapshot_path(job.id) if job.state is JobState.DONE else None
         return job_row(job, None if snapshot is None else str(snapshot))
 
     async def queue(self, request: web.Request) -> web.Response:
@@ -220,7 +221,7 @@ class DownloadRoutes:
         return web.json_response(self.row(job.id))
 
     async def list(self, request: web.Request) -> web.Response:
-        return web.json_response({"jobs": [self.row(job.id) for job in self.downloads.jobs()]})
+        return web.json_response({"jobs": [self._row(job) for job in self.downloads.jobs()]})
 
     async def one(self, request: web.Request) -> web.Response:
         job_id, refused = self._job_id(request)
@@ -284,10 +285,10 @@ class DownloadRoutes:
         text = request.match_info["id"]
         if not text.isascii() or not text.isdigit() or len(text) > 18:
             return 0, _refused(f"{text[:40]!r} is not a download job id (a whole number)")
-        job_id = int(text)
-        if not any(job.id == job_id for job in self.downloads.jobs()):
-            return 0, _refused(f"no download job with id {job_id}", 404)
-        return job_id, None
+        try:
+            return self.downloads.job(int(text)).id, None
+        except KeyError:
+            return 0, _refused(f"no download job with id {int(text)}", 404)
 
 
 def _act(queue: DownloadManager, job_id: int, action: str) -> None:
