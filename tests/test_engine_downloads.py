@@ -64,7 +64,7 @@ async def test_the_download_routes_refuse_bad_bodies_with_a_message(tmp_path: Pa
             b"not json": "not JSON",
             b"[1, 2]": "JSON object",
             b"{}": "'repo' is missing",
-            json.dumps({"repo": "org/name", "files": ["a"]}).encode(): "unknown key(s): 'files'",
+            json.dumps({"repo": "org/name", "file": ["a"]}).encode(): "unknown key(s): 'file'",
             json.dumps({"repo": "org/name", "token": "hf x"}).encode(): "'token' must be",
             json.dumps({"repo": "org/name", "endpoint": "file:///x"}).encode(): "'endpoint' must be an http(s) URL",
             json.dumps({"repo": "../../etc"}).encode(): "is not a repo id",

@@ -329,7 +329,8 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
         row = await client.queue_download(REPO, endpoint=hub.url + "/", token=TOKEN)
         assert row is not None and set(row) == {
             "id", "repo", "revision", "state", "position", "done_bytes", "total_bytes", "speed_bps", "eta_s",
-            "files_done", "files_total", "error", "message", "resume_at", "commit", "snapshot", "files"}  # fmt: skip
+            "files_done", "files_total", "error", "message", "resume_at", "commit", "snapshot", "in_cache",
+            "files"}  # fmt: skip
         job_id = row["id"]
         job = services.downloads._ledger.jobs[job_id]
         assert job.hub == HubAccess(hub.url, TOKEN) and TOKEN not in repr(job)
@@ -338,7 +339,7 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
             assert time.monotonic() < deadline and row is not None and row["state"] == "downloading", row
             await asyncio.sleep(0.05)
         assert [f["path"] for f in row["files"]] == ["config.json", WEIGHTS] and row["total_bytes"] > 3_000_000
-        assert row["commit"] and row["snapshot"] is None and row["position"] == 0
+        assert row["commit"] and row["snapshot"] is None and row["in_cache"] is None and row["position"] == 0
 
         # the controls answer the job's row; a repeat is no error; what the state refuses is a 409
         for action, states in (("pause", {"paused"}), ("pause", {"paused"}), ("resume", {"queued", "downloading"}),
@@ -347,10 +348,14 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
             assert status == 200 and answer["id"] == job_id and answer["state"] in states, (action, answer)
         status, answer = await call("POST", f"/v1/downloads/{job_id}/retry", {})
         assert status == 409 and "only a failed or cancelled job is retried" in answer["error"]
-        other = await client.queue_download(OTHER, include=["config.json"], endpoint=hub.url)
-        assert other is not None and other["position"] == 1
+        other = await client.queue_download(OTHER, files=["config.json"], endpoint=hub.url)
+        assert other is not None and other["position"] == 1 and other["files"] == []  # not listed yet
         moved = await client.download_action(other["id"], "move", -1)
         assert moved is not None and moved["position"] == 0
+        everything = await client.downloads_action("pause-all")
+        assert everything is not None and {j["state"] for j in everything["jobs"]} <= {"paused", "done"}
+        everything = await client.downloads_action("resume-all")
+        assert everything is not None and {j["state"] for j in everything["jobs"]} <= {"queued", "downloading", "done"}
         status, answer = await call("POST", "/v1/downloads/cancel", {"repo": REPO, "revision": "main"})
         assert status == 200 and [(r["id"], r["state"]) for r in answer["cancelled"]] == [(job_id, "cancelled")]
         status, answer = await call("POST", "/v1/downloads/cancel", {"repo": REPO})
@@ -359,7 +364,9 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
         for action in ("pause", "resume"):
             status, answer = await call("POST", f"/v1/downloads/{job_id}/{action}")
             assert status == 409 and "is cancelled" in answer["error"], answer
-        assert (await until_state(other["id"], "done", "failed"))["state"] == "done"
+        done = await until_state(other["id"], "done", "failed")
+        assert done["state"] == "done" and done["in_cache"] is True and done["files_total"] == 1
+        assert done["snapshot"] and sorted(os.listdir(done["snapshot"])) == ["config.json"]
 
         refused: list[tuple[str, str, Any, int, str]] = [
             ("GET", "/v1/downloads/999", None, 404, "no download job with id 999"),
@@ -380,7 +387,13 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
             ("POST", "/v1/downloads/cancel", b"x" * (MAX_BODY_BYTES + 1), 413, "larger than"),
             ("POST", "/v1/downloads", {"repo": REPO, "all_files": "yes"}, 400, "'all_files' must be true or false"),
             ("POST", "/v1/downloads", {"repo": REPO, "all_files": True, "include": ["*"]}, 400, "exclude each other"),
-            ("POST", "/v1/downloads", {"repo": REPO, "files": ["a"]}, 400, "unknown key(s): 'files'"),
+            ("POST", "/v1/downloads", {"repo": REPO, "file": ["a"]}, 400, "unknown key(s): 'file'"),
+            ("POST", "/v1/downloads", {"repo": REPO, "files": ["../a"]}, 400, "'files': the file name '../a' is not"),
+            ("POST", "/v1/downloads", {"repo": REPO, "files": []}, 400, "'files' must be a non-empty list"),
+            ("POST", "/v1/downloads", {"repo": REPO, "files": "a"}, 400, "'files' must be a non-empty list"),
+            ("POST", "/v1/downloads", {"repo": REPO, "files": ["a"], "include": ["*"]}, 400, "exclude each other"),
+            ("POST", "/v1/downloads/pause-all", {"now": 1}, 400, "unknown key(s): 'now'"),
+            ("POST", "/v1/downloads/forget-finished", b"x" * (MAX_BODY_BYTES + 1), 413, "larger than"),
         ]
         for endpoint in ("ftp://hub.example", "http://", "https://hub.example/a b", "http://h?x=1", "http://h:99999",
                          "huggingface.co", 42, "", "http://h/" + "a" * 2048):  # fmt: skip
@@ -395,7 +408,13 @@ async def test_the_download_routes_act_on_one_job_and_refuse_what_they_should(
         with pytest.raises(EngineRequestError) as raised:
             await client.download(12345)
         assert raised.value.status == 404
-        assert [j["repo"] for j in await client.downloads() or []] == [OTHER, REPO]
+        forgotten, deadline = 0, time.monotonic() + WAIT_S
+        while await client.downloads():  # the cancelled job goes once its transfer has let go
+            assert time.monotonic() < deadline, await client.downloads()
+            answer = await client.downloads_action("forget-finished")
+            forgotten += answer["forgotten"] if answer else 0
+            await asyncio.sleep(0.05)
+        assert forgotten == 2  # OTHER and the cancelled one
     finally:
         await client.stop()
         await asyncio.wait_for(task, 10)

@@ -94,7 +94,7 @@ class EngineClient:
         return await self._call("POST", "/v1/stop")
 
     async def queue_download(self, repo: str, revision: str | None = None, include: list[str] | None = None, *,
-                             all_files: bool = False, endpoint: str | None = None,
+                             files: list[str] | None = None, all_files: bool = False, endpoint: str | None = None,
                              token: str | None = None) -> dict[str, Any] | None:  # fmt: skip
         """Queue ``repo`` in the engine's download queue; its row (workbench.server.engine_downloads: id, repo,
         state, ...), the existing job's when the repo is queued already. EngineRequestError when the engine refuses
@@ -107,6 +107,8 @@ class EngineClient:
             body["revision"] = revision
         if include is not None:
             body["include"] = include
+        if files is not None:
+            body["files"] = files
         if all_files:
             body["all_files"] = True
         if endpoint is not None:
@@ -132,6 +134,13 @@ class EngineClient:
             raise ValueError(f"no download action {action!r}")
         body = {"by": by} if action == "move" else None
         return await self._call("POST", f"/v1/downloads/{int(job_id)}/{action}", body)
+
+    async def downloads_action(self, action: str) -> dict[str, Any] | None:
+        """``pause-all`` or ``resume-all`` (``{"jobs": [row, ...]}`` after) or ``forget-finished``
+        (``{"forgotten": N}``); None: no engine."""
+        if action not in ("pause-all", "resume-all", "forget-finished"):
+            raise ValueError(f"no downloads action {action!r}")
+        return await self._call("POST", f"/v1/downloads/{action}")
 
     async def cancel_downloads(self, repo: str, revision: str | None = None) -> list[dict[str, Any]] | None:
         """Cancel the repo's unfinished jobs (of ``revision`` only, when given); their rows. EngineRequestError

@@ -1,17 +1,19 @@
 """The engine's download routes, over the engine's queue (``services.downloads``).
 
-- ``POST /v1/downloads`` ``{"repo", "revision"?, "include"? | "all_files"?, "endpoint"?, "token"?}`` queues a repo
-  (the existing job when it is queued already) and answers its row;
+- ``POST /v1/downloads`` ``{"repo", "revision"?, "files"? | "include"? | "all_files"?, "endpoint"?, "token"?}``
+  queues a repo (the existing job when it is queued already) and answers its row;
 - ``GET /v1/downloads`` ``{"jobs": [row, ...]}`` in queue order; ``GET /v1/downloads/{id}`` one row;
 - ``POST /v1/downloads/{id}/pause|resume|cancel|retry`` (no body, or ``{}``) and ``POST /v1/downloads/{id}/move``
   ``{"by": -1 | 1 | ...}`` act on one job and answer its row; 409 when the job's state does not allow it;
 - ``POST /v1/downloads/cancel`` ``{"repo", "revision"?}`` cancels that repo's unfinished jobs (what
-  ``workbench pull --cancel`` sends): ``{"cancelled": [row, ...]}``, 404 when it has none.
+  ``workbench pull --cancel`` sends): ``{"cancelled": [row, ...]}``, 404 when it has none;
+- ``POST /v1/downloads/pause-all|resume-all`` ``{"jobs": [row, ...]}``; ``POST /v1/downloads/forget-finished``
+  (done and cancelled jobs leave the list, their files stay) ``{"forgotten": N}``.
 
 A row (:func:`job_row`): ``id, repo, revision, state, position, done_bytes, total_bytes, speed_bps, eta_s,
-files_done, files_total, error, message, resume_at, commit, snapshot, files: [{path, size, done_bytes, state,
-error}]``. Errors are ``{"error": "..."}``: 400 a bad body or id, 404 an unknown job, 409 a state that refuses the
-action, 413 a body over MAX_BODY_BYTES.
+files_done, files_total, error, message, resume_at, commit, snapshot, in_cache, files: [{path, size, done_bytes,
+state, error}]``. Errors are ``{"error": "..."}``: 400 a bad body or id, 404 an unknown job, 409 a state that
+refuses the action, 413 a body over MAX_BODY_BYTES.
 
 The engine owns the queue: it starts it when it starts, which resumes what an earlier engine left queued or
 downloading (from the bytes on disk, after a stop or a kill -9 alike), and closes it when it stops (the transfers
@@ -43,12 +45,13 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_PATTERNS = 64
+MAX_FILES = 1024
 MAX_PATTERN_CHARS = 1024
 MAX_ENDPOINT_CHARS = 2048
 MAX_TOKEN_CHARS = 4096
 MAX_MOVE = 10_000
 SETTLE_WAIT_S = 5.0  # a retry right after a cancel waits this long at most for the transfer to let go
-KEYS = frozenset({"repo", "revision", "include", "all_files", "endpoint", "token"})
+KEYS = frozenset({"repo", "revision", "files", "include", "all_files", "endpoint", "token"})
 CANCEL_KEYS = frozenset({"repo", "revision"})
 ACTIONS = ("pause", "resume", "cancel", "retry")
 
@@ -67,6 +70,7 @@ class QueueRequest:
 
     repo: str
     revision: str
+    files: list[str] | None
     include: list[str] | None
     all_files: bool
     hub: HubAccess | None  # its repr leaves the token out
@@ -85,15 +89,23 @@ def parse_queue(body: bytes) -> QueueRequest:
         for pattern in include:
             if len(pattern) > MAX_PATTERN_CHARS or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
                 raise BadRequest(f"the pattern {pattern[:80]!r} is too long or holds a control character")
+    files = document.get("files")
+    if files is not None:
+        if not isinstance(files, list) or not files or len(files) > MAX_FILES:
+            raise BadRequest(f"'files' must be a non-empty list of at most {MAX_FILES} file paths of the repo")
+        try:
+            files = [hub_names.check_file_name(name) for name in files]
+        except hub_names.BadName as exc:
+            raise BadRequest(f"'files': {exc}") from None
     all_files = document.get("all_files", False)
     if not isinstance(all_files, bool):
         raise BadRequest("'all_files' must be true or false")
-    if all_files and include is not None:
-        raise BadRequest("'include' and 'all_files' exclude each other")
+    if sum((files is not None, include is not None, all_files)) > 1:
+        raise BadRequest("'files', 'include' and 'all_files' exclude each other")
     endpoint = _endpoint(document.get("endpoint"))
     token = _token(document.get("token"))
     hub = HubAccess(endpoint, token) if endpoint is not None or token is not None else None
-    return QueueRequest(repo, revision, include, all_files, hub)
+    return QueueRequest(repo, revision, files, include, all_files, hub)
 
 
 def parse_cancel(body: bytes) -> tuple[str, str | None]:
@@ -170,15 +182,17 @@ def _token(value: Any) -> str | None:
     return value
 
 
-def job_row(job: JobSnapshot, snapshot: str | None = None) -> dict[str, Any]:
-    """What the routes say about a job (see the module's docstring); ``snapshot``: its folder in the cache."""
+def job_row(job: JobSnapshot, snapshot: str | None = None, in_cache: bool | None = None) -> dict[str, Any]:
+    """What the routes say about a job (see the module's docstring); ``snapshot``: its folder in the cache and
+    ``in_cache``: whether all its files are still there (both for a done job, else None)."""
     files = [{"path": f.path, "size": f.size, "done_bytes": f.done_bytes, "state": str(f.state), "error": f.error}
              for f in job.file_progress]  # fmt: skip
     return {"id": job.id, "repo": job.repo_id, "revision": job.revision, "state": str(job.state),
             "position": job.position, "done_bytes": job.done_bytes, "total_bytes": job.total_bytes,
             "speed_bps": round(job.speed_bps, 1), "eta_s": None if job.eta_s is None else round(job.eta_s, 1),
             "files_done": job.files_done, "files_total": job.files_total, "error": job.error, "message": job.message,
-            "resume_at": job.resume_at, "commit": job.commit, "snapshot": snapshot, "files": files}  # fmt: skip
+            "resume_at": job.resume_at, "commit": job.commit, "snapshot": snapshot, "in_cache": in_cache,
+            "files": files}  # fmt: skip
 
 
 class DownloadRoutes:
@@ -196,6 +210,9 @@ class DownloadRoutes:
             web.post("/v1/downloads", self.queue),
             web.get("/v1/downloads", self.list),
             web.post("/v1/downloads/cancel", self.cancel_repo),
+            web.post("/v1/downloads/pause-all", self.every),
+            web.post("/v1/downloads/resume-all", self.every),
+            web.post("/v1/downloads/forget-finished", self.every),
             web.get("/v1/downloads/{id}", self.one),
             web.post("/v1/downloads/{id}/move", self.move),
             *(web.post(f"/v1/downloads/{{id}}/{action}", self.control) for action in ACTIONS),
@@ -205,8 +222,10 @@ class DownloadRoutes:
         return self._row(self.downloads.job(job_id))
 
     def _row(self, job: JobSnapshot) -> dict[str, Any]:
-        snapshot = self.downloads.snapshot_path(job.id) if job.state is JobState.DONE else None
-        return job_row(job, None if snapshot is None else str(snapshot))
+        if job.state is not JobState.DONE:
+            return job_row(job)
+        snapshot = self.downloads.snapshot_path(job.id)
+        return job_row(job, None if snapshot is None else str(snapshot), self.downloads.in_cache(job.id))
 
     async def queue(self, request: web.Request) -> web.Response:
         body, refused = await _body(request)
@@ -216,8 +235,8 @@ class DownloadRoutes:
             asked = parse_queue(body)
         except BadRequest as exc:
             return _refused(str(exc))
-        job = self.downloads.enqueue(asked.repo, asked.revision, include=asked.include, all_files=asked.all_files,
-                                  hub=asked.hub)  # fmt: skip
+        job = self.downloads.enqueue(asked.repo, asked.revision, asked.files, include=asked.include,
+                                     all_files=asked.all_files, hub=asked.hub)  # fmt: skip
         return web.json_response(self.row(job.id))
 
     async def list(self, request: web.Request) -> web.Response:
@@ -280,6 +299,24 @@ class DownloadRoutes:
         for job in jobs:
             queue.cancel(job.id)
         return web.json_response({"cancelled": [self.row(job.id) for job in jobs]})
+
+    async def every(self, request: web.Request) -> web.Response:
+        """pause-all, resume-all (every job's row after) and forget-finished (``{"forgotten": N}``)."""
+        body, refused = await _body(request)
+        if refused is not None:
+            return refused
+        try:
+            parse_empty(body)
+        except BadRequest as exc:
+            return _refused(str(exc))
+        action = request.path.rsplit("/", 1)[1]
+        if action == "forget-finished":
+            return web.json_response({"forgotten": self.downloads.forget_finished()})
+        if action == "pause-all":
+            self.downloads.pause_all()
+        else:
+            self.downloads.resume_all()
+        return web.json_response({"jobs": [self._row(job) for job in self.downloads.jobs()]})
 
     def _job_id(self, request: web.Request) -> tuple[int, web.Response | None]:
         text = request.match_info["id"]
