@@ -40,11 +40,14 @@ class EngineClient:
         self.socket = Path(socket)
         self.timeout_s = timeout_s
 
-    async def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    async def call_json(self, method: str, route: str, body: dict[str, Any] | None = None,
+                        timeout_s: float | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """One request and its JSON answer; None when no engine answers, EngineRequestError when it refuses.
+        ``timeout_s`` bounds the whole call (default: the client's; a model load passes a longer one)."""
         if not self.socket.exists():
             return None
         connector = aiohttp.UnixConnector(path=str(self.socket))
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.request(method, f"http://engine{route}", json=body) as response:
@@ -54,6 +57,8 @@ class EngineClient:
                     return document
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
             return None
+
+    _call = call_json
 
     async def stream(self, method: str, route: str, body: dict[str, Any] | None = None,
                      read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:  # fmt: skip

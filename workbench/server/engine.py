@@ -25,6 +25,7 @@ from workbench.core.models.spec import ModelState
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
+from workbench.server.engine_models import ModelRoutes
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -67,6 +68,7 @@ class Engine:
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
+        self.app.add_routes(ModelRoutes(services.manager).routes())
 
     # --- what the routes answer --------------------------------------------------------------
 
