@@ -111,3 +111,34 @@ async def test_bad_requests_are_refused_with_a_reason(tmp_path: Path, body: byte
             async with session.post("http://engine/v1/models/pin", data=body) as response:
                 assert response.status == status
                 assert (await response.json())["error"]
+
+
+async def test_the_engine_finds_the_cached_models_at_start_and_after_a_download(tmp_path: Path) -> None:
+    from tests.support.hf_cache import add_snapshot, folder_files
+    from tests.support.tiny_models import make_tiny_llama
+    from workbench.core.hub.downloads.jobs import JobSnapshot, JobState
+
+    paths = AppPaths.under(tmp_path / "home")
+    cache = tmp_path / "hf-cache"
+    llama = folder_files(make_tiny_llama(tmp_path / "tiny"))
+    add_snapshot(cache, "org/first", llama, "a" * 40)
+    services, _backend = services_with_fake(paths)
+    services.hf_cache = cache
+    home = engine_home(paths)
+    engine = Engine(services, home)
+    task = await serving(engine, home)
+    try:
+        assert engine.startup is not None
+        await engine.startup.scanned(after=0, timeout_s=30)
+        ids = {info.spec.id for info in services.manager.models()}
+        assert any("org/first" in model_id for model_id in ids), ids
+
+        add_snapshot(cache, "org/second", llama, "b" * 40)  # as a finished download leaves it
+        done = JobSnapshot(1, "org/second", "main", JobState.DONE, 0, [], [], True, "b" * 40, None, None, [], 0,
+                           None, 0.0, None, 0.0, 0.0)  # fmt: skip
+        engine.startup._on_download(done)
+        await engine.startup.scanned(after=1, timeout_s=30)
+        assert any("org/second" in info.spec.id for info in services.manager.models())
+    finally:
+        engine.request_stop()
+        await asyncio.wait_for(task, 30)

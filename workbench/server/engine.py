@@ -26,6 +26,7 @@ from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
 from workbench.server.engine_models import ModelRoutes
+from workbench.server.engine_startup import EngineStartup
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -50,7 +51,8 @@ class Engine:
     """One engine: the services behind the socket, until stopped or idle for ``idle_exit_s`` (None: never)."""
 
     def __init__(self, services: Services, home: EngineHome, idle_exit_s: float | None = None,
-                 check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic,
+                 find_models: bool = True) -> None:  # fmt: skip
         self.services = services
         self.home = home
         self.idle_exit_s = idle_exit_s or None
@@ -63,6 +65,7 @@ class Engine:
         self.events = EventHub()
         self.board = JobBoard(on_change=lambda: self.events.publish("jobs", self.jobs(), state=True))
         self.stop_reason: str | None = None
+        self.startup = EngineStartup(services) if find_models else None
         self._stop = asyncio.Event()
         self.app = web.Application(middlewares=[self._activity])
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
@@ -162,12 +165,15 @@ class Engine:
         socket = self.home.socket
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         watcher: asyncio.Task[None] | None = None
+        finding: asyncio.Task[None] | None = None
         try:
             socket.unlink(missing_ok=True)
             await self.services.downloads.start()  # resumes what an earlier engine left running
             await runner.setup()
             await web.UnixSite(runner, str(socket)).start()
             os.chmod(socket, 0o600)
+            if self.startup is not None:
+                finding = asyncio.create_task(self.startup.run())
             log.info("engine %s serving on %s", os.getpid(), socket)
             if self.idle_exit_s is not None:
                 watcher = asyncio.create_task(self._watch_idle())
@@ -175,10 +181,11 @@ class Engine:
                 ready()
             await self._stop.wait()
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, finding):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self.events.close()
             await runner.cleanup()
             try:
