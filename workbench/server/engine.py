@@ -24,6 +24,7 @@ from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
+from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
 from workbench.server.engine_models import ModelRoutes
 from workbench.server.engine_startup import EngineStartup
@@ -72,6 +73,8 @@ class Engine:
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
         self.app.add_routes(ModelRoutes(services.manager).routes())
+        self.default_import = DefaultImportRoutes(services, self.events)
+        self.app.add_routes(self.default_import.routes())
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -188,6 +191,7 @@ class Engine:
                         await task
             self.events.close()
             await runner.cleanup()
+            await self.default_import.aclose()
             try:
                 await self.services.aclose()
             finally:
