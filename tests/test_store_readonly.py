@@ -164,3 +164,35 @@ def test_a_read_only_store_never_migrates_or_creates_the_file(tmp_path: Path) ->
     with pytest.raises(DatabaseUnavailableError, match="does not exist yet"):
         Store(missing, read_only=True)
     assert not missing.parent.exists()
+
+
+def test_a_read_only_store_reads_what_a_killed_writer_committed(tmp_path: Path) -> None:
+    database = tmp_path / "workbench.db"
+    Store(database).close()
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from workbench.core.storage.store import Store
+        store = Store(Path(sys.argv[1]))
+        chat = store.chats.create_conversation("Cut short")
+        for n in range(20):
+            store.chats.add_message(chat.id, "user", f"message {n}")
+        print(chat.id, flush=True)
+        sys.stdin.readline()
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script, str(database)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout is not None
+        assert select.select([writer.stdout], [], [], 30)[0], "the writer did not write in time"
+        chat_id = int(writer.stdout.readline())
+    finally:
+        writer.kill()  # SIGKILL: its writes sit in the WAL, never folded back
+        writer.wait(timeout=10)
+    assert Path(f"{database}-wal").stat().st_size > 0
+    Path(f"{database}-shm").unlink()  # as after a reboot: the reader rebuilds the WAL index itself
+    reader = Store(database, read_only=True)
+    try:
+        assert len(reader.chats.messages(chat_id)) == 20
+    finally:
+        reader.close()
