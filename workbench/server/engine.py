@@ -22,12 +22,14 @@ from aiohttp import web
 
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
+from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
 from workbench.server.engine_models import ModelRoutes
 from workbench.server.engine_startup import EngineStartup
+from workbench.server.engine_store import StoreRoutes
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -53,8 +55,11 @@ class Engine:
 
     def __init__(self, services: Services, home: EngineHome, idle_exit_s: float | None = None,
                  check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic,
-                 find_models: bool = True) -> None:  # fmt: skip
+                 find_models: bool = True, history_lock: HistoryWriterLock | None = None) -> None:  # fmt: skip
+        """``history_lock``: the database's writer lock, taken before the services opened it (`workbench engine`);
+        without one, :meth:`serve` takes it when it starts. Either way it is released after the database closed."""
         self.services = services
+        self.history_lock = history_lock
         self.home = home
         self.idle_exit_s = idle_exit_s or None
         self.check_s = check_s
@@ -75,6 +80,7 @@ class Engine:
         self.app.add_routes(ModelRoutes(services.manager).routes())
         self.default_import = DefaultImportRoutes(services, self.events)
         self.app.add_routes(self.default_import.routes())
+        self.app.add_routes(StoreRoutes(services, self.events).routes())
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -170,6 +176,8 @@ class Engine:
         watcher: asyncio.Task[None] | None = None
         finding: asyncio.Task[None] | None = None
         try:
+            if self.history_lock is None:
+                self.history_lock = claim_history(self.services.store.path)  # the engine is the history's one writer
             socket.unlink(missing_ok=True)
             await self.services.downloads.start()  # resumes what an earlier engine left running
             await runner.setup()
@@ -196,6 +204,8 @@ class Engine:
                 await self.services.aclose()
             finally:
                 socket.unlink(missing_ok=True)
+                if self.history_lock is not None:
+                    self.history_lock.release()
                 lock.release()
                 log.info("engine %s stopped (%s)", os.getpid(), self.stop_reason or "cancelled")
         return self.stop_reason or "cancelled"
