@@ -144,6 +144,25 @@ async def test_a_face_that_leaves_no_longer_counts(tmp_path: Path) -> None:
         assert ps is not None and ps["clients"] == 0 and ps["faces"] == []
 
 
+async def test_the_engine_does_not_idle_out_under_an_attached_face(tmp_path: Path) -> None:
+    paths = AppPaths.under(tmp_path)
+    services, _backend = services_with_fake(paths)
+    home = engine_home(paths)
+    now = [1000.0]
+    engine = Engine(services, home, idle_exit_s=60, check_s=0.01, clock=lambda: now[0])
+    task = await serving(engine, home)
+    face = Face(EngineClient(home.socket), "tui", topics=["faces"])
+    await face.heard("faces")
+    now[0] += 600
+    await asyncio.sleep(0.2)
+    assert not task.done()  # ten idle periods: only the face keeps it
+    await face.leave()
+    await until(lambda: engine.clients == 0, "the face to leave")
+    await asyncio.sleep(0.05)
+    now[0] += 61
+    assert await asyncio.wait_for(task, 10) == "idle"
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
