@@ -216,6 +216,18 @@ async def test_a_model_load_shows_as_loading_then_ready(tmp_path: Path) -> None:
         await face.leave()
 
 
+async def test_a_model_registered_from_another_thread_shows(tmp_path: Path) -> None:
+    from tests.support.fake_chat import fake_spec
+
+    async with running(AppPaths.under(tmp_path)) as (engine, client, _backend):
+        face = Face(client, "tui", topics=["models"])
+        await face.heard("models")
+        await asyncio.to_thread(engine.services.manager.register, fake_spec("fake-two"))  # a scan in a worker
+        row = model(await face.heard("models", lambda p: "fake-two" in [r["id"] for r in p["models"]]), "fake-two")
+        assert row["state"] == "unloaded" and row["role"] == "chat"
+        await face.leave()
+
+
 async def test_a_storm_of_changes_is_coalesced_to_about_ten_events_a_second(tmp_path: Path) -> None:
     async with running(AppPaths.under(tmp_path)) as (engine, client, _backend):
         face = Face(client, "tui", topics=["models"])

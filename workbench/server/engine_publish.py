@@ -83,9 +83,12 @@ class EnginePublisher:
         self._stale: set[str] = set()  # changed while nobody listened
         self._unsubscribe: list[Callable[[], None]] = []
         self._sampler: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
 
     def start(self) -> None:
+        """Call on the engine's loop."""
+        self._loop = asyncio.get_running_loop()
         self._running = True
         self._unsubscribe.append(self.engine.services.manager.subscribe(lambda _event: self.changed("models")))
         if self.engine.services.downloads_started:
@@ -103,10 +106,14 @@ class EnginePublisher:
         await self._stop_sampler()
 
     def changed(self, topic: str) -> None:
-        """``topic``'s state changed: publish it now, or once ``interval_s`` has passed since it last went out."""
-        if not self._running or topic in self._timers:
+        """``topic``'s state changed: publish it now, or once ``interval_s`` has passed since it last went out.
+        Safe from any thread (a model registered by a scan in a worker thread tells the manager's listeners there)."""
+        loop = self._loop
+        if not self._running or loop is None or topic in self._timers:
             return
-        loop = asyncio.get_running_loop()
+        if _running_loop() is not loop:
+            loop.call_soon_threadsafe(self.changed, topic)
+            return
         wait = self._last.get(topic, -math.inf) + self.interval_s - loop.time()
         self._timers[topic] = loop.call_later(max(0.0, wait), self._fire, topic)
 
@@ -159,3 +166,10 @@ class EnginePublisher:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
