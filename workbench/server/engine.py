@@ -25,6 +25,7 @@ from workbench.core.models.spec import ModelState
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
+from workbench.server.engine_listeners import EngineListeners
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -67,6 +68,8 @@ class Engine:
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
+        self.listeners = EngineListeners(self)  # the OpenAI-compatible API on TCP ([serve], `workbench serve`)
+        self.app.add_routes(self.listeners.routes())
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class Engine:
 
     def busy(self) -> bool:
         """Anything that keeps the engine alive: a request, a face, a running download, a loaded model."""
-        if self.in_flight or self.clients or len(self.board):
+        if self.in_flight or self.clients or len(self.board) or self.listeners.busy():
             return True
         if any(info.resident for info in self.services.manager.models()):
             return True
@@ -166,6 +169,7 @@ class Engine:
             await runner.setup()
             await web.UnixSite(runner, str(socket)).start()
             os.chmod(socket, 0o600)
+            self.listeners.start()  # config.toml's [serve] host/port, in the background
             log.info("engine %s serving on %s", os.getpid(), socket)
             if self.idle_exit_s is not None:
                 watcher = asyncio.create_task(self._watch_idle())
@@ -177,6 +181,7 @@ class Engine:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await self.listeners.aclose()  # before the events close: their faces hear "closed"
             self.events.close()
             await runner.cleanup()
             try:
