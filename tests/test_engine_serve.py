@@ -169,12 +169,14 @@ async def test_a_listener_serves_the_api_and_streams_a_line_per_request_and_dele
         assert listed is not None and listed["config_error"] is None
         [listed_row] = listed["listeners"]
         assert listed_row["id"] == row["id"] and listed_row["watchers"] == 1 and listed_row["requests"] == 3
+        assert (await run.client.ps() or {})["clients"] == 1  # the face reading the stream is attached
 
         assert await run.client.close_listener(row["id"]) == {"id": row["id"], "closed": True}
         assert not await port_open(row["url"])
         await asyncio.wait_for(lines.task, WAIT_S)
         assert lines.lines[-1] == {"type": "closed", "reason": "closed on request"}
         assert (await run.client.listeners() or {})["listeners"] == []
+        await wait_until(lambda: run.engine.clients == 0, "the face to detach")
         with pytest.raises(EngineRequestError) as gone:
             await run.client.close_listener(row["id"])
         assert gone.value.status == 404
@@ -341,6 +343,10 @@ async def test_a_config_listener_opens_when_the_engine_starts_and_keeps_it_resid
     config = f'[serve]\nhost = "127.0.0.1"\nport = {port}\n'
     async with running_engine(tmp_path, config, idle_exit_s=60, check_s=0.01, clock=lambda: now[0]) as run:
 
+        with pytest.raises(EngineRequestError) as taken:  # asked as the engine starts: told whose the port is
+            await run.client.open_listener("127.0.0.1", port)
+        assert taken.value.status == 409 and "(config.toml's [serve] host/port)" in str(taken.value)
+
         async def configured() -> list[dict[str, Any]]:
             return (await run.client.listeners() or {}).get("listeners", [])
 
@@ -352,7 +358,7 @@ async def test_a_config_listener_opens_when_the_engine_starts_and_keeps_it_resid
         await asyncio.sleep(0.2)
         assert not run.task.done()  # an open configured listener keeps the engine resident
         with pytest.raises(EngineRequestError) as taken:
-            await run.client.open_listener("127.0.0.1", port)
+            await run.client.open_listener("localhost", port)  # another name for it: found when the bind fails
         assert taken.value.status == 409 and "config.toml" in str(taken.value)
         lines = Lines(run.client, row["id"])
         await wait_until(lambda: lines.lines, "the stream")
@@ -411,7 +417,7 @@ def _env(home: Path) -> dict[str, str]:
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], env=_env(home), capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+                          text=True, timeout=120)  # fmt: skip
 
 
 async def start_face(home: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
@@ -498,9 +504,14 @@ async def test_workbench_serve_shares_the_engines_model_and_ctrl_c_or_kill_9_clo
             _cli(home, "stop")
 
 
-async def test_workbench_serve_says_the_port_is_taken_and_exits_1(tmp_path: Path) -> None:
+async def test_workbench_serve_says_the_port_is_taken_and_exits_1(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    from workbench.core.models.local import DEFAULT_CHAT_ID
+
     home = tmp_path / "home"
-    client = EngineClient(engine_home(AppPaths.under(home)).socket)
+    paths = AppPaths.under(home)
+    paths.models_dir.mkdir(parents=True)
+    (paths.models_dir / DEFAULT_CHAT_ID).symlink_to(tiny_models["small"])  # imported already: no import
+    client = EngineClient(engine_home(paths).socket)
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()

@@ -163,7 +163,9 @@ async def serve(socket: Path, plan: ServePlan) -> int:
             listener_id = str(row["id"])
             return await print_requests(client, listener_id, plan)
         except EngineRequestError as exc:
-            raise CommandError(f"cannot serve on {plan.host}:{plan.port}: {exc}") from exc
+            said = str(exc)
+            raise CommandError(said if said.startswith("cannot serve") else
+                               f"cannot serve on {plan.host}:{plan.port}: {said}") from exc  # fmt: skip
         except (EngineGone, EngineNotRunning):
             note("engine stopped")
             return EXIT_ERROR

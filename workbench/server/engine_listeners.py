@@ -143,7 +143,7 @@ class EngineListeners:
         self.events = engine.events
         self._listeners: dict[str, Listener] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._preparing = asyncio.Lock()
+        self._opening = asyncio.Lock()  # one open at a time: a second one for the same address is told whose it is
         self._closing = False
         self.in_flight = 0  # API requests being answered on any listener
         self.config_error: str | None = None
@@ -163,13 +163,14 @@ class EngineListeners:
     # --- opening and closing ---------------------------------------------------------------------
 
     async def open(self, wanted: ListenerRequest, origin: str = "face") -> Listener:
+        async with self._opening:
+            return await self._open(wanted, origin)
+
+    async def _open(self, wanted: ListenerRequest, origin: str) -> Listener:
         if self._closing:
             raise ListenerError(503, "the engine is stopping")
-        for other in self._listeners.values():
-            if other.host == wanted.host and wanted.port and other.port == wanted.port:
-                by = "config.toml's [serve] host/port" if other.origin == "config" else f"listener {other.id}"
-                raise ListenerError(409, f"the engine already serves the API on {other.url} ({by}); use another "
-                                         "port, or that one")  # fmt: skip
+        if (other := self._holding(wanted.port, wanted.host)) is not None:
+            raise _already(other)
         if not wanted.api_key and not is_loopback(wanted.host):
             raise ListenerError(400, f"serving on {wanted.host} needs an API key: anyone who reaches it could use "
                                      "the models")  # fmt: skip
@@ -183,6 +184,8 @@ class EngineListeners:
         except OSError as exc:
             where = f"{wanted.host}:{wanted.port}"
             if exc.errno == errno.EADDRINUSE:
+                if (other := self._holding(wanted.port)) is not None:
+                    raise _already(other) from None
                 raise ListenerError(409, f"cannot serve on {where}: the port is in use (another program, or "
                                          "another listener: `workbench serve --port N` picks another)") from None
             raise ListenerError(400, f"cannot serve on {where}: {exc.strerror or exc}") from None
@@ -198,6 +201,11 @@ class EngineListeners:
         if not listener.stays:
             self._spawn(self._close_unless_watched(listener_id))
         return listener
+
+    def _holding(self, port: int, host: str | None = None) -> Listener | None:
+        """The listener of this engine on ``port`` (and ``host``, when given); None for port 0 (a free one)."""
+        return next((listener for listener in self._listeners.values() if port and listener.port == port
+                     and (host is None or listener.host == host)), None)  # fmt: skip
 
     async def close(self, listener_id: str, reason: str) -> bool:
         """Close a listener (running generations stop, the port closes); False when there is none by that id."""
@@ -260,20 +268,20 @@ class EngineListeners:
         from workbench.core.models.gguf_import import GgufImportError
 
         services = self.services
-        async with self._preparing:
-            try:
-                await services.bring_in_embedded_defaults()
-            except (GgufImportError, OSError):
-                log.exception("importing the default chat model failed; serving the other models")
+        try:
+            await services.bring_in_embedded_defaults()
+        except (GgufImportError, OSError):
+            log.exception("importing the default chat model failed; serving the other models")
 
-            def loadable() -> list[Any]:
-                remote, _problems = services.discover_remote_models()
-                return services.registry.loadable_specs() + remote
+        def loadable() -> list[Any]:
+            remote, _problems = services.discover_remote_models()
+            return services.registry.loadable_specs() + remote
 
-            known = {info.spec.id for info in services.manager.models()}
-            for spec in await asyncio.to_thread(loadable):
-                if spec.id not in known:
-                    services.manager.register(spec)
+        specs = await asyncio.to_thread(loadable)
+        known = {info.spec.id for info in services.manager.models()}
+        for spec in specs:
+            if spec.id not in known:
+                services.manager.register(spec)
 
     def _publish_rows(self) -> None:
         self.events.publish(LISTENERS_TOPIC, self.rows(), state=True)
@@ -340,6 +348,7 @@ class EngineListeners:
             return _refused(ListenerError(404, f"no listener {listener_id[:40]!r}"))
         subscription = self.events.subscribe(frozenset({REQUEST_TOPIC, LISTENER_TOPIC}))
         listener.watchers += 1
+        self.engine.clients += 1  # an attached face, in ps
         self._publish_rows()
         stream = NdjsonStream(request)
         try:
@@ -351,6 +360,7 @@ class EngineListeners:
         finally:
             self.events.unsubscribe(subscription)
             listener.watchers -= 1
+            self.engine.clients -= 1
             if self._listeners.get(listener_id) is listener:
                 self._publish_rows()
                 if listener.watchers == 0 and not listener.stays:
@@ -381,6 +391,12 @@ class EngineListeners:
                 elif event.topic == LISTENER_TOPIC and event.payload.get("event") == "closed":
                     await stream.send({"type": "closed", "reason": event.payload.get("reason")})
                     return
+
+
+def _already(other: Listener) -> ListenerError:
+    by = "config.toml's [serve] host/port" if other.origin == "config" else f"listener {other.id}"
+    return ListenerError(409, f"the engine already serves the API on {other.url} ({by}); use another port, or that "
+                              "one")  # fmt: skip
 
 
 def _refused(error: ListenerError) -> web.Response:
