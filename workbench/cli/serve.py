@@ -41,12 +41,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         commands, "serve", run_serve, "serve the local models through an OpenAI-compatible API",
         "Ask the engine (started in the background when none runs) to serve every model `workbench ls` lists "
         "through an OpenAI-compatible HTTP API under /v1, loading models on demand through the engine's one memory "
-        "budget: a model the app already loaded answers without a second load (the default chat model is imported "
-        "from its package first, on first use). Prints a line per answered request on stdout. Beyond 127.0.0.1 "
-        "every request must carry a key (Authorization: Bearer KEY): --api-key-env or [serve] api_key_env names "
-        "the environment variable that holds it. Bodies over [serve] max_body_mb get 413; past [serve] max_waiting "
-        "requests at once, 503. Runs until ctrl+c, which closes this address and leaves the engine running. "
-        "[serve] host / port in config.toml opens the API whenever the engine starts, without this command.",
+        "budget: a model loaded in the engine already answers without a second load (the default chat model is "
+        "imported from its package first, on first use). Prints a line per answered request on stdout. Beyond "
+        "127.0.0.1 every request must carry a key (Authorization: Bearer KEY): --api-key-env or [serve] api_key_env "
+        "names the environment variable that holds it. Bodies over [serve] max_body_mb get 413; past [serve] "
+        "max_waiting requests at once, 503. Runs until ctrl+c, which closes this address and leaves the engine "
+        "running. [serve] host / port in config.toml opens the API whenever the engine starts, without this command.",
         "exit status: 0 stopped with ctrl+c or SIGTERM (the engine keeps running); 1 the server could not start "
         "(the port is taken, the engine did not start, …), or it stopped: the engine stopped or the address was "
         "closed elsewhere; 2 bad arguments, or a host beyond loopback without a key",
@@ -156,6 +156,11 @@ async def serve(socket: Path, plan: ServePlan) -> int:
                                                          "about 10 s)")  # fmt: skip
             try:
                 row = await client.open_listener(plan.host, plan.port, plan.api_key)
+            except EngineRequestError as exc:
+                if exc.status in (404, 405):  # an engine of older code, without listeners
+                    raise CommandError("the running engine cannot serve the API (it runs older code): `workbench "
+                                       "stop`, then `workbench serve` again") from exc  # fmt: skip
+                raise
             finally:
                 slow.cancel()
             if row is None:
