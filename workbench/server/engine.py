@@ -23,6 +23,7 @@ from aiohttp import web
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.server.engine_downloads import DownloadRoutes
+from workbench.server.engine_embeddings import EmbeddingRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
 from workbench.server.engine_models import ModelRoutes
@@ -72,6 +73,8 @@ class Engine:
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
         self.app.add_routes(ModelRoutes(services.manager).routes())
+        self.embeddings = EmbeddingRoutes(services, self.board)  # embedding jobs, run by the engine
+        self.embeddings.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
