@@ -73,12 +73,10 @@ class EngineClient:
                 async with session.request(method, f"http://engine{route}") as response:
                     if response.status >= 400:
                         raise EngineRequestError(response.status, await _error_of(response))
-                    body = bytearray()
-                    while len(body) <= max_bytes and (chunk := await response.content.read(max_bytes + 1 - len(body))):
-                        body += chunk  # read(n) answers what has come, up to n
-                    if len(body) > max_bytes:
-                        raise EngineRequestError(response.status, f"the answer is larger than {max_bytes} bytes")
-                    return bytes(body), dict(response.headers)
+                    if response.content_length is None or response.content_length > max_bytes:
+                        raise EngineRequestError(response.status, f"the answer is larger than {max_bytes} bytes "
+                                                 "(or of no stated length)")  # fmt: skip
+                    return await response.read(), dict(response.headers)
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
             return None
 
