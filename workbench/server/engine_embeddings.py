@@ -335,7 +335,7 @@ class EmbeddingRoutes:
                 log.exception("embedding job %s with %s failed", job.id, job.model_id)
             job.end("error", error=str(exc) or type(exc).__name__, kind=error_kind(exc))
         finally:
-            job.texts = None  # the vectors are what a face fetches; the texts need not stay
+            job.texts = job.request.texts = None  # the vectors are what a face fetches; the texts need not stay
             self.board.end(job.board_job)
             if self.running.get(job.request.key) is job:
                 del self.running[job.request.key]
