@@ -64,6 +64,26 @@ class EngineClient:
 
     _call = call_json
 
+    async def call_bytes(self, method: str, route: str, max_bytes: int,
+                         timeout_s: float | None = None) -> tuple[bytes, dict[str, str]] | None:  # fmt: skip
+        """One request and its body as bytes with its headers (a binary answer: vectors); None when no engine
+        answers, EngineRequestError when it refuses or the body is larger than ``max_bytes``."""
+        if not self.socket.exists():
+            return None
+        connector = aiohttp.UnixConnector(path=str(self.socket))
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                async with session.request(method, f"http://engine{route}") as response:
+                    if response.status >= 400:
+                        raise EngineRequestError(response.status, await _error_of(response))
+                    if response.content_length is None or response.content_length > max_bytes:
+                        raise EngineRequestError(response.status, f"the answer is larger than {max_bytes} bytes "
+                                                 "(or of no stated length)")  # fmt: skip
+                    return await response.read(), dict(response.headers)
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
+            return None
+
     async def stream(self, method: str, route: str, body: dict[str, Any] | None = None,
                      read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
         """The JSON lines of a streamed answer (workbench.server.ndjson), heartbeats left out. EngineNotRunning when

@@ -25,6 +25,7 @@ from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
 from workbench.server.engine_downloads import DownloadRoutes
+from workbench.server.engine_embeddings import EmbeddingRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
@@ -90,6 +91,8 @@ class Engine:
         self.app.add_routes(self.stream.routes())
         self.listeners = EngineListeners(self)  # the OpenAI-compatible API on TCP ([serve], `workbench serve`)
         self.app.add_routes(self.listeners.routes())
+        self.embeddings = EmbeddingRoutes(services, self.board)  # embedding jobs, run by the engine
+        self.embeddings.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from workbench.core.hub import names as hub_names
+from workbench.server.bodies import read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -80,7 +81,7 @@ class DownloadRoutes:
     async def queue(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _refused(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-        body = await request.content.read(MAX_BODY_BYTES + 1)
+        body = await read_bounded(request, MAX_BODY_BYTES)
         try:
             repo, revision, include = parse_download(body)
         except BadRequest as exc:

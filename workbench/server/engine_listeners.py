@@ -40,6 +40,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from workbench.core.settings.config import is_host
+from workbench.server.bodies import read_bounded
 from workbench.server.engine_events import Subscription
 from workbench.server.limits import MB, ServeLimits, is_loopback
 from workbench.server.ndjson import NdjsonStream, PeerGone
@@ -326,7 +327,7 @@ class EngineListeners:
         try:
             if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
                 raise ListenerError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-            wanted = parse_listener(await request.content.read(MAX_BODY_BYTES + 1))
+            wanted = parse_listener(await read_bounded(request, MAX_BODY_BYTES))
             listener = await self.open(wanted)
         except ListenerError as exc:
             return _refused(exc)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from workbench.core.models.spec import ModelManagerError, UnknownModelError
 from workbench.core.wire import model_info_to_wire
+from workbench.server.bodies import read_bounded
 
 if TYPE_CHECKING:
     from workbench.core.models.lifecycle import ModelManager
@@ -71,7 +72,7 @@ class ModelRoutes:
     async def _action(self, request: web.Request, with_pinned: bool = False) -> tuple[str, bool] | web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return refused(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-        body = await request.content.read(MAX_BODY_BYTES + 1)
+        body = await read_bounded(request, MAX_BODY_BYTES)
         if len(body) > MAX_BODY_BYTES:
             return refused(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
         try:

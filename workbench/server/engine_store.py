@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from workbench.core.prompt_cache.reuse import chat_cache_key
+from workbench.server.bodies import read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -167,7 +168,7 @@ class StoreRoutes:
 async def _body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    body = await read_bounded(request, MAX_BODY_BYTES)
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
     return body
