@@ -22,6 +22,7 @@ from aiohttp import web
 
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
+from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
@@ -72,6 +73,8 @@ class Engine:
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
         self.app.add_routes(ModelRoutes(services.manager).routes())
+        self.compare = CompareRoutes(services, self.board)  # compare turns, run by the engine
+        self.compare.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
