@@ -249,6 +249,23 @@ async def test_a_face_that_leaves_mid_turn_does_not_stop_it_and_the_run_is_store
     assert lines[-1] == {"type": "end", "awaiting_vote": False, "error": None}
 
 
+async def test_an_engine_that_stops_mid_turn_stores_what_came_and_tells_the_face(rig: Rig) -> None:
+    rig.a.script, rig.b.script = slow("a"), slow("b")
+    session = rig.session()
+    turn = await off_loop(session.ask, "go", ALPHA, BETA)
+    seen: list[SideUpdate] = []
+    with pytest.raises(RuntimeError) as failed:
+        async with contextlib.aclosing(turn.events()) as updates:
+            async for update in updates:
+                seen.append(update)
+                if len(seen) == 4:
+                    rig.engine.request_stop("asked to stop")
+    assert str(failed.value) == "the engine stopped before the comparison ended"  # its last line says so
+    stored = rig.stored()
+    assert 0 < len(stored.answer_a.split()) + len(stored.answer_b.split()) < 2 * WORDS
+    assert not session.running and not session.awaiting_vote
+
+
 async def test_a_face_that_comes_late_catches_up_then_follows_live(rig: Rig) -> None:
     hold = threading.Event()
     rig.b.script = Script(tokens=["one ", "two ", "three"], hold=hold)
@@ -347,6 +364,8 @@ async def test_the_engine_keeps_a_bounded_number_of_sessions(rig: Rig) -> None:
     session._created = True
     await drain(await off_loop(session.ask, "back?", ALPHA, BETA))
     assert rig.stored().answer_a == "Paris is big." and "two" in rig.engine.compare.sessions
+    await off_loop(session.close)  # the face lets the engine forget it
+    assert "two" not in rig.engine.compare.sessions
 
 
 def test_the_in_process_services_make_an_in_process_compare_session(tmp_path: Path) -> None:
