@@ -38,7 +38,8 @@ class StandIn:
         assert request.transport is not None
         self.transports.append(request.transport)
         async with NdjsonStream(request, heartbeat_s=60) as stream:
-            await stream.send({"type": "event", "topic": "hello", "payload": {"fingerprint": self.fingerprint}})
+            await stream.send({"type": "event", "topic": "hello",
+                               "payload": {"engine": {"fingerprint": self.fingerprint}}})
             while (document := await self.outbox.get()) is not None:
                 await stream.send(document)
                 if document.get("topic") == "stopping":

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -72,6 +74,20 @@ class EngineClient:
                 except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
                         aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:  # fmt: skip
                     raise EngineGone(f"the engine's answer broke off: {type(exc).__name__}: {exc}") from exc
+
+    async def events(self, face: str, topics: Iterable[str] | None = None, pid: int | None = None,
+                     read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> AsyncIterator[tuple[str, Any]]:  # fmt: skip
+        """Attach to the engine's event stream as ``face`` (tui, cli, serve, pull; ``pid``: this process's unless
+        given): ``(topic, payload)`` pairs, ``hello`` first, ``stopping`` last when the engine stops (then it ends).
+        ``topics`` None: all of them. Raises what :meth:`stream` raises (EngineRequestError 400 for a bad face or
+        topic)."""
+        query: dict[str, str] = {"face": face, "pid": str(os.getpid() if pid is None else pid)}
+        if topics is not None:
+            query["topics"] = ",".join(topics)
+        async for document in self.stream("GET", f"/v1/events?{urlencode(query)}", read_timeout_s=read_timeout_s):
+            topic = document.get("topic")
+            if document.get("type") == "event" and isinstance(topic, str):
+                yield topic, document.get("payload")
 
     async def engine_info(self) -> dict[str, Any] | None:
         """The handshake: pid, version, fingerprint, socket, rss_bytes, uptime_s, clients."""

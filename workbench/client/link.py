@@ -120,7 +120,8 @@ class EngineLink:
                 if not isinstance(topic, str):
                     continue
                 if topic == "hello":
-                    engine = payload if isinstance(payload, dict) else info
+                    engine = payload.get("engine") if isinstance(payload, dict) else None
+                    engine = engine if isinstance(engine, dict) else info
                     self._attached_at = asyncio.get_running_loop().time()
                     self._say(LinkStatus(LinkState.ATTACHED, "", engine, other_code=not same_code(engine)))
                 elif topic == "stopping":
