@@ -21,6 +21,8 @@ from workbench.client.errors import EngineGone, EngineNotRunning, EngineRequestE
 TIMEOUT_S = 5.0
 STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
 MAX_LINE_BYTES = 4 * 1024 * 1024
+LISTENER_OPEN_TIMEOUT_S = 180.0  # on first use the engine imports the default chat model (about 10 s) first
+LISTENER_CLOSE_TIMEOUT_S = 20.0  # running generations are stopped, then the port closes
 
 
 class EngineClient:
@@ -117,6 +119,35 @@ class EngineClient:
         """The engine's download jobs in queue order (id, repo, state, done_bytes, total_bytes); None: no engine."""
         document = await self._call("GET", "/v1/downloads")
         return None if document is None else list(document["jobs"])
+
+    # --- the OpenAI-compatible listeners (workbench.server.engine_listeners) ---------------------------
+
+    async def open_listener(self, host: str, port: int, api_key: str | None = None, keep: bool = False,
+                            timeout_s: float = LISTENER_OPEN_TIMEOUT_S) -> dict[str, Any] | None:  # fmt: skip
+        """Ask the engine to serve its OpenAI-compatible API on ``host:port``: the listener's row (``id``, ``url``,
+        ...); EngineRequestError when refused (409: the port is taken), None when no engine runs. Unless ``keep``,
+        it closes when no face reads its :meth:`listener_requests` any more. On first use the engine imports the
+        default chat model before it listens, hence the longer timeout."""
+        body: dict[str, Any] = {"host": host, "port": port}
+        if api_key is not None:
+            body["api_key"] = api_key
+        if keep:
+            body["keep"] = True
+        return await EngineClient(self.socket, max(self.timeout_s, timeout_s))._call("POST", "/v1/listeners", body)
+
+    async def listeners(self) -> dict[str, Any] | None:
+        """``{"listeners": [row, ...], "config_error": str | None}``; None when no engine runs."""
+        return await self._call("GET", "/v1/listeners")
+
+    async def close_listener(self, listener_id: str) -> dict[str, Any] | None:
+        """Close a listener (answers once its port is closed); EngineRequestError(404) when there is none."""
+        return await EngineClient(self.socket, max(self.timeout_s, LISTENER_CLOSE_TIMEOUT_S))._call(
+            "DELETE", f"/v1/listeners/{listener_id}")  # fmt: skip
+
+    def listener_requests(self, listener_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A listener's stream: its row (type "listener"), a line per answered request (type "request"), and
+        "closed" with the reason when it closes; the stream just ends when the engine stops."""
+        return self.stream("GET", f"/v1/listeners/{listener_id}/requests")
 
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""

@@ -29,6 +29,7 @@ from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
+from workbench.server.engine_listeners import EngineListeners
 from workbench.server.engine_models import ModelRoutes
 from workbench.server.engine_publish import EnginePublisher
 from workbench.server.engine_startup import EngineStartup
@@ -88,6 +89,8 @@ class Engine:
         self.app.add_routes(self.default_import.routes())
         self.app.add_routes(StoreRoutes(services, self.events).routes())
         self.app.add_routes(self.stream.routes())
+        self.listeners = EngineListeners(self)  # the OpenAI-compatible API on TCP ([serve], `workbench serve`)
+        self.app.add_routes(self.listeners.routes())
         self.compare = CompareRoutes(services, self.board)  # compare turns, run by the engine
         self.compare.install(self.app)
 
@@ -133,7 +136,7 @@ class Engine:
 
     def busy(self) -> bool:
         """Anything that keeps the engine alive: a request, a face, a running download, a loaded model."""
-        if self.in_flight or self.clients or len(self.board):
+        if self.in_flight or self.clients or len(self.board) or self.listeners.busy():
             return True
         if any(info.resident for info in self.services.manager.models()):
             return True
@@ -196,6 +199,7 @@ class Engine:
             os.chmod(socket, 0o600)
             if self.startup is not None:
                 finding = asyncio.create_task(self.startup.run())
+            self.listeners.start()  # config.toml's [serve] host/port, in the background
             log.info("engine %s serving on %s", os.getpid(), socket)
             if self.idle_exit_s is not None:
                 watcher = asyncio.create_task(self._watch_idle())
@@ -208,6 +212,7 @@ class Engine:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await self.listeners.aclose()  # before the events close: their faces hear "closed"
             await self.stream.end(self.stop_reason or "cancelled")  # the faces hear why, then their streams end
             await self.publisher.stop()
             await runner.cleanup()

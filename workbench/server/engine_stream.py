@@ -111,7 +111,7 @@ class EventStream:
             return web.json_response({"error": str(exc)}, status=400)
         if self.ending is not None:
             return web.json_response({"error": "the engine is stopping"}, status=503)
-        face = self._attach(name, pid, request)
+        face = self.attach(name, pid, request)
         subscription = self.engine.events.subscribe(None if topics is None else topics | CONTROL)
         stream = NdjsonStream(request)
         try:
@@ -131,10 +131,11 @@ class EventStream:
             pass
         finally:
             self.engine.events.unsubscribe(subscription)
-            self._detach(face)
+            self.detach(face)
         return stream.response
 
-    def _attach(self, name: str, pid: int | None, request: web.Request) -> Face:
+    def attach(self, name: str, pid: int | None, request: web.Request) -> Face:
+        """A face is attached (this stream, or another face's own stream such as `serve`'s request lines)."""
         face = Face(next(self._ids), name, pid, time.time())
         self._faces[face.id] = face
         self._requests[face.id] = request
@@ -143,7 +144,7 @@ class EventStream:
         self.engine.publisher.faces_changed()
         return face
 
-    def _detach(self, face: Face) -> None:
+    def detach(self, face: Face) -> None:
         if self._faces.pop(face.id, None) is None:
             return
         self._requests.pop(face.id, None)
