@@ -7,11 +7,14 @@ only core types, and those only for type checking: no Textual, aiohttp, ui, cli 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from workbench.core.compare.results import CompareResults
+    from workbench.core.compare.run import Contender, MemoryPlan
+    from workbench.core.compare.session import Reveal, SideUpdate
     from workbench.core.embeddings.embedder import Embedder
     from workbench.core.hub.client import HubCatalog
     from workbench.core.hub.curated import CatalogEntry
@@ -105,3 +108,56 @@ class WorkbenchApi(Protocol):
     async def aclose(self) -> None:
         """Close everything, once, whoever asks first."""
         ...
+
+    def compare_session(self) -> CompareSessionApi:
+        """A new compare conversation for the Compare pane (its turns run where the services run)."""
+        ...
+
+
+class CompareTurnApi(Protocol):
+    """One prompt put to both sides: workbench.core.compare.session.CompareTurn in-process,
+    workbench.client.compare_session.RemoteCompareTurn when the engine runs it."""
+
+    @property
+    def run_id(self) -> int: ...
+
+    @property
+    def blind(self) -> bool: ...
+
+    @property
+    def swapped(self) -> bool: ...
+
+    @property
+    def results(self) -> CompareResults: ...
+
+    def shown(self, side: str) -> str: ...
+
+    def stop(self) -> None: ...
+
+    def events(self) -> AsyncGenerator[SideUpdate, None]: ...
+
+
+class CompareSessionApi(Protocol):
+    """What the Compare pane uses of its compare session: CompareSession in-process, RemoteCompareSession when the
+    engine runs the turns (workbench.client.compare_session)."""
+
+    @property
+    def blind(self) -> bool: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def awaiting_vote(self) -> bool: ...
+
+    def plan(self, a: Contender, b: Contender) -> MemoryPlan: ...
+
+    def ask(self, prompt: str, a: Contender, b: Contender, plan: MemoryPlan | None = None) -> CompareTurnApi: ...
+
+    def stop(self) -> None: ...
+
+    def vote(self, outcome: str) -> Reveal: ...
+
+    def set_blind(self, on: bool) -> None: ...
+
+    def clear(self) -> None: ...

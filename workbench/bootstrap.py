@@ -39,6 +39,7 @@ from workbench.core.storage.store import Store
 from workbench.resources import shipped_path
 
 if TYPE_CHECKING:
+    from workbench.core.compare.session import CompareSession
     from workbench.core.embeddings.embedder import Embedder
     from workbench.core.hub.downloads.queue import DownloadManager
 
@@ -114,6 +115,12 @@ class Services:
     @property
     def downloads_started(self) -> bool:
         return self._downloads is not None
+
+    def compare_session(self) -> CompareSession:
+        """A new compare conversation on these services, for the Compare pane."""
+        from workbench.core.compare.session import CompareSession
+
+        return CompareSession(self.manager, self.store)
 
     @property
     def embedder(self) -> Embedder:

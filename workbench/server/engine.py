@@ -24,6 +24,7 @@ from aiohttp import web
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
+from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_embeddings import EmbeddingRoutes
 from workbench.server.engine_events import EventHub
@@ -93,6 +94,8 @@ class Engine:
         self.app.add_routes(self.listeners.routes())
         self.embeddings = EmbeddingRoutes(services, self.board)  # embedding jobs, run by the engine
         self.embeddings.install(self.app)
+        self.compare = CompareRoutes(services, self.board)  # compare turns, run by the engine
+        self.compare.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
