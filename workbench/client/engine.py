@@ -14,25 +14,11 @@ from typing import Any
 
 import aiohttp
 
+from workbench.client.errors import EngineGone, EngineNotRunning, EngineRequestError
+
 TIMEOUT_S = 5.0
 STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
 MAX_LINE_BYTES = 4 * 1024 * 1024
-
-
-class EngineRequestError(Exception):
-    """The engine refused a request (a 4xx or 5xx); the message is the engine's."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class EngineNotRunning(Exception):
-    """No engine answers on the socket (for the streamed calls; the plain ones answer None)."""
-
-
-class EngineGone(Exception):
-    """The engine went away in the middle of a streamed answer (killed, stopped, or silent past the timeout)."""
 
 
 class EngineClient:
