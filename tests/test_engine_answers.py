@@ -184,7 +184,7 @@ async def test_a_face_that_leaves_mid_answer_does_not_stop_it_the_engine_stores_
 
 
 async def test_a_second_face_attaching_mid_answer_gets_the_text_so_far_then_the_rest(tmp_path: Path) -> None:
-    tokens = [f"w{i} " for i in range(30)]
+    tokens = [f"w{i} " for i in range(100)]
     with engine_with(tmp_path, Script(tokens=tokens, delay_s=0.03)) as (_running, first):
         sent = await asyncio.to_thread(first.send, "talk")
         stream = first.answer_events(sent.answer)
@@ -366,7 +366,7 @@ def _line(process: subprocess.Popen[str], prefix: str, timeout_s: float = 60) ->
 
 
 def test_a_face_killed_mid_answer_leaves_the_answer_to_finish_complete_in_the_store(tmp_path: Path) -> None:
-    pieces = tuple(f"p{i} " for i in range(30))
+    pieces = tuple(f"p{i} " for i in range(50))
     with fake_openai(model="m", pieces=pieces, delay_s=0.1) as server:
         (tmp_path / "config").mkdir()
         (tmp_path / "config" / "config.toml").write_text(
@@ -385,7 +385,7 @@ def test_a_face_killed_mid_answer_leaves_the_answer_to_finish_complete_in_the_st
             face_process = subprocess.Popen([sys.executable, "-c", FACE_SCRIPT, str(home.socket)], env=_env(tmp_path),
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
             _kind, answer_id, conversation_id = _line(face_process, "answer ").split()
-            _line(face_process, "token ")  # mid-answer: the first piece came, the rest take ~3 s
+            _line(face_process, "token ")  # mid-answer: the first piece came, the rest take ~5 s
             face_process.send_signal(signal.SIGKILL)
             face_process.wait(10)
 
