@@ -198,7 +198,10 @@ async def test_a_second_face_attaching_mid_answer_gets_the_text_so_far_then_the_
             await asyncio.to_thread(second.send, "me too")
         assert await asyncio.to_thread(second.regenerate) is None
         assert await asyncio.to_thread(second.edit_last) is None
-        events = await drain(second, second.attach(messages[-1]))
+        followed = second.follow_running(messages)
+        assert followed is not None and followed.message.id == sent.answer.message.id and followed.text == ""
+        events = await drain(second, followed)
+        assert followed.text == "".join(tokens) and followed.status is MessageStatus.COMPLETE
         catch_up = next(e for e in events if isinstance(e, Token))
         assert catch_up.text.startswith("".join(t.text for t in seen))  # the text so far, as one line
         assert text_of(events) == "".join(tokens)

@@ -1,6 +1,7 @@
 """The Chat pane driving a RemoteChatSession against a real engine on a temporary socket (on its own thread: the
 pane's intents are blocking calls): the answer streams onto the screen and the engine stores it; Esc stops it;
-a TUI that quits mid-answer leaves it to the engine, and the next TUI opens the finished answer (issue 16, 3)."""
+a TUI that quits mid-answer leaves it to the engine; the next TUI follows it from where it is, and once it is
+over, Chat opens the finished answer (issue 16, 3)."""
 
 from __future__ import annotations
 
@@ -78,26 +79,36 @@ async def test_the_chat_pane_streams_an_answer_the_engine_runs_and_esc_stops_one
             assert "stopped" in str(chat.message_views()[-1].query_one(".note").render())
 
 
-async def test_a_tui_that_quits_mid_answer_leaves_it_to_the_engine_and_the_next_opens_it_finished(
+async def test_a_tui_that_quits_mid_answer_leaves_it_to_the_engine_and_the_next_follows_then_opens_it(
     tmp_path: Path,
 ) -> None:
     paths = AppPaths.under(tmp_path / "engine")
     home = engine_home(paths)
-    tokens = [f"w{i} " for i in range(200)]
+    tokens = [f"w{i} " for i in range(300)]
     with engine_thread(lambda: services_with_fake(paths, Script(tokens=tokens, delay_s=0.02)), home) as running:
         first = remote_app(tmp_path / "face", home.socket)
         async with first.run_test(size=SIZE) as pilot:
             chat = await open_chat(first, pilot)
             await pilot.press(*"talk", "enter")
             await wait_for(pilot, lambda: chat.message_views()[-1].markdown.source.startswith("w0 "), "the first words")
-        # the TUI is gone, mid-answer: the engine goes on
+        # the TUI is gone, mid-answer: the engine goes on, and the next TUI follows the answer where it is
         assert running.backend.emitted < len(tokens)
 
         second = remote_app(tmp_path / "face", home.socket)
         async with second.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: engine_messages(running)[-1].status is MessageStatus.COMPLETE,
-                           "the engine to finish the answer")  # fmt: skip
             chat = await open_chat(second, pilot)
+            await wait_for(pilot, lambda: chat.live is not None, "the running answer followed")
+            assert running.backend.emitted < len(tokens)
+            assert [v.role for v in chat.message_views()] == ["user", "assistant"]
+            await wait_for(pilot, lambda: chat.live is None, "the answer to end on screen")
+            [stored] = engine_messages(running)[-1:]
+            assert stored.status is MessageStatus.COMPLETE and stored.content == "".join(tokens)
+            view = chat.message_views()[-1]
+            assert view.content == stored.content and "tok/s" in str(view.query_one(".figures").render())
+            assert len(chat.message_views()) == 2
+
+        third = remote_app(tmp_path / "face", home.socket)
+        async with third.run_test(size=SIZE) as pilot:  # over by now: Chat opens the finished answer
+            chat = await open_chat(third, pilot)
             await wait_for(pilot, lambda: len(chat.message_views()) == 2, "the conversation opened")
-            assert chat.message_views()[-1].content == "".join(tokens)
-            assert engine_messages(running)[-1].content == "".join(tokens)
+            assert chat.live is None and chat.message_views()[-1].content == "".join(tokens)

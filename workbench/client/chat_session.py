@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,16 @@ class RemoteChatSession(ChatChoices):
 
     def attach(self, message: StoredMessage) -> Answer:
         """Follow an answer the engine is writing (``running_answer``, as ``message`` of the conversation open):
-        ``answer_events`` streams it from where it is."""
+        ``answer_events`` streams it from where it is (its text so far first)."""
         self._refuse_while_answering()
-        self.answer = Answer(message, [], model_id=self.model_id)
+        self.answer = Answer(replace(message, content=""), [], model_id=self.model_id)
         return self.answer
+
+    def follow_running(self, messages: list[StoredMessage]) -> Answer | None:
+        """The answer ending ``messages`` when the engine is still writing it (``attach``ed); None otherwise."""
+        if not messages or messages[-1].id != self.running_answer or self.answering:
+            return None
+        return self.attach(messages[-1])
 
     def _started(self, reply: dict[str, Any]) -> Answer:
         self.conversation = conversation_from(reply["conversation"])

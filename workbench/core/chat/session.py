@@ -166,6 +166,12 @@ class ChatChoices:
     def answering(self) -> bool:
         return self.answer is not None
 
+    def follow_running(self, messages: list[StoredMessage]) -> Answer | None:
+        """The answer ending ``messages`` (the conversation just opened) when another process is still writing it,
+        to stream with ``answer_events``; None in-process (what a dead process left streaming is marked incomplete
+        when the services start)."""
+        return None
+
     def can_send(self) -> bool:
         """Whether a message sent now will be answered: a model is chosen, or the default one is on its way."""
         return can_wait(self.model_id, self.default_import)

@@ -206,8 +206,11 @@ class ChatPane(PaneScreen):
             self.show_conversation(messages)
 
     def show_conversation(self, messages: list[StoredMessage]) -> None:
-        self.transcript.show(messages)
+        running = self.session.follow_running(messages)  # still being written (by the engine): shown as it goes
+        self.transcript.show(messages[:-1] if running else messages)
         self.refresh_models()
+        if running is not None:
+            self.call_later(self.show_answer, running)
 
     def message_views(self) -> list[MessageView]:
         return self.transcript.views()
