@@ -24,6 +24,7 @@ import pytest
 from tests.support.engines import EngineThread, engine_thread, serving
 from tests.support.fake_chat import Script, services_with_fake
 from tests.support.fake_openai import fake_openai
+from workbench.cli.ps import ps_text
 from workbench.client import blocking
 from workbench.client.chat_session import RemoteChatSession
 from workbench.client.engine import EngineClient, EngineRequestError
@@ -117,6 +118,8 @@ async def test_a_remote_session_streams_an_answer_the_engine_stores_complete_wit
         jobs = running.call(lambda: running.engine.board.rows())
         assert [(j["kind"], j["what"], j["face"], j["answer"]) for j in jobs] == [
             ("generation", "fake-chat", "tui", sent.answer.message.id)]  # fmt: skip
+        table = ps_text(running.call(lambda: running.engine.ps())).splitlines()
+        assert table[-1].split()[1:] == ["generation", "fake-chat", "-"]  # no progress known for an answer
         hold.set()
         events = await drain(session, sent.answer)
         assert text_of(events) == "Hello there!"

@@ -72,7 +72,8 @@ def ps_text(document: dict[str, Any]) -> str:
         lines.append("no model loaded")
     if document["jobs"]:
         rows = [("JOB", "KIND", "WHAT", "PROGRESS")]
-        rows += [(str(j["id"]), j["kind"], j["what"], f"{100 * j['progress']:.0f} %") for j in document["jobs"]]
+        rows += [(str(j["id"]), j["kind"], j["what"], "-" if j.get("progress") is None else
+                  f"{100 * j['progress']:.0f} %") for j in document["jobs"]]  # fmt: skip
         lines += ["", *_table(rows)]
     else:
         lines.append("no job running")
