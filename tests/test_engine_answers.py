@@ -28,11 +28,13 @@ from workbench.cli.ps import ps_text
 from workbench.client import blocking
 from workbench.client.chat_session import RemoteChatSession
 from workbench.client.engine import EngineClient, EngineRequestError
-from workbench.core.chat.run import Token
+from workbench.core.chat.figures import GenerationFigures
+from workbench.core.chat.run import ContextTrimmed, Reading, Token
 from workbench.core.chat.sampling import SamplingChoice
-from workbench.core.chat.session import Answer, AnswerEnded, ChatBusyError, SessionEvent
+from workbench.core.chat.session import Answer, AnswerEnded, ChatBusyError, ModelChosen, SessionEvent
+from workbench.core.chat.wire import WireError, event_document, event_from
 from workbench.core.engine_home import engine_home
-from workbench.core.models.wait import DefaultModelImport, Progress
+from workbench.core.models.wait import DefaultModelImport, Progress, Waiting
 from workbench.core.settings.config import Settings
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.chats import MessageStatus, StoredMessage
@@ -102,6 +104,23 @@ async def first_tokens(stream: AsyncIterator[SessionEvent], count: int) -> list[
         if isinstance(event, Token):
             tokens.append(event)
     return tokens
+
+
+# --- the wire ---------------------------------------------------------------------------------------
+
+
+def test_every_answer_event_goes_over_the_wire_and_comes_back_the_same() -> None:
+    figures = GenerationFigures(0.5, 12, 100.0, 3, 20.0, 0.01, cached_tokens=4)
+    events: list[SessionEvent] = [
+        Waiting("loading m…"), Waiting(""), ModelChosen("m"), ContextTrimmed(2, 100, 128), Reading(10, 40, 5),
+        Token("Hé"), AnswerEnded(MessageStatus.COMPLETE, "Hé", figures, None),
+        AnswerEnded(MessageStatus.ERROR, "", None, "it broke"),
+    ]  # fmt: skip
+    for event in events:
+        assert event_from(json.loads(json.dumps(event_document(event)))) == event
+    for bad in ({"type": "shout"}, {"type": "token"}, {"type": "ended", "status": "lost", "text": ""}, {}):
+        with pytest.raises(WireError):
+            event_from(bad)
 
 
 # --- through RemoteChatSession ----------------------------------------------------------------------
@@ -329,7 +348,8 @@ FACE_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
 from workbench.client.chat_session import RemoteChatSession
-from workbench.core.chat.run import Token
+from workbench.core.chat.figures import GenerationFigures
+from workbench.core.chat.run import ContextTrimmed, Reading, Token
 from workbench.core.models.wait import DefaultModelImport
 from workbench.core.settings.config import Settings
 
