@@ -130,11 +130,10 @@ class RunningAnswer:
     chosen, trimmed, reading, latest-wins for waiting and reading; the text is the answer's own), and how it
     ended. Every change wakes the faces streaming it."""
 
-    def __init__(self, session: ChatSession, sent: dict[str, Any]) -> None:
+    def __init__(self, session: ChatSession) -> None:
         self.session = session
         assert session.answer is not None
         self.answer = session.answer
-        self.sent = sent  # what POST /v1/answers answered
         self.notes: list[tuple[int, dict[str, Any]]] = []
         self.seq = 0
         self.ended: dict[str, Any] | None = None
@@ -231,7 +230,8 @@ class AnswerRoutes:
         user = None
         created = False
         if action == "send":
-            sent = session.send(text)  # type: ignore[arg-type]  # checked above
+            assert isinstance(text, str)  # checked above
+            sent = session.send(text)
             user, created = sent.user, sent.created
         else:
             regenerated = session.regenerate()
@@ -244,7 +244,7 @@ class AnswerRoutes:
         reply = {"answer": session.answer.message.id, "conversation": conversation_document(conversation),
                  "created": created, "user": message_document(user) if user else None,
                  "message": message_document(session.answer.message), "removed": removed}  # fmt: skip
-        self._run(RunningAnswer(session, reply), face)
+        self._run(RunningAnswer(session), face)
         return reply
 
     def _session_for(self, conversation_id: int | None, choices: dict[str, Any]) -> ChatSession:
@@ -297,18 +297,17 @@ class AnswerRoutes:
     async def events(self, request: web.Request) -> web.StreamResponse:
         answer_id = path_id(request)
         running = self.by_id.get(answer_id)
-        if running is None:
-            message = self.services.store.chats.message(answer_id)
-            if message is None or message.role != "assistant":
-                return refused(f"no answer {answer_id}", 404)
+        message = None if running is not None else self.services.store.chats.message(answer_id)
+        if running is None and (message is None or message.role != "assistant"):
+            return refused(f"no answer {answer_id}", 404)
         async with NdjsonStream(request, self.heartbeat_s) as stream:
             with contextlib.suppress(PeerGone):
-                if running is None:  # over: its text as the one catch-up line, then its end, as the store has them
-                    if message.content:  # type: ignore[union-attr]  # set above
-                        await stream.send({"type": "token", "text": message.content})  # type: ignore[union-attr]
-                    await stream.send(stored_ended(message))  # type: ignore[arg-type]
-                else:
+                if running is not None:
                     await self._follow(running, stream)
+                elif message is not None:  # over: its text as the one catch-up line, then its end, as stored
+                    if message.content:
+                        await stream.send({"type": "token", "text": message.content})
+                    await stream.send(stored_ended(message))
         return stream.response
 
     async def _follow(self, running: RunningAnswer, stream: NdjsonStream) -> None:
