@@ -185,6 +185,35 @@ async def test_stop_mid_answer_keeps_what_came_as_stopped(tmp_path: Path) -> Non
         assert not session.stop()  # nothing streams any more
 
 
+async def test_an_answer_waiting_for_the_default_model_is_stopped_and_kept_as_stopped(tmp_path: Path) -> None:
+    paths = AppPaths.under(tmp_path)
+    home = engine_home(paths)
+
+    def planned_import() -> tuple[Any, Any]:
+        services, backend = services_with_fake(paths)
+        services.default_import.plan()  # the default model is coming (it never does here): a message waits for it
+        return services, backend
+
+    with engine_thread(planned_import, home) as running:
+        session = face(home.socket)
+        session.model_id = None
+        sent = await asyncio.to_thread(session.send, "Hi")
+        [job] = running.call(lambda: running.engine.board.rows())
+        assert job["what"] == "the default model"
+        stopped: list[bool] = []
+
+        def stop_while_waiting(event: SessionEvent) -> None:
+            if isinstance(event, Waiting) and not stopped:
+                stopped.append(session.stop())
+
+        events = await drain(session, sent.answer, stop_while_waiting)
+        assert stopped == [True] and events[0] == Waiting("importing SmolLM2…")
+        assert events[-1] == AnswerEnded(MessageStatus.STOPPED, "", None, None)
+        answer = stored(running, sent.user.conversation_id)[-1]
+        assert (answer.status, answer.content) == (MessageStatus.STOPPED, "")
+        assert running.backend.calls == [] and running.call(lambda: running.engine.board.rows()) == []
+
+
 async def test_a_face_that_leaves_mid_answer_does_not_stop_it_the_engine_stores_it_complete(tmp_path: Path) -> None:
     tokens = [f"w{i} " for i in range(40)]
     with engine_with(tmp_path, Script(tokens=tokens, delay_s=0.02)) as (running, session):
