@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
+    from workbench.core.chat.session import Answer, Sent, SessionEvent
     from workbench.core.compare.results import CompareResults
     from workbench.core.compare.run import Contender, MemoryPlan
     from workbench.core.compare.session import Reveal, SideUpdate
@@ -27,7 +29,48 @@ if TYPE_CHECKING:
     from workbench.core.settings.config import Settings
     from workbench.core.settings.paths import AppPaths
     from workbench.core.settings.toml_text import ConfigIssue
+    from workbench.core.storage.chats import Conversation, StoredMessage
     from workbench.core.storage.store import Store
+
+
+class ChatSessionApi(Protocol):
+    """What the Chat pane uses of its chat session: workbench.core.chat.session.ChatSession in-process,
+    workbench.client.chat_session.RemoteChatSession when the engine runs the answers."""
+
+    conversation: Conversation | None
+    model_id: str | None
+    system_prompt: str
+    sampling: SamplingChoice
+
+    def open_latest(self) -> list[StoredMessage] | None: ...
+
+    def open(self, conversation_id: int) -> list[StoredMessage] | None: ...
+
+    def new(self) -> None: ...
+
+    def still_there(self) -> bool: ...
+
+    def settle_model(self, available: list[str]) -> str | None: ...
+
+    def choose_model(self, model_id: str) -> None: ...
+
+    def apply_settings(self, system_prompt: str, sampling: SamplingChoice) -> None: ...
+
+    def effective_sampling(self) -> ResolvedSampling: ...
+
+    def follow_running(self, messages: list[StoredMessage]) -> Answer | None: ...
+
+    def can_send(self) -> bool: ...
+
+    def send(self, text: str) -> Sent: ...
+
+    def regenerate(self) -> tuple[int, Answer] | None: ...
+
+    def edit_last(self) -> tuple[str, list[int]] | None: ...
+
+    def stop(self) -> bool: ...
+
+    def answer_events(self, answer: Answer) -> AsyncGenerator[SessionEvent, None]: ...
 
 
 class WorkbenchApi(Protocol):
@@ -86,6 +129,10 @@ class WorkbenchApi(Protocol):
 
     async def bring_in_embedded_defaults(self, progress: Callable[[str, float], None] | None = None) -> None:
         """Import and register the embedded default models on first use."""
+        ...
+
+    def chat_session(self) -> ChatSessionApi:
+        """A new chat session for a chat screen (its answers run where the services run)."""
         ...
 
     # --- storage, the hub and downloads -------------------------------------------------------

@@ -39,6 +39,7 @@ from workbench.core.storage.store import Store
 from workbench.resources import shipped_path
 
 if TYPE_CHECKING:
+    from workbench.core.chat.session import ChatSession
     from workbench.core.compare.session import CompareSession
     from workbench.core.embeddings.embedder import Embedder
     from workbench.core.hub.downloads.queue import DownloadManager
@@ -131,6 +132,12 @@ class Services:
 
             self._embedder = Embedder(self.manager, EmbeddingCache(self.paths.embeddings_dir))
         return self._embedder
+
+    def chat_session(self) -> ChatSession:
+        """A new chat session on these services, for a chat screen."""
+        from workbench.core.chat.session import ChatSession
+
+        return ChatSession(self.store, self.manager, self.settings, self.default_import)
 
     def refresh_local_models(self) -> None:
         for spec in self.registry.loadable_specs(include_cache=False):

@@ -24,6 +24,7 @@ from aiohttp import web
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
+from workbench.server.engine_answers import AnswerRoutes
 from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_embeddings import EmbeddingRoutes
@@ -96,6 +97,8 @@ class Engine:
         self.embeddings.install(self.app)
         self.compare = CompareRoutes(services, self.board)  # compare turns, run by the engine
         self.compare.install(self.app)
+        self.answers = AnswerRoutes(services, self.board)  # chat answers, run by the engine
+        self.answers.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
