@@ -676,118 +676,35 @@ def test_progress_bar_redraws_on_a_terminal_and_stays_sparse_elsewhere() -> None
 # --- serve -----------------------------------------------------------------------------------------
 
 
-def fake_server(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> dict[str, Any]:
-    """Stands in for workbench.server.openai.serve: records the call, reports ready, returns."""
-    seen: dict[str, Any] = {}
-
-    async def serve(services: Any, host: str = "127.0.0.1", port: int = 8000, ready: Any = None,
-                    **options: Any) -> None:  # fmt: skip
-        seen.update(host=host, port=port, models=[info.spec.id for info in services.manager.models()], **options)
-        if fail:
-            raise OSError(98, "Address already in use")
-        ready(f"http://{host}:{port}")
-
-    from workbench.server import openai as openai_server
-
-    monkeypatch.setattr(openai_server, "serve", serve)
-    return seen
+# `workbench serve` is a face of the engine: it is tested end to end in tests/test_engine_serve.py (the engine's
+# listeners, the first-use import, a taken port, ctrl+c, kill -9); here only what it decides before asking.
 
 
-@pytest.fixture
-def fake_import(monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, Path]) -> list[tuple[Path, Path]]:
-    """The default chat model's import, done in a moment: a copy of a tiny model instead of converting the GGUF
-    (the real import is tested in test_gguf_import.py). Records (gguf, destination) per import."""
-    from workbench.core.models import local as local_models
-
-    calls: list[tuple[Path, Path]] = []
-
-    def import_gguf(gguf: Path, dest: Path, bits: int = 4, progress: Any = None, overwrite: bool = False,
-                    generation: Any = None) -> Path:
-        calls.append((gguf, dest))
-        if progress is not None:
-            progress("converting weights", 0.5)
-        shutil.copytree(tiny_models["small"], dest)
-        return dest
-
-    monkeypatch.setattr(local_models, "import_gguf", import_gguf)
-    return calls
-
-
-def test_serve_runs_the_server_with_every_model_registered(
-    models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    fake_import: list[tuple[Path, Path]],
-) -> None:  # fmt: skip
-    seen = fake_server(monkeypatch)
-    result = run(capsys, "serve", "--port", "8123")
-    assert result.code == 0, result.err
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
-    assert {"tiny-small", "tiny-medium", DEFAULT_EMBEDDER_ID} <= set(seen["models"])
-    assert "serving the OpenAI API on http://127.0.0.1:8123/v1 (ctrl+c stops)" in result.err
-    assert result.out == ""
-    assert seen["api_key"] is None and seen["limits"].max_body_bytes == 8 * 2**20 and seen["limits"].max_waiting == 32
-
-
-def test_serve_on_a_fresh_install_brings_the_default_chat_model_in_first(
-    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    fake_import: list[tuple[Path, Path]],
-) -> None:  # fmt: skip
-    from workbench.core.models.local import smollm2_gguf
-
-    seen = fake_server(monkeypatch)
-    result = run(capsys, "serve", "--port", "0")
-    assert result.code == 0, result.err
-    assert fake_import == [(smollm2_gguf(), home.paths.models_dir / DEFAULT_CHAT_ID)]
-    assert {DEFAULT_CHAT_ID, DEFAULT_EMBEDDER_ID} <= set(seen["models"])  # registered before the server started
-    assert f"importing the default chat model {DEFAULT_CHAT_ID}" in result.err
-    assert result.err.index("importing") < result.err.index("serving the OpenAI API")
-    again = run(capsys, "serve", "--port", "0")  # first use only
-    assert again.code == 0 and len(fake_import) == 1 and "importing" not in again.err
-    assert DEFAULT_CHAT_ID in seen["models"]
-
-
-def test_serve_says_when_the_default_cannot_be_imported_and_serves_the_rest(
-    models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_serve_takes_its_key_from_the_flag_over_the_config_and_sends_it_with_the_request(
+    home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workbench.core.models import local as local_models
-    from workbench.core.models.gguf_import import GgufImportError
+    from workbench.cli.serve import plan_serve
 
-    def failing_import(*_args: Any, **_kwargs: Any) -> Path:
-        raise GgufImportError("MLX cannot read this GGUF (test)")
-
-    monkeypatch.setattr(local_models, "import_gguf", failing_import)
-    seen = fake_server(monkeypatch)
-    result = run(capsys, "serve", "--port", "0")
-    assert result.code == 0, result.err
-    assert f"cannot import {DEFAULT_CHAT_ID}: MLX cannot read this GGUF (test); serving the other models" in result.err
-    assert "tiny-small" in seen["models"] and DEFAULT_CHAT_ID not in seen["models"]
-
-
-def test_serve_reads_its_key_and_limits_from_the_config(
-    models: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    fake_import: list[tuple[Path, Path]],
-) -> None:  # fmt: skip
-    models.configure('[serve]\napi_key_env = "WB_TEST_KEY"\nmax_body_mb = 0.5\nmax_waiting = 3\n')
+    home.configure('[serve]\napi_key_env = "WB_TEST_KEY"\n')
     monkeypatch.setenv("WB_TEST_KEY", "from-the-config-0123456789")
-    seen = fake_server(monkeypatch)
-    result = run(capsys, "serve", "--host", "0.0.0.0", "--port", "0")
-    assert result.code == 0, result.err
-    assert seen["api_key"] == "from-the-config-0123456789"
-    assert (seen["limits"].max_body_bytes, seen["limits"].max_waiting) == (2**19, 3)
-    assert "Authorization: Bearer KEY" in result.err and "not encrypted" in result.err
     monkeypatch.setenv("OTHER_KEY", "from-the-flag-0123456789")
-    assert run(capsys, "serve", "--port", "0", "--api-key-env", "OTHER_KEY").code == 0
-    assert seen["api_key"] == "from-the-flag-0123456789"  # the flag wins, and a key is checked on loopback too
+    parser = cli.build_parser()
+    plan = plan_serve(home.paths, parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "0"]))
+    assert (plan.host, plan.port, plan.api_key) == ("0.0.0.0", 0, "from-the-config-0123456789")
+    assert "from-the-config" not in repr(plan)
+    flagged = plan_serve(home.paths, parser.parse_args(["serve", "--api-key-env", "OTHER_KEY"]))
+    assert (flagged.host, flagged.port, flagged.api_key) == ("127.0.0.1", 8000, "from-the-flag-0123456789")
 
 
-def test_serve_reports_a_taken_port_and_bad_arguments(
-    home: Home, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    fake_import: list[tuple[Path, Path]],
-) -> None:  # fmt: skip
-    fake_server(monkeypatch, fail=True)
-    monkeypatch.setenv("WB_TEST_KEY", "k" * 32)
-    taken = run(capsys, "serve", "--host", "0.0.0.0", "--port", "9", "--api-key-env", "WB_TEST_KEY")
-    assert taken.code == 1 and "cannot serve on 0.0.0.0:9: Address already in use" in taken.err
+def test_serve_refuses_bad_arguments_before_it_starts_an_engine(
+    home: Home, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.core.engine_home import engine_home
+
     assert "not a port number" in usage_error(capsys, "serve", "--port", "70000")
+    refused = run(capsys, "serve", "--host", "0.0.0.0")
+    assert refused.code == 2 and "refusing to serve on 0.0.0.0 without an API key" in refused.err
+    assert not engine_home(home.paths).socket.exists()  # no engine was started
 
 
 def test_ls_says_how_the_default_chat_model_comes_in_without_importing_it(

@@ -185,3 +185,27 @@ async def test_sending_to_a_face_that_left_raises_peer_gone() -> None:
         async for _ in EngineClient(socket).stream("GET", "/v1/talk"):
             break  # the face leaves after the first line
         assert await asyncio.wait_for(outcome, 10) == "gone"
+
+
+async def test_a_body_larger_than_one_socket_read_is_read_whole_and_a_bound_holds() -> None:
+    from workbench.server.bodies import read_bounded
+
+    sizes: list[int] = []
+
+    async def measure(request: web.Request) -> web.Response:
+        sizes.append(len(await read_bounded(request, 2_000_000)))
+        sizes.append(len(await read_bounded(request, 10)))  # already read: nothing more
+        return web.json_response({})
+
+    async def bounded(request: web.Request) -> web.Response:
+        sizes.append(len(await read_bounded(request, 1000)))
+        return web.json_response({})
+
+    app = web.Application(client_max_size=4_000_000)
+    app.router.add_post("/v1/measure", measure)
+    app.router.add_post("/v1/bounded", bounded)
+    async with unix_app(app) as socket:
+        client = EngineClient(socket)
+        await client.call_json("POST", "/v1/measure", {"text": "x" * 1_000_000})
+        await client.call_json("POST", "/v1/bounded", {"text": "x" * 1_000_000})
+    assert sizes == [1_000_012, 0, 1001]

@@ -3,7 +3,6 @@ huggingface_hub writes it, and in the data folder."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.hf_cache import add_snapshot, folder_files
 from tests.support.tiny_models import make_tiny_llama
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.core.models.registry import ModelRegistry
@@ -24,28 +24,6 @@ LLAMA_ID = "mlx-community/tiny-llama-4bit"
 
 def cached_specs(cache: Path) -> list[ModelSpec]:
     return ModelRegistry(AppPaths.under(cache / "no-home"), cache).cached_specs()
-
-
-def add_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], commit: str, mtime: float | None = None) -> Path:
-    """One revision of a model repo: content-addressed blobs, a snapshot of relative symlinks, refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        if not blob.exists():  # else shared with another revision
-            blob.write_bytes(data)
-            if mtime is not None:
-                os.utime(blob, (mtime, mtime))
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
-
-
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
 
 
 def safetensors_bytes(tmp: Path) -> bytes:

@@ -674,5 +674,10 @@ async def test_workbench_serve_with_a_key_from_the_config_checks_it_on_every_rou
         status, _, raw = await request(url, "GET", "/models", f"Bearer {KEY}")
         assert status == 200 and DEFAULT_CHAT_ID in [m["id"] for m in json.loads(raw)["data"]]
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 60) == 0
+        process.send_signal(signal.SIGTERM)  # closes the listener; the engine it started runs on until stopped
+        try:
+            assert await asyncio.wait_for(process.wait(), 60) == 0
+        finally:
+            stopped = subprocess.run([sys.executable, "-m", "workbench.cli.main", "stop"], env=env,
+                                     capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert "engine stopped" in stopped.stdout, stopped.stderr

@@ -39,6 +39,8 @@ from workbench.core.storage.store import Store
 from workbench.resources import shipped_path
 
 if TYPE_CHECKING:
+    from workbench.core.chat.session import ChatSession
+    from workbench.core.compare.session import CompareSession
     from workbench.core.embeddings.embedder import Embedder
     from workbench.core.hub.downloads.queue import DownloadManager
 
@@ -115,6 +117,12 @@ class Services:
     def downloads_started(self) -> bool:
         return self._downloads is not None
 
+    def compare_session(self) -> CompareSession:
+        """A new compare conversation on these services, for the Compare pane."""
+        from workbench.core.compare.session import CompareSession
+
+        return CompareSession(self.manager, self.store)
+
     @property
     def embedder(self) -> Embedder:
         """Built on first use: it imports numpy, which the first frame does not need."""
@@ -124,6 +132,12 @@ class Services:
 
             self._embedder = Embedder(self.manager, EmbeddingCache(self.paths.embeddings_dir))
         return self._embedder
+
+    def chat_session(self) -> ChatSession:
+        """A new chat session on these services, for a chat screen."""
+        from workbench.core.chat.session import ChatSession
+
+        return ChatSession(self.store, self.manager, self.settings, self.default_import)
 
     def refresh_local_models(self) -> None:
         for spec in self.registry.loadable_specs(include_cache=False):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ class FakeOpenAI:
 
 
 @contextmanager
-def fake_openai(model: str = "m", pieces: tuple[str, ...] = ("Hel", "lo", "!")) -> Iterator[FakeOpenAI]:
-    """Serve ``model``, answering every chat with ``pieces`` streamed one chunk each, then "stop" and usage."""
+def fake_openai(model: str = "m", pieces: tuple[str, ...] = ("Hel", "lo", "!"),
+                delay_s: float = 0.0) -> Iterator[FakeOpenAI]:  # fmt: skip
+    """Serve ``model``, answering every chat with ``pieces`` streamed one chunk each (``delay_s`` apart), then "stop"
+    and usage."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -45,6 +48,8 @@ def fake_openai(model: str = "m", pieces: tuple[str, ...] = ("Hel", "lo", "!")) 
             self.end_headers()
             chunks = [{"role": "assistant", "content": piece} for piece in server.pieces]
             for index, delta in enumerate(chunks):
+                if index and delay_s:
+                    time.sleep(delay_s)
                 self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}, index)
             self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, len(chunks))
             usage = {"prompt_tokens": 5, "completion_tokens": len(chunks), "total_tokens": 5 + len(chunks)}

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
+# Refuse to start while another process has the history open for writing (a workbench from before the engine, or
+# today's TUI, which still opens it read-write in-process). Off until the TUI attaches to the engine and opens the
+# history read-only: switched on now, an engine started by `workbench pull` beside a running TUI would be refused.
+REFUSE_OLDER_WRITERS = False
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,8 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "queue and the history, reached over a Unix socket in a private folder (`workbench ps` shows where). It "
         "stops with `workbench stop`, ctrl+c or SIGTERM, or by itself after [engine] idle_exit_minutes with no "
         "request, no running download and no loaded model. It logs to engine.log in the log folder.",
-        "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder, "
-        "the socket's folder is not private, …)",
+        "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder or "
+        "writes its history, the socket's folder is not private, …)",
     ).add_argument("--resident", action="store_true",
                    help="never exit when idle (what `workbench service install` runs: a service manager does not "
                         "restart an engine that ended well)")  # fmt: skip
@@ -71,23 +75,38 @@ def run_engine(paths: AppPaths, args: argparse.Namespace) -> int:
     if not lock.try_acquire():
         raise CommandError(f"an engine already runs for this data folder (its socket: {home.socket}); "
                            "`workbench stop` stops it")  # fmt: skip
+    from workbench.core.storage.writer_lock import HistoryInUseError
+
     try:
         reason = asyncio.run(serve_engine(paths, home, lock, resident=args.resident))
+    except HistoryInUseError as exc:
+        raise CommandError(str(exc)) from exc
     finally:
         lock.release()
     log.info("engine exit: %s", reason)
     return EXIT_OK
 
 
-async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock, resident: bool = False) -> str:
+async def serve_engine(paths: AppPaths, home: EngineHome, lock: EngineLock, resident: bool = False,
+                       refuse_older_writers: bool = REFUSE_OLDER_WRITERS) -> str:  # fmt: skip
+    """Serve until stopped. The history's writer lock is taken (and, with ``refuse_older_writers``, other writers
+    looked for) before the services open the database read-write: its migration and the marking of half-written
+    answers as incomplete must not race another writer. HistoryInUseError when it cannot be."""
     import signal
 
     from workbench.bootstrap import build_services
+    from workbench.core.storage.writer_lock import claim_history
     from workbench.server.engine import Engine
 
-    services = build_services(paths)
+    history_lock = claim_history(paths.database_file, refuse_other_writers=refuse_older_writers)
+    try:
+        services = build_services(paths)
+    except BaseException:
+        history_lock.release()
+        raise
     minutes = 0 if resident else services.settings.engine_idle_exit_minutes
-    engine = Engine(services, home, idle_exit_s=minutes * 60 or None, check_s=min(5.0, max(0.2, minutes * 60 / 4)))
+    engine = Engine(services, home, idle_exit_s=minutes * 60 or None, check_s=min(5.0, max(0.2, minutes * 60 / 4)),
+                    history_lock=history_lock)  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -25,7 +25,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         f"prints '{NO_ENGINE}' (with --json: null).",
         f"exit status: 0 listed, also when no engine runs ('{NO_ENGINE}'); 1 the engine's folder is unusable",
     )  # fmt: skip
-    ps.add_argument("--json", action="store_true", help="print one JSON document: {engine, models, jobs, clients}")
+    ps.add_argument("--json", action="store_true",
+                    help="print one JSON document: {engine, models, jobs, clients, faces}")  # fmt: skip
 
 
 def run_ps(paths: AppPaths, args: argparse.Namespace) -> int:
@@ -71,12 +72,30 @@ def ps_text(document: dict[str, Any]) -> str:
     else:
         lines.append("no model loaded")
     if document["jobs"]:
-        rows = [("JOB", "KIND", "WHAT", "PROGRESS")]
-        rows += [(str(j["id"]), j["kind"], j["what"], f"{100 * j['progress']:.0f} %") for j in document["jobs"]]
+        rows = [("JOB", "KIND", "WHAT", "PROGRESS", "FACE", "STARTED")]
+        rows += [(str(j["id"]), j["kind"], j["what"], _percent(j.get("progress")), j.get("face") or "-",
+                  _since(j.get("started_at"))) for j in document["jobs"]]  # fmt: skip
         lines += ["", *_table(rows)]
     else:
         lines.append("no job running")
+    if faces := document.get("faces"):
+        rows = [("FACE", "PID", "ATTACHED")]
+        rows += [(f["name"], "-" if f["pid"] is None else str(f["pid"]), _since(f["attached_at"])) for f in faces]
+        lines += ["", *_table(rows)]
+    else:
+        lines.append("no face attached")
     return "\n".join(lines)
+
+
+def _percent(progress: float | None) -> str:
+    return "-" if progress is None else f"{100 * progress:.0f} %"
+
+
+def _since(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    minutes = max(0, round((time.time() - epoch) / 60))
+    return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

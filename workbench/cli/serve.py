@@ -1,26 +1,29 @@
-"""`workbench serve`: the local models behind an OpenAI-compatible HTTP API (workbench.server.openai); the key and
-limits come from the flags and config.toml."""
+"""`workbench serve`: a face of the engine. It asks the engine (starting one when none runs) to serve its models
+through the OpenAI-compatible HTTP API (workbench.server.engine_listeners) on --host/--port, prints the URL and then a
+line per answered request; ctrl+c closes that listener, not the engine. The key comes from the flags and config.toml
+and travels to the engine with the request."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from workbench.cli.common import EXIT_OK, CommandError, ProgressBar, UsageError, add_command, note, open_services
+from workbench.cli.common import EXIT_ERROR, EXIT_OK, CommandError, UsageError, add_command, note
 
 if TYPE_CHECKING:
-    from workbench.bootstrap import Services
-    from workbench.core.settings.paths import AppPaths
-    from workbench.server.limits import ServeLimits
+    from pathlib import Path
 
-log = logging.getLogger(__name__)
+    from workbench.core.settings.paths import AppPaths
+
+SLOW_OPEN_S = 2.0  # past this, say what the engine is doing (importing the default model on first use)
+ENGINE_STOPPED = "the engine stopped"  # the reason the engine gives its listeners when it stops
 
 
 def port_number(text: str) -> int:
@@ -36,13 +39,17 @@ def port_number(text: str) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = add_command(
         commands, "serve", run_serve, "serve the local models through an OpenAI-compatible API",
-        "Serve every model `workbench ls` lists through an OpenAI-compatible HTTP API under /v1, loading models "
-        "on demand through the same memory budget as the app (the default chat model is imported from its package "
-        "first, on first use). Beyond 127.0.0.1 every request must carry a key (Authorization: Bearer KEY): "
-        "--api-key-env or [serve] api_key_env names the environment variable that holds it. Bodies over "
-        "[serve] max_body_mb get 413; past [serve] max_waiting requests at once, 503. Runs until ctrl+c.",
-        "exit status: 0 stopped with ctrl+c or SIGTERM; 1 the server could not start (the port is taken, …); "
-        "2 bad arguments, or a host beyond loopback without a key",
+        "Ask the engine (started in the background when none runs) to serve every model `workbench ls` lists "
+        "through an OpenAI-compatible HTTP API under /v1, loading models on demand through the engine's one memory "
+        "budget: a model loaded in the engine already answers without a second load (the default chat model is "
+        "imported from its package first, on first use). Prints a line per answered request on stdout. Beyond "
+        "127.0.0.1 every request must carry a key (Authorization: Bearer KEY): --api-key-env or [serve] api_key_env "
+        "names the environment variable that holds it. Bodies over [serve] max_body_mb get 413; past [serve] "
+        "max_waiting requests at once, 503. Runs until ctrl+c, which closes this address and leaves the engine "
+        "running. [serve] host / port in config.toml opens the API whenever the engine starts, without this command.",
+        "exit status: 0 stopped with ctrl+c or SIGTERM (the engine keeps running); 1 the server could not start "
+        "(the port is taken, the engine did not start, …), or it stopped: the engine stopped or the address was "
+        "closed elsewhere; 2 bad arguments, or a host beyond loopback without a key",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=8000, help="the port (default: 8000)")
@@ -50,27 +57,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        "send (default: [serve] api_key_env; required beyond 127.0.0.1)")  # fmt: skip
 
 
-def api_url(base_url: str) -> str:
-    base = base_url.rstrip("/")
-    return base if base.endswith("/v1") else f"{base}/v1"
-
-
 @dataclass(frozen=True)
 class ServePlan:
     host: str
     port: int
-    api_key: str | None
-    limits: ServeLimits
+    api_key: str | None = field(default=None, repr=False)
 
 
 def plan_serve(paths: AppPaths, args: argparse.Namespace) -> ServePlan:
-    """The key and limits from the flags and config.toml; UsageError (exit 2) for a key that is asked for and
-    missing, or a host beyond loopback without one: checked before anything is imported or bound."""
+    """The address and key from the flags and config.toml; UsageError (exit 2) for a key that is asked for and
+    missing, or a host beyond loopback without one: checked before an engine is started or asked. The limits
+    ([serve] max_body_mb, max_waiting) are the engine's own, from config.toml when it started."""
     from workbench.core.models.endpoints import ENV_NAME
     from workbench.core.settings.config import load_settings
-    from workbench.server.limits import MB, ServeLimits, is_loopback
+    from workbench.server.limits import is_loopback
 
-    settings, _issues = load_settings(paths.config_file)  # the issues are logged when the services are built
+    settings, _issues = load_settings(paths.config_file)  # the engine logs the issues
     env = args.api_key_env or settings.serve_api_key_env
     if args.api_key_env is not None and not ENV_NAME.fullmatch(args.api_key_env):
         raise UsageError("--api-key-env takes the name of an environment variable (letters, digits, _), not the "
@@ -86,42 +88,40 @@ def plan_serve(paths: AppPaths, args: argparse.Namespace) -> ServePlan:
             f"--api-key-env VAR (or set api_key_env = \"VAR\" under [serve] in {paths.config_file}); clients then "
             "send 'Authorization: Bearer KEY'. Or serve on 127.0.0.1 (the default)."
         )
-    limits = ServeLimits(max_body_bytes=int(settings.serve_max_body_mb * MB), max_waiting=settings.serve_max_waiting)
-    return ServePlan(args.host, args.port, key or None, limits)
+    return ServePlan(args.host, args.port, key or None)
 
 
 def run_serve(paths: AppPaths, args: argparse.Namespace) -> int:
     plan = plan_serve(paths, args)
+    socket = engine_started(paths)
     try:
-        return asyncio.run(serve(paths, plan))
-    except KeyboardInterrupt:  # ctrl+c where no handler of ours could be installed
+        return asyncio.run(serve(socket, plan))
+    except KeyboardInterrupt:  # ctrl+c where no handler of ours could be installed (the listener closes by itself)
         note("stopped")
         return EXIT_OK
 
 
-async def bring_in_defaults(services: Services) -> None:
-    """Import the embedded default chat model before listening (first use only, ~10 s, progress on stderr), so
-    the first GET /v1/models already lists it: clients such as Open WebUI read the list once when they connect.
-    A failed import is said and the other models are served."""
-    from workbench.core.models.gguf_import import GgufImportError
-    from workbench.core.models.local import DEFAULT_CHAT_ID, default_chat_importable, default_chat_missing
+def engine_started(paths: AppPaths) -> Path:
+    """The engine's socket, once it answers (started in the background when none runs)."""
+    from workbench.client.engine import same_code
+    from workbench.core.engine_home import EngineHomeError, engine_home
+    from workbench.engine_process import EngineStartError, start_engine
 
-    missing = default_chat_missing(services.paths) and default_chat_importable()
-    bar = ProgressBar(f"importing {DEFAULT_CHAT_ID}", "%")
-    if missing:
-        note(f"importing the default chat model {DEFAULT_CHAT_ID} from its package (first use, about 10 s)")
     try:
-        await services.bring_in_embedded_defaults(lambda _stage, fraction: bar.update(round(100 * fraction), 100))
-    except (GgufImportError, OSError) as exc:
-        log.exception("importing the default chat model failed")
-        note(f"cannot import {DEFAULT_CHAT_ID}: {exc}; serving the other models")
-    finally:
-        bar.finish()
+        info = start_engine(paths)
+        socket = engine_home(paths).socket
+    except (EngineStartError, EngineHomeError, OSError) as exc:
+        raise CommandError(f"cannot start the engine: {exc}") from exc
+    if not same_code(info):
+        note(f"the running engine (pid {info.get('pid')}) runs other code than this workbench (updated since it "
+             "started?); it serves anyway. `workbench stop` when it is idle, then serve again, to use this "
+             "code")  # fmt: skip
+    return socket
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """ctrl+c (SIGINT) and SIGTERM cancel the running task: the server shuts down and the command exits 0. Installed
+    """ctrl+c (SIGINT) and SIGTERM cancel the running task: the listener closes and the command exits 0. Installed
     explicitly, so they work also where SIGINT was inherited as ignored (a background job of a script)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -142,28 +142,82 @@ def stop_on_signals() -> Iterator[None]:
                 signal.signal(sig, previous)
 
 
-async def serve(paths: AppPaths, plan: ServePlan) -> int:
-    try:
-        from workbench.server.openai import serve as serve_api
-    except ImportError as exc:
-        log.exception("the OpenAI server module does not import")
-        raise CommandError(f"the OpenAI API server is not available: {exc}") from exc
-    host, port = plan.host, plan.port
+async def serve(socket: Path, plan: ServePlan) -> int:
+    """Ask for the listener, then print its requests until ctrl+c (closes it: exit 0) or until it is closed
+    elsewhere or the engine stops (exit 1)."""
+    from workbench.client.engine import EngineClient, EngineGone, EngineNotRunning, EngineRequestError
 
-    def ready(base_url: str) -> None:
-        note(f"serving the OpenAI API on {api_url(base_url)} (ctrl+c stops)")
-        if plan.api_key:
-            note("every request needs 'Authorization: Bearer KEY' (the key in the environment variable given); the "
-                 "traffic is plain HTTP, not encrypted")  # fmt: skip
-
+    client = EngineClient(socket)
+    listener_id: str | None = None
     with stop_on_signals():
         try:
-            async with open_services(paths) as services:
-                await bring_in_defaults(services)
-                await serve_api(services, host, port, ready=ready, limits=plan.limits, api_key=plan.api_key)
+            slow = asyncio.get_running_loop().call_later(SLOW_OPEN_S, note, "waiting for the engine to open the API "
+                                                         "(on first use it imports the default chat model first, "
+                                                         "about 10 s)")  # fmt: skip
+            try:
+                row = await client.open_listener(plan.host, plan.port, plan.api_key)
+            except EngineRequestError as exc:
+                if exc.status in (404, 405):  # an engine of older code, without listeners
+                    raise CommandError("the running engine cannot serve the API (it runs older code): `workbench "
+                                       "stop`, then `workbench serve` again") from exc  # fmt: skip
+                raise
+            finally:
+                slow.cancel()
+            if row is None:
+                raise CommandError("engine stopped (before it could serve); run the command again to start one")
+            listener_id = str(row["id"])
+            return await print_requests(client, listener_id, plan)
+        except EngineRequestError as exc:
+            said = str(exc)
+            raise CommandError(said if said.startswith("cannot serve") else
+                               f"cannot serve on {plan.host}:{plan.port}: {said}") from exc  # fmt: skip
+        except (EngineGone, EngineNotRunning):
+            note("engine stopped")
+            return EXIT_ERROR
         except asyncio.CancelledError:
-            note("stopped")
-        except OSError as exc:
-            log.exception("serving on %s:%s failed", host, port)
-            raise CommandError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
-    return EXIT_OK
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()  # handled: the timeouts of the close below must not read it as theirs
+            if listener_id is not None:
+                with contextlib.suppress(EngineRequestError, OSError, TimeoutError):
+                    await client.close_listener(listener_id)  # 404: it closed already, its stream gone
+            note("stopped (the engine keeps running; `workbench stop` stops it)")
+            return EXIT_OK
+
+
+async def print_requests(client: Any, listener_id: str, plan: ServePlan) -> int:
+    """Where it serves, once this face reads the listener's stream (a listener nobody reads closes), then a line per
+    answered request, until the listener closes or the engine stops."""
+    async with contextlib.aclosing(client.listener_requests(listener_id)) as lines:
+        async for line in lines:
+            kind = line.get("type")
+            if kind == "listener":
+                note(f"serving the OpenAI API on {line['url']} (ctrl+c stops serving; the engine keeps running)")
+                if plan.api_key:
+                    note("every request needs 'Authorization: Bearer KEY' (the key in the environment variable "
+                         "given); the traffic is plain HTTP, not encrypted")  # fmt: skip
+            elif kind == "request":
+                print(request_line(line), flush=True)
+            elif kind == "dropped":
+                note(f"({line.get('events')} request lines were missed: this terminal fell behind)")
+            elif kind == "closed":
+                reason = str(line.get("reason") or "closed")
+                note("engine stopped" if reason == ENGINE_STOPPED else f"stopped serving: {reason}")
+                return EXIT_ERROR
+    note("engine stopped")
+    return EXIT_ERROR
+
+
+def request_line(line: dict[str, Any]) -> str:
+    """``12:03:04 127.0.0.1 POST /v1/chat/completions 200 1.24 s SmolLM2 · 12 tok, 34 tok @ 51.0 tok/s``."""
+    at = line.get("at")
+    when = time.strftime("%H:%M:%S", time.localtime(at if isinstance(at, int | float) else None))
+    parts = [when, str(line.get("remote") or "-"), str(line.get("method")), str(line.get("path")),
+             str(line.get("status"))]  # fmt: skip
+    duration = line.get("duration_s")
+    if isinstance(duration, int | float):
+        parts.append(f"{duration:.2f} s")
+    if line.get("model"):
+        parts.append(str(line["model"]) + (" (streamed)" if line.get("stream") else ""))
+    if line.get("figures"):
+        parts.append(f"· {line['figures']}")
+    return " ".join(parts)

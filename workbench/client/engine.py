@@ -8,31 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
+
+from workbench.client.errors import EngineGone, EngineNotRunning, EngineRequestError
 
 TIMEOUT_S = 5.0
 STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
 MAX_LINE_BYTES = 4 * 1024 * 1024
-
-
-class EngineRequestError(Exception):
-    """The engine refused a request (a 4xx or 5xx); the message is the engine's."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class EngineNotRunning(Exception):
-    """No engine answers on the socket (for the streamed calls; the plain ones answer None)."""
-
-
-class EngineGone(Exception):
-    """The engine went away in the middle of a streamed answer (killed, stopped, or silent past the timeout)."""
+LISTENER_OPEN_TIMEOUT_S = 180.0  # on first use the engine imports the default chat model (about 10 s) first
+LISTENER_CLOSE_TIMEOUT_S = 20.0  # running generations are stopped, then the port closes
 
 
 class EngineClient:
@@ -40,11 +30,14 @@ class EngineClient:
         self.socket = Path(socket)
         self.timeout_s = timeout_s
 
-    async def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    async def call_json(self, method: str, route: str, body: dict[str, Any] | None = None,
+                        timeout_s: float | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """One request and its JSON answer; None when no engine answers, EngineRequestError when it refuses.
+        ``timeout_s`` bounds the whole call (default: the client's; a model load passes a longer one)."""
         if not self.socket.exists():
             return None
         connector = aiohttp.UnixConnector(path=str(self.socket))
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.request(method, f"http://engine{route}", json=body) as response:
@@ -52,6 +45,28 @@ class EngineClient:
                         raise EngineRequestError(response.status, await _error_of(response))
                     document: dict[str, Any] = await response.json()
                     return document
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
+            return None
+
+    _call = call_json
+
+    async def call_bytes(self, method: str, route: str, max_bytes: int,
+                         timeout_s: float | None = None) -> tuple[bytes, dict[str, str]] | None:  # fmt: skip
+        """One request and its body as bytes with its headers (a binary answer: vectors); None when no engine
+        answers, EngineRequestError when it refuses or the body is larger than ``max_bytes``."""
+        if not self.socket.exists():
+            return None
+        connector = aiohttp.UnixConnector(path=str(self.socket))
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                async with session.request(method, f"http://engine{route}") as response:
+                    if response.status >= 400:
+                        raise EngineRequestError(response.status, await _error_of(response))
+                    if response.content_length is None or response.content_length > max_bytes:
+                        raise EngineRequestError(response.status, f"the answer is larger than {max_bytes} bytes "
+                                                 "(or of no stated length)")  # fmt: skip
+                    return await response.read(), dict(response.headers)
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
             return None
 
@@ -81,6 +96,20 @@ class EngineClient:
                 except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
                         aiohttp.http_exceptions.HttpProcessingError, ValueError) as exc:  # fmt: skip
                     raise EngineGone(f"the engine's answer broke off: {type(exc).__name__}: {exc}") from exc
+
+    async def events(self, face: str, topics: Iterable[str] | None = None, pid: int | None = None,
+                     read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> AsyncIterator[tuple[str, Any]]:  # fmt: skip
+        """Attach to the engine's event stream as ``face`` (tui, cli, serve, pull; ``pid``: this process's unless
+        given): ``(topic, payload)`` pairs, ``hello`` first, ``stopping`` last when the engine stops (then it ends).
+        ``topics`` None: all of them. Raises what :meth:`stream` raises (EngineRequestError 400 for a bad face or
+        topic)."""
+        query: dict[str, str] = {"face": face, "pid": str(os.getpid() if pid is None else pid)}
+        if topics is not None:
+            query["topics"] = ",".join(topics)
+        async for document in self.stream("GET", f"/v1/events?{urlencode(query)}", read_timeout_s=read_timeout_s):
+            topic = document.get("topic")
+            if document.get("type") == "event" and isinstance(topic, str):
+                yield topic, document.get("payload")
 
     async def engine_info(self) -> dict[str, Any] | None:
         """The handshake: pid, version, fingerprint, socket, rss_bytes, uptime_s, clients."""
@@ -150,6 +179,35 @@ class EngineClient:
             body["revision"] = revision
         document = await self._call("POST", "/v1/downloads/cancel", body)
         return None if document is None else list(document["cancelled"])
+
+    # --- the OpenAI-compatible listeners (workbench.server.engine_listeners) ---------------------------
+
+    async def open_listener(self, host: str, port: int, api_key: str | None = None, keep: bool = False,
+                            timeout_s: float = LISTENER_OPEN_TIMEOUT_S) -> dict[str, Any] | None:  # fmt: skip
+        """Ask the engine to serve its OpenAI-compatible API on ``host:port``: the listener's row (``id``, ``url``,
+        ...); EngineRequestError when refused (409: the port is taken), None when no engine runs. Unless ``keep``,
+        it closes when no face reads its :meth:`listener_requests` any more. On first use the engine imports the
+        default chat model before it listens, hence the longer timeout."""
+        body: dict[str, Any] = {"host": host, "port": port}
+        if api_key is not None:
+            body["api_key"] = api_key
+        if keep:
+            body["keep"] = True
+        return await EngineClient(self.socket, max(self.timeout_s, timeout_s))._call("POST", "/v1/listeners", body)
+
+    async def listeners(self) -> dict[str, Any] | None:
+        """``{"listeners": [row, ...], "config_error": str | None}``; None when no engine runs."""
+        return await self._call("GET", "/v1/listeners")
+
+    async def close_listener(self, listener_id: str) -> dict[str, Any] | None:
+        """Close a listener (answers once its port is closed); EngineRequestError(404) when there is none."""
+        return await EngineClient(self.socket, max(self.timeout_s, LISTENER_CLOSE_TIMEOUT_S))._call(
+            "DELETE", f"/v1/listeners/{listener_id}")  # fmt: skip
+
+    def listener_requests(self, listener_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A listener's stream: its row (type "listener"), a line per answered request (type "request"), and
+        "closed" with the reason when it closes; the stream just ends when the engine stops."""
+        return self.stream("GET", f"/v1/listeners/{listener_id}/requests")
 
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""

@@ -2,7 +2,8 @@
 
 ``GET /v1/engine`` is the handshake (pid, version, code fingerprint); ``GET /v1/ps`` what runs (the shape of
 ``workbench ps --json``); ``POST /v1/stop`` answers, then the engine closes its services and exits. With nothing to do
-(no request, no running download, no loaded model) for ``[engine] idle_exit_minutes`` it exits by itself.
+(no request, no face, no running download, no loaded model) for ``[engine] idle_exit_minutes`` it exits by itself.
+``GET /v1/events`` is the one event stream the faces attach to (workbench.server.engine_stream).
 The engine owns the download queue (workbench.server.engine_downloads): started with the engine, which resumes what
 an earlier engine left running, and closed when it stops (transfers stop at once, keeping their bytes).
 """
@@ -22,9 +23,20 @@ from aiohttp import web
 
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
+from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
+from workbench.server.engine_answers import AnswerRoutes
+from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
+from workbench.server.engine_embeddings import EmbeddingRoutes
 from workbench.server.engine_events import EventHub
+from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
+from workbench.server.engine_listeners import EngineListeners
+from workbench.server.engine_models import ModelRoutes
+from workbench.server.engine_publish import EnginePublisher
+from workbench.server.engine_startup import EngineStartup
+from workbench.server.engine_store import StoreRoutes
+from workbench.server.engine_stream import EventStream
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -49,8 +61,12 @@ class Engine:
     """One engine: the services behind the socket, until stopped or idle for ``idle_exit_s`` (None: never)."""
 
     def __init__(self, services: Services, home: EngineHome, idle_exit_s: float | None = None,
-                 check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 check_s: float = CHECK_S, clock: Callable[[], float] = time.monotonic,
+                 find_models: bool = True, history_lock: HistoryWriterLock | None = None) -> None:  # fmt: skip
+        """``history_lock``: the database's writer lock, taken before the services opened it (`workbench engine`);
+        without one, :meth:`serve` takes it when it starts. Either way it is released after the database closed."""
         self.services = services
+        self.history_lock = history_lock
         self.home = home
         self.idle_exit_s = idle_exit_s or None
         self.check_s = check_s
@@ -58,15 +74,31 @@ class Engine:
         self.started = clock()
         self.last_activity = clock()
         self.in_flight = 0
-        self.clients = 0  # attached faces (the event stream comes with the faces: none attach yet)
+        self.clients = 0  # attached faces: the event streams open now (workbench.server.engine_stream)
         self.events = EventHub()
-        self.board = JobBoard(on_change=lambda: self.events.publish("jobs", self.jobs(), state=True))
+        self.publisher = EnginePublisher(self)  # the state topics on self.events
+        self.board = JobBoard(on_change=lambda: self.publisher.changed("jobs"))
+        self.stream = EventStream(self)
         self.stop_reason: str | None = None
+        self.startup = EngineStartup(services) if find_models else None
         self._stop = asyncio.Event()
         self.app = web.Application(middlewares=[self._activity])
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
+        self.app.add_routes(ModelRoutes(services.manager).routes())
+        self.default_import = DefaultImportRoutes(services, self.events)
+        self.app.add_routes(self.default_import.routes())
+        self.app.add_routes(StoreRoutes(services, self.events).routes())
+        self.app.add_routes(self.stream.routes())
+        self.listeners = EngineListeners(self)  # the OpenAI-compatible API on TCP ([serve], `workbench serve`)
+        self.app.add_routes(self.listeners.routes())
+        self.embeddings = EmbeddingRoutes(services, self.board)  # embedding jobs, run by the engine
+        self.embeddings.install(self.app)
+        self.compare = CompareRoutes(services, self.board)  # compare turns, run by the engine
+        self.compare.install(self.app)
+        self.answers = AnswerRoutes(services, self.board)  # chat answers, run by the engine
+        self.answers.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -105,11 +137,12 @@ class Engine:
     def ps(self) -> dict[str, Any]:
         info = self.info()
         engine = {key: info[key] for key in ("pid", "version", "socket", "rss_bytes", "uptime_s")}
-        return {"engine": engine, "models": self.models(), "jobs": self.jobs(), "clients": self.clients}
+        return {"engine": engine, "models": self.models(), "jobs": self.jobs(), "clients": self.clients,
+                "faces": self.stream.faces()}  # fmt: skip
 
     def busy(self) -> bool:
         """Anything that keeps the engine alive: a request, a face, a running download, a loaded model."""
-        if self.in_flight or self.clients or len(self.board):
+        if self.in_flight or self.clients or len(self.board) or self.listeners.busy():
             return True
         if any(info.resident for info in self.services.manager.models()):
             return True
@@ -160,12 +193,19 @@ class Engine:
         socket = self.home.socket
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         watcher: asyncio.Task[None] | None = None
+        finding: asyncio.Task[None] | None = None
         try:
+            if self.history_lock is None:
+                self.history_lock = claim_history(self.services.store.path)  # the engine is the history's one writer
             socket.unlink(missing_ok=True)
             await self.services.downloads.start()  # resumes what an earlier engine left running
+            self.publisher.start()
             await runner.setup()
             await web.UnixSite(runner, str(socket)).start()
             os.chmod(socket, 0o600)
+            if self.startup is not None:
+                finding = asyncio.create_task(self.startup.run())
+            self.listeners.start()  # config.toml's [serve] host/port, in the background
             log.info("engine %s serving on %s", os.getpid(), socket)
             if self.idle_exit_s is not None:
                 watcher = asyncio.create_task(self._watch_idle())
@@ -173,16 +213,22 @@ class Engine:
                 ready()
             await self._stop.wait()
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            self.events.close()
+            for task in (watcher, finding):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self.listeners.aclose()  # before the events close: their faces hear "closed"
+            await self.stream.end(self.stop_reason or "cancelled")  # the faces hear why, then their streams end
+            await self.publisher.stop()
             await runner.cleanup()
+            await self.default_import.aclose()
             try:
                 await self.services.aclose()
             finally:
                 socket.unlink(missing_ok=True)
+                if self.history_lock is not None:
+                    self.history_lock.release()
                 lock.release()
                 log.info("engine %s stopped (%s)", os.getpid(), self.stop_reason or "cancelled")
         return self.stop_reason or "cancelled"

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from workbench.core.hub import names as hub_names
 from workbench.core.hub.downloads.jobs import ACTIVE, HubAccess, JobState
+from workbench.server.bodies import read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -353,7 +354,7 @@ async def _body(request: web.Request) -> tuple[bytes, web.Response | None]:
     too_big = _refused(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return b"", too_big
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    body = await read_bounded(request, MAX_BODY_BYTES)
     return (b"", too_big) if len(body) > MAX_BODY_BYTES else (body, None)
 
 

@@ -25,10 +25,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from workbench.bootstrap import Services
 from workbench.core.chat.model_sampling import chat_sampling
@@ -59,6 +60,18 @@ LIMITS = web.AppKey("limits", ServeLimits)
 WAITING = web.AppKey("waiting", WaitingRequests)
 SHUTDOWN_TIMEOUT_S = 10.0  # running generations are stopped first, so handlers end well before this
 TRIMMED_HEADER = "X-Workbench-Dropped-Messages"
+
+
+def _request_key(name: str) -> Any:
+    """web.RequestKey where aiohttp has it (a plain string key warns there), the plain name in older versions."""
+    maker = getattr(web, "RequestKey", None)
+    return name if maker is None else maker(name, object)
+
+
+# what a chat request leaves on its request for a middleware that reports it (the engine's request lines)
+REQUEST_MODEL = _request_key("workbench.model")
+REQUEST_STREAM = _request_key("workbench.stream")
+REQUEST_FIGURES = _request_key("workbench.figures")
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -186,6 +199,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     # the request's fields over the configured preset (if any), the model's generation_config, the built-in ones
     model_id = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
     parsed = parse_request(body, chat_sampling(services.settings, services.manager, model_id).settings)
+    request[REQUEST_MODEL], request[REQUEST_STREAM] = parsed.model, parsed.stream
     _require_chat_model(services.manager, parsed.model)
     try:  # what surely cannot fit any context here goes now, before it waits for a model or meets a tokenizer
         kept, dropped = trim_to_characters(parsed.messages, services.manager.context_length)
@@ -198,7 +212,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
     try:
         if parsed.stream:
             return await _streamed(request, parsed, events, dropped)
-        return await _whole(parsed, events, dropped)
+        return await _whole(request, parsed, events, dropped)
     finally:
         # also reached when the client goes away (aiohttp cancels the handler): the lease goes back
         run.stop()
@@ -206,7 +220,8 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         request.app[RUNS].discard(run)
 
 
-async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent], dropped_before: int) -> web.Response:
+async def _whole(request: web.Request, parsed: CompletionRequest, events: AsyncIterator[ChatEvent],
+                 dropped_before: int) -> web.Response:  # fmt: skip
     event, dropped = await _first_answer_event(events, parsed.model)
     dropped += dropped_before
     texts: list[str] = []
@@ -218,7 +233,7 @@ async def _whole(parsed: CompletionRequest, events: AsyncIterator[ChatEvent], dr
             finished = event
         event = await _next_event(events, parsed.model)
     answer = _Answer(parsed.model).completion("".join(texts), finished)
-    _log_finished(parsed.model, finished)
+    _log_finished(request, parsed.model, finished)
     return web.json_response(answer, headers=_trim_headers(dropped))
 
 
@@ -230,14 +245,14 @@ async def _streamed(request: web.Request, parsed: CompletionRequest, events: Asy
     response = web.StreamResponse(headers=headers)
     try:
         await response.prepare(request)
-        await _send_chunks(response, parsed, event, events)
+        await _send_chunks(request, response, parsed, event, events)
     except ConnectionResetError:
         log.info("the client of a %s stream went away; stopped the generation", parsed.model)
     return response
 
 
-async def _send_chunks(response: web.StreamResponse, parsed: CompletionRequest, event: ChatEvent | None,
-                       events: AsyncIterator[ChatEvent]) -> None:  # fmt: skip
+async def _send_chunks(request: web.Request, response: web.StreamResponse, parsed: CompletionRequest,
+                       event: ChatEvent | None, events: AsyncIterator[ChatEvent]) -> None:  # fmt: skip
     """The answer from ``event`` on, as chunks; a failure on the way ends it with an error event."""
     answer = _Answer(parsed.model)
     finished: Finished | None = None
@@ -256,7 +271,7 @@ async def _send_chunks(response: web.StreamResponse, parsed: CompletionRequest, 
     if parsed.include_usage:
         await _send(response, answer.usage_chunk(finished))
     await response.write(b"data: [DONE]\n\n")
-    _log_finished(parsed.model, finished)
+    _log_finished(request, parsed.model, finished)
 
 
 async def _send(response: web.StreamResponse, data: dict[str, Any]) -> None:
@@ -268,8 +283,9 @@ def _trim_headers(dropped: int) -> dict[str, str]:
     return {TRIMMED_HEADER: str(dropped)} if dropped else {}
 
 
-def _log_finished(model_id: str, finished: Finished | None) -> None:
+def _log_finished(request: web.Request, model_id: str, finished: Finished | None) -> None:
     if finished is not None and finished.figures is not None:
+        request[REQUEST_FIGURES] = finished.figures
         log.info("%s answered: %s", model_id, finished.figures.summary())
 
 
@@ -281,11 +297,13 @@ async def _stop_generations(app: web.Application) -> None:
         run.stop()
 
 
-def build_app(services: Services, limits: ServeLimits | None = None, api_key: str | None = None) -> web.Application:
+def build_app(services: Services, limits: ServeLimits | None = None, api_key: str | None = None,
+              outer: Sequence[Middleware] = ()) -> web.Application:  # fmt: skip
     """The API as an aiohttp application over ``services`` (registers nothing by itself); with ``api_key`` every
-    route asks for it."""
+    route asks for it. ``outer`` middlewares wrap everything else: they see every answer's final status (the
+    engine's request lines read REQUEST_MODEL, REQUEST_STREAM and REQUEST_FIGURES off the request)."""
     limits = limits or ServeLimits()
-    middlewares = [answer_errors] if api_key is None else [answer_errors, require_key(api_key)]
+    middlewares = [*outer, answer_errors] if api_key is None else [*outer, answer_errors, require_key(api_key)]
     app = web.Application(middlewares=middlewares, client_max_size=limits.max_body_bytes)
     app[SERVICES] = services
     app[RUNS] = set()
@@ -302,6 +320,20 @@ def base_url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
+async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """``app`` listening on ``host:port``: its runner (``cleanup()`` closes it, stopping running generations
+    first) and its base URL (the real port when ``port`` is 0). OSError when it cannot bind (nothing is left open)."""
+    # a client that disconnects cancels its handler, which stops its generation
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, base_url(host, runner.addresses[0][1])
+
+
 async def serve(
     services: Services, host: str = "127.0.0.1", port: int = 8000, ready: Callable[[str], None] | None = None,
     limits: ServeLimits | None = None, api_key: str | None = None,
@@ -312,13 +344,8 @@ async def serve(
     Beyond loopback an ``api_key`` is required (KeyRequiredError otherwise, before anything listens)."""
     if not api_key and not is_loopback(host):
         raise KeyRequiredError(f"serving on {host} needs an API key: anyone who reaches it could use the models")
-    # a client that disconnects cancels its handler, which stops its generation
-    app = build_app(services, limits, api_key or None)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
+    runner, url = await listen(build_app(services, limits, api_key or None), host, port)
     try:
-        await web.TCPSite(runner, host, port).start()
-        url = base_url(host, runner.addresses[0][1])
         log.info("serving the OpenAI-compatible API at %s%s", url, " (API key required)" if api_key else "")
         if ready is not None:
             ready(url)
@@ -329,6 +356,9 @@ async def serve(
 
 __all__ = [
     "LIMITS",
+    "REQUEST_FIGURES",
+    "REQUEST_MODEL",
+    "REQUEST_STREAM",
     "RUNS",
     "SERVICES",
     "SHUTDOWN_TIMEOUT_S",
@@ -337,5 +367,6 @@ __all__ = [
     "base_url",
     "build_app",
     "chat_model_ids",
+    "listen",
     "serve",
 ]

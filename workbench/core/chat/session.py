@@ -7,6 +7,11 @@ the partial answer at least every ``SAVE_INTERVAL_S`` while it streams, and save
 (by ``stop()``, or the answer's task cancelled, as when the app closes) or error. A screen sends intents (send,
 stop, regenerate, edit the last message, new chat, open a conversation) and renders the events of
 ``answer_events``.
+
+``ChatChoices`` is the part of a session that needs no store: the conversation shown, the model, prompt and
+sampling chosen, the answer streaming. ``ChatSession`` adds the store and the model manager (in-process, and in the
+engine, which runs one per answer: workbench.server.engine_answers); ``workbench.client.chat_session`` adds the
+engine's socket.
 """
 
 from __future__ import annotations
@@ -121,8 +126,63 @@ class Sent:
     created: bool
 
 
-class ChatSession:
-    """The conversation a chat screen shows (None until the first message), its model, prompt and sampling."""
+class ChatChoices:
+    """What a chat screen has chosen, kept in memory: the conversation (None until the first message), the model,
+    the system prompt and sampling, and the answer streaming (None when none is)."""
+
+    def __init__(self, settings: Settings, default_import: DefaultModelImport) -> None:
+        self.settings = settings
+        self.default_import = default_import
+        self.conversation: Conversation | None = None
+        self.model_id: str | None = None
+        self.system_prompt = settings.chat_system_prompt
+        self.sampling = SamplingChoice(settings.chat_preset)  # yours and the preset's; the model's fill the rest
+        self.answer: Answer | None = None  # the one streaming
+
+    def adopt(self, conversation: Conversation) -> None:
+        """Make ``conversation`` the current one, with its prompt, sampling and model (what it leaves unset stays)."""
+        self.conversation = conversation
+        self.system_prompt = conversation.system_prompt or self.system_prompt
+        if conversation.sampling:
+            self.sampling = SamplingChoice.from_dict(conversation.sampling)
+        if conversation.model_id:
+            self.model_id = conversation.model_id
+
+    def new(self) -> None:
+        """The next message starts a new conversation."""
+        self._refuse_while_answering()
+        self.conversation = None
+
+    def settle_model(self, available: list[str]) -> str | None:
+        """Choose the model among ``available``: the one chosen (or the conversation's) if it is there, else the
+        default chat model, else the first; None when there is none."""
+        wanted = self.model_id or (self.conversation.model_id if self.conversation else None)
+        if wanted not in available:
+            wanted = DEFAULT_CHAT_ID if DEFAULT_CHAT_ID in available else (available[0] if available else None)
+        self.model_id = wanted
+        return wanted
+
+    @property
+    def answering(self) -> bool:
+        return self.answer is not None
+
+    def follow_running(self, messages: list[StoredMessage]) -> Answer | None:
+        """The answer ending ``messages`` (the conversation just opened) when another process is still writing it,
+        to stream with ``answer_events``; None in-process (what a dead process left streaming is marked incomplete
+        when the services start)."""
+        return None
+
+    def can_send(self) -> bool:
+        """Whether a message sent now will be answered: a model is chosen, or the default one is on its way."""
+        return can_wait(self.model_id, self.default_import)
+
+    def _refuse_while_answering(self) -> None:
+        if self.answering:
+            raise ChatBusyError("Still answering: Esc stops it.")
+
+
+class ChatSession(ChatChoices):
+    """The conversation a chat screen shows, kept in the store, and its answers, streamed from the manager."""
 
     def __init__(
         self,
@@ -132,15 +192,9 @@ class ChatSession:
         default_import: DefaultModelImport,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(settings, default_import)
         self.store = store
         self.manager = manager
-        self.settings = settings
-        self.default_import = default_import
-        self.conversation: Conversation | None = None
-        self.model_id: str | None = None
-        self.system_prompt = settings.chat_system_prompt
-        self.sampling = SamplingChoice(settings.chat_preset)  # yours and the preset's; the model's fill the rest
-        self.answer: Answer | None = None  # the one streaming
         self._clock = clock
 
     # --- the conversation ------------------------------------------------------------------------
@@ -156,18 +210,8 @@ class ChatSession:
         conversation = self.store.chats.get_conversation(conversation_id)
         if conversation is None:
             return None
-        self.conversation = conversation
-        self.system_prompt = conversation.system_prompt or self.system_prompt
-        if conversation.sampling:
-            self.sampling = SamplingChoice.from_dict(conversation.sampling)
-        if conversation.model_id:
-            self.model_id = conversation.model_id
+        self.adopt(conversation)
         return self.store.chats.messages(conversation.id)
-
-    def new(self) -> None:
-        """The next message starts a new conversation."""
-        self._refuse_while_answering()
-        self.conversation = None
 
     def still_there(self) -> bool:
         """Whether the current conversation is still in the store (the history view can delete it); if it is
@@ -176,15 +220,6 @@ class ChatSession:
             self.conversation = None
             return False
         return True
-
-    def settle_model(self, available: list[str]) -> str | None:
-        """Choose the model among ``available``: the one chosen (or the conversation's) if it is there, else the
-        default chat model, else the first; None when there is none."""
-        wanted = self.model_id or (self.conversation.model_id if self.conversation else None)
-        if wanted not in available:
-            wanted = DEFAULT_CHAT_ID if DEFAULT_CHAT_ID in available else (available[0] if available else None)
-        self.model_id = wanted
-        return wanted
 
     def choose_model(self, model_id: str) -> None:
         self.model_id = model_id
@@ -201,14 +236,6 @@ class ChatSession:
         return chat_sampling(self.settings, self.manager, self.model_id, self.sampling)
 
     # --- turns -----------------------------------------------------------------------------------
-
-    @property
-    def answering(self) -> bool:
-        return self.answer is not None
-
-    def can_send(self) -> bool:
-        """Whether a message sent now will be answered: a model is chosen, or the default one is on its way."""
-        return can_wait(self.model_id, self.default_import)
 
     def send(self, text: str) -> Sent:
         """Save the user's message (creating the conversation on the first one) and the answer to stream."""
@@ -263,10 +290,6 @@ class ChatSession:
         message = self.store.chats.add_message(self.conversation.id, "assistant", "", status=MessageStatus.STREAMING)
         self.answer = Answer(message, history)
         return self.answer
-
-    def _refuse_while_answering(self) -> None:
-        if self.answering:
-            raise ChatBusyError("Still answering: Esc stops it.")
 
     # --- the answer --------------------------------------------------------------------------------
 

@@ -44,9 +44,18 @@ class Settings:
     serve_api_key_env: str = ""  # the variable holding the key `serve` asks for; "" = none (loopback only)
     serve_max_body_mb: float = 8.0
     serve_max_waiting: int = 32
+    # where the engine opens the API whenever it starts; neither set: nowhere (only `workbench serve` opens one)
+    serve_host: str | None = None
+    serve_port: int | None = None
     # the prompt (KV) caches kept for reuse, on top of the models; None: 10 % of the budget, 0: no reuse
     prompt_cache_gb: float | None = None
     engine_idle_exit_minutes: float = 30.0  # the engine exits after this long with nothing to do; 0 = never
+
+
+def is_host(value: str) -> bool:
+    """A host to listen on as config.toml may name it: not empty, at most 253 characters, no blank or control
+    character (whether it resolves is found out when the engine binds it)."""
+    return 0 < len(value) <= 253 and not any(c.isspace() or not c.isprintable() for c in value)
 
 
 def presets(settings: Settings) -> dict[str, Preset]:
@@ -94,6 +103,10 @@ SETTING_FIELDS: dict[tuple[str, ...], SettingField] = {
     ("serve", "max_waiting"): SettingField(
         "serve_max_waiting", int, "a whole number of requests from 1 to 10000", lambda v: 1 <= v <= 10_000
     ),
+    ("serve", "host"): SettingField(
+        "serve_host", str, "a host name or address without spaces (127.0.0.1, ::1, 0.0.0.0, …)", is_host
+    ),
+    ("serve", "port"): SettingField("serve_port", int, "a port number from 1 to 65535", lambda v: 1 <= v <= 65535),
     ("engine", "idle_exit_minutes"): SettingField(
         "engine_idle_exit_minutes", float, "a number of minutes >= 0 (0 = never)", lambda v: v >= 0
     ),

@@ -64,6 +64,11 @@ def default_config_text() -> str:
 # max_body_mb = 8
 # Chat requests answered or waiting at once; past it a request gets 503 with Retry-After.
 # max_waiting = 32
+# Open the API whenever the engine starts, on this address (either line does; the other keeps its default,
+# 127.0.0.1 / 8000). Such an engine stays running (it does not exit when idle) until `workbench stop`.
+# The key rule above holds: beyond 127.0.0.1 the engine reads the key from its own environment.
+# host = "127.0.0.1"
+# port = 8000
 
 [engine]
 # `workbench engine`, the background process that holds the models (see `workbench ps`, `workbench stop`).

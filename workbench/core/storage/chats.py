@@ -189,6 +189,10 @@ class Chats:
             _touch(db, _conversation_of(db, message_id), self._db.now())
             db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
+    def message(self, message_id: int) -> StoredMessage | None:
+        row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return None if row is None else _message(row)
+
     def messages(self, conversation_id: int) -> list[StoredMessage]:
         rows = self._db.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [_message(row) for row in rows]

@@ -4,6 +4,10 @@ The database runs in WAL mode with ``synchronous=NORMAL`` and every write is its
 transaction (:meth:`Database.write`), so a process that dies (even by SIGKILL) loses nothing it had
 already written. The schema evolves through :data:`MIGRATIONS`, applied in order and recorded in
 ``PRAGMA user_version``; every database an earlier workbench wrote opens and is brought up to date.
+
+The engine is the one writer. A face opens the file read-only (``Database(path, read_only=True)``: SQLite's URI
+``mode=ro``): it reads what the engine committed (WAL lets a reader see every committed write while the writer goes
+on), never migrates, and a write through it raises :class:`ReadOnlyDatabaseError` before touching the file.
 """
 
 from __future__ import annotations
@@ -128,25 +132,45 @@ MIGRATIONS: list[str] = [
 ]
 
 
+class ReadOnlyDatabaseError(RuntimeError):
+    """A write through a database opened read-only (a face's view: the engine writes)."""
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """A read-only open found no database it can read: the file is missing, or its schema is not this code's."""
+
+
+READ_BUSY_TIMEOUT_S = 5.0  # a reader waits this long at most when the writer holds the WAL index briefly
+
+
 class Database:
-    """The connection to one SQLite file, migrated to the newest schema when opened.
+    """The connection to one SQLite file, migrated to the newest schema when opened (``read_only``: neither migrated
+    nor written, see the module's docstring).
 
     Use it from one thread only (the event loop's): the connection keeps sqlite3's default
     ``check_same_thread=True``. Reads go through :meth:`execute`; each write is one :meth:`write` block,
     committed before the block ends.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+        self.read_only = read_only
+        if read_only:
+            self._connection = _open_read_only(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
         self._connection.row_factory = sqlite3.Row
         self._connection.create_function("casefold", 1, str.casefold, deterministic=True)
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = NORMAL")
-        self._connection.execute("PRAGMA foreign_keys = ON")
         self._last_time = 0.0
         try:
+            if read_only:
+                self._connection.execute("PRAGMA query_only = ON")
+                self._check_schema()
+                return
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = NORMAL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except BaseException:
             self._connection.close()
@@ -159,6 +183,9 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction; IMMEDIATE takes the write lock up front so it never has to upgrade."""
+        if self.read_only:
+            raise ReadOnlyDatabaseError(f"{self.path} is open read-only here: the engine writes the history "
+                                        "(send the change to the engine)")  # fmt: skip
         self._connection.execute("BEGIN IMMEDIATE")
         try:
             yield self._connection
@@ -179,6 +206,15 @@ class Database:
         """Close the connection; every write is already committed, and the last close folds the WAL back in."""
         self._connection.close()
 
+    def _check_schema(self) -> None:
+        version, known = self.version(), len(MIGRATIONS)
+        if version < known:
+            raise DatabaseUnavailableError(f"{self.path} has schema version {version}, older than this workbench's "
+                                           f"({known}): the engine brings it up to date when it starts")  # fmt: skip
+        if version > known:
+            raise DatabaseUnavailableError(f"{self.path} has schema version {version}, newer than this workbench "
+                                           f"knows ({known})")  # fmt: skip
+
     def _migrate(self) -> None:
         if self.version() == len(MIGRATIONS):
             return
@@ -193,6 +229,24 @@ class Database:
                 for statement in _statements(MIGRATIONS[number - 1]):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` through SQLite's URI ``mode=ro``: the file is never created or written. In WAL mode the reader still
+    shares the writer's ``-shm`` index and reads its ``-wal`` (SQLite makes both when the writer left none)."""
+    if not path.is_file():
+        raise DatabaseUnavailableError(f"{path} does not exist yet: the engine makes it when it starts")
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=READ_BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise DatabaseUnavailableError(f"{path} cannot be opened for reading: {exc}") from exc
+    try:
+        connection.execute("PRAGMA schema_version").fetchone()  # opening is lazy: read once to know it opens
+    except sqlite3.Error as exc:
+        connection.close()
+        raise DatabaseUnavailableError(f"{path} cannot be opened for reading: {exc}") from exc
+    return connection
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -4,6 +4,10 @@
 and holds ``chats`` (conversations and messages), ``compare_runs``, ``votes``, ``downloads`` (the download
 queue's jobs and files) and ``embedding_sets`` (corpora the Embeddings pane opened). All of them share the
 one connection, so use a store from one thread only (the event loop's).
+
+``Store(path, read_only=True)`` is a face's view of the engine's database: every read works as usual, a write raises
+:class:`~workbench.core.storage.db.ReadOnlyDatabaseError` (the face sends it to the engine:
+workbench/client/store.py), and the file is never migrated.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ class Store:
     """The database and its repositories: what the user would miss (chats, compare runs and votes, the download
     queue, opened corpora)."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = Database(path)
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.db = Database(path, read_only=read_only)
         self.chats = Chats(self.db)
         self.compare_runs = CompareRuns(self.db)
         self.votes = Votes(self.db)
@@ -33,6 +37,10 @@ class Store:
     @property
     def path(self) -> Path:
         return self.db.path
+
+    @property
+    def read_only(self) -> bool:
+        return self.db.read_only
 
     def close(self) -> None:
         self.db.close()

@@ -1,7 +1,8 @@
 """The Chat pane: pick a local model, type, watch the answer stream in as Markdown with its figures.
 
-The pane renders and sends intents; its ChatSession (core/chat/session.py) decides what is saved and sent. The
-answer's worker posts the session's events as messages (chat_stream.py); only their handlers touch the widgets.
+The pane renders and sends intents; its chat session (the services' ``chat_session()``: a ChatSession, core/chat/
+session.py, or the engine's RemoteChatSession) decides what is saved and sent. The answer's worker posts the
+session's events as messages (chat_stream.py); only their handlers touch the widgets.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from textual.binding import Binding
 from textual.widgets import Select
 from textual.worker import Worker
 
+from workbench.api import ChatSessionApi
 from workbench.core.chat.model_sampling import model_sampling_by_id
 from workbench.core.chat.run import ChatRun
 from workbench.core.chat.sampling import ResolvedSampling, SamplingChoice
-from workbench.core.chat.session import Answer, ChatSession
+from workbench.core.chat.session import Answer
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelManagerError, ModelRole
 from workbench.core.models.wait import NO_MODEL, DefaultModelImport
@@ -78,7 +80,7 @@ class ChatPane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._session: ChatSession | None = None  # made on mount, from the app's services
+        self._session: ChatSessionApi | None = None  # made on mount, from the app's services
         self.live: LiveAnswer | None = None  # from sending until the answer is shown as ended
         self.answer_worker: Worker[None] | None = None
         self.generation = 0  # one per answer: a message of an earlier answer is dropped
@@ -86,7 +88,7 @@ class ChatPane(PaneScreen):
     # --- what the session holds ----------------------------------------------------------------
 
     @property
-    def session(self) -> ChatSession:
+    def session(self) -> ChatSessionApi:
         assert self._session is not None, "the Chat pane is not mounted yet"
         return self._session
 
@@ -138,8 +140,7 @@ class ChatPane(PaneScreen):
         yield ChatInput(id="prompt")
 
     def on_mount(self) -> None:
-        settings = services_of(self).settings
-        self._session = ChatSession(self.store, self.manager, settings, self.default_import)
+        self._session = services_of(self).chat_session()
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_import())
         self.refresh_models()
@@ -205,8 +206,11 @@ class ChatPane(PaneScreen):
             self.show_conversation(messages)
 
     def show_conversation(self, messages: list[StoredMessage]) -> None:
-        self.transcript.show(messages)
+        running = self.session.follow_running(messages)  # still being written (by the engine): shown as it goes
+        self.transcript.show(messages[:-1] if running else messages)
         self.refresh_models()
+        if running is not None:
+            self.call_later(self.show_answer, running)
 
     def message_views(self) -> list[MessageView]:
         return self.transcript.views()

@@ -1,6 +1,6 @@
 """The Compare pane: two models (or one model, two settings) answer the same prompt side by side.
 
-The pane renders and sends intents: a :class:`~workbench.core.compare.session.CompareSession` keeps the
+The pane renders and sends intents: its compare session (the services' ``compare_session()``) keeps the
 histories, stores the runs and votes and flips the blind coin. Its workers post messages (with a generation
 number, so a late one from an earlier run or wait is dropped); only the message handlers touch the widgets.
 """
@@ -13,9 +13,9 @@ from textual.binding import Binding
 from textual.widgets import Select, Static
 from textual.worker import Worker
 
+from workbench.api import CompareSessionApi, CompareTurnApi
 from workbench.core.compare.diff import word_diff
 from workbench.core.compare.run import SIDES, Contender, MemoryPlan
-from workbench.core.compare.session import CompareSession, CompareTurn
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.spec import ModelRole
 from workbench.core.models.wait import DefaultModelImport, ModelWaitError, Waiting, until_ready
@@ -64,8 +64,8 @@ class ComparePane(PaneScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.session: CompareSession | None = None  # made on mount, from the app's services
-        self.run: CompareTurn | None = None  # from the prompt sent until its end is on screen
+        self.session: CompareSessionApi | None = None  # made on mount, from the app's services
+        self.run: CompareTurnApi | None = None  # from the prompt sent until its end is on screen
         self.generation = 0  # bumped per run: a message of an earlier run is dropped
         self.swapped = False  # the last run (a blind one) showed B first
         self.names_hidden = False  # blind mode, before the vote
@@ -82,7 +82,7 @@ class ComparePane(PaneScreen):
         return services_of(self).default_import
 
     @property
-    def compare(self) -> CompareSession:
+    def compare(self) -> CompareSessionApi:
         assert self.session is not None, "the Compare pane is not mounted"
         return self.session
 
@@ -111,7 +111,7 @@ class ComparePane(PaneScreen):
         yield ChatInput(id="compare-prompt", placeholder="A prompt for both sides (enter sends)")
 
     def on_mount(self) -> None:
-        self.session = CompareSession(self.manager, services_of(self).store)
+        self.session = services_of(self).compare_session()
         self.watch(self.app, "models_version", lambda _v: self.refresh_models())
         self.watch(self.app, "import_status", lambda _status: self.show_plan(), init=False)
         self.refresh_models()
@@ -246,7 +246,7 @@ class ComparePane(PaneScreen):
         return self.sides.column({"a": "b", "b": "a"}[side] if self.swapped else side)
 
     @work(group="compare-run", exit_on_error=False)
-    async def stream(self, turn: CompareTurn, generation: int) -> None:
+    async def stream(self, turn: CompareTurnApi, generation: int) -> None:
         await stream_turn(turn, generation, self.post_message)
 
     async def on_side_updated(self, message: SideUpdated) -> None:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from textual.message import Message
 
+from workbench.api import CompareTurnApi
 from workbench.core.chat.run import ContextTrimmed, Reading, Token
-from workbench.core.compare.session import CompareTurn, SideUpdate
+from workbench.core.compare.session import SideUpdate
 from workbench.ui.widgets.compare_sides import PaintThrottle, SideChange
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class WaitOver(Message):
         self.generation, self.prompt, self.error = generation, prompt, error
 
 
-async def stream_turn(turn: CompareTurn, generation: int, post: Callable[[Message], object]) -> None:
+async def stream_turn(turn: CompareTurnApi, generation: int, post: Callable[[Message], object]) -> None:
     """Post the answers of ``turn`` as they grow (for a worker: it touches no widget), then CompareEnded."""
     throttle = PaintThrottle(PAINT_INTERVAL_S)
     started = time.monotonic()
