@@ -106,12 +106,22 @@ def report_loading(services: Services) -> None:
 def finish_note(model_id: str, finished: Finished | None) -> str:
     """``model: first token 0.12 s · prompt 12 tok @ … · 8 tok @ … · peak …  (length)``, for stderr."""
     figures = finished.figures if finished is not None else None
-    summary = figures.summary() if figures is not None else "no tokens generated"
-    if finished is not None and finished.stopped:
-        summary += "  (stopped)"
-    elif finished is not None and finished.finish_reason == "length":
-        summary += "  (hit --max-tokens)"
-    return f"{model_id}: {summary}"
+    return figures_note(
+        model_id,
+        figures.summary() if figures is not None else None,
+        finished is not None and finished.stopped,
+        finished.finish_reason if finished else None,
+    )
+
+
+def figures_note(model_id: str, summary: str | None, stopped: bool, finish_reason: str | None) -> str:
+    """:func:`finish_note` from an answer's parts (a face of the engine gets the summary in words)."""
+    text = summary if summary is not None else "no tokens generated"
+    if stopped:
+        text += "  (stopped)"
+    elif finish_reason == "length":
+        text += "  (hit --max-tokens)"
+    return f"{model_id}: {text}"
 
 
 def side_document(model_id: str, answer: str, finished: Finished | None) -> dict[str, Any]:

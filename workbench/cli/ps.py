@@ -55,6 +55,10 @@ def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MB"
 
 
+def _percent(progress: float | None) -> str:
+    return "-" if progress is None else f"{100 * progress:.0f} %"  # an answer's progress is not known
+
+
 def _when(epoch: float | None) -> str:
     return "-" if epoch is None else f"in {max(0, round((epoch - time.time()) / 60))} min"
 
@@ -72,7 +76,7 @@ def ps_text(document: dict[str, Any]) -> str:
         lines.append("no model loaded")
     if document["jobs"]:
         rows = [("JOB", "KIND", "WHAT", "PROGRESS")]
-        rows += [(str(j["id"]), j["kind"], j["what"], f"{100 * j['progress']:.0f} %") for j in document["jobs"]]
+        rows += [(str(j["id"]), j["kind"], j["what"], _percent(j.get("progress"))) for j in document["jobs"]]
         lines += ["", *_table(rows)]
     else:
         lines.append("no job running")

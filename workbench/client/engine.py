@@ -20,11 +20,13 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 
 
 class EngineRequestError(Exception):
-    """The engine refused a request (a 4xx or 5xx); the message is the engine's."""
+    """The engine refused a request (a 4xx or 5xx); the message is the engine's, ``document`` its whole answer
+    (a route may add fields to its ``error``: the known ids of an unknown model, notes)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, document: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.document = document or {}
 
 
 class EngineNotRunning(Exception):
@@ -49,7 +51,7 @@ class EngineClient:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.request(method, f"http://engine{route}", json=body) as response:
                     if response.status >= 400:
-                        raise EngineRequestError(response.status, await _error_of(response))
+                        raise await _refusal(response)
                     document: dict[str, Any] = await response.json()
                     return document
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
@@ -70,7 +72,7 @@ class EngineClient:
                 raise EngineNotRunning(str(self.socket)) from exc
             async with response:
                 if response.status >= 400:
-                    raise EngineRequestError(response.status, await _error_of(response))
+                    raise await _refusal(response)
                 try:
                     while line := await response.content.readline(max_line_length=MAX_LINE_BYTES):
                         document = json.loads(line)
@@ -111,6 +113,14 @@ class EngineClient:
         document = await self._call("GET", "/v1/downloads")
         return None if document is None else list(document["jobs"])
 
+    def chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One answer streamed (workbench.server.engine_chat): job, note, trimmed, token, then finished or error."""
+        return self.stream("POST", "/v1/chat", body)
+
+    async def stop_chat(self, job: str) -> dict[str, Any] | None:
+        """Stop a streamed answer cleanly (it ends within a token, with its figures); None when no engine runs."""
+        return await self._call("POST", f"/v1/chat/{job}/stop")
+
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -121,13 +131,16 @@ class EngineClient:
         return True
 
 
-async def _error_of(response: aiohttp.ClientResponse) -> str:
+async def _refusal(response: aiohttp.ClientResponse) -> EngineRequestError:
     try:
         document = await response.json()
     except (aiohttp.ContentTypeError, ValueError):
-        return f"the engine answered {response.status}"
-    message = document.get("error") if isinstance(document, dict) else None
-    return str(message) if message else f"the engine answered {response.status}"
+        return EngineRequestError(response.status, f"the engine answered {response.status}")
+    if not isinstance(document, dict):
+        return EngineRequestError(response.status, f"the engine answered {response.status}")
+    message = document.get("error")
+    return EngineRequestError(response.status, str(message) if message else f"the engine answered {response.status}",
+                              document)  # fmt: skip
 
 
 def same_code(info: dict[str, Any]) -> bool:

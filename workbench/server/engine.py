@@ -22,6 +22,7 @@ from aiohttp import web
 
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
+from workbench.server.engine_chat import ChatRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
@@ -67,6 +68,7 @@ class Engine:
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
+        ChatRoutes(services, self.board).install(self.app)  # POST /v1/chat: one-shot answers (workbench chat)
 
     # --- what the routes answer --------------------------------------------------------------
 
