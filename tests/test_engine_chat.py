@@ -295,3 +295,33 @@ def test_chat_exit_statuses_through_the_engine(face_home: Path) -> None:
     assert err.decode().splitlines()[-1].endswith("(stopped)") and "Traceback" not in err.decode()
     ps = json.loads(workbench(face_home, "ps", "--json").stdout)
     assert ps["jobs"] == []  # the engine ended the answer
+
+
+async def test_an_engine_that_stops_mid_answer_ends_it_with_an_error_line(tmp_path: Path) -> None:
+    script = Script(tokens=[f" w{n}" for n in range(2000)], delay_s=0.005)
+    async with engine_with(tmp_path, script) as (engine, client, backend):
+        seen: list[dict[str, Any]] = []
+        async for line in client.chat({"model": "fake-chat", "prompt": "go on", "max_tokens": 2000}):
+            seen.append(line)
+            if line["type"] == "token" and engine.stop_reason is None:
+                engine.request_stop("asked to stop")
+        assert seen[-1]["type"] == "error", seen[-3:]
+        assert "the engine stopped in the middle of the answer" in seen[-1]["message"]
+        assert backend.emitted < 2000
+
+
+@pytest.mark.real_model
+def test_the_engine_imports_the_default_chat_model_on_first_use(tmp_path: Path) -> None:
+    from workbench.core.models.local import DEFAULT_CHAT_ID
+
+    home = tmp_path / "home"
+    try:
+        result = workbench(home, "chat", DEFAULT_CHAT_ID, "What is the capital of France?", "--temperature", "0",
+                           "--max-tokens", "8")  # fmt: skip
+        again = workbench(home, "chat", DEFAULT_CHAT_ID, "Hi", "--max-tokens", "1")
+    finally:
+        stop_engine_of(AppPaths.under(home))
+    assert result.returncode == 0, result.stderr
+    assert f"importing {DEFAULT_CHAT_ID} from its package (first use, about 10 s)" in result.stderr
+    assert "Paris" in result.stdout
+    assert again.returncode == 0 and "importing" not in again.stderr and "loading" not in again.stderr

@@ -68,7 +68,8 @@ class Engine:
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
         self.app.add_routes(DownloadRoutes(services).routes())
-        ChatRoutes(services, self.board).install(self.app)  # POST /v1/chat: one-shot answers (workbench chat)
+        self.chat = ChatRoutes(services, self.board)  # POST /v1/chat: one-shot answers (workbench chat)
+        self.chat.install(self.app)
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Engine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             self.events.close()
+            await self.chat.close()  # its streams end before the listener waits for the connections to close
             await runner.cleanup()
             try:
                 await self.services.aclose()

@@ -97,10 +97,10 @@ class ChatRoutes:
         self.runs: dict[str, ChatRun] = {}  # job id -> its run, for the stop route
         self._answers: set[asyncio.Task[None]] = set()
         self._import_lock = asyncio.Lock()
+        self.closing = False  # the engine is stopping: the answers it stops end in an error line, not "finished"
 
     def install(self, app: web.Application) -> None:
         app.add_routes([web.post("/v1/chat", self.chat), web.post("/v1/chat/{job}/stop", self.stop)])
-        app.on_shutdown.append(self._on_shutdown)
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -258,8 +258,12 @@ class ChatRoutes:
         try:
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
-                    if (line := _line_of(event)) is not None:
-                        queue.put_nowait(line)
+                    if (line := _line_of(event)) is None:
+                        continue
+                    if line["type"] == "finished" and line["stopped"] and self.closing:
+                        line = {"type": "error", "message": f"{model_id}: the engine stopped in the middle of the "
+                                "answer (`workbench stop`, or it was shut down)", "kind": "model"}  # fmt: skip
+                    queue.put_nowait(line)
         except (ModelManagerError, ChatError) as exc:
             queue.put_nowait({"type": "error", "message": f"{model_id}: {exc}", "kind": "model"})
         except Exception as exc:
@@ -269,9 +273,10 @@ class ChatRoutes:
         finally:
             queue.put_nowait(_END)
 
-    async def _on_shutdown(self, app: web.Application) -> None:
-        """The engine stops: every answer is stopped and gets a moment to end (its lease released) before the
-        models are unloaded."""
+    async def close(self) -> None:
+        """The engine stops: every answer is stopped and gets a moment to end (its face told, its lease released)
+        before the listener closes and the models are unloaded."""
+        self.closing = True
         for run in list(self.runs.values()):
             run.stop()
         if self._answers:
