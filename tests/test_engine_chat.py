@@ -250,6 +250,18 @@ def face_env(home: Path) -> dict[str, str]:
     return env
 
 
+IMPORTS_OF_A_FACE = """
+import json, sys
+from workbench.cli import main
+code = main.main(sys.argv[1:])
+heavy = ("mlx", "mlx_lm", "torch", "sentence_transformers", "transformers", "huggingface_hub", "numpy", "openai")
+model_code = ("workbench.bootstrap", "workbench.core.models", "workbench.core.chat.run", "workbench.server")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(model_code))),
+      file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def workbench(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], env=face_env(home), capture_output=True,
                           text=True, timeout=120)  # fmt: skip
@@ -263,8 +275,12 @@ def test_chat_starts_the_engine_and_the_next_call_reuses_it_and_its_loaded_model
     pid = ps["engine"]["pid"]
     assert [model["id"] for model in ps["models"]] == ["tiny-small"] and ps["jobs"] == []
 
-    second = workbench(face_home, "chat", "tiny-small", "w1 w2", "--max-tokens", "4", "--temperature", "0", "--json")
+    # the second face runs instrumented: what it imported, on its last stderr line
+    second = subprocess.run([sys.executable, "-c", IMPORTS_OF_A_FACE, "chat", "tiny-small", "w1 w2", "--max-tokens",
+                             "4", "--temperature", "0", "--json"], env=face_env(face_home), capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
     assert second.returncode == 0, second.stderr
+    assert json.loads(second.stderr.splitlines()[-1]) == []  # no model code, no heavy library, no engine code
     assert "loading" not in second.stderr  # the engine's copy answered
     assert json.loads(second.stdout)["answer"] == json.loads(first.stdout)["answer"]
     again = json.loads(workbench(face_home, "ps", "--json").stdout)

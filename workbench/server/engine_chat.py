@@ -176,7 +176,11 @@ class ChatRoutes:
             remote, _problems = services.discover_remote_models()
             return services.registry.loadable_specs() + remote
 
-        specs = await asyncio.to_thread(scan)
+        try:
+            specs = await asyncio.to_thread(scan)
+        except Exception:  # an unreadable cache: the models known already are still there to answer with
+            log.warning("cannot look for models on disk and at the endpoints", exc_info=True)
+            return
         known = {info.spec.id for info in services.manager.models()}
         for spec in specs:
             if spec.id not in known:
@@ -248,7 +252,7 @@ class ChatRoutes:
         finally:
             watcher.cancel()
         if not answer.done():  # the face left: wait (bounded) for the stopped answer to end, its job with it
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(answer), STOP_WAIT_S)
 
     async def _produce(self, run: ChatRun, model_id: str, queue: asyncio.Queue[Any]) -> None:
