@@ -228,7 +228,27 @@ def cli_overhead(runs: int) -> tuple[float, float]:
             print(f"cold mlx-lm {n:<2} wall {wall:.3f} s  ttft {ttft:.3f} s  overhead {colds[-1]:.3f} s", flush=True)
     overhead, cold = statistics.median(overheads), statistics.median(colds)
     print(f"median   cli_overhead {overhead:.3f} s (goal <= {GOAL_OVERHEAD_S})   cold process {cold:.3f} s")
+    parts = [json.loads(subprocess.run([sys.executable, "-c", FACE_IMPORTS], env=_env(Path(tempfile.gettempdir())),
+                                       capture_output=True, text=True, timeout=60, check=True).stdout)
+             for _ in range(3)]  # fmt: skip
+    print("where a face's time goes (fresh processes, median of 3): " + ", ".join(
+        f"{name} {statistics.median(part[name] for part in parts):.3f} s" for name in parts[0]))  # fmt: skip
     return overhead, cold
+
+
+FACE_IMPORTS = """
+import json, time
+t0 = time.perf_counter()
+import workbench.cli.main
+t1 = time.perf_counter()
+import aiohttp
+t2 = time.perf_counter()
+import workbench.client.engine, workbench.engine_process
+from workbench.core.engine_home import code_fingerprint
+code_fingerprint()
+t3 = time.perf_counter()
+print(json.dumps({"import workbench.cli": t1 - t0, "import aiohttp": t2 - t1, "client and fingerprint": t3 - t2}))
+"""
 
 
 def main() -> None:
