@@ -341,3 +341,49 @@ def test_the_engine_imports_the_default_chat_model_on_first_use(tmp_path: Path) 
     assert f"importing {DEFAULT_CHAT_ID} from its package (first use, about 10 s)" in result.stderr
     assert "Paris" in result.stdout
     assert again.returncode == 0 and "importing" not in again.stderr and "loading" not in again.stderr
+
+
+# --- comparisons: POST /v1/compare ---------------------------------------------------------------
+
+
+async def test_a_comparison_streams_its_plan_and_both_sides(tmp_path: Path) -> None:
+    async with engine_with(tmp_path, Script(tokens=["Hel", "lo", "!"])) as (engine, client, backend):
+        lines = [line async for line in client.compare({"a": "fake-chat", "b": "fake-chat", "prompt": "hi",
+                                                         "max_tokens": 8, "system": "Be brief."})]  # fmt: skip
+        assert lines[0]["type"] == "job" and lines[0]["models"] == {"a": "fake-chat", "b": "fake-chat"}
+        [plan] = [line for line in lines if line["type"] == "plan"]
+        assert plan == {"type": "plan", "kind": "together", "reason": "one model, two settings: both at once"}
+        for side in ("a", "b"):
+            mine = [line for line in lines if line.get("side") == side]
+            assert "".join(line["text"] for line in mine if line["type"] == "token") == "Hello!"
+            assert mine[-1]["type"] == "finished" and mine[-1]["figures"]["generation_tokens"] == 3
+        assert len(backend.calls) == 2 and backend.calls[0][0] == {"role": "system", "content": "Be brief."}
+        assert engine.board.rows() == []
+
+
+async def test_the_compare_route_checks_its_body_and_names_the_unknown_side(tmp_path: Path) -> None:
+    async with engine_with(tmp_path) as (engine, client, backend):
+        for body, says in (({"a": "fake-chat", "b": "fake-chat", "prompt": "hi", "model": "x"}, "unknown key(s)"),
+                           ({"a": "fake-chat", "prompt": "hi"}, "'b' must be a model id"),
+                           ({"a": "fake-chat", "b": "fake-chat", "prompt": ""}, "'prompt' must be")):  # fmt: skip
+            with pytest.raises(EngineRequestError) as refused:
+                [line async for line in client.compare(body)]
+            assert refused.value.status == 400 and says in str(refused.value)
+        with pytest.raises(EngineRequestError) as unknown:
+            [line async for line in client.compare({"a": "fake-chat", "b": "fake-chta", "prompt": "hi"})]
+        assert unknown.value.status == 404 and unknown.value.document["side"] == "b"
+        assert "fake-chat" in unknown.value.document["known"]
+        assert backend.calls == [] and engine.board.rows() == []
+
+
+async def test_a_face_that_leaves_mid_comparison_stops_both_sides(tmp_path: Path) -> None:
+    script = Script(tokens=[f" w{n}" for n in range(2000)], delay_s=0.005)
+    async with engine_with(tmp_path, script) as (engine, client, backend):
+        lines = client.compare({"a": "fake-chat", "b": "fake-chat", "prompt": "go on", "max_tokens": 2000})
+        async for line in lines:
+            if line["type"] == "token":
+                break
+        await lines.aclose()
+        await until(lambda: not engine.board.rows(), "the comparison to stop")
+        assert backend.emitted < 4000
+        assert not any(info.leases for info in engine.services.manager.models())

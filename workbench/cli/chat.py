@@ -30,7 +30,7 @@ from workbench.cli.common import (
 from workbench.cli.generation import GENERATION_EXIT_CODES, add_generation_arguments, figures_note, sampling_flags
 
 if TYPE_CHECKING:
-    from workbench.client.engine import EngineClient
+    from workbench.client.engine import EngineClient, EngineRequestError
     from workbench.core.settings.paths import AppPaths
 
 STOP_GRACE_S = 10.0  # after ctrl+c, how long the engine gets to end the answer (with its figures) before we hang up
@@ -123,7 +123,7 @@ async def chat(socket: Path, body: dict[str, Any], as_json: bool = False) -> int
 
     def ask_to_stop() -> None:
         if answer.job is not None:
-            request = asyncio.ensure_future(_stop_quietly(client, answer.job))
+            request = asyncio.ensure_future(stop_quietly(client, answer.job))
             pending.add(request)
             request.add_done_callback(pending.discard)
 
@@ -180,13 +180,7 @@ async def _stream(client: EngineClient, body: dict[str, Any], answer: Answer, as
                 elif kind == "error":
                     answer.error = line
     except EngineRequestError as exc:
-        for message in exc.document.get("notes") or []:
-            note(str(message))
-        if exc.status == 404 and isinstance(exc.document.get("known"), list):
-            raise unknown_model(answer.model, exc.document["known"], "chat model") from exc
-        if exc.status in (400, 404, 413):
-            raise UsageError(str(exc)) from exc
-        raise CommandError(f"the engine refused the answer: {exc}") from exc
+        raise refusal(exc, answer.model) from exc
     except EngineNotRunning as exc:
         raise CommandError(f"no engine answers on {exc} (it stopped before answering); try again") from exc
     except EngineGone as exc:
@@ -199,7 +193,19 @@ async def _stream(client: EngineClient, body: dict[str, Any], answer: Answer, as
         raise CommandError(f"{answer.model}: the engine ended the answer without its figures (was it stopped?)")
 
 
-async def _stop_quietly(client: EngineClient, job: str) -> None:
+def refusal(exc: EngineRequestError, wanted: str) -> CommandError:
+    """What a face says when the engine refuses an answer: the notes that came with it (config mistakes) on stderr,
+    then the error; an unknown model as the in-process CLI said it (exit 2), a bad request exit 2, the rest 1."""
+    for message in exc.document.get("notes") or []:
+        note(str(message))
+    if exc.status == 404 and isinstance(exc.document.get("known"), list):
+        return unknown_model(wanted, exc.document["known"], "chat model")
+    if exc.status in (400, 404, 413):
+        return UsageError(str(exc))
+    return CommandError(f"the engine refused the answer: {exc}")
+
+
+async def stop_quietly(client: EngineClient, job: str) -> None:
     from workbench.client.engine import EngineRequestError
 
     with contextlib.suppress(EngineRequestError, OSError):

@@ -117,6 +117,11 @@ class EngineClient:
         """One answer streamed (workbench.server.engine_chat): job, note, trimmed, token, then finished or error."""
         return self.stream("POST", "/v1/chat", body)
 
+    def compare(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Two answers streamed (workbench.server.engine_compare): job, note, plan, then per side token, trimmed,
+        finished or error; stopped as an answer is (:meth:`stop_chat`)."""
+        return self.stream("POST", "/v1/compare", body)
+
     async def stop_chat(self, job: str) -> dict[str, Any] | None:
         """Stop a streamed answer cleanly (it ends within a token, with its figures); None when no engine runs."""
         return await self._call("POST", f"/v1/chat/{job}/stop")

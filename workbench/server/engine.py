@@ -23,6 +23,7 @@ from aiohttp import web
 from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.server.engine_chat import ChatRoutes
+from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_events import EventHub
 from workbench.server.engine_jobs import JobBoard
@@ -70,6 +71,7 @@ class Engine:
         self.app.add_routes(DownloadRoutes(services).routes())
         self.chat = ChatRoutes(services, self.board)  # POST /v1/chat: one-shot answers (workbench chat)
         self.chat.install(self.app)
+        CompareRoutes(self.chat).install(self.app)  # POST /v1/compare (workbench compare)
 
     # --- what the routes answer --------------------------------------------------------------
 

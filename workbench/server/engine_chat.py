@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -41,7 +41,7 @@ KEYS = frozenset({"model", "prompt", "system", *SAMPLING_KEYS})
 WATCH_S = 0.2  # how often a running answer looks whether its face is still there
 STOP_WAIT_S = 600.0  # the longest an answer whose face left may take to end (a load in progress finishes first)
 CLOSE_WAIT_S = 5.0  # at engine shutdown, how long the answers get to end after being stopped
-_END = object()
+END = object()  # the last item of an answer's queue
 
 
 class BadRequest(ValueError):
@@ -51,8 +51,12 @@ class BadRequest(ValueError):
 def parse_chat(body: bytes) -> dict[str, Any]:
     """The checked body of ``POST /v1/chat``: model, prompt, system (None: the configured one), sampling (a dict of
     the values sent). Raises BadRequest."""
-    from workbench.core.chat.sampling import validate_sampling
+    document = json_object(body, KEYS, '{"model": ID, "prompt": TEXT, ...}')
+    return {"model": model_id(document, "model"), **prompt_and_sampling(document)}
 
+
+def json_object(body: bytes, keys: frozenset[str], shape: str) -> dict[str, Any]:
+    """The body as a JSON object with none but ``keys``; BadRequest (``shape`` says what is expected)."""
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
@@ -60,15 +64,26 @@ def parse_chat(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise BadRequest('the body must be a JSON object: {"model": ID, "prompt": TEXT, ...}')
-    if unknown := sorted(set(document) - KEYS):
+        raise BadRequest(f"the body must be a JSON object: {shape}")
+    if unknown := sorted(set(document) - keys):
         raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} "
-                         f"(known: {', '.join(sorted(KEYS))})")  # fmt: skip
-    model = document.get("model")
+                         f"(known: {', '.join(sorted(keys))})")  # fmt: skip
+    return document
+
+
+def model_id(document: dict[str, Any], key: str) -> str:
+    model = document.get(key)
     if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_ID_CHARS:
-        raise BadRequest(f"'model' must be a model id (a string of 1 to {MAX_MODEL_ID_CHARS} characters)")
+        raise BadRequest(f"{key!r} must be a model id (a string of 1 to {MAX_MODEL_ID_CHARS} characters)")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in model):
-        raise BadRequest("'model' holds a control character")
+        raise BadRequest(f"{key!r} holds a control character")
+    return model
+
+
+def prompt_and_sampling(document: dict[str, Any]) -> dict[str, Any]:
+    """``prompt``, ``system`` (None: the configured one) and ``sampling`` (the values sent) of a checked body."""
+    from workbench.core.chat.sampling import validate_sampling
+
     prompt = document.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadRequest("'prompt' must be a non-empty string")
@@ -78,7 +93,11 @@ def parse_chat(body: bytes) -> dict[str, Any]:
     sampling, problems = validate_sampling({key: document[key] for key in SAMPLING_KEYS if key in document})
     if problems:
         raise BadRequest("; ".join(f"{key}: {problem}" for key, problem in problems))
-    return {"model": model, "prompt": prompt, "system": system, "sampling": sampling}
+    return {"prompt": prompt, "system": system, "sampling": sampling}
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 class UnknownChatModel(Exception):
@@ -94,7 +113,7 @@ class ChatRoutes:
     def __init__(self, services: Services, board: JobBoard) -> None:
         self.services = services
         self.board = board
-        self.runs: dict[str, ChatRun] = {}  # job id -> its run, for the stop route
+        self.runs: dict[str, Stoppable] = {}  # job id -> its run (a ChatRun, a CompareRun), for the stop route
         self._answers: set[asyncio.Task[None]] = set()
         self._import_lock = asyncio.Lock()
         self.closing = False  # the engine is stopping: the answers it stops end in an error line, not "finished"
@@ -228,7 +247,7 @@ class ChatRoutes:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         job = self.board.start("generation", model_id, face="cli")
         self.runs[job.id] = run
-        unsubscribe = self.services.manager.subscribe(lambda event: _loading_note(event, model_id, queue))
+        unsubscribe = self.services.manager.subscribe(lambda event: loading_note(event, model_id, queue))
         answer = asyncio.create_task(self._produce(run, model_id, queue), name=f"chat {job.id}")
         self._answers.add(answer)
 
@@ -239,10 +258,10 @@ class ChatRoutes:
             self.board.end(job)
 
         answer.add_done_callback(ended)
-        watcher = asyncio.create_task(_watch_face(request, stream, run))
+        watcher = asyncio.create_task(watch_face(request, stream, run))
         try:
             await stream.send({"type": "job", "id": job.id, "model": model_id})
-            await _relay(queue, stream)
+            await relay(queue, stream)
         except PeerGone:
             log.info("%s: the face left; stopping the answer", job.id)
             run.stop()
@@ -262,7 +281,7 @@ class ChatRoutes:
         try:
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
-                    if (line := _line_of(event)) is None:
+                    if (line := line_of(event)) is None:
                         continue
                     if line["type"] == "finished" and line["stopped"] and self.closing:
                         line = {"type": "error", "message": f"{model_id}: the engine stopped in the middle of the "
@@ -275,7 +294,7 @@ class ChatRoutes:
             queue.put_nowait({"type": "error", "message": f"{model_id} failed to answer: {type(exc).__name__}: "
                               f"{exc}", "kind": "model"})  # fmt: skip
         finally:
-            queue.put_nowait(_END)
+            queue.put_nowait(END)
 
     async def close(self) -> None:
         """The engine stops: every answer is stopped and gets a moment to end (its face told, its lease released)
@@ -287,7 +306,7 @@ class ChatRoutes:
             await asyncio.wait(list(self._answers), timeout=CLOSE_WAIT_S)
 
 
-def _line_of(event: ChatEvent) -> dict[str, Any] | None:
+def line_of(event: ChatEvent) -> dict[str, Any] | None:
     from workbench.core.chat.run import ContextTrimmed, Finished, Token
 
     if isinstance(event, Token):
@@ -303,7 +322,7 @@ def _line_of(event: ChatEvent) -> dict[str, Any] | None:
     return None  # Reading: the CLI shows no reading progress
 
 
-def _loading_note(event: ManagerEvent, model_id: str, queue: asyncio.Queue[Any]) -> None:
+def loading_note(event: ManagerEvent, model_id: str, queue: asyncio.Queue[Any]) -> None:
     """What a face says while its model loads: when the load starts and when it is ready."""
     from workbench.core.models.spec import ModelState
 
@@ -316,28 +335,33 @@ def _loading_note(event: ManagerEvent, model_id: str, queue: asyncio.Queue[Any])
         queue.put_nowait({"type": "note", "message": event.message})
 
 
-async def _relay(queue: asyncio.Queue[Any], stream: NdjsonStream) -> None:
+async def relay(queue: asyncio.Queue[Any], stream: NdjsonStream) -> None:
     """Send the answer's lines until it ends; tokens waiting together go as one line."""
     while True:
         batch = [await queue.get()]
         while not queue.empty():
             batch.append(queue.get_nowait())
-        tokens: list[str] = []
+        tokens: dict[str, Any] | None = None  # the token lines of one side, merged
         for line in batch:
-            if line is not _END and line["type"] == "token":
-                tokens.append(line["text"])
+            if line is not END and line["type"] == "token":
+                if tokens is not None and tokens.get("side") == line.get("side"):
+                    tokens["text"] += line["text"]
+                    continue
+                if tokens is not None:
+                    await stream.send(tokens)
+                tokens = dict(line)
                 continue
-            if tokens:
-                await stream.send({"type": "token", "text": "".join(tokens)})
-                tokens = []
-            if line is _END:
+            if tokens is not None:
+                await stream.send(tokens)
+                tokens = None
+            if line is END:
                 return
             await stream.send(line)
-        if tokens:
-            await stream.send({"type": "token", "text": "".join(tokens)})
+        if tokens is not None:
+            await stream.send(tokens)
 
 
-async def _watch_face(request: web.Request, stream: NdjsonStream, run: ChatRun) -> None:
+async def watch_face(request: web.Request, stream: NdjsonStream, run: Stoppable) -> None:
     """Stop the run once the face's connection is gone, also while nothing is being sent (a load in progress)."""
     while True:
         await asyncio.sleep(WATCH_S)
