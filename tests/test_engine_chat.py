@@ -387,3 +387,16 @@ async def test_a_face_that_leaves_mid_comparison_stops_both_sides(tmp_path: Path
         await until(lambda: not engine.board.rows(), "the comparison to stop")
         assert backend.emitted < 4000
         assert not any(info.leases for info in engine.services.manager.models())
+
+
+def test_what_a_face_says_when_the_engine_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.cli.chat import refusal
+
+    document = {"known": ["tiny-small"], "notes": ["config: x"]}
+    unknown = refusal(EngineRequestError(404, "no chat model called 'tiny'", document), "tiny")
+    assert (unknown.code, str(unknown)) == (2, "no chat model called 'tiny'; did you mean: tiny-small")
+    assert capsys.readouterr().err == "config: x\n"
+    assert refusal(EngineRequestError(400, "'prompt' must be a non-empty string"), "m").code == 2
+    older = refusal(EngineRequestError(404, "the engine answered 404"), "m")  # a route an older engine lacks
+    assert older.code == 1 and "another version of workbench's code" in str(older)
+    assert refusal(EngineRequestError(500, "the engine answered 500"), "m").code == 1

@@ -200,6 +200,9 @@ def refusal(exc: EngineRequestError, wanted: str) -> CommandError:
         note(str(message))
     if exc.status == 404 and isinstance(exc.document.get("known"), list):
         return unknown_model(wanted, exc.document["known"], "chat model")
+    if exc.status == 404:  # no such route: an engine started from older code
+        return CommandError("the engine does not know this request (it runs another version of workbench's code); "
+                            "`workbench stop` ends it, and the next command starts one with this code")  # fmt: skip
     if exc.status in (400, 404, 413):
         return UsageError(str(exc))
     return CommandError(f"the engine refused the answer: {exc}")
