@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.engines import stop_engine_of
 from tests.support.fake_openai import fake_openai
 from tests.test_local_models import add_snapshot, folder_files, safetensors_bytes
 from workbench.cli import import_gguf
@@ -107,7 +109,10 @@ def test_a_verb_says_config_mistakes_once_on_stderr(tmp_path: Path) -> None:
     paths = AppPaths.under(tmp_path / "home")
     paths.config_dir.mkdir(parents=True)
     paths.config_file.write_text("[memory]\nbudget_gb = 4\n\n[chat]\ntemprature = 0.3\n")
-    result = run_cli(tmp_path / "home", "chat", "no-such-model", "hi")
+    try:
+        result = run_cli(tmp_path / "home", "chat", "no-such-model", "hi")  # the engine says them, the face prints
+    finally:
+        stop_engine_of(paths)
     assert result.returncode == 2 and "no chat model called 'no-such-model'" in result.stderr
     assert result.stderr.count("chat.temprature") == 1, result.stderr
     assert f"{paths.config_file}:5: chat.temprature: unknown setting" in result.stderr
@@ -193,16 +198,22 @@ class Home:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """The test's home; `chat` starts an engine for it (a subprocess that inherits this environment: the same home,
+    cache and offline hub), stopped at the end."""
     import huggingface_hub.constants as constants
 
     cache = tmp_path / "hf" / "hub"
     cache.mkdir(parents=True)
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # for the engine
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # huggingface_hub is imported already
     monkeypatch.chdir(tmp_path)
-    return Home(tmp_path / "home", cache)
+    home = Home(tmp_path / "home", cache)
+    yield home
+    stop_engine_of(home.paths)
 
 
 @dataclass

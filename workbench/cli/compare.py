@@ -1,6 +1,9 @@
 """`workbench compare`: one prompt answered by two chat models, as the Compare pane does; each answer under its
-header on stdout, the plan and the figures on stderr. The events go through core's one reducer
-(:class:`~workbench.core.compare.results.CompareResults`), as in the pane and the prompt sets."""
+header on stdout, the plan and the figures on stderr.
+
+A face of the engine (workbench.server.engine_compare_once), as `workbench chat` is: it starts the engine when none runs
+and shows what the engine streams; the models stay loaded there for the next call.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +11,29 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from workbench.cli.chat import STOP_GRACE_S, attach, refusal, stop_quietly
 from workbench.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    CommandError,
     add_command,
     note,
-    open_services,
     print_json,
     read_prompt,
     stop_on_interrupt,
 )
-from workbench.cli.generation import (
-    GENERATION_EXIT_CODES,
-    add_generation_arguments,
-    finish_note,
-    messages_from,
-    report_loading,
-    resolve_chat_model,
-    sampling_flags,
-    sampling_from,
-    side_document,
-)
+from workbench.cli.generation import GENERATION_EXIT_CODES, add_generation_arguments, figures_note, sampling_flags
 
 if TYPE_CHECKING:
-    from workbench.core.compare.run import SideEvent
+    from pathlib import Path
+
     from workbench.core.settings.paths import AppPaths
+
+SIDES = ("a", "b")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Answer PROMPT with models A and B, as the Compare pane does. From the memory budget the workbench decides "
         "whether both run at once or one after the other (A, then A unloaded, then B) and says which on stderr. "
         "Each answer comes under a header on stdout, its figures on stderr. One side failing does not stop the "
-        "other.",
+        "other. The engine answers (started when none runs).",
         GENERATION_EXIT_CODES,
     )  # fmt: skip
     compare.add_argument("model_a", metavar="A", help="a chat model id")
@@ -57,90 +55,154 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run_compare(paths: AppPaths, args: argparse.Namespace) -> int:
     prompt = read_prompt(args.prompt)
-    return asyncio.run(compare(paths, args, prompt))
+    body: dict[str, Any] = {"a": args.model_a, "b": args.model_b, "prompt": prompt, **sampling_flags(args)}
+    if args.system is not None:
+        body["system"] = args.system
+    return asyncio.run(compare(attach(paths), body, as_json=args.json))
+
+
+@dataclass
+class Side:
+    model: str
+    pieces: list[str] = field(default_factory=list)
+    finished: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def ended(self) -> bool:
+        return self.finished is not None or self.error is not None
+
+    def document(self) -> dict[str, Any]:
+        end = self.finished or {}
+        return {"model": self.model, "answer": self.text, "figures": end.get("figures"),
+                "finish_reason": end.get("finish_reason"), "stopped": bool(end.get("stopped")),
+                "error": self.error}  # fmt: skip
 
 
 class SideBySide:
     """Prints two answers one after the other although they may stream at once: A streams live while B's
-    tokens wait; once A ends, B's text so far is printed and B goes on live. What each side has given is in
-    ``results`` (core's reducer)."""
+    tokens wait; once A ends, B's text so far is printed and B goes on live."""
 
     def __init__(self, labels: dict[str, str], live: bool) -> None:
-        from workbench.core.compare.results import CompareResults
-
         self.labels = labels
         self.live = live  # False for --json: collect only
-        self.results = CompareResults()
+        self.sides = {side: Side(labels[side]) for side in SIDES}
         self.current = "a"
         if live:
             self._header("a")
 
-    def apply(self, item: SideEvent) -> None:
-        from workbench.core.chat.run import ContextTrimmed, Token
-
-        result = self.results.apply(item)
-        event = item.event
-        if isinstance(event, Token):
-            if self.live and item.side == self.current:
-                sys.stdout.write(event.text)
+    def apply(self, line: dict[str, Any]) -> None:
+        side = self.sides[line["side"]]
+        kind = line.get("type")
+        if kind == "token":
+            side.pieces.append(line["text"])
+            if self.live and line["side"] == self.current:
+                sys.stdout.write(line["text"])
                 sys.stdout.flush()
-        elif isinstance(event, ContextTrimmed):
-            note(f"{item.side.upper()}: the prompt was trimmed to fit {event.window} tokens")
-        elif result.finished:
+        elif kind == "trimmed":
+            note(f"{line['side'].upper()}: the prompt was trimmed to fit {line.get('window')} tokens")
+        elif kind in ("finished", "error"):
+            if kind == "finished":
+                side.finished = line
+            else:
+                side.error = str(line.get("message"))
             self._close_ended()
 
     def _close_ended(self) -> None:
-        while self.results[self.current].finished:
+        while self.sides[self.current].ended:
             self._close(self.current)
             if self.current == "b":
                 break
             self.current = "b"
             if self.live:
                 self._header("b")
-                sys.stdout.write(self.results["b"].text)
+                sys.stdout.write(self.sides["b"].text)
                 sys.stdout.flush()
 
     def _header(self, side: str) -> None:
         sys.stdout.write(f"=== {side.upper()}: {self.labels[side]} ===\n")
         sys.stdout.flush()
 
-    def _close(self, side: str) -> None:
-        result = self.results[side]
+    def _close(self, name: str) -> None:
+        side = self.sides[name]
         if self.live:
-            answer = result.text
-            sys.stdout.write(("\n" if answer and not answer.endswith("\n") else "") + "\n")
+            sys.stdout.write(("\n" if side.text and not side.text.endswith("\n") else "") + "\n")
             sys.stdout.flush()
-        if result.error is not None:
-            note(f"{side.upper()} {self.labels[side]} failed: {result.error}")
+        if side.error is not None:
+            note(f"{name.upper()} {self.labels[name]} failed: {side.error}")
         else:
-            note(f"{side.upper()} {finish_note(self.labels[side], result.end)}")
+            end = side.finished or {}
+            note(f"{name.upper()} " + figures_note(self.labels[name], end.get("summary"), bool(end.get("stopped")),
+                                                   end.get("finish_reason")))  # fmt: skip
 
 
-async def compare(paths: AppPaths, args: argparse.Namespace, prompt: str) -> int:
-    from workbench.core.compare.run import CompareRun, Contender, plan_memory
+async def compare(socket: Path, body: dict[str, Any], as_json: bool = False) -> int:
+    """Stream both answers from the engine on ``socket``; ctrl+c as in `workbench chat`."""
+    from workbench.client.engine import EngineClient, EngineGone, EngineNotRunning, EngineRequestError
 
-    async with open_services(paths) as services:
-        sampling_flags(args)
-        ids = {"a": await resolve_chat_model(services, args.model_a),
-               "b": await resolve_chat_model(services, args.model_b)}  # fmt: skip
-        messages = messages_from(args, services, prompt)
-        a, b = (Contender(model_id=ids[side], label=ids[side], sampling=sampling_from(args, services, ids[side]))
-                for side in ("a", "b"))  # fmt: skip
-        plan = plan_memory(services.manager, a, b)
-        note(f"plan: {plan.reason}")
-        report_loading(services)
-        run = CompareRun(services.manager, a, b, messages, messages, plan)
-        sides = SideBySide(ids, live=not args.json)
-        with stop_on_interrupt(run.stop) as interrupt:
-            async with contextlib.aclosing(run.events()) as items:
-                async for item in items:
-                    sides.apply(item)
-        if args.json:
-            document: dict[str, Any] = {"plan": {"kind": plan.kind.name.lower(), "reason": plan.reason}}
-            for side in ("a", "b"):
-                result = sides.results[side]
-                document[side] = {**side_document(ids[side], result.text, result.end), "error": result.error}
-            print_json(document)
-        if interrupt.hit:
-            return EXIT_INTERRUPTED
-        return EXIT_ERROR if sides.results.errors else EXIT_OK
+    client = EngineClient(socket)
+    labels = {"a": body["a"], "b": body["b"]}
+    sides: SideBySide | None = None
+    plan: dict[str, Any] = {}
+    job: str | None = None
+    stop_asked = False
+    failure: str | None = None
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    pending: set[asyncio.Task[Any]] = set()
+    hang_up: asyncio.TimerHandle | None = None
+
+    def ask_to_stop() -> None:
+        if job is not None:
+            request = asyncio.ensure_future(stop_quietly(client, job))
+            pending.add(request)
+            request.add_done_callback(pending.discard)
+
+    def on_interrupt() -> None:
+        nonlocal hang_up, stop_asked
+        stop_asked = True
+        ask_to_stop()
+        if task is not None:
+            hang_up = loop.call_later(STOP_GRACE_S, task.cancel)
+
+    try:
+        with stop_on_interrupt(on_interrupt) as interrupt:
+            async with contextlib.aclosing(client.compare(body)) as lines:
+                async for line in lines:
+                    kind = line.get("type")
+                    if "side" in line and sides is not None:
+                        sides.apply(line)
+                    elif kind == "note":
+                        note(str(line.get("message")))
+                    elif kind == "job":
+                        job = str(line.get("id"))
+                        if stop_asked:
+                            ask_to_stop()
+                    elif kind == "plan":
+                        plan = {"kind": line.get("kind"), "reason": line.get("reason")}
+                        note(f"plan: {plan['reason']}")
+                        sides = SideBySide(labels, live=not as_json)
+                    elif kind == "error":
+                        failure = str(line.get("message"))
+    except EngineRequestError as exc:
+        side = exc.document.get("side")
+        raise refusal(exc, labels[side] if side in labels else body["a"]) from exc
+    except EngineNotRunning as exc:
+        raise CommandError(f"no engine answers on {exc} (it stopped before answering); try again") from exc
+    except EngineGone as exc:
+        raise CommandError(f"the engine stopped in the middle of the comparison ({exc})") from exc
+    finally:
+        if hang_up is not None:
+            hang_up.cancel()
+    if sides is None or failure is not None:
+        raise CommandError(failure or "the engine ended the comparison before it began")
+    if as_json:
+        print_json({"plan": plan, **{name: side.document() for name, side in sides.sides.items()}})
+    if interrupt.hit:
+        return EXIT_INTERRUPTED
+    if not all(side.ended for side in sides.sides.values()):
+        raise CommandError("the engine ended the comparison before both answers ended")
+    return EXIT_ERROR if any(side.error is not None for side in sides.sides.values()) else EXIT_OK

@@ -56,6 +56,10 @@ def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MB"
 
 
+def _percent(progress: float | None) -> str:
+    return "-" if progress is None else f"{100 * progress:.0f} %"  # an answer's progress is not known
+
+
 def _when(epoch: float | None) -> str:
     return "-" if epoch is None else f"in {max(0, round((epoch - time.time()) / 60))} min"
 

@@ -42,7 +42,7 @@ class EngineClient:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.request(method, f"http://engine{route}", json=body) as response:
                     if response.status >= 400:
-                        raise EngineRequestError(response.status, await _error_of(response))
+                        raise await _refusal(response)
                     document: dict[str, Any] = await response.json()
                     return document
         except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError):
@@ -62,7 +62,7 @@ class EngineClient:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 async with session.request(method, f"http://engine{route}") as response:
                     if response.status >= 400:
-                        raise EngineRequestError(response.status, await _error_of(response))
+                        raise await _refusal(response)
                     if response.content_length is None or response.content_length > max_bytes:
                         raise EngineRequestError(response.status, f"the answer is larger than {max_bytes} bytes "
                                                  "(or of no stated length)")  # fmt: skip
@@ -85,7 +85,7 @@ class EngineClient:
                 raise EngineNotRunning(str(self.socket)) from exc
             async with response:
                 if response.status >= 400:
-                    raise EngineRequestError(response.status, await _error_of(response))
+                    raise await _refusal(response)
                 try:
                     while line := await response.content.readline(max_line_length=MAX_LINE_BYTES):
                         document = json.loads(line)
@@ -209,6 +209,19 @@ class EngineClient:
         "closed" with the reason when it closes; the stream just ends when the engine stops."""
         return self.stream("GET", f"/v1/listeners/{listener_id}/requests")
 
+    def chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One answer streamed (workbench.server.engine_chat): job, note, trimmed, token, then finished or error."""
+        return self.stream("POST", "/v1/chat", body)
+
+    def compare(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Two answers streamed (workbench.server.engine_compare_once): job, note, plan, then per side token, trimmed,
+        finished or error; stopped as an answer is (:meth:`stop_chat`)."""
+        return self.stream("POST", "/v1/compare", body)
+
+    async def stop_chat(self, job: str) -> dict[str, Any] | None:
+        """Stop a streamed answer cleanly (it ends within a token, with its figures); None when no engine runs."""
+        return await self._call("POST", f"/v1/chat/{job}/stop")
+
     async def wait_gone(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """True once the socket file is gone (the engine removes it last, before releasing its lock)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -219,13 +232,16 @@ class EngineClient:
         return True
 
 
-async def _error_of(response: aiohttp.ClientResponse) -> str:
+async def _refusal(response: aiohttp.ClientResponse) -> EngineRequestError:
     try:
         document = await response.json()
     except (aiohttp.ContentTypeError, ValueError):
-        return f"the engine answered {response.status}"
-    message = document.get("error") if isinstance(document, dict) else None
-    return str(message) if message else f"the engine answered {response.status}"
+        return EngineRequestError(response.status, f"the engine answered {response.status}")
+    if not isinstance(document, dict):
+        return EngineRequestError(response.status, f"the engine answered {response.status}")
+    message = document.get("error")
+    return EngineRequestError(response.status, str(message) if message else f"the engine answered {response.status}",
+                              document)  # fmt: skip
 
 
 def same_code(info: dict[str, Any]) -> bool:

@@ -3,13 +3,17 @@ client's imports are loaded)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EngineRequestError(Exception):
-    """The engine refused a request (a 4xx or 5xx); the message is the engine's."""
+    """The engine refused a request (a 4xx or 5xx); the message is the engine's, ``document`` its whole answer
+    (a route may add fields to its ``error``: the known ids of an unknown model, notes)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, document: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.document = document or {}
 
 
 class EngineNotRunning(Exception):

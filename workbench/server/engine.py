@@ -25,7 +25,9 @@ from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
 from workbench.server.engine_answers import AnswerRoutes
+from workbench.server.engine_chat import ChatRoutes
 from workbench.server.engine_compare import CompareRoutes
+from workbench.server.engine_compare_once import CompareRoutes as OneShotCompareRoutes
 from workbench.server.engine_downloads import DownloadRoutes
 from workbench.server.engine_embeddings import EmbeddingRoutes
 from workbench.server.engine_events import EventHub
@@ -99,6 +101,9 @@ class Engine:
         self.compare.install(self.app)
         self.answers = AnswerRoutes(services, self.board)  # chat answers, run by the engine
         self.answers.install(self.app)
+        self.chat = ChatRoutes(services, self.board)  # POST /v1/chat: one-shot answers (workbench chat)
+        self.chat.install(self.app)
+        OneShotCompareRoutes(self.chat).install(self.app)  # POST /v1/compare (workbench compare)
 
     # --- what the routes answer --------------------------------------------------------------
 
@@ -218,6 +223,7 @@ class Engine:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await self.chat.close()  # its streams end before the listener waits for the connections to close
             await self.listeners.aclose()  # before the events close: their faces hear "closed"
             await self.stream.end(self.stop_reason or "cancelled")  # the faces hear why, then their streams end
             await self.publisher.stop()
