@@ -11,11 +11,14 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
+# aiohttp (~0.13 s to import) is imported by the calls, not here: the TUI builds its engine client before its first
+# frame and makes the first call after it.
 TIMEOUT_S = 5.0
 STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -48,6 +51,8 @@ class EngineClient:
         ``timeout_s`` bounds the whole call (default: the client's; a model load passes a longer one)."""
         if not self.socket.exists():
             return None
+        import aiohttp
+
         connector = aiohttp.UnixConnector(path=str(self.socket))
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
         try:
@@ -68,6 +73,8 @@ class EngineClient:
         no engine answers, EngineRequestError when it refuses, EngineGone when the stream breaks off."""
         if not self.socket.exists():
             raise EngineNotRunning(str(self.socket))
+        import aiohttp
+
         connector = aiohttp.UnixConnector(path=str(self.socket))
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=read_timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -143,6 +150,8 @@ class EngineClient:
 
 
 async def _error_of(response: aiohttp.ClientResponse) -> str:
+    import aiohttp
+
     try:
         document = await response.json()
     except (aiohttp.ContentTypeError, ValueError):
