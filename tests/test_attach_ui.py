@@ -288,3 +288,55 @@ async def test_q_quits_at_once_while_the_engine_downloads_and_says_it_goes_on(tm
         await asyncio.sleep(0.2)
         assert engine.clients == 0
         assert [j.state for j in engine.services.downloads.jobs()] == [JobState.DOWNLOADING]  # it goes on
+
+
+async def test_the_panes_whose_model_work_is_not_in_the_engine_yet_say_so_and_do_not_crash(
+    app_paths: AppPaths,
+) -> None:
+    """Seams (chat_session(), compare_session(), RemoteEmbedder come next): attached, Chat, Compare and Embeddings
+    open, list the engine's models and refuse the work in words."""
+    async with engines(app_paths) as running:
+        app = running.face()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
+            await pilot.press("3")
+            await pilot.press("h", "i", "enter")
+            await wait_for(pilot, lambda: "Chat through the engine is not in this build yet." in notes(app),
+                           "the Chat pane to say so")  # fmt: skip
+            await pilot.press("4")
+            await pilot.press("h", "i", "enter")
+            await pilot.press("5")
+            await pilot.pause(0.3)
+            assert app.is_running and app.engine_face is not None and app.engine_face.state == "attached"
+
+
+async def test_the_history_renames_and_deletes_through_the_engine(app_paths: AppPaths) -> None:
+    from workbench.ui.screens.chat_history import HistoryScreen
+    from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
+
+    async with engines(app_paths) as running:
+        engine = running.engine
+        assert engine is not None
+        chats = engine.services.store.chats  # the engine's own (read-write) store
+        first = chats.create_conversation("alpha", model_id="fake-chat")
+        chats.add_message(first.id, "user", "hello")
+        app = running.face()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
+            await pilot.press("3", "ctrl+o")
+            await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), "the history")
+            screen = app.screen
+            assert isinstance(screen, HistoryScreen)
+            await wait_for(pilot, lambda: [c.title for c in screen.rows] == ["alpha"], "the engine's chat")
+            await pilot.press("down", "r")
+            await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the rename dialog")
+            await pilot.press("ctrl+u", *"beta", "enter")
+            await wait_for(pilot, lambda: [c.title for c in screen.rows] == ["beta"], "the new title", WAIT_S)
+            renamed = chats.get_conversation(first.id)
+            assert renamed is not None and renamed.title == "beta"  # written by the engine
+            await pilot.press("d")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: screen.rows == [], "the chat to go", WAIT_S)
+            assert chats.get_conversation(first.id) is None
+            assert "Deleted “beta”." in notes(app)

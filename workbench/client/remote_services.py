@@ -28,7 +28,7 @@ from workbench.core.hub import cache as hf_cache
 from workbench.core.hub.client import HubCatalog
 from workbench.core.hub.curated import CatalogEntry, load_effective_catalog
 from workbench.core.hub.downloads.jobs import JobSnapshot, JobState
-from workbench.core.models.memory import MemorySnapshot
+from workbench.core.models.memory import MemorySnapshot, resolve_budget
 from workbench.core.models.registry import CacheContents, ModelRegistry, RepoStatus
 from workbench.core.models.spec import ModelManagerError, ModelSpec
 from workbench.core.settings.config import Settings, load_settings
@@ -286,6 +286,30 @@ class RemoteRegistry:
         return await self._delete({"repo": repo_id, "revision": commit})
 
 
+# --- seams: model work that moves to the engine ------------------------------------------------
+
+
+NOT_YET = "{what} through the engine is not in this build yet (coming with the engine-side {where})"
+
+
+class PendingEmbedder:
+    """Stands where RemoteEmbedder will: the Embeddings pane's reads work, embedding says it is not available."""
+
+    def __init__(self, manager: RemoteModels) -> None:
+        self.manager = manager
+
+    def model_ids(self) -> list[str]:
+        from workbench.core.models.spec import ModelRole
+
+        return self.manager.ids(ModelRole.EMBED)
+
+    async def embed(self, model_id: str, texts: list[str], **_options: Any) -> Any:
+        raise ModelManagerError(NOT_YET.format(what="Embedding", where="embedding jobs"))
+
+    async def encode_query(self, model_id: str, text: str) -> Any:
+        raise ModelManagerError(NOT_YET.format(what="Embedding", where="embedding jobs"))
+
+
 # --- the services --------------------------------------------------------------------------------
 
 
@@ -319,6 +343,9 @@ class RemoteServices:
         self._start = start
         self._hf_cache = hf_cache_dir
         self.manager = RemoteModels(self.client)
+        # until the engine's first models document: this machine's budget as the engine computes it at start (the
+        # Catalog's Fit column must not say "won't fit" for the first second)
+        self.manager.budget = resolve_budget(self.settings.budget_gb, self.settings.budget_fraction)
         self.probe = RemoteProbe()
         self.downloads = RemoteDownloads(self.client, lambda: self.hf_cache_dir)
         self.default_import = RemoteImport(self.client)
@@ -357,7 +384,9 @@ class RemoteServices:
 
     @property
     def embedder(self) -> Embedder:
-        raise NotImplementedError("embedding through the engine is not wired yet (RemoteEmbedder)")
+        """Seam: a RemoteEmbedder (embedding jobs run by the engine) takes this place; until then the pane lists the
+        engine's embedding models and says that embedding is not available here."""
+        return PendingEmbedder(self.manager)  # type: ignore[return-value]
 
     def refresh_local_models(self) -> None:
         """The engine registers what is on disk (at start and after each download): nothing to do here."""

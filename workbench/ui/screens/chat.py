@@ -43,6 +43,7 @@ from workbench.ui.widgets.chat_model_bar import ChatModelBar
 from workbench.ui.widgets.chat_transcript import ChatTranscript
 
 STILL_ANSWERING = "Still answering: Esc stops it."
+NOT_ATTACHED = "Chat through the engine is not in this build yet."
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,8 @@ class ChatPane(PaneScreen):
         text = event.text.strip()
         if not text:
             return
-        if self.answering:
-            self.notify(STILL_ANSWERING, severity="warning")
+        if self.answering or services_of(self).attached:  # attached: until chat_session() answers in the engine
+            self.notify(STILL_ANSWERING if self.answering else NOT_ATTACHED, severity="warning")
             return
         if not self.session.can_send():
             self.notify(NO_MODEL, severity="warning")
@@ -355,7 +356,7 @@ class ChatPane(PaneScreen):
             self.notify(STILL_ANSWERING, severity="warning")
             return
         services = services_of(self)
-        history = HistoryScreen(self.store, services.paths, services.manager.forget_saved_cache)
+        history = HistoryScreen(self.store, services.paths, getattr(services.manager, "forget_saved_cache", None))
         self.app.push_screen(history, opened)
 
     def action_settings(self) -> None:

@@ -176,6 +176,9 @@ class ComparePane(PaneScreen):
         if self.run is not None or self.waiting_prompt is not None:
             self.notify("Still answering: Esc stops both.", severity="warning")
             return
+        if services_of(self).attached:  # until compare_session() runs comparisons in the engine
+            self.notify("Compare through the engine is not in this build yet.", severity="warning", timeout=10)
+            return
         if self.current_plan() is None and not self.chat_models() and self.default_import.status.coming:
             self.query_one(ChatInput).clear()
             self.waiting_prompt = prompt
