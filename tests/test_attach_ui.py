@@ -340,3 +340,28 @@ async def test_the_history_renames_and_deletes_through_the_engine(app_paths: App
             await wait_for(pilot, lambda: screen.rows == [], "the chat to go", WAIT_S)
             assert chats.get_conversation(first.id) is None
             assert "Deleted “beta”." in notes(app)
+
+
+async def test_an_engine_running_other_code_is_named_and_restarted_on_request(
+    app_paths: AppPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workbench.client.link as link_module
+
+    monkeypatch.setattr(link_module, "same_code", lambda info: False)  # as an engine started before an update
+    async with engines(app_paths) as running:
+        app = running.face()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
+            await wait_for(pilot, lambda: "The engine runs other code (started before an update)" in notes(app),
+                           "the app to say so")  # fmt: skip
+            assert "Restart the engine" in [command.title for command in app.get_system_commands(app.screen)]
+            assert app.engine_face is not None
+            old = running.task
+            app.engine_face.restart()  # the palette's command (no download runs: no question)
+            assert old is not None
+            assert await asyncio.wait_for(old, WAIT_S) == "asked to stop"  # stopped…
+            await running.up()  # …and, as start_engine would, a new one answers
+            await wait_for(pilot, lambda: attached(app) and running.engine is not None and running.engine.clients == 1,
+                           "the app to attach to the new engine", WAIT_S)  # fmt: skip
+            assert "Engine stopped" not in notes(app)  # a restart asked for is not news
+            assert "Attached to a new engine." in notes(app)

@@ -39,6 +39,7 @@ class EngineFace:
         self.note = ""  # the quiet word in the memory strip (empty while attached)
         self.told_other_code: set[Any] = set()  # engines (pids) already named as running other code
         self.was_down = False  # lost, stopped or failed since last attached: say so when attached again
+        self.restarting = False  # the person asked for a restart: its stop is not news
 
     def start(self) -> None:
         """After the first frame: attach (starting the engine when none answers)."""
@@ -63,6 +64,7 @@ class EngineFace:
         app = self.app
         if status.state is LinkState.ATTACHED:
             self._set_note("")
+            self.restarting = False
             if self.was_down:
                 self.was_down = False
                 app.notify("Attached to a new engine.", title="Engine", timeout=6)
@@ -77,6 +79,8 @@ class EngineFace:
         if status.state is LinkState.LOST:
             self._set_note(status.detail)
             app.notify(f"{_sentence(status.detail)}.", title="Engine", severity="warning", timeout=6)
+        elif status.state is LinkState.STOPPED and self.restarting:
+            self._set_note("restarting the engine…")
         elif status.state is LinkState.STOPPED:
             self._set_note("engine stopped")
             app.notify(f"{_sentence(status.detail)}. {START_HINT}", title="Engine", severity="warning", timeout=30)
@@ -114,6 +118,7 @@ class EngineFace:
         self.app.push_screen(ConfirmScreen(question, "Restart"), lambda yes: self._restart() if yes else None)
 
     def _restart(self) -> None:
+        self.restarting = True
         self.app.notify("Restarting the engine…", title="Engine", timeout=4)
         self.app.run_worker(self.services.restart_engine(), group="engine-restart", exclusive=True,
                             exit_on_error=False)  # fmt: skip
