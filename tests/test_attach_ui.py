@@ -365,3 +365,23 @@ async def test_an_engine_running_other_code_is_named_and_restarted_on_request(
                            "the app to attach to the new engine", WAIT_S)  # fmt: skip
             assert "Engine stopped" not in notes(app)  # a restart asked for is not news
             assert "Attached to a new engine." in notes(app)
+
+
+async def test_a_download_action_the_engine_refuses_is_said(app_paths: AppPaths) -> None:
+    """Until the engine's per-job routes land (pause, resume, cancel, retry, move), an action it cannot take is
+    said in words; once they do, the same path carries their refusals."""
+    from workbench.core.hub.downloads.jobs import JobState as State
+    from workbench.core.wire import job_to_wire
+
+    async with engines(app_paths) as running:
+        app = running.face()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
+            services = app.services
+            assert isinstance(services, RemoteServices)
+            from workbench.client.remote_services import placeholder_job
+
+            job = placeholder_job(7, "org/none", "main", State.QUEUED)
+            services.downloads.apply({"jobs": [job_to_wire(job)]})  # as a downloads event would
+            services.downloads.move(7, -1)
+            await wait_for(pilot, lambda: "The engine did not move job 7" in notes(app), "the refusal in words")

@@ -58,17 +58,21 @@ class _Background:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_refused: Callable[[str], None] | None = None  # the face's way to say it (a notification)
 
-    def spawn(self, action: Any, what: str) -> asyncio.Task[Any]:
+    def spawn(self, action: Any, what: str, tell: bool = True) -> asyncio.Task[Any]:
+        """``tell``: say a failure through ``on_refused`` (False: the caller awaits the task and says it)."""
         task = asyncio.get_running_loop().create_task(action)
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._settled(done, what))
+        task.add_done_callback(lambda done: self._settled(done, what, tell))
         return task
 
-    def _settled(self, task: asyncio.Task[Any], what: str) -> None:
+    def _settled(self, task: asyncio.Task[Any], what: str, tell: bool) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("the engine did not %s: %s", what, exc)
+            if tell and self.on_refused is not None:
+                self.on_refused(f"The engine did not {what}: {exc}")
 
     async def cancel(self) -> None:
         for task in list(self._tasks):
@@ -127,6 +131,10 @@ class RemoteDownloads:
         self._jobs: dict[int, JobSnapshot] = {}
         self._listeners: list[Callable[[JobSnapshot], None]] = []
         self._background = _Background()
+
+    def on_refused(self, tell: Callable[[str], None]) -> None:
+        """``tell`` hears, in words, an action the engine refused or could not take (no engine answers)."""
+        self._background.on_refused = tell
 
     @property
     def cache_dir(self) -> Path:
@@ -191,7 +199,7 @@ class RemoteDownloads:
     def enqueue(self, repo_id: str, revision: str = "main",
                 files: list[str] | None = None) -> asyncio.Task[JobSnapshot]:  # fmt: skip
         """As DownloadManager.enqueue, but the answer comes from the engine: await the task for the job."""
-        return self._background.spawn(self.queue(repo_id, revision, files), f"queue {repo_id}")
+        return self._background.spawn(self.queue(repo_id, revision, files), f"queue {repo_id}", tell=False)
 
     def _act(self, job_id: int, action: str, body: dict[str, Any] | None = None) -> None:
         self.job(job_id)

@@ -45,6 +45,7 @@ class EngineFace:
         """After the first frame: attach (starting the engine when none answers)."""
         app = self.app
         self.services.probe.subscribe(lambda snapshot: setattr(app, "memory_snapshot", snapshot))
+        self.services.downloads.on_refused(lambda text: app.notify(text, title="Downloads", severity="warning"))
         self._set_note(CONNECTING)
         self.services.start_link(lambda status: app.post_message(EngineLinkChanged(status)))
 
