@@ -78,12 +78,16 @@ def child(kind: str) -> None:
         bare.run(headless=True)
         return
 
-    from workbench.bootstrap import build_services
+    from workbench.client.remote_services import RemoteServices
     from workbench.core.settings.paths import AppPaths
     from workbench.ui.app import WorkbenchApp
 
+    def no_engine() -> dict[str, Any]:
+        raise RuntimeError("the benchmark starts no engine")  # the link starts after the first frame anyway
+
     with tempfile.TemporaryDirectory(prefix="workbench-bench-") as home:
-        app = WorkbenchApp(build_services(AppPaths.under(Path(home))), import_defaults=False)
+        # as `workbench` builds it: a face of the engine (the engine itself is started after the first frame)
+        app = WorkbenchApp(RemoteServices(AppPaths.under(Path(home)), start=no_engine), import_defaults=False)
         _mark_first_frame(app)
         app.run(headless=True)
 

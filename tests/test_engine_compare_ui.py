@@ -18,8 +18,11 @@ from tests.support.fake_chat import FakeChatBackend, Script, fake_spec
 from tests.support.waits import wait_for
 from workbench.bootstrap import Services, build_services
 from workbench.client.compare_session import RemoteCompareSession
+from workbench.client.engine import EngineNotRunning, engine_info_sync
+from workbench.client.remote_services import RemoteServices
 from workbench.core.compare.ratings import blind_order
 from workbench.core.engine_home import EngineHome, EngineLock, engine_home
+from workbench.core.models.spec import ModelRole
 from workbench.core.settings.paths import AppPaths
 from workbench.server.engine import Engine
 from workbench.ui.app import WorkbenchApp
@@ -98,11 +101,19 @@ def engine_factory(tmp_path: Path) -> Iterator[Callable[[Script, Script], Engine
 
 
 def face_app(tmp_path: Path, engine: EngineOnThread, seed: int | None = None) -> WorkbenchApp:
-    """The app with models of the same names (the pickers list them) and its compare session in the engine."""
-    services = build_services(AppPaths.under(tmp_path / "face"))
-    with_fakes(services, Script(tokens=["not ", "here"]), Script(tokens=["not ", "here"]))
-    services.compare_session = lambda: RemoteCompareSession(engine.home.socket, seed=seed)  # type: ignore[method-assign]
-    return WorkbenchApp(services, import_defaults=False, scan_cache=False)
+    """The app as `workbench` builds it, attached to the engine (its pickers list the engine's models); a ``seed``
+    makes the blind coin repeatable."""
+
+    def start() -> dict[str, Any]:
+        info = engine_info_sync(engine.home.socket)
+        if info is None:
+            raise EngineNotRunning("no engine (the test runs it)")
+        return info
+
+    services = RemoteServices(engine.paths, start=start)
+    if seed is not None:
+        services.compare_session = lambda: RemoteCompareSession(engine.home.socket, seed=seed)  # type: ignore[method-assign]
+    return WorkbenchApp(services, import_defaults=False)
 
 
 async def open_compare(app: WorkbenchApp, pilot: Pilot) -> ComparePane:
@@ -110,6 +121,9 @@ async def open_compare(app: WorkbenchApp, pilot: Pilot) -> ComparePane:
     await wait_for(pilot, lambda: isinstance(app.screen, ComparePane), "the Compare pane")
     pane = app.screen
     assert isinstance(pane, ComparePane)
+    await wait_for(pilot, lambda: {"alpha", "beta"} <= set(app.services.manager.ids(ModelRole.CHAT)),
+                   "the engine's models", timeout=WAIT)  # fmt: skip
+    await pilot.pause()
     pane.query_one("#model-a").value = "alpha"  # type: ignore[attr-defined]
     pane.query_one("#model-b").value = "beta"  # type: ignore[attr-defined]
     await wait_for(pilot, lambda: pane.current_plan() is not None and "both at once" in str(
@@ -142,7 +156,8 @@ async def test_the_pane_streams_a_turn_the_engine_runs_and_stores(
         assert "tok/s" in str(pane.sides.column("a").query_one(".side-figures").render())
         (run,) = engine.runs()
         assert (run.prompt, run.answer_a, run.answer_b) == ("capital?", "Paris is big.", "Paris is old.")
-        assert app.services.store.compare_runs.compare_runs() == []  # type: ignore[attr-defined]  # the engine's
+        assert app.services.store.read_only  # the engine wrote the run; the face reads it
+        assert [run.prompt for run in app.services.store.compare_runs.compare_runs()] == ["capital?"]
 
 
 async def test_escape_stops_both_sides_in_the_engine(

@@ -1,5 +1,6 @@
-"""The Embeddings pane, unchanged, driving a RemoteEmbedder: the corpus is embedded by an engine (in-process, on its
-temporary socket, with the fake embedder backend), and the pane shows progress, cancels and searches as before."""
+"""The Embeddings pane in the app as `workbench` builds it (RemoteServices: its embedder a RemoteEmbedder): the
+corpus is embedded by an engine (in-process, on its temporary socket, with the fake embedder backend), and the
+pane shows progress, cancels and searches as before; the engine remembers the corpus in its history."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from tests.support.corpora import TOPICS, write_notes_folder
 from tests.support.engines import serving
@@ -14,8 +16,8 @@ from tests.support.fake_embedder import FakeEmbeddingBackend, services_with_fake
 from tests.support.waits import wait_for
 from tests.test_embeddings_ui import SIZE, corpus_prompt, open_corpus, open_pane, search, text_of
 from workbench.client.embedder import RemoteEmbedder
-from workbench.client.engine import EngineClient
-from workbench.client.remote_models import RemoteModels
+from workbench.client.engine import EngineNotRunning, engine_info_sync
+from workbench.client.remote_services import RemoteServices
 from workbench.core.engine_home import engine_home
 from workbench.core.settings.paths import AppPaths
 from workbench.server.engine import Engine
@@ -33,12 +35,15 @@ async def app_on_an_engine(tmp_path: Path) -> AsyncIterator[tuple[WorkbenchApp, 
     engine = Engine(engine_services, home, find_models=False)
     task = await serving(engine, home)
     try:
-        client = EngineClient(home.socket)
-        mirror = RemoteModels(client)
-        await mirror.refresh()
-        services, _face_backend = services_with_fake_embedders(AppPaths.under(tmp_path / "face-home"))
-        services._embedder = RemoteEmbedder(client, mirror)
-        yield WorkbenchApp(services, import_defaults=False, scan_cache=False), engine, backend
+        def start() -> dict[str, Any]:
+            info = engine_info_sync(home.socket)
+            if info is None:
+                raise EngineNotRunning("no engine (the test runs it)")
+            return info
+
+        services = RemoteServices(engine_paths, start=start)  # the app as `workbench` builds it, attached
+        assert isinstance(services.embedder, RemoteEmbedder)
+        yield WorkbenchApp(services, import_defaults=False), engine, backend
     finally:
         backend.gate.set()
         engine.request_stop()
@@ -55,6 +60,9 @@ async def test_the_pane_embeds_and_searches_through_the_engine(tmp_path: Path) -
             assert backend.encoded == NOTES  # the engine's model did the work
             await search(pilot, pane, "bread dough oven")
             assert pane.corpus is not None and pane.corpus.passages[pane.hits[0][0]].source == "baking.md"
+            sets = app.services.store.embedding_sets
+            await wait_for(pilot, lambda: [s.model_id for s in sets.embedding_sets()] == [pane.model_a],
+                           "the engine to remember the corpus")  # fmt: skip
 
 
 async def test_the_pane_s_progress_and_cancel_reach_the_engine(tmp_path: Path) -> None:

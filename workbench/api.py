@@ -7,7 +7,7 @@ only core types, and those only for type checking: no Textual, aiohttp, ui, cli 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,19 +18,134 @@ if TYPE_CHECKING:
     from workbench.core.compare.run import Contender, MemoryPlan
     from workbench.core.compare.session import Reveal, SideUpdate
     from workbench.core.embeddings.embedder import Embedder
+    from workbench.core.hub import cache as hf_cache
     from workbench.core.hub.client import HubCatalog
     from workbench.core.hub.curated import CatalogEntry
-    from workbench.core.hub.downloads.queue import DownloadManager
-    from workbench.core.models.lifecycle import ModelManager
-    from workbench.core.models.memory import MemoryProbe
-    from workbench.core.models.registry import ModelRegistry
-    from workbench.core.models.spec import ModelSpec
-    from workbench.core.models.wait import DefaultModelImport
+    from workbench.core.hub.downloads.jobs import JobSnapshot
+    from workbench.core.models.lifecycle import ManagerEvent
+    from workbench.core.models.memory import Budget, MemorySnapshot
+    from workbench.core.models.registry import CacheContents, RepoStatus
+    from workbench.core.models.spec import ModelInfo, ModelRole, ModelSpec
+    from workbench.core.models.wait import ImportListener, ImportStatus
     from workbench.core.settings.config import Settings
     from workbench.core.settings.paths import AppPaths
     from workbench.core.settings.toml_text import ConfigIssue
-    from workbench.core.storage.chats import Conversation, StoredMessage
-    from workbench.core.storage.store import Store
+    from workbench.core.storage.chats import Chats, Conversation, StoredMessage
+    from workbench.core.storage.compare_runs import CompareRuns
+    from workbench.core.storage.embedding_sets import EmbeddingSets
+    from workbench.core.storage.votes import Votes
+
+
+class ModelsApi(Protocol):
+    """The model manager as the screens use it: ModelManager in-process, RemoteModels attached."""
+
+    budget: Budget
+    context_length: int
+
+    def models(self) -> list[ModelInfo]: ...
+
+    def info(self, model_id: str) -> ModelInfo: ...
+
+    def ids(self, role: ModelRole) -> list[str]: ...
+
+    def held_bytes(self) -> int: ...
+
+    def subscribe(self, listener: Callable[[ManagerEvent], None]) -> Callable[[], None]: ...
+
+    async def load(self, model_id: str) -> ModelInfo: ...
+
+    async def unload(self, model_id: str) -> None: ...
+
+    def pin(self, model_id: str, pinned: bool = True) -> None: ...
+
+
+class MemoryApi(Protocol):
+    """MemoryProbe in-process; the engine's latest ``memory`` sample attached."""
+
+    def snapshot(self) -> MemorySnapshot: ...
+
+
+class DownloadsApi(Protocol):
+    """The download queue as the Downloads pane, the cache view and the Catalog use it: DownloadManager in-process,
+    RemoteDownloads attached (its actions go to the engine; ``enqueue`` there answers an awaitable task)."""
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    def jobs(self) -> list[JobSnapshot]: ...
+
+    def job(self, job_id: int) -> JobSnapshot: ...
+
+    def subscribe(self, listener: Callable[[JobSnapshot], None]) -> Callable[[], None]: ...
+
+    def enqueue(self, repo_id: str, revision: str = "main",
+                files: list[str] | None = None) -> JobSnapshot | Awaitable[JobSnapshot]: ...  # fmt: skip
+
+    def pause(self, job_id: int) -> None: ...
+
+    def resume(self, job_id: int) -> None: ...
+
+    def retry(self, job_id: int) -> bool: ...
+
+    def cancel(self, job_id: int) -> None: ...
+
+    def move(self, job_id: int, delta: int) -> None: ...
+
+    def pause_all(self) -> None: ...
+
+    def resume_all(self) -> None: ...
+
+    def forget_finished(self) -> int: ...
+
+    def in_cache(self, job_id: int) -> bool: ...
+
+    def clean_partial_files(self) -> list[hf_cache.PartialFile] | Awaitable[list[hf_cache.PartialFile]]: ...
+
+
+class RegistryApi(Protocol):
+    """What is on disk (read here, by the face) and deleting it (through the engine when attached: its manager
+    unregisters the models first)."""
+
+    def loadable_specs(self, include_cache: bool = True) -> list[ModelSpec]: ...
+
+    def repo_statuses(self, repo_ids: list[str]) -> dict[str, RepoStatus]: ...
+
+    def cache_contents(self) -> CacheContents: ...
+
+    async def delete_repo(self, repo_id: str) -> int: ...
+
+    async def delete_revision(self, repo_id: str, commit: str) -> int: ...
+
+
+class StoreApi(Protocol):
+    """The history's repositories (read-only when attached: writes go through the engine)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    chats: Chats
+    compare_runs: CompareRuns
+    votes: Votes
+    embedding_sets: EmbeddingSets
+
+
+class ImportApi(Protocol):
+    """The default chat model's first-start import: DefaultModelImport in-process (``run`` runs it), RemoteImport
+    attached (``plan`` asks the engine, which runs it)."""
+
+    name: str
+
+    @property
+    def status(self) -> ImportStatus: ...
+
+    def describe(self) -> str: ...
+
+    def subscribe(self, listener: ImportListener) -> Callable[[], None]: ...
+
+    def plan(self) -> None: ...
 
 
 class ChatSessionApi(Protocol):
@@ -95,18 +210,18 @@ class WorkbenchApi(Protocol):
 
     # --- models and memory --------------------------------------------------------------------
     @property
-    def manager(self) -> ModelManager: ...
+    def manager(self) -> ModelsApi: ...
 
     @property
-    def probe(self) -> MemoryProbe: ...
+    def probe(self) -> MemoryApi: ...
 
     @property
-    def registry(self) -> ModelRegistry:
+    def registry(self) -> RegistryApi:
         """What is on disk and loadable; deleting through it unregisters the models first."""
         ...
 
     @property
-    def default_import(self) -> DefaultModelImport:
+    def default_import(self) -> ImportApi:
         """The first-start import of the default chat model."""
         ...
 
@@ -137,13 +252,13 @@ class WorkbenchApi(Protocol):
 
     # --- storage, the hub and downloads -------------------------------------------------------
     @property
-    def store(self) -> Store: ...
+    def store(self) -> StoreApi: ...
 
     @property
     def hub(self) -> HubCatalog: ...
 
     @property
-    def downloads(self) -> DownloadManager:
+    def downloads(self) -> DownloadsApi:
         """The download queue (built on first use, on the event loop's thread)."""
         ...
 
@@ -152,8 +267,13 @@ class WorkbenchApi(Protocol):
         """The Hugging Face cache: where downloads go and cached models are found (safe from any thread)."""
         ...
 
+    @property
+    def attached(self) -> bool:
+        """Whether the services are the engine's, seen through its socket (False: built in this process)."""
+        ...
+
     async def aclose(self) -> None:
-        """Close everything, once, whoever asks first."""
+        """Close everything, once, whoever asks first (attached: detach; the engine's work goes on)."""
         ...
 
     def compare_session(self) -> CompareSessionApi:

@@ -114,6 +114,11 @@ class Services:
         return self._downloads
 
     @property
+    def attached(self) -> bool:
+        """Built in this process (WorkbenchApi: not a face attached to the engine)."""
+        return False
+
+    @property
     def downloads_started(self) -> bool:
         return self._downloads is not None
 

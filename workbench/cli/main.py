@@ -50,10 +50,21 @@ def setup_logging(paths: AppPaths) -> None:
 
 
 def run_tui(paths: AppPaths) -> int:
-    from workbench.bootstrap import build_services
+    """The TUI as a face of the engine: it attaches after its first frame (starting the engine when none runs), and
+    what runs in the engine (downloads, the first-start import) goes on after it quits."""
+    from workbench.client.remote_services import RemoteServices
+    from workbench.core.engine_home import EngineHomeError
     from workbench.ui.app import WorkbenchApp
 
-    WorkbenchApp(build_services(paths)).run()
+    try:
+        services = RemoteServices(paths)
+    except (EngineHomeError, OSError) as exc:  # the engine's folder is not private, or cannot be made
+        print(f"workbench: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    app = WorkbenchApp(services)
+    app.run()
+    if app.engine_face is not None and (note := app.engine_face.exit_note()):
+        print(note, file=sys.stderr)
     return EXIT_OK
 
 

@@ -11,13 +11,16 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-
-import aiohttp
 
 from workbench.client.errors import EngineGone, EngineNotRunning, EngineRequestError
 
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp (~0.13 s to import) is imported by the calls, not here: the TUI builds its engine client before its first
+# frame and makes the first call after it.
 TIMEOUT_S = 5.0
 STREAM_READ_TIMEOUT_S = 20.0  # the engine sends a heartbeat line every 5 s while a stream is open
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -36,6 +39,8 @@ class EngineClient:
         ``timeout_s`` bounds the whole call (default: the client's; a model load passes a longer one)."""
         if not self.socket.exists():
             return None
+        import aiohttp
+
         connector = aiohttp.UnixConnector(path=str(self.socket))
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=self.timeout_s)
         try:
@@ -54,6 +59,8 @@ class EngineClient:
                          timeout_s: float | None = None) -> tuple[bytes, dict[str, str]] | None:  # fmt: skip
         """One request and its body as bytes with its headers (a binary answer: vectors); None when no engine
         answers, EngineRequestError when it refuses or the body is larger than ``max_bytes``."""
+        import aiohttp
+
         if not self.socket.exists():
             return None
         connector = aiohttp.UnixConnector(path=str(self.socket))
@@ -76,6 +83,8 @@ class EngineClient:
         no engine answers, EngineRequestError when it refuses, EngineGone when the stream breaks off."""
         if not self.socket.exists():
             raise EngineNotRunning(str(self.socket))
+        import aiohttp
+
         connector = aiohttp.UnixConnector(path=str(self.socket))
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s, sock_read=read_timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -233,6 +242,8 @@ class EngineClient:
 
 
 async def _refusal(response: aiohttp.ClientResponse) -> EngineRequestError:
+    import aiohttp
+
     try:
         document = await response.json()
     except (aiohttp.ContentTypeError, ValueError):

@@ -6,19 +6,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from workbench.client.engine import EngineClient, EngineRequestError
 from workbench.core.models.lifecycle import ManagerEvent
 from workbench.core.models.memory import Budget
-from workbench.core.models.spec import ModelInfo, ModelManagerError, ModelRole, UnknownModelError
+from workbench.core.models.spec import ModelInfo, ModelManagerError, ModelRole, ModelState, UnknownModelError
 from workbench.core.wire import WireError, _field, model_info_from_wire
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[ManagerEvent], None]
 ACTION_TIMEOUT_S = 900.0  # a load of a large model from a slow disk
+
+
+def model_cost(info: ModelInfo) -> int | None:
+    """What a model holds (or would hold once loaded) against the budget; None when nothing is known of its size."""
+    estimate = info.estimate
+    if estimate is None:
+        return info.measured
+    if info.measured is None:
+        return estimate.total
+    return info.measured + estimate.kv_cache + estimate.overhead
+
+
+def _evictable(info: ModelInfo) -> bool:
+    return info.state is ModelState.READY and info.leases == 0 and not info.pinned
 
 
 class EngineUnavailableError(ModelManagerError):
@@ -85,6 +99,17 @@ class RemoteModels:
 
     def held_bytes(self) -> int:
         return self._held
+
+    def cost_of(self, model_id: str) -> int | None:
+        """As ModelManager.cost_of, from the mirror: measured + KV cache once loaded, else the estimate."""
+        info = self.info(model_id)
+        return model_cost(info)
+
+    def unevictable_bytes(self, exclude: Iterable[str] = ()) -> int:
+        """As ModelManager.unevictable_bytes: what resident models a load could not evict hold, except ``exclude``."""
+        skip = set(exclude)
+        return sum(model_cost(info) or 0 for info in self._infos.values()
+                   if info.resident and info.spec.id not in skip and not _evictable(info))  # fmt: skip
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)

@@ -25,6 +25,7 @@ from workbench.core.engine_home import EngineHome, EngineLock, code_fingerprint
 from workbench.core.models.spec import ModelState
 from workbench.core.storage.writer_lock import HistoryWriterLock, claim_history
 from workbench.server.engine_answers import AnswerRoutes
+from workbench.server.engine_cache import CacheRoutes
 from workbench.server.engine_chat import ChatRoutes
 from workbench.server.engine_compare import CompareRoutes
 from workbench.server.engine_compare_once import CompareRoutes as OneShotCompareRoutes
@@ -87,7 +88,8 @@ class Engine:
         self.app = web.Application(middlewares=[self._activity])
         self.app.add_routes([web.get("/v1/engine", self._engine), web.get("/v1/ps", self._ps),
                              web.post("/v1/stop", self._stop_route)])  # fmt: skip
-        self.app.add_routes(DownloadRoutes(services).routes())
+        self.app.add_routes(DownloadRoutes(services, lambda: self.publisher.changed("downloads")).routes())
+        self.app.add_routes(CacheRoutes(services).routes())
         self.app.add_routes(ModelRoutes(services.manager).routes())
         self.default_import = DefaultImportRoutes(services, self.events)
         self.app.add_routes(self.default_import.routes())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -199,8 +200,10 @@ def job_row(job: JobSnapshot, snapshot: str | None = None, in_cache: bool | None
 class DownloadRoutes:
     """The routes over the engine's queue (the engine starts and closes the queue itself)."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, queue_changed: Callable[[], None] = lambda: None) -> None:
+        """``queue_changed``: the queue's list changed in a way its listeners do not hear (jobs forgotten)."""
         self.services = services  # its queue is built on first use, on the loop
+        self.queue_changed = queue_changed
 
     @property
     def downloads(self) -> DownloadManager:
@@ -312,7 +315,10 @@ class DownloadRoutes:
             return _refused(str(exc))
         action = request.path.rsplit("/", 1)[1]
         if action == "forget-finished":
-            return web.json_response({"forgotten": self.downloads.forget_finished()})
+            forgotten = self.downloads.forget_finished()
+            if forgotten:
+                self.queue_changed()
+            return web.json_response({"forgotten": forgotten})
         if action == "pause-all":
             self.downloads.pause_all()
         else:

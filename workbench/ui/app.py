@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -22,11 +23,14 @@ from workbench.core.models.wait import ImportState, ImportStatus
 from workbench.core.settings.write import save_setting
 from workbench.resources import shipped_path
 from workbench.ui.keymap import BINDING_IDS, split_keymap
-from workbench.ui.messages import DownloadChanged, ImportProgress, ModelsChanged, ModelsFound, Notice
+from workbench.ui.messages import DownloadChanged, EngineLinkChanged, ImportProgress, ModelsChanged, ModelsFound, Notice
 from workbench.ui.panes import MODES, PANES
 from workbench.ui.screens.base import PaneScreen
 from workbench.ui.screens.dialogs import ConfirmScreen
 from workbench.ui.themes import FALLBACK_THEME, load_theme_dirs
+
+if TYPE_CHECKING:
+    from workbench.ui.engine_face import EngineFace
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,13 @@ class WorkbenchApp(App[None]):
         super().__init__()
         self.services: WorkbenchApi = services
         self.import_defaults = import_defaults
-        self.scan_cache = scan_cache
+        # a face of the engine (workbench.client.remote_services): the engine scans, registers, imports, owns memory
+        self.engine_face: EngineFace | None = None
+        if services.attached:
+            from workbench.ui.engine_face import EngineFace
+
+            self.engine_face = EngineFace(self, services)  # type: ignore[arg-type]
+        self.scan_cache = scan_cache and self.engine_face is None
         self.models_scan = 0  # the generation of the latest scan for models (find_cached_models)
         self._startup_notes: list[tuple[str, str]] = []
         self._apply_keymap()
@@ -122,17 +132,21 @@ class WorkbenchApp(App[None]):
 
         default_import = self.services.default_import
         default_import.subscribe(lambda status: self.post_message(ImportProgress(status)))
-        if self.import_defaults and default_chat_missing(self.services.paths):
+        if self.import_defaults and self.engine_face is None and default_chat_missing(self.services.paths):
             default_import.plan()  # a message sent before the import starts waits for it instead of being refused
         self.services.manager.subscribe(lambda _event: self.post_message(ModelsChanged()))
-        self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
+        if self.engine_face is None:  # attached, the engine's samples arrive with its events
+            self.set_interval(MEMORY_REFRESH_S, self.sample_memory)
         # Everything else waits for the first frame: the background work below imports huggingface_hub and
         # MLX, and even in a thread an import holds the interpreter long enough to delay the first paint.
         self.call_after_refresh(self.start_background_work)
 
     def start_background_work(self) -> None:
-        self.sample_memory()
         self.services.downloads.subscribe(lambda job: self.post_message(DownloadChanged(job)))
+        if self.engine_face is not None:
+            self.engine_face.start()  # the engine finds models, refines the budget and imports the default
+            return
+        self.sample_memory()
         self.run_worker(self.services.downloads.start, name="downloads", group="downloads")
         if self.services.settings.budget_gb is None:
             self.refine_budget()
@@ -228,7 +242,18 @@ class WorkbenchApp(App[None]):
 
     def on_import_progress(self, message: ImportProgress) -> None:
         self.import_status = message.status
-        self.activity = self.services.default_import.describe() if message.status.coming else ""
+        self.show_activity()
+
+    def show_activity(self) -> None:
+        """The strip's activity: the default model's import while it comes, else the engine link's note."""
+        if self.import_status.coming:
+            self.activity = self.services.default_import.describe()
+        else:
+            self.activity = self.engine_face.note if self.engine_face is not None else ""
+
+    def on_engine_link_changed(self, message: EngineLinkChanged) -> None:
+        if self.engine_face is not None:
+            self.engine_face.changed(message.status)  # type: ignore[arg-type]
 
     def get_driver_class(self) -> type[Driver]:
         driver = super().get_driver_class()
@@ -275,6 +300,8 @@ class WorkbenchApp(App[None]):
         from workbench.core.hub.downloads.jobs import JobState
 
         running = [text for screen in self.pane_screens() if (text := screen.running())]
+        if self.engine_face is not None:  # the import and the downloads go on in the engine
+            return running
         if self.services.default_import.status.state is ImportState.RUNNING:
             running.append(f"the first-start import of {self.services.default_import.name}")
         downloading = [job for job in self.services.downloads.jobs() if job.active or job.state is JobState.QUEUED]
@@ -308,3 +335,5 @@ class WorkbenchApp(App[None]):
         for p in PANES:
             yield SystemCommand(f"Go to {p.title}", f"Switch to the {p.title} pane (key {self.pane_keys[p.mode]})",
                                 partial(self.switch_mode, p.mode))  # fmt: skip
+        if self.engine_face is not None:
+            yield from self.engine_face.commands()

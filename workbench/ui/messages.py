@@ -69,6 +69,14 @@ class DownloadChanged(Message):
         self.job = job
 
 
+class EngineLinkChanged(Message):
+    """The link to the engine changed state (attached, lost, stopped…): workbench.client.link.LinkStatus."""
+
+    def __init__(self, status: object) -> None:
+        super().__init__()
+        self.status = status
+
+
 # --- panes and their dialogs (they do not bubble: each is meant for the screen that posts it) --------
 
 
@@ -141,4 +149,3 @@ class ConnectionChecked(Message, bubble=False):
         self.key = key
         self.endpoint = endpoint
         self.report = report
-

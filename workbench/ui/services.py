@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from textual.dom import DOMNode
 
 from workbench.api import WorkbenchApi
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -22,3 +28,22 @@ def services_of(node: DOMNode) -> WorkbenchApi:
     if not isinstance(app, ServicesHost):
         raise TypeError(f"{type(app).__name__} carries no services")
     return app.services
+
+
+def settle(node: DOMNode, result: T | Awaitable[T], then: Callable[[T], None], what: str) -> None:
+    """Call ``then`` with ``result``: at once when the services answered it (in-process), or once the engine
+    answered (attached: an awaitable); a refusal becomes a notification saying ``what`` failed."""
+    if not inspect.isawaitable(result):
+        then(result)  # type: ignore[arg-type]
+        return
+
+    async def answered() -> None:
+        try:
+            value = await result
+        except Exception as exc:
+            log.warning("%s: %s", what, exc)
+            node.app.notify(f"{what}: {exc}", severity="error", timeout=10)
+            return
+        then(value)
+
+    node.app.run_worker(answered(), group="engine-answer", exit_on_error=False)

@@ -13,13 +13,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from workbench.api import DownloadsApi, RegistryApi
 from workbench.core.hub import cache as hf_cache
-from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
-from workbench.core.models.registry import ModelRegistry
 from workbench.core.models.spec import ModelManagerError
 from workbench.ui.messages import CacheDeleted, CacheScanned
-from workbench.ui.services import services_of
+from workbench.ui.services import services_of, settle
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,11 @@ class CacheScreen(Screen):
         self.generation = 0  # bumped by each scan: an older scan's answer is dropped
 
     @property
-    def downloads(self) -> DownloadManager:
+    def downloads(self) -> DownloadsApi:
         return services_of(self).downloads
 
     @property
-    def registry(self) -> ModelRegistry:
+    def registry(self) -> RegistryApi:
         return services_of(self).registry
 
     def compose(self) -> ComposeResult:
@@ -169,6 +168,8 @@ class CacheScreen(Screen):
         self.action_rescan()
 
     def action_clean(self) -> None:
-        removed = self.downloads.clean_partial_files()
-        self.notify(f"Removed {len(removed)} partial files ({format_bytes(sum(p.size_bytes for p in removed))}).")
-        self.action_rescan()
+        def cleaned(removed: list[hf_cache.PartialFile]) -> None:
+            self.notify(f"Removed {len(removed)} partial files ({format_bytes(sum(p.size_bytes for p in removed))}).")
+            self.action_rescan()
+
+        settle(self, self.downloads.clean_partial_files(), cleaned, "Could not clean the partial files")

@@ -19,7 +19,7 @@ from workbench.core.models.memory import GB, format_bytes
 from workbench.core.models.registry import Presence, RepoStatus
 from workbench.ui.messages import LocalStatuses, SearchDone
 from workbench.ui.screens.base import PaneScreen
-from workbench.ui.services import services_of
+from workbench.ui.services import services_of, settle
 from workbench.ui.widgets.row_table import RowTable
 from workbench.ui.widths import Column, fit_columns, shorten_repo_id
 
@@ -319,8 +319,9 @@ class CatalogPane(PaneScreen):
         item = self.selected()
         if item is None:
             return
-        job = services_of(self).downloads.enqueue(item.repo_id)
-        self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
+        settle(self, services_of(self).downloads.enqueue(item.repo_id),
+               lambda job: self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads"),
+               "Could not queue the download")  # fmt: skip
 
     @on(DataTable.RowHighlighted, "#catalog-table")
     def explain_local(self) -> None:

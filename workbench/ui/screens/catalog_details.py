@@ -16,7 +16,7 @@ from workbench.core.hub.errors import HubError
 from workbench.core.hub.fit import fit_verdict
 from workbench.core.models.memory import format_bytes
 from workbench.ui.messages import DetailsLoaded
-from workbench.ui.services import services_of
+from workbench.ui.services import services_of, settle
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ class DetailsScreen(Screen):
 
     def action_download(self) -> None:
         files = self.details.selected if self.details else None
-        job = services_of(self).downloads.enqueue(self.repo_id, files=files)
-        self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads")
+        settle(self, services_of(self).downloads.enqueue(self.repo_id, files=files),
+               lambda job: self.notify(f"Queued {job.repo_id} for download (job {job.id}).", title="Downloads"),
+               "Could not queue the download")  # fmt: skip
 
     def action_retry(self) -> None:
         self.query_one("#details-head", Static).update(f"{self.repo_id}\nloading…")

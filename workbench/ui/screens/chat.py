@@ -359,7 +359,7 @@ class ChatPane(PaneScreen):
             self.notify(STILL_ANSWERING, severity="warning")
             return
         services = services_of(self)
-        history = HistoryScreen(self.store, services.paths, services.manager.forget_saved_cache)
+        history = HistoryScreen(self.store, services.paths, getattr(services.manager, "forget_saved_cache", None))
         self.app.push_screen(history, opened)
 
     def action_settings(self) -> None:

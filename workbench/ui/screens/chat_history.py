@@ -16,11 +16,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static
 
+from workbench.client.store import RemoteStore
 from workbench.core.prompt_cache.reuse import chat_cache_key
 from workbench.core.settings.paths import AppPaths
 from workbench.core.storage.chats import Conversation
 from workbench.core.storage.store import Store
 from workbench.ui.screens.dialogs import ConfirmScreen, PromptScreen
+from workbench.ui.services import settle
 
 TITLE_WIDTH = 34
 MODEL_WIDTH = 16
@@ -90,7 +92,8 @@ class HistoryScreen(ModalScreen[int | None]):
     HistoryScreen #history-table { height: 1fr; }
     """
 
-    def __init__(self, store: Store, paths: AppPaths, forget_cache: Callable[[str], None] | None = None) -> None:
+    def __init__(self, store: Store | RemoteStore, paths: AppPaths,
+                 forget_cache: Callable[[str], None] | None = None) -> None:  # fmt: skip
         """``forget_cache`` deletes a chat's saved prompt cache (given its key) when the chat is deleted."""
         super().__init__()
         self.store = store
@@ -187,6 +190,11 @@ class HistoryScreen(ModalScreen[int | None]):
         def renamed(title: str | None) -> None:
             if title is None or title == conversation.title:
                 return
+            if isinstance(self.store, RemoteStore):  # attached: the engine writes the history
+                settle(self, self.store.rename_conversation(conversation.id, title),
+                       lambda _row: self.refresh_rows(keep_id=conversation.id, fallback_row=self.table.cursor_row),
+                       "Could not rename the chat")  # fmt: skip
+                return
             try:
                 self.store.chats.rename_conversation(conversation.id, title)
             except (KeyError, ValueError) as exc:
@@ -204,14 +212,22 @@ class HistoryScreen(ModalScreen[int | None]):
         def confirmed(yes: bool | None) -> None:
             if not yes:
                 return
+            if isinstance(self.store, RemoteStore):  # attached: the engine deletes it and its saved prompt cache
+                settle(self, self.store.delete_conversation(conversation.id), lambda _none: deleted(),
+                       "Could not delete the chat")  # fmt: skip
+                return
             try:
                 self.store.chats.delete_conversation(conversation.id)
                 if self.forget_cache is not None:
                     self.forget_cache(chat_cache_key(conversation.id))
             except KeyError as exc:
                 self.notify(f"Could not delete the chat: {problem(exc)}", severity="error")
+                self.refresh_rows(fallback_row=row)
             else:
-                self.notify(f"Deleted “{clip(conversation.title, TITLE_WIDTH)}”.")
+                deleted()
+
+        def deleted() -> None:
+            self.notify(f"Deleted “{clip(conversation.title, TITLE_WIDTH)}”.")
             self.refresh_rows(fallback_row=row)
 
         count = conversation.message_count

@@ -11,12 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
+from workbench.api import DownloadsApi
 from workbench.core.hub.downloads.jobs import FileState, JobSnapshot, JobState
-from workbench.core.hub.downloads.queue import DownloadManager
 from workbench.core.models.memory import format_bytes
 from workbench.ui.messages import JobChanged
 from workbench.ui.screens.base import PaneScreen
-from workbench.ui.services import services_of
+from workbench.ui.services import services_of, settle
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class DownloadsPane(PaneScreen):
     _gone: frozenset[int] = frozenset()  # done jobs whose files left the cache
 
     @property
-    def downloads(self) -> DownloadManager:
+    def downloads(self) -> DownloadsApi:
         return services_of(self).downloads
 
     def compose_body(self) -> ComposeResult:
@@ -272,8 +272,8 @@ class DownloadsPane(PaneScreen):
         if job is None:
             return
         if job.id in self._gone:
-            self.downloads.enqueue(job.repo_id, job.revision)
-            self.notify(f"Fetching {job.repo_id} again.")
+            settle(self, self.downloads.enqueue(job.repo_id, job.revision),
+                   lambda _job: self.notify(f"Fetching {job.repo_id} again."), "Could not queue the download")
         elif self.downloads.retry(job.id):
             self.notify(f"Queued {job.repo_id} again.")
         elif job.state is JobState.PAUSED:
@@ -337,7 +337,7 @@ class JobFilesScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        downloads: DownloadManager = services_of(self).downloads
+        downloads: DownloadsApi = services_of(self).downloads
         self._unsubscribe = downloads.subscribe(
             lambda job: self.post_message(JobChanged(job)) if job.id == self.job_id else None
         )

@@ -24,7 +24,7 @@ from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.ui.screens.dialogs import PromptScreen
 from workbench.ui.screens.embeddings_views import KEYS_HINT, corpus_label, parse_corpus_spec, skipped_note
 from workbench.ui.screens.embeddings_work import CorpusRead, EmbeddingJobs, EmbedDone, EmbedProgress
-from workbench.ui.services import services_of
+from workbench.ui.services import services_of, settle
 
 if TYPE_CHECKING:
     from workbench.ui.screens.embeddings_views import EmbeddingsView
@@ -186,8 +186,13 @@ class CorpusPane(Screen):
             self.vectors_a = message.vectors
             if self.corpus_spec:
                 path, column = parse_corpus_spec(self.corpus_spec)
-                sets = services_of(self).store.embedding_sets
-                sets.remember_embedding_set(str(path), column, message.model_id, message.count)
+                store = services_of(self).store
+                if store.read_only:  # attached: the engine writes the history
+                    remember = store.remember_embedding_set  # type: ignore[attr-defined]
+                    remembered = remember(path, column, message.model_id, message.count)
+                    settle(self, remembered, lambda _: None, "The corpus was not remembered")
+                else:
+                    store.embedding_sets.remember_embedding_set(str(path), column, message.model_id, message.count)
         else:
             self.vectors_b = message.vectors
         self.embedded(side)
