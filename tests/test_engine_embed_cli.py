@@ -192,8 +192,11 @@ async def test_an_unknown_model_exits_2_naming_the_engine_s_embedders(tmp_path: 
     notes = tmp_path / "notes.txt"
     notes.write_text("one line\n")
     async with engine_rig(tmp_path) as rig:
-        unknown = await face(rig.env, "embed", "no-such-thing", str(notes))
+        unknown = await face({**rig.env, "PYTHONPROFILEIMPORTTIME": "1"}, "embed", "no-such-thing", str(notes))
         assert unknown.code == 2, unknown.err
+        imported = {line.rsplit("|", 1)[-1].strip() for line in unknown.err.splitlines() if line.startswith("import")}
+        assert "workbench.cli.embed" in imported
+        assert not {"numpy", "workbench.bootstrap", "workbench.core.storage.store"} & imported  # a face stays light
         assert "no embedding model called 'no-such-thing'" in unknown.err
         assert MODEL in unknown.err and DEFAULT_EMBEDDER_ID in unknown.err
         close = await face(rig.env, "embed", "fake/embed", str(notes))

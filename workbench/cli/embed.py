@@ -51,9 +51,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "of its .txt and .md files in name order; .csv: the text column, or --column; .jsonl: the \"text\" field, "
         "or --column), embed every passage with MODEL and write an (n, d) float32 array of L2-normalised rows: row "
         "i is the i-th passage in file order. Rows that cannot be read are reported on stderr and skipped. Vectors "
-        "are cached, so running it again (or after ctrl+c) only embeds what is new. Prints the output path.",
-        "exit status: 0 written (skipped rows too); 1 nothing to embed, the model failed, or OUT could not be "
-        "written; 2 bad arguments or unknown model; 130 stopped with ctrl+c (finished batches stay cached)",
+        "are cached, so running it again (or after ctrl+c) only embeds what is new. The engine does the work (started "
+        "in the background when none runs; ctrl+c cancels its job). Prints the output path.",
+        "exit status: 0 written (skipped rows too); 1 nothing to embed, the model failed, the engine could not start "
+        "or went away, or OUT could not be written; 2 bad arguments or unknown model; 130 stopped with ctrl+c "
+        "(finished batches stay cached)",
     )  # fmt: skip
     embed.add_argument("model", metavar="MODEL", help="an embedding model id, e.g. all-MiniLM-L6-v2")
     embed.add_argument("file", metavar="FILE", help="a .txt, .md, .csv or .jsonl file, or a folder of .txt/.md")

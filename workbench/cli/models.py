@@ -47,7 +47,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         commands, "rm", run_rm, "delete a model: a Hugging Face cache repo or an imported model folder",
         "Delete MODEL (an id from `workbench ls`, or any model repo in the Hugging Face cache): a cache repo goes "
         "with all its revisions, an imported model with its folder. The built-in embedder ships in a Python "
-        "package and is never deleted. On a terminal it asks first; elsewhere pass --yes.",
+        "package and is never deleted. On a terminal it asks first; elsewhere pass --yes. When the engine runs, it "
+        "deletes (unloading the model first, refusing while it is in use); rm never starts one.",
         "exit status: 0 deleted; 1 not deleted (declined, the model is in use, or the files could not be removed); "
         "2 unknown model, the built-in embedder, or no --yes without a terminal",
     )  # fmt: skip
