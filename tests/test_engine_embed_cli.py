@@ -323,3 +323,40 @@ def test_ls_never_builds_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cli.main(["ls", "--json"]) == 0
     assert IMPORT in [row["id"] for row in json.loads(capsys.readouterr().out)]
     assert not paths.database_file.exists()  # nothing opened it, for writing or otherwise
+
+
+class StateSequence:
+    """An EngineClient stand-in answering GET /v1/models/state from a list (the last one repeats)."""
+
+    def __init__(self, *states: list[tuple[str, str]]) -> None:
+        self.states = list(states)
+        self.asked = 0
+
+    async def call_json(self, method: str, route: str, body: object = None, timeout_s: float | None = None) -> Any:
+        assert (method, route) == ("GET", "/v1/models/state")
+        rows = self.states[min(self.asked, len(self.states) - 1)]
+        self.asked += 1
+        return {"models": [{"spec": {"id": model_id}, "role": role} for model_id, role in rows]}
+
+
+async def test_a_model_on_disk_that_a_new_engine_has_not_found_yet_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.cli import embed as embed_cli
+    from workbench.cli.common import UsageError
+
+    paths = AppPaths.under(tmp_path / "home")
+    monkeypatch.setattr(embed_cli, "SCAN_POLL_S", 0.01)
+    monkeypatch.setattr(embed_cli, "loadable_here", lambda _paths, model_id: model_id == "org/cached-embedder")
+    scanning: Any = StateSequence([(DEFAULT_EMBEDDER_ID, "embed")], [(DEFAULT_EMBEDDER_ID, "embed")],
+                                  [(DEFAULT_EMBEDDER_ID, "embed"), ("org/cached-embedder", "embed")])  # fmt: skip
+    assert await embed_cli.resolve_embedder(paths, scanning, "org/cached-embedder") == "org/cached-embedder"
+    assert scanning.asked == 3
+    nowhere: Any = StateSequence([(DEFAULT_EMBEDDER_ID, "embed")])
+    with pytest.raises(UsageError, match="no embedding model called 'org/elsewhere'"):
+        await embed_cli.resolve_embedder(paths, nowhere, "org/elsewhere")
+    assert nowhere.asked == 1  # not on this disk: no wait
+    monkeypatch.setattr(embed_cli, "SCAN_WAIT_S", 0.05)
+    never: Any = StateSequence([(DEFAULT_EMBEDDER_ID, "embed")])
+    with pytest.raises(UsageError, match=DEFAULT_EMBEDDER_ID):
+        await embed_cli.resolve_embedder(paths, never, "org/cached-embedder")
