@@ -617,9 +617,24 @@ def test_a_failed_side_exits_1_but_the_other_answers(models: Home, capsys: pytes
 
 # --- embed -----------------------------------------------------------------------------------------
 
+# `workbench embed` is a face of the engine: it starts one (a subprocess, with this test's WORKBENCH_HOME) when none
+# runs, and `engine_stopped` stops it. With fake embedders, ctrl+c and the cache: tests/test_engine_embed_cli.py.
+
+
+@pytest.fixture
+def engine_stopped(home: Home) -> Iterator[Home]:
+    from tests.support.engine_procs import stop_engine
+
+    try:
+        yield home
+    finally:
+        stop_engine({"WORKBENCH_HOME": str(home.root)})
+
 
 @pytest.mark.real_model
-def test_embed_a_text_file_with_minilm(home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_embed_a_text_file_with_minilm(
+    engine_stopped: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("A cat sleeps on the mat.\n\nThe stars burn hydrogen.\nA cat sleeps on the mat.\nRain today.\n")
     result = run(capsys, "embed", DEFAULT_EMBEDDER_ID, str(notes))
@@ -634,7 +649,7 @@ def test_embed_a_text_file_with_minilm(home: Home, tmp_path: Path, capsys: pytes
 
 @pytest.mark.real_model
 def test_embed_a_csv_with_bad_rows_lists_the_problems(
-    home: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    engine_stopped: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text("id,text,note\n1,hello world,x\n2,,y\n3\n4,good night,z\n")
@@ -651,7 +666,7 @@ def test_embed_a_csv_with_bad_rows_lists_the_problems(
 
 
 def test_embed_with_nothing_to_embed_or_the_wrong_model(
-    models: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    models: Home, engine_stopped: Home, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.cli.common import (
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DELETE_TIMEOUT_S = 120.0  # the engine unloads the model (when idle) and deletes its files before it answers
+
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = add_command(
@@ -44,7 +47,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         commands, "rm", run_rm, "delete a model: a Hugging Face cache repo or an imported model folder",
         "Delete MODEL (an id from `workbench ls`, or any model repo in the Hugging Face cache): a cache repo goes "
         "with all its revisions, an imported model with its folder. The built-in embedder ships in a Python "
-        "package and is never deleted. On a terminal it asks first; elsewhere pass --yes.",
+        "package and is never deleted. On a terminal it asks first; elsewhere pass --yes. When the engine runs, it "
+        "deletes (unloading the model first, refusing while it is in use); rm never starts one.",
         "exit status: 0 deleted; 1 not deleted (declined, the model is in use, or the files could not be removed); "
         "2 unknown model, the built-in embedder, or no --yes without a terminal",
     )  # fmt: skip
@@ -55,7 +59,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def model_registry(paths: AppPaths) -> ModelRegistry:
-    """The registry a command asks; this process holds no loaded models, so it tells no manager."""
+    """The registry a command asks; this process holds no loaded models, so it tells no manager. Listing reads the
+    model folders and the Hugging Face cache only: no Store, so the history is never opened here."""
     from workbench.core.models.registry import ModelRegistry
 
     return ModelRegistry(paths)
@@ -104,7 +109,6 @@ def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
     from workbench.core.models.local import DEFAULT_CHAT_ID
     from workbench.core.models.memory import format_bytes
     from workbench.core.models.registry import BUILT_IN
-    from workbench.core.models.spec import ModelManagerError
 
     registry = model_registry(paths)
     models = _inventory(registry)
@@ -124,13 +128,9 @@ def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
             note(f"kept {model.id}")
             return EXIT_ERROR
     where = model.repo_path or model.path
-    try:
-        freed = asyncio.run(registry.remove(model))
-    except ModelManagerError as exc:  # in use or loading: the message says which
-        raise CommandError(f"not deleting {model.id}: {exc}") from exc
-    except OSError as exc:
-        log.exception("deleting %s failed", model.id)
-        raise CommandError(f"cannot delete {model.id} ({where}): {exc.strerror or exc}") from exc
+    freed = delete_through_engine(paths, model.id, where)
+    if freed is None:  # no engine runs: this process deletes (no model of this machine is loaded anywhere)
+        freed = delete_here(registry, model, where)
     if args.json:
         print_json({"id": model.id, "kind": model.kind, "source": model.source, "path": str(where),
                     "freed_bytes": freed})  # fmt: skip
@@ -139,6 +139,45 @@ def run_rm(paths: AppPaths, args: argparse.Namespace) -> int:
     if model.id == DEFAULT_CHAT_ID:
         note("the default chat model is imported again from its package on next use (the app, chat or serve)")
     return EXIT_OK
+
+
+def delete_through_engine(paths: AppPaths, model_id: str, where: Path) -> int | None:
+    """The bytes freed by the engine's delete (its manager unregisters the model first and refuses while it is in
+    use); None when no engine runs. rm never starts an engine just to delete files: with none running, no process
+    holds the model (the TUI and every verb load models in the engine), so this one deletes them itself."""
+    from workbench.client.engine import EngineClient, EngineRequestError
+    from workbench.core.engine_home import EngineHomeError, engine_home
+
+    try:
+        socket = engine_home(paths).socket
+    except (EngineHomeError, OSError) as exc:
+        log.warning("no engine folder (%s): deleting here", exc)
+        return None
+    body = {"model": model_id, "path": str(where)}
+    try:
+        answer = asyncio.run(EngineClient(socket).call_json("POST", "/v1/models/delete", body, DELETE_TIMEOUT_S))
+    except EngineRequestError as exc:
+        if exc.status == 404:  # gone meanwhile (another rm, the TUI's cache view)
+            raise UsageError(f"not deleting {model_id}: {exc}") from None
+        raise CommandError(f"not deleting {model_id}: {exc}") from None  # in use, loading, another cache: it says
+    except TimeoutError:
+        raise CommandError(f"the engine did not answer within {DELETE_TIMEOUT_S:.0f} s; `workbench ls` shows "
+                           f"whether {model_id} is gone") from None  # fmt: skip
+    if answer is None:
+        return None
+    return int(answer["freed_bytes"])
+
+
+def delete_here(registry: ModelRegistry, model: InstalledModel, where: Path) -> int:
+    from workbench.core.models.spec import ModelManagerError
+
+    try:
+        return asyncio.run(registry.remove(model))
+    except ModelManagerError as exc:  # in use or loading: the message says which
+        raise CommandError(f"not deleting {model.id}: {exc}") from exc
+    except OSError as exc:
+        log.exception("deleting %s failed", model.id)
+        raise CommandError(f"cannot delete {model.id} ({where}): {exc.strerror or exc}") from exc
 
 
 __all__ = ["format_table", "register", "run_ls", "run_rm"]

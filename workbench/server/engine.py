@@ -35,7 +35,7 @@ from workbench.server.engine_events import EventHub
 from workbench.server.engine_import import DefaultImportRoutes
 from workbench.server.engine_jobs import JobBoard
 from workbench.server.engine_listeners import EngineListeners
-from workbench.server.engine_models import ModelRoutes
+from workbench.server.engine_models import ModelDeleteRoutes, ModelRoutes
 from workbench.server.engine_publish import EnginePublisher
 from workbench.server.engine_startup import EngineStartup
 from workbench.server.engine_store import StoreRoutes
@@ -91,6 +91,7 @@ class Engine:
         self.app.add_routes(DownloadRoutes(services, lambda: self.publisher.changed("downloads")).routes())
         self.app.add_routes(CacheRoutes(services).routes())
         self.app.add_routes(ModelRoutes(services.manager).routes())
+        self.app.add_routes(ModelDeleteRoutes(services.registry).routes())  # `workbench rm`
         self.default_import = DefaultImportRoutes(services, self.events)
         self.app.add_routes(self.default_import.routes())
         self.app.add_routes(StoreRoutes(services, self.events).routes())

@@ -49,7 +49,7 @@ MAX_TEXTS = 200_000
 MAX_QUERY_BYTES = 256 * 1024
 MAX_MODEL_CHARS = 512
 MAX_LABEL_CHARS = 200
-MAX_PROBLEMS = 20
+MAX_PROBLEMS = 1000  # the rows a job's end lists as skipped (problem_count says how many there were)
 PARSE_IN_THREAD_BYTES = 512 * 1024  # a larger body is parsed (and its texts hashed) off the loop
 KEEP_RESULTS = 8  # finished jobs whose vectors are kept for a face to fetch
 KEEP_RESULT_S = 600.0
@@ -196,6 +196,7 @@ class EmbeddingJob:
         self.ended_at = 0.0
         self.vectors: np.ndarray | None = None
         self.problems: list[str] = []
+        self.problem_count = 0
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -320,11 +321,12 @@ class EmbeddingRoutes:
 
                     corpus = await asyncio.to_thread(load_corpus, *job.request.corpus)
                     job.texts, job.problems = corpus.texts, corpus.problems[:MAX_PROBLEMS]
+                    job.problem_count = len(corpus.problems)
                     job.moved(0, len(job.texts))
                 vectors = await self.embedder.embed(job.model_id, job.texts, progress=moved, cancel=job.cancel)
             job.vectors = vectors
             job.end("done", rows=int(vectors.shape[0]), dimensions=int(vectors.shape[1]) if vectors.ndim == 2 else 0,
-                    problems=job.problems)  # fmt: skip
+                    problems=job.problems, problem_count=job.problem_count)  # fmt: skip
         except Cancelled as exc:
             job.end("cancelled", message=str(exc))
         except asyncio.CancelledError:  # cancelled while waiting for its turn, or the engine stops
