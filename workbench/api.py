@@ -131,6 +131,12 @@ class StoreApi(Protocol):
     votes: Votes
     embedding_sets: EmbeddingSets
 
+    def remember_embedding_set(self, path: Path, column: str | None, model_id: str,
+                               passages: int) -> Awaitable[None] | None:  # fmt: skip
+        """Remember a corpus the Embeddings pane opened: written here in-process, by the engine when attached
+        (await the answer)."""
+        ...
+
 
 class ImportApi(Protocol):
     """The default chat model's first-start import: DefaultModelImport in-process (``run`` runs it), RemoteImport

@@ -42,5 +42,9 @@ class Store:
     def read_only(self) -> bool:
         return self.db.read_only
 
+    def remember_embedding_set(self, path: Path, column: str | None, model_id: str, passages: int) -> None:
+        """A corpus the Embeddings pane opened (the face's RemoteStore sends the same to the engine)."""
+        self.embedding_sets.remember_embedding_set(str(path), column, model_id, passages)
+
     def close(self) -> None:
         self.db.close()

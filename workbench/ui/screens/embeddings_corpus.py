@@ -186,13 +186,9 @@ class CorpusPane(Screen):
             self.vectors_a = message.vectors
             if self.corpus_spec:
                 path, column = parse_corpus_spec(self.corpus_spec)
-                store = services_of(self).store
-                if store.read_only:  # attached: the engine writes the history
-                    remember = store.remember_embedding_set  # type: ignore[attr-defined]
-                    remembered = remember(path, column, message.model_id, message.count)
-                    settle(self, remembered, lambda _: None, "The corpus was not remembered")
-                else:
-                    store.embedding_sets.remember_embedding_set(str(path), column, message.model_id, message.count)
+                remembered = services_of(self).store.remember_embedding_set(path, column, message.model_id,
+                                                                             message.count)  # fmt: skip
+                settle(self, remembered, lambda _: None, "The corpus was not remembered")
         else:
             self.vectors_b = message.vectors
         self.embedded(side)
