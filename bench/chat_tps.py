@@ -4,10 +4,12 @@ Same model (SmolLM2-135M-Instruct, imported from the embedded GGUF to MLX 4-bit)
 sampling, the same number of tokens, alternating in one process:
 
 - raw: ``mlx_lm.stream_generate`` on a plain thread (an executor of 1), ``generation_tps`` of its last response;
-- wb:  the real app, headless: Chat pane (key 3), the prompt typed into the prompt box and sent with Enter,
-  the answer streaming through ModelManager, the inference thread, ChatRun and the pane's Markdown; the
-  figure is the ``generation_tps`` the pane stored with the answer. While it streams, a task on the app's
-  event loop sleeps 5 ms in a loop and notes how late each wake-up is: the event-loop stall.
+- wb:  the real app as `workbench` builds it, headless, attached to a real engine (`workbench engine` in a process of
+  its own, started by the app's first call as for a person): Chat pane (key 3), the prompt typed into the prompt box
+  and sent with Enter, the answer running in the engine (ModelManager, the inference thread, ChatRun) and streaming
+  over the socket into the pane's Markdown; the figure is the ``generation_tps`` the engine stored with the answer.
+  While it streams, a task on the app's event loop sleeps 5 ms in a loop and notes how late each wake-up is: the
+  event-loop stall.
 
 Both load the model outside the timing (generation_tps excludes prompt processing anyway).
 
@@ -156,8 +158,9 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
 
 
 async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
-    """One answer through the real app, the way a person asks for it."""
-    from workbench.bootstrap import build_services
+    """One answer through the real app attached to its engine, the way a person asks for it."""
+    from workbench.client.link import LinkState
+    from workbench.client.remote_services import RemoteServices
     from workbench.core.chat.sampling import SamplingChoice
     from workbench.core.models.local import DEFAULT_CHAT_ID
     from workbench.core.settings.paths import AppPaths
@@ -165,17 +168,21 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
     from workbench.ui.screens.chat import ChatPane
     from workbench.ui.widgets.chat_input import ChatInput
 
-    app = WorkbenchApp(build_services(AppPaths.under(home)), import_defaults=False, scan_cache=False)
+    services = RemoteServices(AppPaths.under(home))
+    app = WorkbenchApp(services, import_defaults=False)
     async with app.run_test(size=SIZE, headless=True) as pilot:
+        await wait_until(lambda: services.link is not None and services.link.status.state is LinkState.ATTACHED,
+                         START_TIMEOUT_S, "the app attached to its engine")  # fmt: skip
+        await wait_until(lambda: DEFAULT_CHAT_ID in {i.spec.id for i in services.manager.models()}, START_TIMEOUT_S,
+                         "the engine's model listed")  # fmt: skip
         await pilot.press("3")
         await pilot.pause()
         chat = app.screen
         if not isinstance(chat, ChatPane):
             raise RuntimeError(f"key 3 opened {type(chat).__name__}, not the Chat pane")
-        if chat.model_id != DEFAULT_CHAT_ID:
-            raise RuntimeError(f"the Chat pane chose {chat.model_id!r}, not {DEFAULT_CHAT_ID}")
+        await wait_until(lambda: chat.model_id == DEFAULT_CHAT_ID, START_TIMEOUT_S, "the default model chosen")
         chat.sampling = SamplingChoice(values={"temperature": 0.0, "top_p": 1.0, "max_tokens": tokens})
-        await app.services.manager.load(DEFAULT_CHAT_ID)  # what the pane's preload does: outside the timing
+        await services.manager.load(DEFAULT_CHAT_ID)  # what the pane's preload does: outside the timing
         prompt = chat.query_one(ChatInput)
         prompt.focus()
         await pilot.press(*PROMPT)
@@ -187,12 +194,12 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
         try:
             sent = time.perf_counter()
             await pilot.press("enter")
-            await wait_until(lambda: chat.run is not None, START_TIMEOUT_S, "answer started")
+            await wait_until(lambda: chat.answering, START_TIMEOUT_S, "answer started")
             answer = chat.message_views()[-1]
             limit = tokens / 2 + 120
-            await wait_until(lambda: bool(answer.markdown.source) or chat.run is None, limit, "text painted")
+            await wait_until(lambda: bool(answer.markdown.source) or not chat.answering, limit, "text painted")
             first_text = time.perf_counter()
-            await wait_until(lambda: chat.run is None, limit, "answer finished")
+            await wait_until(lambda: not chat.answering, limit, "answer finished")
             done = time.perf_counter()
         finally:
             gc.callbacks.remove(collections)
@@ -202,7 +209,7 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
         await pilot.pause()
 
         assert chat.conversation is not None
-        stored = app.services.store.chats.messages(chat.conversation.id)[-1]
+        stored = services.store.chats.messages(chat.conversation.id)[-1]  # the engine wrote it; the face reads
         if not stored.figures:
             raise RuntimeError(f"the answer has no figures (status {stored.status}, error {stored.error!r})")
         figures = stored.figures
@@ -214,13 +221,28 @@ async def workbench_generate(home: Path, tokens: int) -> WorkbenchRun:
         return WorkbenchRun(generation, stalls, first_text - sent, collections.between(first_text, done))
 
 
+async def stop_engine(home: Path) -> None:
+    from workbench.client.engine import EngineClient
+    from workbench.core.engine_home import engine_home
+    from workbench.core.settings.paths import AppPaths
+
+    client = EngineClient(engine_home(AppPaths.under(home)).socket)
+    if await client.stop() is not None and not await client.wait_gone(30):
+        raise RuntimeError("the engine did not stop")
+
+
 def workbench_round(models_dir: Path, tokens: int) -> WorkbenchRun:
-    """A fresh workbench home (empty database) that sees the imported model through a link."""
+    """A fresh workbench home (empty database) that sees the imported model through a link; its engine (started
+    by the app, as for a person) is stopped at the end."""
     with tempfile.TemporaryDirectory(prefix="chat-tps-home-") as tmp:
         home = Path(tmp)
         (home / "data").mkdir()
         (home / "data" / "models").symlink_to(models_dir, target_is_directory=True)
-        return asyncio.run(workbench_generate(home, tokens))
+        os.environ["WORKBENCH_HOME"] = str(home)  # the engine the app starts finds this data folder
+        try:
+            return asyncio.run(workbench_generate(home, tokens))
+        finally:
+            asyncio.run(stop_engine(home))
 
 
 # --- the benchmark ------------------------------------------------------------------------------------
