@@ -374,3 +374,37 @@ async def test_a_download_action_the_engine_refuses_is_said(app_paths: AppPaths)
             services.downloads.apply({"jobs": [job_to_wire(job)]})  # as a downloads event would
             services.downloads.move(7, -1)
             await wait_for(pilot, lambda: "The engine did not move job 7" in notes(app), "the refusal in words")
+
+
+async def test_serve_and_the_tui_share_one_loaded_model(app_paths: AppPaths) -> None:
+    """A model the TUI loaded answers the engine's OpenAI API with no second load; ps lists it once."""
+    import aiohttp
+
+    async with engines(app_paths) as running:
+        engine = running.engine
+        assert engine is not None
+        backend = engine.services.manager.backend_for("fake-chat")
+        loads: list[str] = []
+        real_load = backend.load
+        backend.load = lambda spec: (loads.append(spec.id), real_load(spec))[1]  # type: ignore[method-assign]
+        app = running.face()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
+            await pilot.press("6")
+            await wait_for(pilot, lambda: "fake-chat" in rows(app), "the engine's model in the view")
+            await select(pilot, app, "fake-chat")
+            await pilot.press("l")
+            await wait_for(pilot, lambda: cell(app, "fake-chat", "State") == "ready", "the TUI's load")
+            client = EngineClient(running.home.socket)
+            listener = await client.open_listener("127.0.0.1", 0, keep=True)
+            assert listener is not None
+            body = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"{listener['url']}/chat/completions", json=body) as response:
+                    assert response.status == 200
+                    answer = await response.json()
+            assert answer["choices"][0]["message"]["content"] == "Hello there!"
+            assert loads == ["fake-chat"]  # the API used the model the TUI loaded
+            ps = await client.ps()
+            assert ps is not None and [model["id"] for model in ps["models"]] == ["fake-chat"]
+            await client.close_listener(listener["id"])
