@@ -20,10 +20,9 @@ log = logging.getLogger(__name__)
 
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
-# Refuse to start while another process has the history open for writing (a workbench from before the engine, or
-# today's TUI, which still opens it read-write in-process). Off until the TUI attaches to the engine and opens the
-# history read-only: switched on now, an engine started by `workbench pull` beside a running TUI would be refused.
-REFUSE_OLDER_WRITERS = False
+# Refuse to start while another process has the history open for writing: every face of this workbench reads it
+# read-only and writes through the engine, so such a process is a workbench from before the engine (never raced).
+REFUSE_OLDER_WRITERS = True
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
