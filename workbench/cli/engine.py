@@ -33,7 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "stops with `workbench stop`, ctrl+c or SIGTERM, or by itself after [engine] idle_exit_minutes with no "
         "request, no running download and no loaded model. It logs to engine.log in the log folder.",
         "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder or "
-        "writes its history, the socket's folder is not private, …)",
+        "writes its history, an older workbench still has the history open for writing, the socket's folder is not "
+        "private, …)",
     ).add_argument("--resident", action="store_true",
                    help="never exit when idle (what `workbench service install` runs: a service manager does not "
                         "restart an engine that ended well)")  # fmt: skip
