@@ -11,6 +11,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -254,12 +255,10 @@ def test_lsof_output_is_read_per_process() -> None:
     assert parse_lsof("") == {}
 
 
-async def test_the_engine_refuses_before_opening_the_database_when_switched_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_engine_refuses_before_opening_the_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from workbench.cli.engine import REFUSE_OLDER_WRITERS, serve_engine
 
-    assert REFUSE_OLDER_WRITERS is False  # on when the TUI attaches; until then today's TUI writes beside the engine
+    assert REFUSE_OLDER_WRITERS is True  # every face reads the history read-only: a writer is an older workbench
     paths = AppPaths.under(tmp_path)
     Store(paths.database_file).close()
 
@@ -273,7 +272,31 @@ async def test_the_engine_refuses_before_opening_the_database_when_switched_on(
     try:
         with holding(paths.database_file) as writer:
             with pytest.raises(HistoryInUseError, match=rf"\(pid {writer.pid}\) still has the history open"):
-                await serve_engine(paths, home, lock, refuse_older_writers=True)
+                await serve_engine(paths, home, lock)
     finally:
         lock.release()
     assert HistoryWriterLock(paths.database_file).try_acquire()
+
+
+def test_workbench_engine_refuses_an_older_workbench_writing_but_not_a_face_reading(tmp_path: Path) -> None:
+    paths = AppPaths.under(tmp_path)
+    Store(paths.database_file).close()
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    with holding(paths.database_file) as writer:
+        refused = subprocess.run([sys.executable, "-m", "workbench.cli", "engine"], capture_output=True, text=True,
+                                 env=env, timeout=60)  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert f"(pid {writer.pid}) still has the history open" in refused.stderr
+    with holding(paths.database_file, read_only=True):  # a face of this workbench: it reads, the engine writes
+        engine = subprocess.Popen([sys.executable, "-m", "workbench.cli", "engine"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
+        try:
+            client = EngineClient(engine_home(paths).socket)
+            deadline = time.monotonic() + 60
+            while asyncio.run(client.engine_info()) is None:
+                assert engine.poll() is None, engine.stdout.read() if engine.stdout else ""
+                assert time.monotonic() < deadline, "the engine did not answer"
+                time.sleep(0.05)
+        finally:
+            engine.terminate()
+            engine.wait(timeout=30)

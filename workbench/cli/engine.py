@@ -20,10 +20,9 @@ log = logging.getLogger(__name__)
 
 LOG_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
-# Refuse to start while another process has the history open for writing (a workbench from before the engine, or
-# today's TUI, which still opens it read-write in-process). Off until the TUI attaches to the engine and opens the
-# history read-only: switched on now, an engine started by `workbench pull` beside a running TUI would be refused.
-REFUSE_OLDER_WRITERS = False
+# Refuse to start while another process has the history open for writing: every face of this workbench reads it
+# read-only and writes through the engine, so such a process is a workbench from before the engine (never raced).
+REFUSE_OLDER_WRITERS = True
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "stops with `workbench stop`, ctrl+c or SIGTERM, or by itself after [engine] idle_exit_minutes with no "
         "request, no running download and no loaded model. It logs to engine.log in the log folder.",
         "exit status: 0 stopped (asked, or idle); 1 it could not start (another engine runs for this data folder or "
-        "writes its history, the socket's folder is not private, …)",
+        "writes its history, an older workbench still has the history open for writing, the socket's folder is not "
+        "private, …)",
     ).add_argument("--resident", action="store_true",
                    help="never exit when idle (what `workbench service install` runs: a service manager does not "
                         "restart an engine that ended well)")  # fmt: skip
