@@ -156,6 +156,7 @@ async def test_the_memory_strip_shows_the_engine_s_samples(app_paths: AppPaths) 
             await wait_for(pilot, lambda: engine.publisher.samples >= 3, "three samples from the engine", WAIT_S)
             await wait_for(pilot, lambda: app.memory_snapshot is not None and app.memory_snapshot.system_total > 0,
                            "the app to show a sample")  # fmt: skip
+            app.sample_memory()  # what the app does each second: nothing awaited between this and the check
             assert app.memory_snapshot is services.probe.latest  # the engine's sample, not one the app took
             assert "RAM " in strip_text(app) and "budget 0/" in strip_text(app)
             budget = engine.services.manager.budget.bytes

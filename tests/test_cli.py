@@ -481,25 +481,38 @@ def test_a_model_that_fails_to_load_exits_1(models: Home, capsys: pytest.Capture
     assert result.out == ""
 
 
-def test_ctrl_c_stops_the_answer_with_status_130(models: Home) -> None:
+def interrupted_answer(models: Home, seed: int) -> tuple[int, str]:
+    """``workbench chat`` on a long answer, ctrl+c once it has begun: its exit status and stderr."""
     command = [sys.executable, "-m", "workbench.cli.main", "chat", "tiny-medium", "w1", "--max-tokens", "4000",
-               "--temperature", "1"]  # fmt: skip
+               "--temperature", "1", "--seed", str(seed)]  # fmt: skip
     child = subprocess.Popen(command, env=models.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert child.stdout is not None
         assert select.select([child.stdout], [], [], 60)[0], "no answer within 60 s"
         first = child.stdout.read1(64)  # type: ignore[attr-defined]  # the answer has begun
+        assert first
         child.send_signal(signal.SIGINT)
         _, err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
             child.communicate(timeout=10)
-    stderr = err.decode()
-    assert first and child.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    figures = stderr.splitlines()[-1]
-    assert figures.endswith("(stopped)") and "tok/s" in figures
+    return child.returncode, err.decode()
+
+
+def test_ctrl_c_stops_the_answer_with_status_130(models: Home) -> None:
+    # A random-weight model may end its answer by itself (its end token) before the signal arrives: that seed lost
+    # the race and the next one is tried; a stop that does not work fails every try.
+    for seed in range(3):
+        status, stderr = interrupted_answer(models, seed)
+        assert status == 130, stderr
+        assert "Traceback" not in stderr
+        figures = stderr.splitlines()[-1]
+        if figures.endswith("(stopped)"):
+            break
+    else:
+        pytest.fail(f"three answers were never stopped by ctrl+c: {figures}")
+    assert "tok/s" in figures
     generated = re.search(r"· (\d+) tok(?: @| ·)", figures)  # "… · 345 tok @ 720.2 tok/s · …" ("1 tok ·": no speed)
     assert generated is not None and int(generated.group(1)) < 4000
 
