@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,7 @@ class RemoteChatSession(ChatChoices):
         self.timeout_s = timeout_s
         self.face = face
         self.running_answer: int | None = None  # the answer the engine runs in the conversation opened, if any
+        self._resolved: tuple[str, ResolvedSampling] | None = None  # effective_sampling's last answer, by its key
         self._stop_asked = False
 
     def _call(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -102,10 +104,17 @@ class RemoteChatSession(ChatChoices):
                        {"system_prompt": system_prompt, "sampling": sampling.to_dict()})  # fmt: skip
 
     def effective_sampling(self) -> ResolvedSampling:
-        """The sampling an answer sent now uses (the engine reads the model's own defaults)."""
+        """The sampling an answer sent now uses (the engine reads the model's own defaults). Asked once per model
+        and choice: the pane shows it on every refresh of its status line, and a blocking call there would cost the
+        loop (and the engine) a round trip each time."""
+        key = json.dumps([self.model_id, self.sampling.to_dict()], sort_keys=True)
+        if self._resolved is not None and self._resolved[0] == key:
+            return self._resolved[1]
         document = self._call("POST", "/v1/chat/sampling", {"model": self.model_id,
                                                             "sampling": self.sampling.to_dict()})  # fmt: skip
-        return ResolvedSampling(SamplingSettings.from_dict(document["settings"]), dict(document["sources"]))
+        resolved = ResolvedSampling(SamplingSettings.from_dict(document["settings"]), dict(document["sources"]))
+        self._resolved = (key, resolved)
+        return resolved
 
     # --- turns -----------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ shows in-process: the models' listener (ModelsChanged), the downloads' (Download
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ class EngineFace:
         self.told_other_code: set[Any] = set()  # engines (pids) already named as running other code
         self.was_down = False  # lost, stopped or failed since last attached: say so when attached again
         self.restarting = False  # the person asked for a restart: its stop is not news
+        self.frozen = False  # gc.freeze() once attached
 
     def start(self) -> None:
         """After the first frame: attach (starting the engine when none answers)."""
@@ -64,6 +66,12 @@ class EngineFace:
         self.status = status
         app = self.app
         if status.state is LinkState.ATTACHED:
+            if not self.frozen:
+                # What the face built to get here (Textual, the app, the client) lives as long as it does: out of
+                # the collector's full passes, which hold the loop for hundreds of ms over that many objects
+                # while an answer streams (bench/chat_tps.py). Refcounting still frees frozen objects.
+                gc.freeze()
+                self.frozen = True
             self._set_note("")
             self.restarting = False
             if self.was_down:
