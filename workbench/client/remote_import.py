@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workbench.client.engine import EngineClient
-from workbench.core.models.wait import ImportListener, ImportState, ImportStatus
+from workbench.core.models.wait import ImportListener, ImportState, ImportStatus, describe_import
 from workbench.core.wire import WireError, _field
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,7 @@ class RemoteImport:
                 listener(status)
 
     def describe(self) -> str:
-        status = self._status
-        if status.state is ImportState.PLANNED:
-            return f"importing {self.name}…"
-        if status.state is ImportState.FAILED:
-            return f"{self.name} could not be imported: {status.error}"
-        return f"importing {self.name} · {round(status.fraction * 100)} %"
+        return describe_import(self._status, self.name)
 
     def subscribe(self, listener: ImportListener) -> Callable[[], None]:
         self._listeners.append(listener)

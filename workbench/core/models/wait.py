@@ -40,6 +40,15 @@ class ImportStatus:
         return self.state in (ImportState.PLANNED, ImportState.RUNNING)
 
 
+def describe_import(status: ImportStatus, name: str) -> str:
+    """What a message waiting for the import of ``name`` waits for, in words."""
+    if status.state is ImportState.PLANNED:
+        return f"importing {name}…"
+    if status.state is ImportState.FAILED:
+        return f"{name} could not be imported: {status.error}"
+    return f"importing {name} · {round(status.fraction * 100)} %"
+
+
 class DefaultModelImport:
     """The one first-start import of the default chat model. It runs once; messages wait for it; the app and
     the panes watch its progress (listeners are called on the event loop)."""
@@ -58,12 +67,7 @@ class DefaultModelImport:
 
     def describe(self) -> str:
         """What a waiting message waits for, in words."""
-        status = self._status
-        if status.state is ImportState.PLANNED:
-            return f"importing {self.name}…"
-        if status.state is ImportState.FAILED:
-            return f"{self.name} could not be imported: {status.error}"
-        return f"importing {self.name} · {round(status.fraction * 100)} %"
+        return describe_import(self._status, self.name)
 
     def subscribe(self, listener: ImportListener) -> Callable[[], None]:
         self._listeners.append(listener)
