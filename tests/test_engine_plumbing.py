@@ -209,3 +209,26 @@ async def test_a_body_larger_than_one_socket_read_is_read_whole_and_a_bound_hold
         await client.call_json("POST", "/v1/measure", {"text": "x" * 1_000_000})
         await client.call_json("POST", "/v1/bounded", {"text": "x" * 1_000_000})
     assert sizes == [1_000_012, 0, 1001]
+
+
+async def test_a_large_json_body_is_parsed_whole_and_unknown_keys_and_sizes_are_refused() -> None:
+    from workbench.server.bodies import BadRequest, read_json_object
+
+    outcomes: list[object] = []
+
+    async def parse(request: web.Request) -> web.Response:
+        try:
+            document = await read_json_object(request, frozenset({"text"}), 2_000_000)
+            outcomes.append(len(document["text"]))
+        except BadRequest as exc:
+            outcomes.append((exc.status, str(exc)[:30]))
+        return web.json_response({})
+
+    app = web.Application(client_max_size=8_000_000)
+    app.router.add_post("/v1/parse", parse)
+    async with unix_app(app) as socket:
+        client = EngineClient(socket)
+        await client.call_json("POST", "/v1/parse", {"text": "x" * 1_500_000})  # many socket reads
+        await client.call_json("POST", "/v1/parse", {"text": "x", "other": 1})
+        await client.call_json("POST", "/v1/parse", {"text": "x" * 3_000_000})
+    assert outcomes == [1_500_000, (400, "unknown key(s): 'other' (known"), (413, "the body is larger than 200000")]

@@ -3,6 +3,9 @@ one socket read comes in pieces), so read until the end or one byte past the lim
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
 
@@ -12,3 +15,31 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
     while len(body) <= limit and (chunk := await request.content.read(limit + 1 - len(body))):
         body += chunk
     return bytes(body)
+
+
+class BadRequest(ValueError):
+    """A request a route refuses: ``status`` and why."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json_object(request: web.Request, keys: frozenset[str], limit: int) -> dict[str, Any]:
+    """The JSON object of a body (none: ``{}``): at most ``limit`` bytes (413), an object, no key outside ``keys``;
+    BadRequest otherwise."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(f"the body is larger than {limit} bytes", 413)
+    body = await read_bounded(request, limit)
+    if len(body) > limit:
+        raise BadRequest(f"the body is larger than {limit} bytes", 413)
+    try:
+        document = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object")
+    if unknown := sorted(set(document) - keys):
+        known = ", ".join(sorted(keys)) or "none"
+        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: {known})")
+    return document

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from workbench.core.chat.wire import (
     message_document,
     stored_ended,
 )
+from workbench.server.bodies import BadRequest, read_json_object
 from workbench.server.ndjson import HEARTBEAT_S, NdjsonStream, PeerGone
 
 if TYPE_CHECKING:
@@ -57,34 +57,7 @@ COALESCED = ("waiting", "reading")  # a late face needs only the latest of these
 ID = r"{id:\d{1,18}}"
 
 
-class BadRequest(ValueError):
-    """A request the route refuses: ``status`` and why."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 # --- reading requests --------------------------------------------------------------------------------
-
-
-async def read_body(request: web.Request, keys: frozenset[str]) -> dict[str, Any]:
-    """The JSON object of a body: size-bounded (413), an object, no key outside ``keys``."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-    try:
-        document = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the body must be a JSON object")
-    if unknown := sorted(set(document) - keys):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} "
-                         f"(known: {', '.join(sorted(keys))})")  # fmt: skip
-    return document
 
 
 def parse_choices(document: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +174,7 @@ class AnswerRoutes:
 
     async def start(self, request: web.Request) -> web.Response:
         try:
-            document = await read_body(request, ANSWER_KEYS)
+            document = await read_json_object(request, ANSWER_KEYS, MAX_BODY_BYTES)
             return web.json_response(self._start(document))
         except BadRequest as exc:
             return refused(str(exc), exc.status)
@@ -373,7 +346,7 @@ class AnswerRoutes:
     async def change(self, request: web.Request) -> web.Response:
         conversation_id = path_id(request)
         try:
-            choices = parse_choices(await read_body(request, CHOICE_KEYS))
+            choices = parse_choices(await read_json_object(request, CHOICE_KEYS, MAX_BODY_BYTES))
         except BadRequest as exc:
             return refused(str(exc), exc.status)
         chats = self.services.store.chats
@@ -395,7 +368,7 @@ class AnswerRoutes:
     async def edit_last(self, request: web.Request) -> web.Response:
         conversation_id = path_id(request)
         try:
-            await read_body(request, frozenset())
+            await read_json_object(request, frozenset(), MAX_BODY_BYTES)
             if conversation_id in self.by_conversation:
                 raise BadRequest("Still answering: Esc stops it.", 409)
             session = self.session()
@@ -409,7 +382,7 @@ class AnswerRoutes:
 
     async def sampling(self, request: web.Request) -> web.Response:
         try:
-            choices = parse_choices(await read_body(request, CHOICE_KEYS - {"system_prompt"}))
+            choices = parse_choices(await read_json_object(request, CHOICE_KEYS - {"system_prompt"}, MAX_BODY_BYTES))
         except BadRequest as exc:
             return refused(str(exc), exc.status)
         services = self.services

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from workbench.core.hub import names as hub_names
 from workbench.core.models.spec import ModelManagerError
+from workbench.server.bodies import read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -32,7 +33,7 @@ class BadRequest(ValueError):
 async def read_object(request: web.Request, keys: frozenset[str]) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
+    body = await read_bounded(request, MAX_BODY_BYTES)
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not body.strip():

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from workbench.server.bodies import read_bounded
 from workbench.server.ndjson import NdjsonStream, PeerGone
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class ChatRoutes:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _too_large()
-        body = await request.content.read(MAX_BODY_BYTES + 1)
+        body = await read_bounded(request, MAX_BODY_BYTES)
         if len(body) > MAX_BODY_BYTES:
             return _too_large()
         try:

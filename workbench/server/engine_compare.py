@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -38,6 +37,7 @@ from workbench.core.compare.wire import WireError, contender_from, plan_document
 from workbench.core.compare.wire import side_event_document as event_document
 from workbench.core.models.spec import ModelManagerError, UnknownModelError
 from workbench.core.storage.votes import VOTE_OUTCOMES
+from workbench.server.bodies import BadRequest, read_json_object
 from workbench.server.ndjson import HEARTBEAT_S, NdjsonStream, PeerGone
 
 if TYPE_CHECKING:
@@ -53,33 +53,6 @@ SID = r"{sid:[A-Za-z0-9_-]{1,64}}"
 TURN = r"{turn:\d{1,18}}"
 FACE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 ASK_KEYS = frozenset({"prompt", "a", "b", "plan", "face"})
-
-
-class BadRequest(ValueError):
-    """A request the route refuses: ``status`` and why."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def read_body(request: web.Request, keys: frozenset[str], limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
-    """The JSON object of a body (none: ``{}``): at most ``limit`` bytes (413), an object, no key outside ``keys``."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(f"the body is larger than {limit} bytes", 413)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BadRequest(f"the body is larger than {limit} bytes", 413)
-    try:
-        document = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the body must be a JSON object")
-    if unknown := sorted(set(document) - keys):
-        known = ", ".join(sorted(keys)) or "none"
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: {known})")
-    return document
 
 
 def refused(message: str, status: int) -> web.Response:
@@ -164,7 +137,7 @@ class CompareRoutes:
         app.on_shutdown.append(self.close)
 
     async def _body(self, request: web.Request, keys: frozenset[str]) -> dict[str, Any]:
-        return await read_body(request, keys, self.max_body_bytes)
+        return await read_json_object(request, keys, self.max_body_bytes)
 
     # --- sessions --------------------------------------------------------------------------------
 

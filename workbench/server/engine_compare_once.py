@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from workbench.server.bodies import read_bounded
 from workbench.server.engine_chat import (
     END,
     KEYS,
@@ -64,7 +65,7 @@ class CompareRoutes:
     async def compare(self, request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _error(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-        body = await request.content.read(MAX_BODY_BYTES + 1)
+        body = await read_bounded(request, MAX_BODY_BYTES)
         try:
             asked = parse_compare(body)
         except BadRequest as exc:
