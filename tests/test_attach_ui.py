@@ -157,7 +157,9 @@ async def test_the_memory_strip_shows_the_engine_s_samples(app_paths: AppPaths) 
             await wait_for(pilot, lambda: app.memory_snapshot is not None and app.memory_snapshot.system_total > 0,
                            "the app to show a sample")  # fmt: skip
             app.sample_memory()  # what the app does each second: nothing awaited between this and the check
-            assert app.memory_snapshot is services.probe.latest  # the engine's sample, not one the app took
+            # the engine's sample, not one the app took (equal, not the same object: a reactive keeps the old value
+            # when the new one is equal)
+            assert app.memory_snapshot == services.probe.latest
             assert "RAM " in strip_text(app) and "budget 0/" in strip_text(app)
             budget = engine.services.manager.budget.bytes
             assert services.manager.budget.bytes == budget  # the engine's budget, from its models document
