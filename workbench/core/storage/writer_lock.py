@@ -16,6 +16,7 @@ it. A face that opened the file read-only (``Store(path, read_only=True)``) is n
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -25,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-
-from workbench.core.engine_home import EngineLock
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +44,36 @@ def writer_lock_path(database: Path) -> Path:
     return database.with_name(database.name + WRITER_SUFFIX)
 
 
-class HistoryWriterLock(EngineLock):
+class HistoryWriterLock:
     """``<database>.writer``, held (flock, exclusive) by the one process that writes the database. The lock belongs to
     the open file: it goes with the process (killed or not), and the file itself stays (deleting a lock file races)."""
 
     def __init__(self, database: Path) -> None:
-        super().__init__(writer_lock_path(database))
         self.database = database
+        self.path = writer_lock_path(database)
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
 
     def try_acquire(self) -> bool:
         if self.fd is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not super().try_acquire():
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             return False
-        assert self.fd is not None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
         with contextlib.suppress(OSError):  # who holds it, for a second engine's message; the lock works without
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return True
 
     def holder(self) -> int | None:
@@ -72,6 +83,14 @@ class HistoryWriterLock(EngineLock):
         except OSError:
             return None
         return int(text) if text.isdigit() else None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 # --- other processes that have the database open --------------------------------------------------------
