@@ -21,6 +21,7 @@ from workbench.cli.common import (
     CommandError,
     UsageError,
     add_command,
+    attach_engine,
     note,
     print_json,
     read_prompt,
@@ -52,34 +53,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                       '{"model", "answer", "figures", "finish_reason", "stopped"}')  # fmt: skip
 
 
-def attach(paths: AppPaths) -> Path:
-    """The socket of this data folder's engine, started when none runs; CommandError when it cannot be."""
-    from workbench.client.engine import same_code
-    from workbench.core.engine_home import EngineHomeError
-    from workbench.engine_process import EngineStartError, start_engine
-
-    try:
-        info = start_engine(paths)
-    except (EngineHomeError, EngineStartError, OSError) as exc:
-        raise CommandError(f"cannot start the engine: {exc}") from exc
-    if not same_code(info):
-        note(f"note: the engine (pid {info.get('pid')}) runs another version of workbench's code; "
-             "`workbench stop` ends it, and the next command starts one with this code")  # fmt: skip
-    return Path(info["socket"]) if info.get("socket") else _socket(paths)
-
-
-def _socket(paths: AppPaths) -> Path:
-    from workbench.core.engine_home import engine_home
-
-    return engine_home(paths).socket
-
-
 def run_chat(paths: AppPaths, args: argparse.Namespace) -> int:
     prompt = read_prompt(args.prompt)
     body: dict[str, Any] = {"model": args.model, "prompt": prompt, **sampling_flags(args)}  # bad flags: exit 2 here
     if args.system is not None:
         body["system"] = args.system
-    return asyncio.run(chat(attach(paths), body, as_json=args.json))
+    return asyncio.run(chat(attach_engine(paths), body, as_json=args.json))
 
 
 @dataclass

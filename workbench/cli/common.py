@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -74,6 +75,25 @@ def print_json(document: Any) -> None:
     """The one JSON document a --json command writes to stdout."""
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def attach_engine(paths: AppPaths, tell: Callable[[str], None] | None = None) -> Path:
+    """The socket of this data folder's engine, started in the background when none answers; CommandError when none
+    can start. An engine running other code than this command is said (through ``tell``, default: stderr)."""
+    from workbench.client.engine import same_code
+    from workbench.core.engine_home import EngineHomeError, engine_home
+    from workbench.engine_process import EngineStartError, start_engine
+
+    try:
+        info = start_engine(paths)
+        socket = engine_home(paths).socket
+    except (EngineStartError, EngineHomeError, OSError) as exc:
+        raise CommandError(f"cannot start the engine: {exc}") from exc
+    if not same_code(info):
+        (tell or note)(f"note: the engine (pid {info.get('pid')}) runs other code than this command (an update since "
+                       "it started); `workbench stop` when it is idle, and the next command starts one with this "
+                       "code")  # fmt: skip
+    return socket
 
 
 def note(message: str) -> None:

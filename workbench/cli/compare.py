@@ -14,13 +14,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from workbench.cli.chat import STOP_GRACE_S, attach, refusal, stop_quietly
+from workbench.cli.chat import STOP_GRACE_S, refusal, stop_quietly
 from workbench.cli.common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
     CommandError,
     add_command,
+    attach_engine,
     note,
     print_json,
     read_prompt,
@@ -58,7 +59,7 @@ def run_compare(paths: AppPaths, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"a": args.model_a, "b": args.model_b, "prompt": prompt, **sampling_flags(args)}
     if args.system is not None:
         body["system"] = args.system
-    return asyncio.run(compare(attach(paths), body, as_json=args.json))
+    return asyncio.run(compare(attach_engine(paths), body, as_json=args.json))
 
 
 @dataclass

@@ -22,6 +22,7 @@ from workbench.cli.common import (
     ProgressBar,
     UsageError,
     add_command,
+    attach_engine,
     note,
     print_json,
     stop_on_interrupt,
@@ -76,25 +77,8 @@ def run_embed(paths: AppPaths, args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(source)
     if not output.parent.is_dir():
         raise CommandError(f"cannot write {output}: no folder {output.parent}")
-    socket = engine_socket(paths)
+    socket = attach_engine(paths)
     return asyncio.run(embed(paths, socket, args, source, output))
-
-
-def engine_socket(paths: AppPaths) -> Path:
-    """The engine's socket, starting an engine when none answers (a CommandError when none can start)."""
-    from workbench.client.engine import same_code
-    from workbench.core.engine_home import EngineHomeError, engine_home
-    from workbench.engine_process import EngineStartError, start_engine
-
-    try:
-        info = start_engine(paths)
-        socket = engine_home(paths).socket
-    except (EngineStartError, EngineHomeError, OSError) as exc:
-        raise CommandError(f"cannot start the engine: {exc}") from exc
-    if not same_code(info):
-        note(f"note: the engine (pid {info.get('pid')}) runs other code than this command (an update since it "
-             "started); `workbench stop` when it is idle, then run this again if this goes wrong")  # fmt: skip
-    return socket
 
 
 async def resolve_embedder(paths: AppPaths, client: EngineClient, wanted: str) -> str:

@@ -18,7 +18,16 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from workbench.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TerminalLine, bar_line
+from workbench.cli.common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    TerminalLine,
+    attach_engine,
+    bar_line,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -118,20 +127,11 @@ def say(message: str) -> None:
 
 def _engine(paths: AppPaths) -> Path | None:
     """The engine's socket, starting an engine when none answers; None (said why) when none can start."""
-    from workbench.client.engine import same_code
-    from workbench.core.engine_home import EngineHomeError, engine_home
-    from workbench.engine_process import EngineStartError, start_engine
-
     try:
-        info = start_engine(paths)
-        socket = engine_home(paths).socket
-    except (EngineStartError, EngineHomeError, OSError) as exc:
-        say(f"cannot start the engine: {exc}")
+        return attach_engine(paths, tell=say)
+    except CommandError as exc:
+        say(str(exc))
         return None
-    if not same_code(info):
-        say(f"note: the engine (pid {info.get('pid')}) runs other code than this command (an update since it "
-            "started); `workbench stop` when it is idle, then run this again if this goes wrong")  # fmt: skip
-    return socket
 
 
 @contextlib.contextmanager

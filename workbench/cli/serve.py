@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from workbench.cli.common import EXIT_ERROR, EXIT_OK, CommandError, UsageError, add_command, note
+from workbench.cli.common import EXIT_ERROR, EXIT_OK, CommandError, UsageError, add_command, attach_engine, note
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -93,30 +93,12 @@ def plan_serve(paths: AppPaths, args: argparse.Namespace) -> ServePlan:
 
 def run_serve(paths: AppPaths, args: argparse.Namespace) -> int:
     plan = plan_serve(paths, args)
-    socket = engine_started(paths)
+    socket = attach_engine(paths)
     try:
         return asyncio.run(serve(socket, plan))
     except KeyboardInterrupt:  # ctrl+c where no handler of ours could be installed (the listener closes by itself)
         note("stopped")
         return EXIT_OK
-
-
-def engine_started(paths: AppPaths) -> Path:
-    """The engine's socket, once it answers (started in the background when none runs)."""
-    from workbench.client.engine import same_code
-    from workbench.core.engine_home import EngineHomeError, engine_home
-    from workbench.engine_process import EngineStartError, start_engine
-
-    try:
-        info = start_engine(paths)
-        socket = engine_home(paths).socket
-    except (EngineStartError, EngineHomeError, OSError) as exc:
-        raise CommandError(f"cannot start the engine: {exc}") from exc
-    if not same_code(info):
-        note(f"the running engine (pid {info.get('pid')}) runs other code than this workbench (updated since it "
-             "started?); it serves anyway. `workbench stop` when it is idle, then serve again, to use this "
-             "code")  # fmt: skip
-    return socket
 
 
 @contextlib.contextmanager
