@@ -51,18 +51,39 @@ def stored_ended(message: StoredMessage) -> dict[str, Any]:
     return ended_document(AnswerEnded(message.status, message.content, figures, message.error))
 
 
-def event_document(event: SessionEvent) -> dict[str, Any]:
+def run_event_document(event: object) -> dict[str, Any] | None:
+    """The document of what a run streams (a token, prompt reading, a trimmed prompt) — the Chat pane's answers and
+    each Compare side alike; None for any other event."""
     if isinstance(event, Token):
         return {"type": "token", "text": event.text}
     if isinstance(event, Reading):
         return {"type": "reading", "done": event.done, "total": event.total, "cached": event.cached}
+    if isinstance(event, ContextTrimmed):
+        return {"type": "trimmed", "dropped": event.dropped, "prompt_tokens": event.prompt_tokens,
+                "window": event.window}  # fmt: skip
+    return None
+
+
+def run_event_from(document: dict[str, Any]) -> Token | Reading | ContextTrimmed | None:
+    """The run event a document stands for; None for another kind. Raises KeyError/TypeError/ValueError when it is
+    malformed (the callers say which event)."""
+    kind = document["type"]
+    if kind == "token":
+        return Token(str(document["text"]))
+    if kind == "reading":
+        return Reading(int(document["done"]), int(document["total"]), int(document["cached"]))
+    if kind == "trimmed":
+        return ContextTrimmed(int(document["dropped"]), int(document["prompt_tokens"]), int(document["window"]))
+    return None
+
+
+def event_document(event: SessionEvent) -> dict[str, Any]:
+    if (document := run_event_document(event)) is not None:
+        return document
     if isinstance(event, Waiting):
         return {"type": "waiting", "what": event.what}
     if isinstance(event, ModelChosen):
         return {"type": "model_chosen", "model": event.model_id}
-    if isinstance(event, ContextTrimmed):
-        return {"type": "trimmed", "dropped": event.dropped, "prompt_tokens": event.prompt_tokens,
-                "window": event.window}  # fmt: skip
     return ended_document(event)
 
 
@@ -70,16 +91,12 @@ def event_from(document: dict[str, Any]) -> SessionEvent:
     """The event a document stands for; WireError when it stands for none."""
     try:
         kind = document["type"]
-        if kind == "token":
-            return Token(str(document["text"]))
-        if kind == "reading":
-            return Reading(int(document["done"]), int(document["total"]), int(document["cached"]))
+        if (event := run_event_from(document)) is not None:
+            return event
         if kind == "waiting":
             return Waiting(str(document["what"]))
         if kind == "model_chosen":
             return ModelChosen(str(document["model"]))
-        if kind == "trimmed":
-            return ContextTrimmed(int(document["dropped"]), int(document["prompt_tokens"]), int(document["window"]))
         if kind == "ended":
             figures = document.get("figures")
             return AnswerEnded(MessageStatus(document["status"]), str(document["text"]),

@@ -14,6 +14,7 @@ from typing import Any
 from workbench.core.chat.figures import GenerationFigures
 from workbench.core.chat.run import ContextTrimmed, Finished, Reading, Token
 from workbench.core.chat.sampling import SamplingSettings, validate_sampling
+from workbench.core.chat.wire import run_event_document, run_event_from
 from workbench.core.compare.run import SIDES, Contender, MemoryPlan, PlanKind, SideFailed
 from workbench.core.compare.session import Reveal
 
@@ -30,13 +31,8 @@ class WireError(ValueError):
 
 
 def side_event_document(event: SideEventKind) -> dict[str, Any]:
-    if isinstance(event, Token):
-        return {"type": "token", "text": event.text}
-    if isinstance(event, Reading):
-        return {"type": "reading", "done": event.done, "total": event.total, "cached": event.cached}
-    if isinstance(event, ContextTrimmed):
-        return {"type": "trimmed", "dropped": event.dropped, "prompt_tokens": event.prompt_tokens,
-                "window": event.window}  # fmt: skip
+    if (document := run_event_document(event)) is not None:
+        return document
     if isinstance(event, Finished):
         return {"type": "finished", "figures": event.figures.to_dict() if event.figures else None,
                 "stopped": event.stopped, "finish_reason": event.finish_reason}  # fmt: skip
@@ -47,12 +43,8 @@ def side_event_from(document: Any) -> SideEventKind:
     """The side event a document stands for; WireError when it stands for none."""
     try:
         kind = document["type"]
-        if kind == "token":
-            return Token(str(document["text"]))
-        if kind == "reading":
-            return Reading(int(document["done"]), int(document["total"]), int(document["cached"]))
-        if kind == "trimmed":
-            return ContextTrimmed(int(document["dropped"]), int(document["prompt_tokens"]), int(document["window"]))
+        if (event := run_event_from(document)) is not None:
+            return event
         if kind == "finished":
             figures = document.get("figures")
             reason = document.get("finish_reason")
