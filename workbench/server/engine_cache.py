@@ -11,44 +11,18 @@ Bodies are size-bounded JSON objects; unknown keys are refused.
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from workbench.core.hub import names as hub_names
 from workbench.core.models.spec import ModelManagerError
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, read_json_object
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
 
 MAX_BODY_BYTES = 4 * 1024
-
-
-class BadRequest(ValueError):
-    """A body the route refuses; the message says why (400)."""
-
-
-async def read_object(request: web.Request, keys: frozenset[str]) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await read_bounded(request, MAX_BODY_BYTES)
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    if not body.strip():
-        document: Any = {}
-    else:
-        try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the body must be a JSON object")
-    if unknown := sorted(set(document) - keys):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: "
-                         f"{', '.join(sorted(keys)) or 'none'})")  # fmt: skip
-    return document
 
 
 class CacheRoutes:
@@ -60,14 +34,16 @@ class CacheRoutes:
 
     async def delete(self, request: web.Request) -> web.Response:
         try:
-            document = await read_object(request, frozenset({"repo", "revision"}))
+            document = await read_json_object(request, frozenset({"repo", "revision"}), MAX_BODY_BYTES)
             if "repo" not in document:
                 raise BadRequest("'repo' is missing (org/name)")
             repo = hub_names.check_repo_id(document["repo"])
             revision = document.get("revision")
             if revision is not None and (not isinstance(revision, str) or not hub_names.COMMIT.fullmatch(revision)):
                 raise BadRequest("'revision' must be a commit hash (40 hex digits)")
-        except (BadRequest, hub_names.BadName) as exc:
+        except BadRequest as exc:
+            return _refused(str(exc), exc.status)
+        except hub_names.BadName as exc:
             return _refused(str(exc))
         registry = self.services.registry
         try:
@@ -83,9 +59,9 @@ class CacheRoutes:
 
     async def clean(self, request: web.Request) -> web.Response:
         try:
-            await read_object(request, frozenset())
+            await read_json_object(request, frozenset(), MAX_BODY_BYTES)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         removed = self.services.downloads.clean_partial_files()
         return web.json_response({"removed": [{"path": str(p.path), "size_bytes": p.size_bytes,
                                                "folder_name": p.folder_name, "etag": p.etag,

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 from workbench.server.ndjson import NdjsonStream, PeerGone
 
 if TYPE_CHECKING:
@@ -45,31 +44,11 @@ CLOSE_WAIT_S = 5.0  # at engine shutdown, how long the answers get to end after 
 END = object()  # the last item of an answer's queue
 
 
-class BadRequest(ValueError):
-    """A body the route refuses (400)."""
-
-
 def parse_chat(body: bytes) -> dict[str, Any]:
     """The checked body of ``POST /v1/chat``: model, prompt, system (None: the configured one), sampling (a dict of
     the values sent). Raises BadRequest."""
-    document = json_object(body, KEYS, '{"model": ID, "prompt": TEXT, ...}')
+    document = parse_json_object(body, KEYS, MAX_BODY_BYTES, '{"model": ID, "prompt": TEXT, ...}')
     return {"model": model_id(document, "model"), **prompt_and_sampling(document)}
-
-
-def json_object(body: bytes, keys: frozenset[str], shape: str) -> dict[str, Any]:
-    """The body as a JSON object with none but ``keys``; BadRequest (``shape`` says what is expected)."""
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest(f"the body must be a JSON object: {shape}")
-    if unknown := sorted(set(document) - keys):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} "
-                         f"(known: {', '.join(sorted(keys))})")  # fmt: skip
-    return document
 
 
 def model_id(document: dict[str, Any], key: str) -> str:

@@ -19,15 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 from workbench.server.engine_chat import (
     END,
     KEYS,
     MAX_BODY_BYTES,
     STOP_WAIT_S,
-    BadRequest,
     UnknownChatModel,
-    json_object,
     line_of,
     loading_note,
     model_id,
@@ -49,7 +47,7 @@ SIDES = ("a", "b")
 
 def parse_compare(body: bytes) -> dict[str, Any]:
     """The checked body of ``POST /v1/compare``: a, b, prompt, system, sampling. Raises BadRequest."""
-    document = json_object(body, COMPARE_KEYS, '{"a": ID, "b": ID, "prompt": TEXT, ...}')
+    document = parse_json_object(body, COMPARE_KEYS, MAX_BODY_BYTES, '{"a": ID, "b": ID, "prompt": TEXT, ...}')
     return {"a": model_id(document, "a"), "b": model_id(document, "b"), **prompt_and_sampling(document)}
 
 
@@ -69,7 +67,7 @@ class CompareRoutes:
         try:
             asked = parse_compare(body)
         except BadRequest as exc:
-            return _error(str(exc), 413 if len(body) > MAX_BODY_BYTES else 400)
+            return _error(str(exc), exc.status)
         settings, notes = self.chat._fresh_settings()
         resolved: dict[str, tuple[str, bool]] = {}
         for side in SIDES:

@@ -28,7 +28,6 @@ repo again with its own.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +37,7 @@ from aiohttp import web
 
 from workbench.core.hub import names as hub_names
 from workbench.core.hub.downloads.jobs import ACTIVE, HubAccess, JobState
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -56,10 +55,6 @@ SETTLE_WAIT_S = 5.0  # a retry right after a cancel waits this long at most for 
 KEYS = frozenset({"repo", "revision", "files", "include", "all_files", "endpoint", "token"})
 CANCEL_KEYS = frozenset({"repo", "revision"})
 ACTIONS = ("pause", "resume", "cancel", "retry")
-
-
-class BadRequest(ValueError):
-    """A body the route refuses; the message says why (answered as 400)."""
 
 
 class Refused(Exception):
@@ -80,7 +75,8 @@ class QueueRequest:
 
 def parse_queue(body: bytes) -> QueueRequest:
     """The checked body of ``POST /v1/downloads``, or BadRequest (whose message never holds the token)."""
-    document = _object(body, '{"repo": "org/name", "revision"?: ..., "include"?: [...]}', KEYS)
+    shape = '{"repo": "org/name", "revision"?: ..., "include"?: [...]}'
+    document = parse_json_object(body, KEYS, MAX_BODY_BYTES, shape)
     repo, revision = _repo(document)
     include = document.get("include")
     if include is not None:
@@ -112,14 +108,14 @@ def parse_queue(body: bytes) -> QueueRequest:
 
 def parse_cancel(body: bytes) -> tuple[str, str | None]:
     """``(repo, revision or None)`` from a ``POST /v1/downloads/cancel`` body, or BadRequest."""
-    document = _object(body, '{"repo": "org/name", "revision"?: ...}', CANCEL_KEYS)
+    document = parse_json_object(body, CANCEL_KEYS, MAX_BODY_BYTES, '{"repo": "org/name", "revision"?: ...}')
     repo, revision = _repo(document)
     return repo, revision if "revision" in document else None
 
 
 def parse_move(body: bytes) -> int:
     """The ``by`` of a ``POST /v1/downloads/{id}/move`` body (negative: sooner), or BadRequest."""
-    document = _object(body, '{"by": -1 | 1}', frozenset({"by"}))
+    document = parse_json_object(body, frozenset({"by"}), MAX_BODY_BYTES, '{"by": -1 | 1}')
     by = document.get("by")
     if not isinstance(by, int) or isinstance(by, bool) or by == 0 or abs(by) > MAX_MOVE:
         raise BadRequest(f"'by' must be a non-zero whole number of places, at most {MAX_MOVE} either way "
@@ -129,23 +125,7 @@ def parse_move(body: bytes) -> int:
 
 def parse_empty(body: bytes) -> None:
     """A control's body: nothing, or ``{}``."""
-    if body.strip():
-        _object(body, "no body, or {}", frozenset())
-
-
-def _object(body: bytes, shape: str, keys: frozenset[str]) -> dict[str, Any]:
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest(f"the body must be a JSON object: {shape}")
-    if unknown := sorted(set(document) - keys):
-        known = ", ".join(sorted(keys)) or "none"
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: {known})")
-    return document
+    parse_json_object(body, frozenset(), MAX_BODY_BYTES, "no body, or {}", empty_is_object=True)
 
 
 def _repo(document: dict[str, Any]) -> tuple[str, str]:
@@ -238,7 +218,7 @@ class DownloadRoutes:
         try:
             asked = parse_queue(body)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         job = self.downloads.enqueue(asked.repo, asked.revision, asked.files, include=asked.include,
                                      all_files=asked.all_files, hub=asked.hub)  # fmt: skip
         return web.json_response(self.row(job.id))
@@ -267,7 +247,7 @@ class DownloadRoutes:
                     await self.downloads.wait(job_id, SETTLE_WAIT_S)
             _act(self.downloads, job_id, action)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         except Refused as exc:
             return _refused(str(exc), 409)
         return web.json_response(self.row(job_id))
@@ -282,7 +262,7 @@ class DownloadRoutes:
         try:
             by = parse_move(body)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         self.downloads.move(job_id, by)
         return web.json_response(self.row(job_id))
 
@@ -293,7 +273,7 @@ class DownloadRoutes:
         try:
             repo, revision = parse_cancel(body)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         queue = self.downloads
         jobs = [job for job in queue.jobs() if job.repo_id == repo and (revision is None or job.revision == revision)
                 and job.state not in (JobState.DONE, JobState.CANCELLED)]  # fmt: skip
@@ -312,7 +292,7 @@ class DownloadRoutes:
         try:
             parse_empty(body)
         except BadRequest as exc:
-            return _refused(str(exc))
+            return _refused(str(exc), exc.status)
         action = request.path.rsplit("/", 1)[1]
         if action == "forget-finished":
             forgotten = self.downloads.forget_finished()

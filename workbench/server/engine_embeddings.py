@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from workbench.core.models.spec import ModelManagerError, ModelRole, UnknownModelError
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, checked_keys, read_bounded
 from workbench.server.ndjson import HEARTBEAT_S, NdjsonStream, PeerGone
 
 if TYPE_CHECKING:
@@ -62,14 +62,6 @@ FACE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 ID = r"{id:emb-\d{1,18}}"
 
 
-class BadRequest(ValueError):
-    """A request the route refuses: ``status`` and why."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 # --- reading requests --------------------------------------------------------------------------------
 
 
@@ -86,15 +78,6 @@ async def read_json(request: web.Request, limit: int) -> Any:
         return json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not JSON: {str(exc)[:200]}") from None
-
-
-def checked_object(document: Any, keys: frozenset[str], shape: str) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise BadRequest(f"the body must be a JSON object: {shape}")
-    if unknown := sorted(set(document) - keys):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} "
-                         f"(known: {', '.join(sorted(keys))})")  # fmt: skip
-    return document
 
 
 def checked_model(document: dict[str, Any]) -> str:
@@ -114,7 +97,7 @@ class JobRequest:
     """What ``POST /v1/embeddings/jobs`` asked for, checked."""
 
     def __init__(self, document: Any) -> None:
-        document = checked_object(document, JOB_KEYS, '{"model": id, "texts": [...]} or {"model": id, "corpus": '
+        document = checked_keys(document, JOB_KEYS, '{"model": id, "texts": [...]} or {"model": id, "corpus": '
                                                        '{"path": ABSOLUTE, "column"?: name}}')  # fmt: skip
         self.model_id = checked_model(document)
         face = document.get("face", "tui")
@@ -141,7 +124,7 @@ class JobRequest:
             self.key = (self.model_id, "texts", digest.hexdigest())
             label = f"{len(texts)} texts"
         else:
-            corpus = checked_object(document["corpus"], CORPUS_KEYS, '{"path": ABSOLUTE, "column"?: name}')
+            corpus = checked_keys(document["corpus"], CORPUS_KEYS, '{"path": ABSOLUTE, "column"?: name}')
             raw = corpus.get("path")
             if not isinstance(raw, str) or not raw or len(raw) > 4096 or "\0" in raw:
                 raise BadRequest("'corpus.path' must be a path")
@@ -158,7 +141,7 @@ class JobRequest:
 
 
 def parse_query(document: Any) -> tuple[str, str]:
-    document = checked_object(document, QUERY_KEYS, '{"model": id, "text": ...}')
+    document = checked_keys(document, QUERY_KEYS, '{"model": id, "text": ...}')
     text = document.get("text")
     if not isinstance(text, str):
         raise BadRequest("'text' must be a string")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import time
@@ -40,7 +39,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from workbench.core.settings.config import is_host
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 from workbench.server.engine_events import Subscription
 from workbench.server.limits import MB, ServeLimits, is_loopback
 from workbench.server.ndjson import NdjsonStream, PeerGone
@@ -82,17 +81,11 @@ class ListenerRequest:
 
 def parse_listener(body: bytes) -> ListenerRequest:
     """A ``POST /v1/listeners`` body, or ListenerError(400/413). Messages never quote the key."""
-    if len(body) > MAX_BODY_BYTES:
-        raise ListenerError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        document = json.loads(body) if body else {}
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ListenerError(400, f"the body is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ListenerError(400, 'the body must be a JSON object: {"host"?, "port"?, "api_key"?, "keep"?}')
-    if unknown := sorted(set(document) - KEYS):
-        raise ListenerError(400, f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: api_key, "
-                                 "host, keep, port)")  # fmt: skip
+        document = parse_json_object(body, KEYS, MAX_BODY_BYTES, '{"host"?, "port"?, "api_key"?, "keep"?}',
+                                     empty_is_object=True)  # fmt: skip
+    except BadRequest as exc:
+        raise ListenerError(exc.status, str(exc)) from None
     host = document.get("host", DEFAULT_HOST)
     if not isinstance(host, str) or not is_host(host):
         raise ListenerError(400, "'host' must be a host name or address without spaces (127.0.0.1, ::1, 0.0.0.0)")

@@ -17,7 +17,6 @@ on disk, 400 for the built-in embedder; ``path``, where the face saw the model, 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from workbench.core.models.spec import ModelManagerError, UnknownModelError
 from workbench.core.wire import model_info_to_wire
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 
 if TYPE_CHECKING:
     from workbench.core.models.lifecycle import ModelManager
@@ -48,21 +47,10 @@ def models_document(manager: ModelManager) -> dict[str, Any]:
     }
 
 
-class BadRequest(ValueError):
-    pass
-
-
 def parse_model_action(body: bytes, with_pinned: bool = False) -> tuple[str, bool]:
     """``(model id, pinned)`` from an action's body, or BadRequest."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON") from None
-    known = {"model", "pinned"} if with_pinned else {"model"}
-    if not isinstance(document, dict):
-        raise BadRequest('the body must be a JSON object: {"model": id}')
-    if unknown := sorted(set(document) - known):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])}")
+    known = frozenset({"model", "pinned"} if with_pinned else {"model"})
+    document = parse_json_object(body, known, MAX_BODY_BYTES, '{"model": id}')
     model_id = document.get("model")
     if not isinstance(model_id, str) or not model_id or len(model_id) > MAX_ID_CHARS:
         raise BadRequest(f"'model' must be a model id (a string of at most {MAX_ID_CHARS} characters)")
@@ -92,7 +80,7 @@ class ModelRoutes:
         try:
             return parse_model_action(body, with_pinned)
         except BadRequest as exc:
-            return refused(str(exc))
+            return refused(str(exc), exc.status)
 
     async def load(self, request: web.Request) -> web.Response:
         parsed = await self._action(request)
@@ -128,14 +116,8 @@ class ModelRoutes:
 
 def parse_delete(body: bytes) -> tuple[str, Path | None]:
     """``(model id, the path the face saw)`` from a delete's body, or BadRequest."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(document, dict):
-        raise BadRequest('the body must be a JSON object: {"model": id, "path"?: ABSOLUTE}')
-    if unknown := sorted(set(document) - {"model", "path"}):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} (known: model, path)")
+    document = parse_json_object(body, frozenset({"model", "path"}), MAX_BODY_BYTES,
+                                 '{"model": id, "path"?: ABSOLUTE}')  # fmt: skip
     model_id = document.get("model")
     if (not isinstance(model_id, str) or not model_id or len(model_id) > MAX_ID_CHARS
             or any(ord(c) < 0x20 for c in model_id)):  # fmt: skip
@@ -168,7 +150,7 @@ class ModelDeleteRoutes:
         try:
             model_id, seen_at = parse_delete(body)
         except BadRequest as exc:
-            return refused(str(exc))
+            return refused(str(exc), exc.status)
         try:
             model = await asyncio.to_thread(self._find, model_id)
         except (OSError, ValueError) as exc:

@@ -17,7 +17,6 @@ belongs to the turn the session holds), so neither is a route here.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from workbench.core.prompt_cache.reuse import chat_cache_key
-from workbench.server.bodies import read_bounded
+from workbench.server.bodies import BadRequest, parse_json_object, read_bounded
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -41,34 +40,10 @@ MAX_ID = 2**63 - 1  # SQLite's integer
 ID_TEXT = re.compile(r"[1-9][0-9]{0,18}")
 
 
-class BadRequest(ValueError):
-    """A request the route refuses; the message says why (answered with ``status``)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def parse_id(text: str) -> int:
     if not ID_TEXT.fullmatch(text) or int(text) > MAX_ID:
         raise BadRequest(f"{text[:40]!r} is not a conversation id (a positive integer)")
     return int(text)
-
-
-def parse_object(body: bytes, known: frozenset[str], shape: str) -> dict[str, Any]:
-    """The body as a JSON object holding only ``known`` keys, or BadRequest."""
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(f"the body is larger than {MAX_BODY_BYTES} bytes", 413)
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not JSON") from None
-    if not isinstance(document, dict):
-        raise BadRequest(f"the body must be a JSON object: {shape}")
-    if unknown := sorted(set(document) - known):
-        raise BadRequest(f"unknown key(s): {', '.join(repr(k)[:60] for k in unknown[:5])} "
-                         f"(known: {', '.join(sorted(known))})")  # fmt: skip
-    return document
 
 
 def _text(document: dict[str, Any], key: str, limit: int, what: str) -> str:
@@ -83,14 +58,14 @@ def _text(document: dict[str, Any], key: str, limit: int, what: str) -> str:
 
 
 def parse_rename(body: bytes) -> str:
-    document = parse_object(body, frozenset({"title"}), '{"title": "..."}')
+    document = parse_json_object(body, frozenset({"title"}), MAX_BODY_BYTES, '{"title": "..."}')
     return _text(document, "title", MAX_TITLE_CHARS, "the chat's new title").strip()
 
 
 def parse_embedding_set(body: bytes) -> tuple[str, str | None, str, int]:
     """``(path, column, model id, passages)`` from a ``POST /v1/embedding-sets`` body, or BadRequest."""
     shape = '{"path": "/absolute/path", "column": str | null, "model": id, "passages": int}'
-    document = parse_object(body, frozenset({"path", "column", "model", "passages"}), shape)
+    document = parse_json_object(body, frozenset({"path", "column", "model", "passages"}), MAX_BODY_BYTES, shape)
     if missing := sorted({"path", "model", "passages"} - set(document)):
         raise BadRequest(f"missing key(s): {', '.join(missing)} ({shape})")
     path = _text(document, "path", MAX_PATH_CHARS, "the corpus's absolute path")
