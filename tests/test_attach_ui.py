@@ -339,12 +339,12 @@ async def test_an_engine_running_other_code_is_named_and_restarted_on_request(
 ) -> None:
     import workbench.client.link as link_module
 
-    monkeypatch.setattr(link_module, "same_code", lambda info: False)  # as an engine started before an update
+    monkeypatch.setattr(link_module, "same_code", lambda info: False)  # the engine or this face changed since
     async with engines(app_paths) as running:
         app = running.face()
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: attached(app), "the app to attach", WAIT_S)
-            await wait_for(pilot, lambda: "The engine runs other code (started before an update)" in notes(app),
+            await wait_for(pilot, lambda: "The engine runs other code than this workbench" in notes(app),
                            "the app to say so")  # fmt: skip
             assert "Restart the engine" in [command.title for command in app.get_system_commands(app.screen)]
             assert app.engine_face is not None

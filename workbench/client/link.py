@@ -41,7 +41,7 @@ class LinkStatus:
     state: LinkState
     detail: str = ""  # in words, for the face to show
     engine: dict[str, Any] | None = None  # the handshake of the engine attached to
-    other_code: bool = False  # the engine runs other code than this face (started before an update)
+    other_code: bool = False  # the engine runs other code than this face (one of them changed since it started)
 
 
 class EngineLink:

@@ -3,7 +3,7 @@
 The link starts after the first frame. Its states reach the person: a quiet note in the memory strip while
 connecting or lost, a notification when the engine was lost (and a new one attached), when it stopped (nothing
 starts it again until the person asks: the command palette's "Start the engine") or runs other code than this
-face (started before an update: "Restart the engine" stops it and starts a new one). Events become what the app
+face (one of them changed since the engine started: "Restart the engine" stops it and starts a new one). Events become what the app
 shows in-process: the models' listener (ModelsChanged), the downloads' (DownloadChanged), the import's
 (ImportProgress), and each memory sample as the app's ``memory_snapshot``.
 """
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 CONNECTING = "connecting to the engine…"
 START_HINT = "ctrl+p, then “Start the engine”, starts it again."
-OTHER_CODE = ("The engine runs other code (started before an update): restart it when idle? ctrl+p, then “Restart "
-              "the engine”.")  # fmt: skip
+OTHER_CODE = ("The engine runs other code than this workbench (one of them changed since the engine started): restart "
+              "it when idle? ctrl+p, then “Restart the engine”.")  # fmt: skip
 
 
 class EngineFace:
