@@ -3,9 +3,9 @@
 The link starts after the first frame. Its states reach the person: a quiet note in the memory strip while
 connecting or lost, a notification when the engine was lost (and a new one attached), when it stopped (nothing
 starts it again until the person asks: the command palette's "Start the engine") or runs other code than this
-face (one of them changed since the engine started: "Restart the engine" stops it and starts a new one). Events become what the app
-shows in-process: the models' listener (ModelsChanged), the downloads' (DownloadChanged), the import's
-(ImportProgress), and each memory sample as the app's ``memory_snapshot``.
+face (one of them changed since the engine started: "Restart the engine" stops it and starts a new one). Events
+become what the app shows in-process: the models' listener (ModelsChanged), the downloads' (DownloadChanged), the
+import's (ImportProgress), and each memory sample as the app's ``memory_snapshot``.
 """
 
 from __future__ import annotations
