@@ -208,11 +208,14 @@ async def test_stopping_the_engine_ends_a_running_job_as_cancelled(tmp_path: Pat
         started = await EngineClient(home.socket).call_json("POST", JOB, {"model": MODEL, "texts": TEXTS})
         assert started is not None
         await until(lambda: len(backend.batches) == 2, "the second batch to start")
+        job = engine.embeddings.jobs[started["id"]]
+        engine.request_stop()
+        # the gate opens once the stop has reached the job: opened sooner, a third batch could start before it
+        await until(job.cancel.is_set, "the stop to reach the job")
     finally:
         engine.request_stop()
         backend.gate.set()  # the batch in flight ends; the stop waits for it, then the services close
         await asyncio.wait_for(task, 30)
-    job = engine.embeddings.jobs[started["id"]]
     assert job.ended is not None and job.ended["state"] == "cancelled" and "engine stopped" in job.ended["message"]
     assert EmbeddingCache(paths.embeddings_dir).count(MODEL) == 8
 
