@@ -82,6 +82,14 @@ async def test_a_random_model_writes_json_that_validates(manager: ModelManager, 
     jsonschema.validate(json.loads(text), BOUNDED)
 
 
+async def test_every_sampler_setting_keeps_to_the_mask(manager: ModelManager) -> None:
+    sampling = SamplingSettings(temperature=0.8, top_p=0.9, min_p=0.05, top_k=20, repetition_penalty=1.3,
+                                max_tokens=400, seed=7)  # fmt: skip
+    text, finished = await answer(manager, check_rules(json_schema=BOUNDED), sampling)
+    assert finished.finish_reason == "stop", text
+    jsonschema.validate(json.loads(text), BOUNDED)
+
+
 async def test_any_json_object_parses_when_it_stops(manager: ModelManager) -> None:
     """A random model may nest objects without end: at "length" the text need not parse (and is said so)."""
     reasons = []
