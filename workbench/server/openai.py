@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP API over the shared model manager (the `workbench serve` command): its routes,
-the answers plain and streamed, the aiohttp application and the server.
+"""The OpenAI-compatible HTTP API over the shared model manager (the `workbench serve` command): its routes, the
+aiohttp application and the server.
 
 Routes: ``POST /v1/chat/completions`` (plain or streamed as server-sent events) here; ``GET /v1/models`` and
 ``GET /v1/models/{id}`` (every registered model with its role: :mod:`workbench.server.openai_models`, which also
@@ -8,7 +8,8 @@ a :class:`ChatRun` on the manager, so loading, eviction and the memory budget be
 streams of local models take turns on the inference thread.
 The request is read by :mod:`workbench.server.openai_requests`; what is let in (body size, requests at once, the
 API key, loopback) is :mod:`workbench.server.limits`; errors have OpenAI's shape (:mod:`workbench.server.errors`);
-what the routes share is :mod:`workbench.server.openai_shared`.
+what the routes share is :mod:`workbench.server.openai_shared`; a run answered whole or streamed is
+:mod:`workbench.server.openai_answers`.
 
 A stream sends its headers only once the first token exists, so a model that does not fit or fails to load is
 a plain HTTP error. A failure after that is sent as one ``data: {"error": ...}`` event and the stream ends
@@ -24,25 +25,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from workbench.bootstrap import Services
 from workbench.core.chat.model_sampling import chat_sampling
-from workbench.core.chat.run import ChatError, ChatEvent, ChatRun, Finished, Token, trim_to_characters
+from workbench.core.chat.run import ChatError, ChatRun, trim_to_characters
 from workbench.core.models.lifecycle import ModelManager
 from workbench.core.models.names import resolve_model_name
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, answer_errors
 from workbench.server.limits import KeyRequiredError, ServeLimits, WaitingRequests, is_loopback, require_key
+from workbench.server.openai_answers import TRIMMED_HEADER, ChatShape, answer_run
 from workbench.server.openai_embeddings import add_embedding_routes
 from workbench.server.openai_models import add_model_routes, resolve_model
-from workbench.server.openai_requests import CompletionRequest, parse_request
+from workbench.server.openai_requests import parse_request
 from workbench.server.openai_shared import (
     LIMITS,
     REQUEST_FIGURES,
@@ -50,23 +49,14 @@ from workbench.server.openai_shared import (
     REQUEST_STREAM,
     RUNS,
     SERVICES,
-    SSE_HEADERS,
     WAITING,
     body_model,
-    finish_reason,
-    first_answer_event,
-    log_finished,
-    next_event,
     read_json,
-    send_done,
-    send_event,
-    usage,
 )
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0  # running generations are stopped first, so handlers end well before this
-TRIMMED_HEADER = "X-Workbench-Dropped-Messages"
 
 
 def chat_model_ids(manager: ModelManager) -> list[str]:
@@ -74,30 +64,6 @@ def chat_model_ids(manager: ModelManager) -> list[str]:
 
 
 # --- chat completions ----------------------------------------------------------------------------
-
-
-class _Answer:
-    """The pieces of one completion's JSON, plain or chunked."""
-
-    def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
-
-    def _base(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-    def completion(self, text: str, finished: Finished | None) -> dict[str, Any]:
-        message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "finish_reason": finish_reason(finished), "logprobs": None}
-        return {**self._base("chat.completion"), "choices": [choice], "usage": usage(finished)}
-
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        return {**self._base("chat.completion.chunk"), "choices": [choice]}
-
-    def usage_chunk(self, finished: Finished | None) -> dict[str, Any]:
-        return {**self._base("chat.completion.chunk"), "choices": [], "usage": usage(finished)}
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -119,77 +85,8 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         kept, dropped = trim_to_characters(parsed.messages, services.manager.context_length)
     except ChatError as exc:
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
-    parsed = dataclasses.replace(parsed, messages=kept)
-    run = ChatRun(services.manager, parsed.model, parsed.messages, parsed.sampling, holder="an API request")
-    events = run.events()
-    request.app[RUNS].add(run)
-    try:
-        if parsed.stream:
-            return await _streamed(request, parsed, events, dropped)
-        return await _whole(request, parsed, events, dropped)
-    finally:
-        # also reached when the client goes away (aiohttp cancels the handler): the lease goes back
-        run.stop()
-        await events.aclose()  # type: ignore[attr-defined]
-        request.app[RUNS].discard(run)
-
-
-async def _whole(request: web.Request, parsed: CompletionRequest, events: AsyncIterator[ChatEvent],
-                 dropped_before: int) -> web.Response:  # fmt: skip
-    event, dropped = await first_answer_event(events, parsed.model)
-    dropped += dropped_before
-    texts: list[str] = []
-    finished: Finished | None = None
-    while event is not None:
-        if isinstance(event, Token):
-            texts.append(event.text)
-        elif isinstance(event, Finished):
-            finished = event
-        event = await next_event(events, parsed.model)
-    answer = _Answer(parsed.model).completion("".join(texts), finished)
-    log_finished(request, parsed.model, finished)
-    return web.json_response(answer, headers=_trim_headers(dropped))
-
-
-async def _streamed(request: web.Request, parsed: CompletionRequest, events: AsyncIterator[ChatEvent],
-                    dropped_before: int) -> web.StreamResponse:  # fmt: skip
-    event, dropped = await first_answer_event(events, parsed.model)
-    dropped += dropped_before
-    headers = {**SSE_HEADERS, **_trim_headers(dropped)}
-    response = web.StreamResponse(headers=headers)
-    try:
-        await response.prepare(request)
-        await _send_chunks(request, response, parsed, event, events)
-    except ConnectionResetError:
-        log.info("the client of a %s stream went away; stopped the generation", parsed.model)
-    return response
-
-
-async def _send_chunks(request: web.Request, response: web.StreamResponse, parsed: CompletionRequest,
-                       event: ChatEvent | None, events: AsyncIterator[ChatEvent]) -> None:  # fmt: skip
-    """The answer from ``event`` on, as chunks; a failure on the way ends it with an error event."""
-    answer = _Answer(parsed.model)
-    finished: Finished | None = None
-    try:
-        await send_event(response, answer.chunk({"role": "assistant", "content": ""}))
-        while event is not None:
-            if isinstance(event, Token):
-                await send_event(response, answer.chunk({"content": event.text}))
-            elif isinstance(event, Finished):
-                finished = event
-            event = await next_event(events, parsed.model)
-    except ApiError as exc:
-        await send_event(response, {"error": exc.body})
-        return
-    await send_event(response, answer.chunk({}, finish_reason(finished)))
-    if parsed.include_usage:
-        await send_event(response, answer.usage_chunk(finished))
-    await send_done(response)
-    log_finished(request, parsed.model, finished)
-
-
-def _trim_headers(dropped: int) -> dict[str, str]:
-    return {TRIMMED_HEADER: str(dropped)} if dropped else {}
+    run = ChatRun(services.manager, parsed.model, kept, parsed.sampling, holder="an API request")
+    return await answer_run(request, run, ChatShape(parsed.model), parsed.stream, parsed.include_usage, dropped)
 
 
 # --- the app and the server ----------------------------------------------------------------------
