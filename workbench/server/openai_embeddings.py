@@ -23,6 +23,7 @@ from workbench.core.embeddings.cache import normalise
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, generation_error
 from workbench.server.openai_models import resolve_model
+from workbench.server.openai_requests import checked_model
 from workbench.server.openai_shared import REQUEST_MODEL, SERVICES, WAITING, read_json
 
 MAX_INPUTS = 2048  # OpenAI's own bound on one request's inputs
@@ -44,9 +45,7 @@ def parse_embedding_request(body: object) -> EmbeddingRequest:
     """An embeddings request from its JSON body; unknown fields are ignored. Raises ApiError (400)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "'model' is required (an embedding model id from GET /v1/models)", param="model")
+    model = checked_model(body.get("model"))
     encoding = body.get("encoding_format")
     if encoding is None:
         encoding = "float"
