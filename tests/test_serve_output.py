@@ -1,21 +1,25 @@
 """Chat completions' ``stop``, ``seed`` and ``response_format`` read into output rules, spoken to with the real
 openai client and raw HTTP against build_app on the real services with the scripted chat backend (which records
-the rules it is given; constrained decoding itself is core's, tested there)."""
+the rules it is given; constrained decoding itself is core's, tested there), and end to end with a random-weight
+byte-level MLX llama: an answer that stops validates."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openai
 import pytest
 from pydantic import BaseModel
 
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.openai_app import OpenAiApp, serving_app
-from workbench.bootstrap import Services
+from tests.support.tiny_models import make_tiny_byte_llama
+from workbench.bootstrap import Services, build_services
 from workbench.core.chat.output import MAX_SCHEMA_CHARS, OutputRules
 from workbench.core.settings.paths import AppPaths
 
@@ -158,3 +162,45 @@ async def test_a_schema_llguidance_cannot_compile_says_why(served: Served) -> No
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})  # fmt: skip
     assert caught.value.param == "response_format"  # type: ignore[attr-defined]
     assert "schema" in caught.value.message and "nonsense" in caught.value.message
+
+
+# --- constrained decoding end to end: a random-weight byte-level llama (it would write noise) --------------------
+
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "color": {"enum": ["red", "green", "blue"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
+    },
+    "required": ["name", "color", "tags"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def byte_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_byte_llama(tmp_path_factory.mktemp("byte-llama") / "bytes", seed=5)
+
+
+async def test_a_json_schema_answer_that_stops_validates_chat_and_text(app_paths: AppPaths, byte_llama: Path) -> None:
+    app_paths.models_dir.mkdir(parents=True)
+    (app_paths.models_dir / "tiny-bytes").symlink_to(byte_llama, target_is_directory=True)
+    response_format = {"type": "json_schema", "json_schema": {"name": "fruit", "schema": BOUNDED, "strict": True}}
+    stopped = 0
+    async with serving_app(build_services(app_paths), timeout=120) as app:
+        for seed in range(3):
+            answer = await app.client.chat.completions.create(
+                model="tiny-bytes", messages=[{"role": "user", "content": "Describe a fruit."}], seed=seed,
+                temperature=1.0, max_tokens=300, response_format=response_format)  # type: ignore[arg-type]
+            choice = answer.choices[0]
+            if choice.finish_reason == "stop":  # at "length" the JSON may be cut short, as with OpenAI
+                jsonschema.validate(json.loads(choice.message.content or ""), BOUNDED)
+                stopped += 1
+        text = await app.client.completions.create(model="tiny-bytes", prompt="A fruit as JSON:", seed=1,
+                                                   temperature=1.0, max_tokens=300,
+                                                   extra_body={"response_format": {"type": "json_object"}})
+        if text.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(text.choices[0].text), dict)
+            stopped += 1
+    assert stopped >= 2, "a bounded schema should end well within 300 byte tokens"
