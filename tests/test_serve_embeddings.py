@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.support.fake_chat import services_with_fake
-from tests.support.fake_embedder import DIMENSIONS, FakeEmbeddingBackend, fake_embedder_spec
+from tests.support.fake_embedder import DIMENSIONS, FakeEmbeddingBackend, FakeEmbeddingModel, fake_embedder_spec
 from tests.support.openai_app import OpenAiApp, serving_app
 from workbench.bootstrap import Services, build_services
 from workbench.core.embeddings.cache import normalise
@@ -170,3 +170,16 @@ async def test_the_real_minilm_answers_the_panes_vectors_and_its_token_count(app
             tokenizer = lease.handle.tokenizer
             expected = sum(len(tokenizer(text)["input_ids"]) for text in TEXTS)
         assert answer.usage.prompt_tokens == expected
+
+
+async def test_a_failing_embedder_is_a_500_that_says_what_failed_and_gives_the_model_back(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fall_over(self: FakeEmbeddingModel, texts: list[str], **_options: Any) -> Any:
+        raise RuntimeError("the fake embedder fell over")
+
+    monkeypatch.setattr(FakeEmbeddingModel, "encode", fall_over)
+    status, answer = await post(served, {"model": EMBEDDER, "input": "rivers"})
+    assert status == 500 and answer["error"]["type"] == "server_error"
+    assert answer["error"]["message"] == "embedding failed: RuntimeError: the fake embedder fell over"
+    assert served.services.manager.info(EMBEDDER).leases == 0

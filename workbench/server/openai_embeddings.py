@@ -115,7 +115,7 @@ async def embeddings(request: web.Request) -> web.Response:
         try:
             vectors, tokens = await services.embedder.encode_texts(model_id, parsed.texts, holder=HOLDER)
         except Exception as exc:
-            raise generation_error(model_id, exc) from exc
+            raise generation_error(model_id, exc, prompt_param="input", work="embedding") from exc
         vectors = shortened(vectors, parsed.dimensions, model_id)
         # thousands of vectors make megabytes of JSON: written off the loop, which serves every other request
         text = await asyncio.to_thread(answer_text, model_id, vectors, tokens, parsed.encoding_format)
