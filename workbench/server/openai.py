@@ -312,6 +312,9 @@ def build_app(services: Services, limits: ServeLimits | None = None, api_key: st
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)  # ids may hold a slash (org/name)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    from workbench.server.ollama import add_ollama_routes  # its modules read this module's app keys
+
+    add_ollama_routes(app)
     app.on_shutdown.append(_stop_generations)
     return app
 

@@ -27,6 +27,21 @@ def encode_batch(model: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
+class InputTooLongError(ValueError):
+    """A text longer than the embedding model reads, where cutting it was not allowed."""
+
+
+def count_tokens(model: Any, texts: list[str]) -> tuple[list[int], int | None]:
+    """The token count of each text and the most the model reads (None: unknown); by words for a model without a
+    tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    limit = getattr(model, "max_seq_length", None)
+    if tokenizer is None:
+        return [len(text.split()) for text in texts], limit if isinstance(limit, int) else None
+    ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return [len(row) for row in ids], limit if isinstance(limit, int) else None
+
+
 def _never_called(texts: list[str]) -> np.ndarray:
     raise AssertionError("every text was cached")
 
@@ -79,6 +94,20 @@ class Embedder:
                 raise
         finally:
             await lease.release()
+
+    async def encode_texts(self, model_id: str, texts: list[str], truncate: bool = True) -> tuple[np.ndarray, int]:
+        """Normalised vectors for ``texts`` (an API request: nothing cached) and how many tokens they hold. Each text
+        is cut to the model's longest input, unless ``truncate`` is False: then a longer one raises
+        InputTooLongError."""
+        async with await self.manager.acquire(model_id, holder="an API request") as lease:
+            counts, limit = await self.manager.inference.run(count_tokens, lease.handle, texts)
+            if not truncate and limit is not None and (longest := max(counts, default=0)) > limit:
+                raise InputTooLongError(f"an input is {longest} tokens, more than the {limit} that {model_id} reads "
+                                        "(send truncate: true to cut it)")  # fmt: skip
+            rows = [await self.manager.inference.run(encode_batch, lease.handle, texts[i : i + self.batch_size])
+                    for i in range(0, len(texts), self.batch_size)]  # fmt: skip
+        vectors = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        return normalise(vectors), sum(min(c, limit) if limit else c for c in counts)
 
     async def encode_query(self, model_id: str, text: str) -> np.ndarray:
         """One normalised vector for a search query."""
