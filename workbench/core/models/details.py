@@ -104,7 +104,7 @@ def _folder_details(folder: Path) -> ModelDetails:
     info = {"general.architecture": family, "general.parameter_count": count,
             f"{family}.context_length": context if isinstance(context, int) else None}  # fmt: skip
     return ModelDetails(
-        format="gguf" if source is not None else "safetensors",
+        format="gguf" if source is not None else "safetensors" if any(folder.glob("*.safetensors")) else "",
         family=str(family),
         parameter_count=count,
         quantization_level=level,
