@@ -4,6 +4,7 @@ quantization whose architecture does not convert), and /api/delete through the r
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -127,3 +128,28 @@ async def test_names_that_are_not_hub_repos_are_refused(api: tuple[ollama.AsyncC
     with pytest.raises(ollama.ResponseError, match="not a quantization") as raised:
         await client.pull("hf.co/org/repo:Q4 K M")
     assert raised.value.status_code == 400
+
+
+@pytest.mark.real_model
+async def test_a_gguf_pull_imports_the_real_smollm2_and_it_answers(
+    hub_root: Path, api: tuple[ollama.AsyncClient, Services, str]
+) -> None:
+    """hf.co/org/repo:QUANT fetches that GGUF, imports it for MLX, and the pulled name chats (a few tokens)."""
+    from workbench.core.models.local import smollm2_gguf
+
+    repo = "test-org/SmolLM2-135M-Instruct-GGUF"
+    (hub_root / repo).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(smollm2_gguf(), hub_root / repo / smollm2_gguf().name)  # SmolLM2-135M-Instruct.Q4_1.gguf
+    client, _services, _url = api
+    name = f"hf.co/{repo}:Q4_1"
+    statuses = [line.status async for line in await client.pull(name, stream=True)]
+    assert statuses[-1] == "success" and any("converting" in (status or "") for status in statuses)
+    shown = await client.show(name)
+    assert shown.details is not None
+    assert (shown.details.family, shown.details.parameter_size, shown.details.quantization_level) == (
+        "llama", "135M", "Q4_1")  # fmt: skip
+    answer = await client.chat(name, messages=[{"role": "user", "content": "What is the capital of France?"}],
+                               options={"temperature": 0, "num_predict": 8}, keep_alive=0)  # fmt: skip
+    assert answer.message.content and answer.eval_count and answer.eval_count <= 8
+    assert (await client.ps()).models == []  # keep_alive 0: unloaded with the answer
+    assert "SmolLM2-135M-Instruct-GGUF-Q4_1" in [model.model for model in (await client.list()).models]
