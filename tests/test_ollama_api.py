@@ -258,3 +258,27 @@ async def test_raw_generate_sends_the_prompt_as_it_is(api: Running) -> None:
     answer = await api.client.generate("fake-chat", "<|user|>hi<|assistant|>", raw=True, system="ignored")
     assert answer.response == "Hello there!"
     assert api.backend.prompts[-1] == "<|user|>hi<|assistant|>"
+
+
+async def test_with_an_api_key_a_refusal_has_ollamas_shape_too(app_paths: AppPaths) -> None:
+    services, _backend = services_with_fake(app_paths)
+    runner, base = await listen(build_app(services, api_key="sesame"), "127.0.0.1", 0)
+    url = base.removesuffix("/v1")
+    try:
+        with pytest.raises(ollama.ResponseError) as raised:
+            await ollama.AsyncClient(host=url, timeout=WAIT).list()
+        assert raised.value.status_code == 401 and "API key" in raised.value.error
+        keyed = ollama.AsyncClient(host=url, timeout=WAIT, headers={"Authorization": "Bearer sesame"})
+        assert "fake-chat" in [model.model for model in (await keyed.list()).models]
+        chat = {"model": "fake-chat", "tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]}
+        status, body = await _post_raw(url + "/api/chat", chat, "sesame")
+        assert status == 400 and "tool" in body["error"]
+    finally:
+        await runner.cleanup()
+        await services.aclose()
+
+
+async def _post_raw(url: str, body: Any, key: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
+            return response.status, await response.json()

@@ -71,6 +71,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         model_id = resolve(services.manager, model_name(body), ModelRole.CHAT)
         keep_alive = parse_keep_alive(body.get("keep_alive"))
         messages = parse_messages(body.get("messages"))
+        if body.get("tools"):
+            raise ApiError(400, "tool calling is not supported: the workbench answers in text")
         if not messages:
             return await _load_or_unload(request, model_id, keep_alive, "chat")
         asked = Asked(model_id, "chat", messages, _options(services, body, model_id), stream_flag(body), keep_alive)
