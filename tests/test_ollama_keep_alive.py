@@ -56,6 +56,14 @@ async def test_zero_waits_for_the_other_lease(manager: ModelManager) -> None:
     assert manager.unload_in("fake-chat") == 0
     await lease.release()
     await until(lambda: manager.info("fake-chat").state is ModelState.UNLOADED, "the unload after the release")
+    await manager.load("fake-chat")  # done: the next load keeps the usual idle time
+    assert (manager.unload_in("fake-chat") or 0) > 899
+
+
+async def test_zero_on_a_model_not_loaded_changes_nothing(manager: ModelManager) -> None:
+    assert await manager.keep_alive("fake-chat", 0) == ""
+    await manager.load("fake-chat")
+    assert manager.info("fake-chat").resident and (manager.unload_in("fake-chat") or 0) > 899
 
 
 async def test_a_time_unloads_after_it_and_minus_one_keeps(manager: ModelManager) -> None:

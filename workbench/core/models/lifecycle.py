@@ -326,6 +326,8 @@ class ModelManager:
         holds it, now if none does; negative: keep it). Returns a note for the user when that is not what happens
         (a pinned model stays), else ""."""
         record = self._record(model_id)
+        if seconds == 0 and not record.resident:
+            return ""  # nothing to unload: a later load keeps the usual idle time
         record.keep_alive_s = seconds
         if record.pinned:
             return f"{record.spec.name} is pinned: it stays loaded until it is unpinned"
@@ -395,6 +397,8 @@ class ModelManager:
     async def _unload(self, record: _Record, reason: str) -> None:
         """Unload a model; the caller holds the plan lock and has checked that it is idle."""
         self._cancel_idle_timer(record)
+        if record.keep_alive_s == 0:  # done what it asked: the next load keeps the usual idle time
+            record.keep_alive_s = None
         handle, record.handle = record.handle, None
         self._set_state(record, ModelState.UNLOADING, reason)
         try:
