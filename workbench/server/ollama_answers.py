@@ -164,8 +164,9 @@ def _final(asked: Asked, text: str, finished: Finished | None, load_s: float, no
         "load_duration": int(load_s * NS),
     }
     if figures is not None:
-        line |= {"prompt_eval_count": figures.prompt_tokens,
-                 "prompt_eval_duration": _duration_ns(figures.prompt_tokens, figures.prompt_tps),
+        read = figures.prompt_tokens - figures.cached_tokens  # as Ollama counts: a kept prompt cache served the rest
+        line |= {"prompt_eval_count": read,
+                 "prompt_eval_duration": _duration_ns(read, figures.prompt_tps),
                  "eval_count": figures.generation_tokens,
                  "eval_duration": _duration_ns(figures.generation_tokens, figures.generation_tps)}  # fmt: skip
     if note:

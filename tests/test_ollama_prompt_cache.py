@@ -1,0 +1,46 @@
+"""The prompt caches the manager keeps serve Ollama's /api/chat too: a client that resends the conversation with a
+new question has only the new tokens read (prompt_eval_count, as Ollama counts it), on a real MLX model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import ollama
+import pytest
+
+from tests.support.fake_chat import services_with_fake
+from workbench.core.models.spec import ModelSpec
+from workbench.core.settings.paths import AppPaths
+from workbench.server.openai import build_app, listen
+
+WAIT = 120
+MODEL = "tiny-llama"
+FEW = {"temperature": 0, "num_predict": 6}
+
+
+@pytest.fixture
+async def client(app_paths: AppPaths, tiny_models: dict[str, Path]) -> AsyncIterator[ollama.AsyncClient]:
+    services, _backend = services_with_fake(app_paths)
+    services.manager.register(ModelSpec(id=MODEL, name=MODEL, kind="mlx-lm", path=tiny_models["small"]))
+    runner, base = await listen(build_app(services), "127.0.0.1", 0)
+    try:
+        yield ollama.AsyncClient(host=base.removesuffix("/v1"), timeout=WAIT)
+    finally:
+        await runner.cleanup()
+        await services.aclose()
+
+
+async def test_a_follow_up_reads_only_its_new_tokens(client: ollama.AsyncClient) -> None:
+    system = {"role": "system", "content": "You answer questions about the weather, briefly. " * 6}
+    messages = [system, {"role": "user", "content": "Will it rain in Lisbon tomorrow?"}]
+    first = await client.chat(MODEL, messages=messages, options=FEW)
+    assert first.prompt_eval_count and first.prompt_eval_count > 60  # the whole prompt read: nothing kept yet
+
+    messages += [{"role": "assistant", "content": first.message.content or ""},
+                 {"role": "user", "content": "And in Porto?"}]  # fmt: skip
+    follow_up = await client.chat(MODEL, messages=messages, options=FEW)
+    assert follow_up.prompt_eval_count is not None
+    # the earlier turn came from the kept cache: what was read is the new question and the template around it
+    assert 0 < follow_up.prompt_eval_count < 40 < first.prompt_eval_count, (first.prompt_eval_count,
+                                                                            follow_up.prompt_eval_count)  # fmt: skip
