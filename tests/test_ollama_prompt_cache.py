@@ -44,3 +44,21 @@ async def test_a_follow_up_reads_only_its_new_tokens(client: ollama.AsyncClient)
     # the earlier turn came from the kept cache: what was read is the new question and the template around it
     assert 0 < follow_up.prompt_eval_count < 40 < first.prompt_eval_count, (first.prompt_eval_count,
                                                                             follow_up.prompt_eval_count)  # fmt: skip
+
+
+def adds_up(answer: ollama.ChatResponse) -> bool:
+    parts = [answer.load_duration or 0, answer.prompt_eval_duration or 0, answer.eval_duration or 0]
+    total = answer.total_duration or 0
+    return total > 0 and all(part >= 0 for part in parts) and sum(parts) <= total * 1.05
+
+
+async def test_the_durations_add_up_with_a_load_and_with_a_kept_cache(client: ollama.AsyncClient) -> None:
+    """Clients compute speeds from them (Open WebUI shows prompt tokens/s): the load is not counted twice, and the
+    prompt's time is that of the tokens read."""
+    messages = [{"role": "user", "content": "Name three rivers of Europe, please. " * 8}]
+    first = await client.chat(MODEL, messages=messages, options=FEW)  # the model is loaded for it
+    assert first.load_duration and adds_up(first), first
+    messages += [{"role": "assistant", "content": first.message.content or ""},
+                 {"role": "user", "content": "And of Asia?"}]  # fmt: skip
+    follow_up = await client.chat(MODEL, messages=messages, options=FEW)
+    assert follow_up.load_duration == 0 and adds_up(follow_up), follow_up

@@ -154,9 +154,12 @@ def _piece(kind: str, model_id: str, text: str) -> dict[str, Any]:
     return base | {"response": text, "done": False}
 
 
-def _final(asked: Asked, text: str, finished: Finished | None, load_s: float, note: str) -> dict[str, Any]:
+def _final(asked: Asked, text: str, finished: Finished | None, waited_s: float, note: str) -> dict[str, Any]:
+    """The last line; ``waited_s``: from the request to the first token when the model was not loaded (0 if it was).
+    The durations add up within total_duration, as clients that compute speeds from them expect."""
     line = _piece(asked.kind, asked.model, text)
     figures = finished.figures if finished is not None else None
+    load_s = max(0.0, waited_s - figures.ttft_s) if figures is not None else waited_s  # less the prompt's reading
     line |= {
         "done": True,
         "done_reason": "length" if finished and finished.finish_reason == "length" else "stop",
@@ -214,7 +217,7 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
     note = ""
     try:
         first = await _first_text(events, asked.model)
-        load_s = 0.0 if loaded else time.monotonic() - asked.started
+        waited_s = 0.0 if loaded else time.monotonic() - asked.started  # the load, then the prompt's reading
         texts: list[str] = []
         finished: Finished | None = None
 
@@ -235,14 +238,14 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
             note = await _after(run, events, asked)
             if finished is not None and finished.figures is not None:
                 request[REQUEST_FIGURES] = finished.figures
-            return web.json_response(_final(asked, "".join(texts), finished, load_s, note))
+            return web.json_response(_final(asked, "".join(texts), finished, waited_s, note))
         async with NdjsonStream(request, heartbeat_s=None) as stream:
             try:
                 await collect(lambda text: stream.send(_piece(asked.kind, asked.model, text)))
                 note = await _after(run, events, asked)
                 if finished is not None and finished.figures is not None:
                     request[REQUEST_FIGURES] = finished.figures
-                await stream.send(_final(asked, "", finished, load_s, note))
+                await stream.send(_final(asked, "", finished, waited_s, note))
             except ApiError as exc:
                 await stream.send({"error": exc.body["message"]})
             except PeerGone:
