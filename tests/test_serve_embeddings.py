@@ -112,6 +112,7 @@ async def test_names_resolve_as_everywhere_and_a_chat_model_is_refused(served: S
     with pytest.raises(openai.NotFoundError) as caught:
         await served.client.chat.completions.create(model=EMBEDDER, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "model_not_supported" and "/v1/embeddings" in caught.value.message
+    assert f"{EMBEDDER!r} is an embedding model" in caught.value.message
 
 
 async def test_models_lists_the_embedders_with_their_role(served: Served) -> None:

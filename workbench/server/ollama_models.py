@@ -131,6 +131,15 @@ def _expires_at(manager: Any, info: ModelInfo) -> str:
     return ollama_time(time.time() + (KEPT_FOREVER_S if seconds is None else seconds))
 
 
+def _context_length(manager: Any, info: ModelInfo, details: ModelDetails) -> int:
+    """What the loaded model reads at most: the manager's context, or less where the model's own is smaller (an
+    embedder reads 512 tokens, as /api/show says)."""
+    own = details.context_length
+    if info.role is ModelRole.EMBED and own:
+        return own
+    return min(manager.context_length, own) if own else manager.context_length
+
+
 async def ps(request: web.Request) -> web.Response:
     manager = _services(request).manager
     models = []
@@ -142,7 +151,7 @@ async def ps(request: web.Request) -> web.Response:
         models.append({"name": info.spec.id, "model": info.spec.id, "size": size, "size_vram": size,
                        "digest": _digest(info.spec), "details": details_object(details),
                        "expires_at": _expires_at(manager, info),
-                       "context_length": manager.context_length})  # fmt: skip
+                       "context_length": _context_length(manager, info, details)})  # fmt: skip
     return web.json_response({"models": models})
 
 

@@ -20,6 +20,7 @@ from workbench.server.openai_shared import SERVICES
 
 ROLE_FIELD = "workbench_role"
 ROUTE_OF_ROLE = {ModelRole.CHAT: "/v1/chat/completions or /v1/completions", ModelRole.EMBED: "/v1/embeddings"}
+ROLE_WORDS = {ModelRole.CHAT: "a chat model", ModelRole.EMBED: "an embedding model"}
 
 
 def model_ids(manager: ModelManager) -> list[str]:
@@ -38,7 +39,7 @@ def resolve_model(manager: ModelManager, name: str, role: ModelRole) -> str:
                        param="model", code="model_not_found")  # fmt: skip
     actual = manager.role_of(model_id)
     if actual is not role:
-        raise ApiError(404, f"{model_id!r} is a {actual.value} model: use it with {ROUTE_OF_ROLE[actual]}",
+        raise ApiError(404, f"{model_id!r} is {ROLE_WORDS[actual]}: use it with {ROUTE_OF_ROLE[actual]}",
                        param="model", code="model_not_supported")  # fmt: skip
     return model_id
 
