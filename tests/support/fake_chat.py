@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.models.memory import MB, MemoryEstimate
@@ -42,6 +43,8 @@ class FakeChatBackend:
         self.script = script or Script()
         self.calls: list[list[dict[str, str]]] = []
         self.sampling: list[SamplingSettings] = []
+        self.prompts: list[str] = []  # the raw prompts received (complete_stream)
+        self.rules: list[OutputRules | None] = []  # the output rules of each stream, chat or raw
         self.emitted = 0
         self.read_chunks = 0  # reading steps yielded, over all streams
         self.started = threading.Event()
@@ -66,12 +69,26 @@ class FakeChatBackend:
         return self.weights
 
     def chat_stream(self, handle: Any, messages: list[dict[str, str]], sampling: SamplingSettings,
-                    reuse: Any = None) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
+                    reuse: Any = None, rules: OutputRules | None = None
+                    ) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
         self.calls.append(messages)
         self.sampling.append(sampling)
+        self.rules.append(rules)
         self.started.set()
         try:
-            yield from self._answer(handle, messages, sampling)
+            yield from self._answer(self.count_prompt_tokens(handle, messages), sampling)
+        finally:
+            self.closed.set()
+
+    def complete_stream(self, handle: Any, prompt: str, sampling: SamplingSettings, reuse: Any = None,
+                        rules: OutputRules | None = None) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
+        """The same scripted tokens, whatever the raw prompt (a fake does not constrain its output)."""
+        self.prompts.append(prompt)
+        self.sampling.append(sampling)
+        self.rules.append(rules)
+        self.started.set()
+        try:
+            yield from self._answer(self.count_text_tokens(handle, prompt), sampling)
         finally:
             self.closed.set()
 
@@ -89,9 +106,7 @@ class FakeChatBackend:
             self.read_chunks += 1
             yield PromptProgress(done=cached + (prompt - cached) * (i + 1) // chunks, total=prompt, cached=cached)
 
-    def _answer(self, handle: Any, messages: list[dict[str, str]],
-                sampling: SamplingSettings) -> Iterator[GenerationStep | PromptProgress]:  # fmt: skip
-        prompt = self.count_prompt_tokens(handle, messages)
+    def _answer(self, prompt: int, sampling: SamplingSettings) -> Iterator[GenerationStep | PromptProgress]:
         yield from self._read(prompt)
         tokens = self.script.tokens[: sampling.max_tokens]
         if self.script.hold is not None:
@@ -111,6 +126,9 @@ class FakeChatBackend:
 
     def count_prompt_tokens(self, handle: Any, messages: list[dict[str, str]]) -> int:
         return sum(len(m["content"].split()) + 4 for m in messages)
+
+    def count_text_tokens(self, handle: Any, prompt: str) -> int:
+        return len(prompt.split())
 
     def context_window(self, handle: Any) -> int | None:
         return self.script.window

@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible server on 127.0.0.1: /v1/models and streamed /v1/chat/completions, nothing more.
+"""A scripted OpenAI-compatible server on 127.0.0.1: /v1/models and streamed /v1/chat/completions and /v1/completions,
+nothing more.
 
 For tests of remote endpoint models that need an answer, not a model (tests/support/mlx_server.py runs a real one).
 """
@@ -20,14 +21,15 @@ class FakeOpenAI:
     base_url: str  # ends in /v1
     model: str
     pieces: list[str]
-    requests: list[dict[str, Any]] = field(default_factory=list)  # the chat requests received, in order
+    requests: list[dict[str, Any]] = field(default_factory=list)  # the chat and completion requests, in order
+    paths: list[str] = field(default_factory=list)  # the route of each request in ``requests``
 
 
 @contextmanager
 def fake_openai(model: str = "m", pieces: tuple[str, ...] = ("Hel", "lo", "!"),
                 delay_s: float = 0.0) -> Iterator[FakeOpenAI]:  # fmt: skip
-    """Serve ``model``, answering every chat with ``pieces`` streamed one chunk each (``delay_s`` apart), then "stop"
-    and usage."""
+    """Serve ``model``, answering every chat or completion with ``pieces`` streamed one chunk each (``delay_s`` apart),
+    then "stop" and usage."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -40,24 +42,35 @@ def fake_openai(model: str = "m", pieces: tuple[str, ...] = ("Hel", "lo", "!"),
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            if self.path.rstrip("/") != "/v1/chat/completions" or body.get("model") != model:
+            path = self.path.rstrip("/")
+            if path not in ("/v1/chat/completions", "/v1/completions") or body.get("model") != model:
                 return self._json(404, {"error": {"message": f"no model {body.get('model')!r}"}})
             server.requests.append(body)
+            server.paths.append(path)
+            chat = path == "/v1/chat/completions"
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            chunks = [{"role": "assistant", "content": piece} for piece in server.pieces]
-            for index, delta in enumerate(chunks):
+            for index, piece in enumerate(server.pieces):
                 if index and delay_s:
                     time.sleep(delay_s)
-                self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}, index)
-            self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, len(chunks))
-            usage = {"prompt_tokens": 5, "completion_tokens": len(chunks), "total_tokens": 5 + len(chunks)}
-            self._event({"choices": [], "usage": usage}, len(chunks) + 1)
+                self._event(chat, {"choices": [self._choice(chat, piece, None)]}, index)
+            count = len(server.pieces)
+            self._event(chat, {"choices": [self._choice(chat, "", "stop")]}, count)
+            usage = {"prompt_tokens": 5, "completion_tokens": count, "total_tokens": 5 + count}
+            self._event(chat, {"choices": [], "usage": usage}, count + 1)
             self.wfile.write(b"data: [DONE]\n\n")
 
-        def _event(self, fields: dict[str, Any], index: int) -> None:
-            chunk = {"id": f"chunk-{index}", "object": "chat.completion.chunk", "created": 0, "model": model, **fields}
+        @staticmethod
+        def _choice(chat: bool, piece: str, finish: str | None) -> dict[str, Any]:
+            if chat:
+                delta = {"role": "assistant", "content": piece} if piece else {}
+                return {"index": 0, "delta": delta, "finish_reason": finish}
+            return {"index": 0, "text": piece, "finish_reason": finish}
+
+        def _event(self, chat: bool, fields: dict[str, Any], index: int) -> None:
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            chunk = {"id": f"chunk-{index}", "object": kind, "created": 0, "model": model, **fields}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
 

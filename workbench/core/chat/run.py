@@ -3,16 +3,18 @@
 A ``ChatRun`` borrows the model for the length of one answer, trims the oldest turns when the
 conversation outgrows the model's context (and says so), streams tokens from the inference thread,
 and ends with the figures of the generation. ``stop()`` takes effect before the next token.
+Output rules (stop sequences, JSON) apply to the answer; a raw ``prompt`` is continued without the chat template.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from workbench.core.chat.figures import GenerationFigures
+from workbench.core.chat.output import OutputRules, StopScanner
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import ChatBackend, GenerationStep, PromptProgress
 from workbench.core.models.inference import TokenStream
@@ -153,6 +155,20 @@ def fit_to_context(
     return system + turns[chosen:], surely_dropped + chosen, tokens
 
 
+def fit_raw_prompt(backend: ChatBackend, handle: Any, prompt: str, window: int | None, reserve: int) -> int:
+    """The token count of a raw ``prompt``, which is never trimmed: raises ChatError when it is empty or cannot
+    leave room for an answer in ``window``. Runs on the inference thread (it tokenizes; characters first)."""
+    if not prompt:
+        raise ChatError("the prompt is empty")
+    if window is not None and len(prompt) > window * MAX_CHARS_PER_TOKEN:
+        raise ChatError(f"the prompt is {len(prompt):,} characters, more than the model's context of {window} "
+                        f"tokens can hold: shorten it")  # fmt: skip
+    tokens = backend.count_text_tokens(handle, prompt)
+    if window is not None and tokens >= window:
+        raise ChatError(f"the prompt is {tokens} tokens, more than the model's context of {window}: shorten it")
+    return tokens
+
+
 # --- one answer ---------------------------------------------------------------------------------
 
 
@@ -169,9 +185,13 @@ class ChatRun:
         clock: Any = time.monotonic,
         holder: str = "a chat",
         conversation: str | None = None,
+        rules: OutputRules | None = None,
+        prompt: str | None = None,
     ) -> None:
         """``conversation`` names the chat this answer belongs to ("chat-12"): its prompt cache is then also saved to
-        disk, so that the chat reopened after a restart does not read its history again."""
+        disk, so that the chat reopened after a restart does not read its history again. ``rules`` are the output
+        rules (checked by ``check_rules``); ``prompt``, when given, is raw text to continue without the chat
+        template (``messages`` are then not used)."""
         self.manager = manager
         self.holder = holder  # who borrows the model, for the user (a refused delete names it)
         self.model_id = model_id
@@ -179,6 +199,8 @@ class ChatRun:
         self.sampling = sampling
         self.context_length = context_length or manager.context_length
         self.conversation = conversation
+        self.rules = rules or OutputRules()
+        self.prompt = prompt
         self._clock = clock
         self._stop_requested = False
         self._tokens: TokenStream[GenerationStep | PromptProgress] | None = None
@@ -202,22 +224,28 @@ class ChatRun:
             model_window = await self.manager.inference.run(backend.context_window, handle)
             windows = [w for w in (model_window, self.context_length) if w]
             window = min(windows) if windows else None
-            kept, dropped, prompt_tokens = await self.manager.inference.run(
-                fit_to_context, backend, handle, self.messages, window, self.sampling.max_tokens
-            )
-            if dropped:
-                yield ContextTrimmed(dropped=dropped, prompt_tokens=prompt_tokens, window=window or 0)
+            kept: list[ChatMessage] = []
+            if self.prompt is not None:
+                await self.manager.inference.run(
+                    fit_raw_prompt, backend, handle, self.prompt, window, self.sampling.max_tokens
+                )
+            else:
+                kept, dropped, prompt_tokens = await self.manager.inference.run(
+                    fit_to_context, backend, handle, self.messages, window, self.sampling.max_tokens
+                )
+                if dropped:
+                    yield ContextTrimmed(dropped=dropped, prompt_tokens=prompt_tokens, window=window or 0)
             if self._stop_requested:
                 yield Finished(figures=None, stopped=True, finish_reason=None)
                 return
-            payload = [m.as_dict() for m in kept]
             started = self._clock()
             first_token_at: float | None = None
             last: GenerationStep | None = None
             inference = self.manager.inference
             run_stream = inference.thread_stream if getattr(backend, "blocking_io", False) else inference.stream
             reuse = self.manager.prompt_reuse(self.conversation)
-            self._tokens = run_stream(lambda: backend.chat_stream(handle, payload, self.sampling, reuse))
+            scanner = StopScanner(self.rules.active_stops)
+            self._tokens = run_stream(self._stream_factory(backend, handle, kept, reuse))
             async with self._tokens as steps:
                 async for step in steps:
                     if isinstance(step, PromptProgress):
@@ -226,8 +254,14 @@ class ChatRun:
                     if first_token_at is None:
                         first_token_at = self._clock()
                     last = step
-                    if step.text:
-                        yield Token(step.text)
+                    text = scanner.feed(step.text)
+                    if text:
+                        yield Token(text)
+                    if scanner.stopped:
+                        break  # leaving the block closes the stream before its next step
+            held = scanner.flush()
+            if held:
+                yield Token(held)
             figures = None
             if last is not None and first_token_at is not None:
                 figures = GenerationFigures(
@@ -239,11 +273,23 @@ class ChatRun:
                     peak_memory_gb=last.peak_memory_gb,
                     cached_tokens=last.cached_tokens,
                 )
-            yield Finished(figures=figures, stopped=self._stop_requested,
-                           finish_reason=None if last is None else last.finish_reason)  # fmt: skip
+            finish_reason = "stop" if scanner.stopped else None if last is None else last.finish_reason
+            yield Finished(figures=figures, stopped=self._stop_requested, finish_reason=finish_reason)
         finally:
             self._tokens = None
             await lease.release()
+
+    def _stream_factory(
+        self, backend: ChatBackend, handle: Any, kept: list[ChatMessage], reuse: Any
+    ) -> Callable[[], Iterator[GenerationStep | PromptProgress]]:
+        """What creates the backend's stream on the thread that runs it. Rules are passed only when there are any,
+        so that backends written before them keep working for plain chat."""
+        extra = {"rules": self.rules} if self.rules else {}
+        if self.prompt is not None:
+            prompt = self.prompt
+            return lambda: backend.complete_stream(handle, prompt, self.sampling, reuse, **extra)
+        payload = [m.as_dict() for m in kept]
+        return lambda: backend.chat_stream(handle, payload, self.sampling, reuse, **extra)
 
 
 __all__ = [
@@ -257,6 +303,7 @@ __all__ = [
     "ModelManagerError",
     "Reading",
     "Token",
+    "fit_raw_prompt",
     "fit_to_context",
     "trim_to_characters",
 ]

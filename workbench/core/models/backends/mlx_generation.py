@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.prompt_cache.reuse import PromptReuse
@@ -51,6 +52,7 @@ def generate_with_cache(
     max_tokens: int,
     reuse: PromptReuse | None,
     clock: Callable[[], float] = time.perf_counter,
+    rules: OutputRules | None = None,
 ) -> Iterator[GenerationStep | PromptProgress]:
     """Stream the answer to ``prompt`` (token ids) from ``loaded`` (``mlx_lm.LoadedLanguageModel``): progress while
     reading the prompt, then one step per token with honest figures (speeds from the tokens actually read and

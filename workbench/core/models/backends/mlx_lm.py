@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.mlx_generation import generate_with_cache
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
@@ -87,11 +88,25 @@ class MlxLmBackend:
         messages: list[dict[str, str]],
         sampling: SamplingSettings,
         reuse: PromptReuse | None = None,
+        rules: OutputRules | None = None,
     ) -> Iterator[GenerationStep | PromptProgress]:
-        return generate(handle, messages, sampling, reuse=reuse)
+        return generate(handle, messages, sampling, reuse=reuse, rules=rules)
+
+    def complete_stream(
+        self,
+        handle: LoadedLanguageModel,
+        prompt: str,
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,
+        rules: OutputRules | None = None,
+    ) -> Iterator[GenerationStep | PromptProgress]:
+        return generate_from_tokens(handle, raw_prompt_tokens(handle, prompt), sampling, reuse=reuse, rules=rules)
 
     def count_prompt_tokens(self, handle: LoadedLanguageModel, messages: list[dict[str, str]]) -> int:
         return len(prompt_tokens(handle, messages))
+
+    def count_text_tokens(self, handle: LoadedLanguageModel, prompt: str) -> int:
+        return len(raw_prompt_tokens(handle, prompt))
 
     def context_window(self, handle: LoadedLanguageModel) -> int | None:
         config = handle.config.get("text_config", handle.config)
@@ -107,19 +122,38 @@ def prompt_tokens(loaded: LoadedLanguageModel, messages: list[dict[str, str]]) -
     return list(loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
+def raw_prompt_tokens(loaded: LoadedLanguageModel, prompt: str) -> list[int]:
+    """``prompt`` read as it is, with the tokenizer's BOS in front unless the text starts with it (as mlx-lm does)."""
+    bos = getattr(loaded.tokenizer, "bos_token", None)
+    return list(loaded.tokenizer.encode(prompt, add_special_tokens=bos is None or not prompt.startswith(bos)))
+
+
 def generate(
     loaded: LoadedLanguageModel,
     messages: list[dict[str, str]],
     sampling: SamplingSettings | None = None,
     max_tokens: int | None = None,
     reuse: PromptReuse | None = None,
+    rules: OutputRules | None = None,
 ) -> Iterator[GenerationStep | PromptProgress]:
     """Stream a chat answer: progress while the prompt is read, then one step per token. Create and advance it on the
     inference thread; ``reuse`` lends it a kept prompt cache and takes the cache back when it ends."""
+    return generate_from_tokens(loaded, prompt_tokens(loaded, messages), sampling, max_tokens, reuse, rules)
+
+
+def generate_from_tokens(
+    loaded: LoadedLanguageModel,
+    prompt: list[int],
+    sampling: SamplingSettings | None = None,
+    max_tokens: int | None = None,
+    reuse: PromptReuse | None = None,
+    rules: OutputRules | None = None,
+) -> Iterator[GenerationStep | PromptProgress]:
+    """Stream the continuation of ``prompt`` (token ids), as ``generate`` streams a chat answer."""
     import mlx.core as mx
 
     sampling = sampling or SamplingSettings(temperature=0.0)
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)
     limit = max_tokens if max_tokens is not None else sampling.max_tokens
-    return generate_with_cache(loaded, prompt_tokens(loaded, messages), sampling, limit, reuse)
+    return generate_with_cache(loaded, prompt, sampling, limit, reuse, rules=rules)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.memory import MemoryEstimate
 from workbench.core.models.spec import ModelRole, ModelSpec
@@ -74,10 +75,27 @@ class ChatBackend(Protocol):
         messages: list[dict[str, str]],
         sampling: SamplingSettings,
         reuse: PromptReuse | None = None,
+        rules: OutputRules | None = None,
     ) -> Iterator[GenerationStep | PromptProgress]:
         """Stream an answer; ``reuse`` says where a kept prompt cache may come from (backends that keep none, like
-        a remote server's, ignore it)."""
+        a remote server's, ignore it). ``rules`` (only passed when a request has any) constrain the answer to JSON
+        (the backend must honour that) and carry the stop sequences (a backend may forward them; the caller applies
+        them to the text in any case)."""
+
+    def complete_stream(
+        self,
+        handle: Any,
+        prompt: str,
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,
+        rules: OutputRules | None = None,
+    ) -> Iterator[GenerationStep | PromptProgress]:
+        """Stream the continuation of ``prompt``, raw text read as it is (no chat template), as ``chat_stream``
+        streams an answer."""
 
     def count_prompt_tokens(self, handle: Any, messages: list[dict[str, str]]) -> int: ...
+
+    def count_text_tokens(self, handle: Any, prompt: str) -> int:
+        """The tokens of ``prompt`` read raw, as ``complete_stream`` reads it."""
 
     def context_window(self, handle: Any) -> int | None: ...

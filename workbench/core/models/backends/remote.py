@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends.protocol import GenerationStep
 from workbench.core.models.endpoints import Endpoint, EndpointError, explain, make_client
@@ -76,11 +77,25 @@ class RemoteChatBackend:
         messages: list[dict[str, str]],
         sampling: SamplingSettings,
         reuse: PromptReuse | None = None,  # the remote server keeps (or not) its own prompt caches
+        rules: OutputRules | None = None,
     ) -> Iterator[GenerationStep]:
-        return stream_chat(handle, messages, sampling)
+        return stream_chat(handle, messages, sampling, rules)
+
+    def complete_stream(
+        self,
+        handle: RemoteModel,
+        prompt: str,
+        sampling: SamplingSettings,
+        reuse: PromptReuse | None = None,
+        rules: OutputRules | None = None,
+    ) -> Iterator[GenerationStep]:
+        return stream_completion(handle, prompt, sampling, rules)
 
     def count_prompt_tokens(self, handle: RemoteModel, messages: list[dict[str, str]]) -> int:
         return sum(len(message["content"]) // CHARS_PER_TOKEN + 4 for message in messages)
+
+    def count_text_tokens(self, handle: RemoteModel, prompt: str) -> int:
+        return len(prompt) // CHARS_PER_TOKEN + 1
 
     def context_window(self, handle: RemoteModel) -> int | None:
         return handle.endpoint.context_length
@@ -104,11 +119,59 @@ def request_options(sampling: SamplingSettings) -> dict[str, Any]:
     return options
 
 
-def stream_chat(handle: RemoteModel, messages: list[dict[str, str]], sampling: SamplingSettings
-                ) -> Iterator[GenerationStep]:  # fmt: skip
+def rules_options(rules: OutputRules | None, completion: bool = False) -> dict[str, Any]:
+    """The output rules in OpenAI's fields: ``stop`` and ``response_format``. /v1/completions has no response_format
+    in OpenAI's API, but the local servers that take one there (vLLM, mlx_lm.server) read it from the body."""
+    if not rules:
+        return {}
+    options: dict[str, Any] = {}
+    if rules.active_stops:
+        options["stop"] = list(rules.active_stops)
+    response_format: dict[str, Any] | None = None
+    if rules.json_schema is not None:
+        response_format = {"type": "json_schema",
+                           "json_schema": {"name": "output", "schema": rules.json_schema, "strict": True}}  # fmt: skip
+    elif rules.json_object:
+        response_format = {"type": "json_object"}
+    if response_format is not None:
+        if completion:
+            options["extra_body"] = {"response_format": response_format}
+        else:
+            options["response_format"] = response_format
+    return options
+
+
+def _with_rules(options: dict[str, Any], rules: OutputRules | None, completion: bool) -> dict[str, Any]:
+    extra = rules_options(rules, completion)
+    merged_body = {**options.get("extra_body", {}), **extra.pop("extra_body", {})}
+    merged = {**options, **extra}
+    if merged_body:
+        merged["extra_body"] = merged_body
+    return merged
+
+
+def stream_chat(handle: RemoteModel, messages: list[dict[str, str]], sampling: SamplingSettings,
+                rules: OutputRules | None = None) -> Iterator[GenerationStep]:  # fmt: skip
     """One streamed answer with the same figures a local model reports, measured on this side of the wire:
     time to the first token (in the caller), prompt tok/s = prompt tokens / that time, generation tok/s
     from the first token on. Token counts come from the server's usage when it sends them."""
+    return _stream(handle, lambda: handle.client.chat.completions.create(
+        model=handle.model, messages=messages, stream=True, stream_options={"include_usage": True},
+        **_with_rules(request_options(sampling), rules, completion=False),
+    ), chat=True)  # fmt: skip
+
+
+def stream_completion(handle: RemoteModel, prompt: str, sampling: SamplingSettings,
+                      rules: OutputRules | None = None) -> Iterator[GenerationStep]:  # fmt: skip
+    """The streamed continuation of a raw ``prompt`` through the endpoint's /v1/completions, with the figures
+    ``stream_chat`` reports."""
+    return _stream(handle, lambda: handle.client.completions.create(
+        model=handle.model, prompt=prompt, stream=True, stream_options={"include_usage": True},
+        **_with_rules(request_options(sampling), rules, completion=True),
+    ), chat=False)  # fmt: skip
+
+
+def _stream(handle: RemoteModel, create: Any, chat: bool) -> Iterator[GenerationStep]:
     started = time.monotonic()
     first_at: float | None = None
     pieces = 0
@@ -116,10 +179,7 @@ def stream_chat(handle: RemoteModel, messages: list[dict[str, str]], sampling: S
     completion_tokens: int | None = None
     finish: str | None = None
     try:
-        stream = handle.client.chat.completions.create(
-            model=handle.model, messages=messages, stream=True, stream_options={"include_usage": True},
-            **request_options(sampling),
-        )
+        stream = create()
         with stream:
             for chunk in stream:
                 if chunk.usage is not None:
@@ -127,7 +187,7 @@ def stream_chat(handle: RemoteModel, messages: list[dict[str, str]], sampling: S
                     completion_tokens = chunk.usage.completion_tokens
                 for choice in chunk.choices:
                     finish = choice.finish_reason or finish
-                    text = choice.delta.content if choice.delta else None
+                    text = (choice.delta.content if choice.delta else None) if chat else choice.text
                     if not text:
                         continue
                     now = time.monotonic()
