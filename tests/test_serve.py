@@ -25,7 +25,7 @@ from tests.support.fake_chat import FakeChatBackend, Script, fake_spec, services
 from workbench.bootstrap import Services
 from workbench.core.chat.run import MAX_CHARS_PER_TOKEN
 from workbench.core.chat.sampling import SamplingSettings
-from workbench.core.models.backends.protocol import ChatBackend, GenerationStep, PromptProgress
+from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.models.memory import MB, Budget
 from workbench.core.models.spec import ModelSpec, ModelState
 from workbench.core.settings.paths import AppPaths
@@ -90,15 +90,16 @@ async def stream_text(client: openai.AsyncOpenAI, model: str = "fake-chat", **kw
 # --- the API through the openai client ----------------------------------------------------------
 
 
-async def test_models_lists_the_chat_models_only(server: Running) -> None:
-    assert "all-MiniLM-L6-v2" in {info.spec.id for info in server.services.manager.models()}  # registered, yet
+async def test_models_lists_chat_models_and_embedders_each_with_its_role(server: Running) -> None:
     models = await server.client.models.list()
-    ids = [m.id for m in models.data]  # other tests may leave MLX models in the session's HF cache: also listed
-    assert "fake-chat" in ids and "all-MiniLM-L6-v2" not in ids
+    roles = {m.id: m.model_extra["workbench_role"] for m in models.data}  # type: ignore[index]
+    # other tests may leave MLX models in the session's HF cache: also listed
+    assert roles["fake-chat"] == "chat" and roles["all-MiniLM-L6-v2"] == "embed"
     manager = server.services.manager
-    assert all(isinstance(manager.backend_for(i), ChatBackend) for i in ids)
+    assert all(roles[i] == manager.role_of(i).value for i in roles)
     assert all(m.owned_by == "workbench" and m.object == "model" for m in models.data)
     assert (await server.client.models.retrieve("fake-chat")).id == "fake-chat"
+    assert (await server.client.models.retrieve("fake-chat:latest")).id == "fake-chat"
 
 
 async def test_a_whole_answer_with_usage(server: Running) -> None:

@@ -45,6 +45,14 @@ class FakeEmbeddingModel:
             rows.append(np.sum([self.word_vector(word) for word in words], axis=0))
         return np.stack(rows)
 
+    def preprocess(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """An attention mask as a tokenizer's: a text's words plus two special tokens."""
+        lengths = [len(text.split()) + 2 for text in texts]
+        mask = np.zeros((len(texts), max(lengths, default=0)), dtype=np.int64)
+        for row, length in enumerate(lengths):
+            mask[row, :length] = 1
+        return {"attention_mask": mask}
+
 
 class FakeEmbeddingBackend:
     kind = KIND

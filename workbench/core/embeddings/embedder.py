@@ -27,6 +27,22 @@ def encode_batch(model: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
+def count_tokens(model: Any, texts: list[str]) -> int:
+    """The tokens a loaded SentenceTransformer reads of ``texts`` (after its truncation, special tokens included):
+    what an API reports as prompt tokens. 0 for a model that cannot say."""
+    # sentence-transformers 5.2+ names it preprocess (tokenize warns); older ones only have tokenize
+    tokenize = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
+    if tokenize is None or not texts:
+        return 0
+    mask = tokenize(texts).get("attention_mask")
+    return int(mask.sum()) if mask is not None else 0
+
+
+def encode_counting(model: Any, texts: list[str]) -> tuple[np.ndarray, int]:
+    """:func:`encode_batch` and :func:`count_tokens` in one job on the inference thread."""
+    return encode_batch(model, texts), count_tokens(model, texts)
+
+
 def _never_called(texts: list[str]) -> np.ndarray:
     raise AssertionError("every text was cached")
 
@@ -79,6 +95,22 @@ class Embedder:
                 raise
         finally:
             await lease.release()
+
+    async def encode_texts(self, model_id: str, texts: list[str], holder: str = "Embeddings") -> tuple[np.ndarray, int]:
+        """Normalised vectors for ``texts`` (in order) and the tokens the model read, encoded as :meth:`embed`
+        encodes (the same model, function, batch size and normalisation) but not cached: for an API request, whose
+        texts would only grow the cache. Each batch is a job on the inference thread."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32), 0
+        rows: list[np.ndarray] = []
+        tokens = 0
+        async with await self.manager.acquire(model_id, holder=holder) as lease:
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start : start + self.batch_size]
+                vectors, count = await self.manager.inference.run(encode_counting, lease.handle, batch)
+                rows.append(vectors)
+                tokens += count
+        return normalise(np.concatenate(rows)), tokens
 
     async def encode_query(self, model_id: str, text: str) -> np.ndarray:
         """One normalised vector for a search query."""
