@@ -25,7 +25,8 @@ class PeerGone(Exception):
 class NdjsonStream:
     """``async with NdjsonStream(request) as stream: await stream.send({...})``."""
 
-    def __init__(self, request: web.Request, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, request: web.Request, heartbeat_s: float | None = HEARTBEAT_S) -> None:
+        """``heartbeat_s`` None sends no ``alive`` lines (Ollama's clients read every line as part of the answer)."""
         self.request = request
         self.heartbeat_s = heartbeat_s
         self.response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
@@ -35,7 +36,8 @@ class NdjsonStream:
 
     async def __aenter__(self) -> NdjsonStream:
         await self.response.prepare(self.request)
-        self._beating = asyncio.create_task(self._beat())
+        if self.heartbeat_s is not None:
+            self._beating = asyncio.create_task(self._beat(self.heartbeat_s))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -59,8 +61,8 @@ class NdjsonStream:
                 self.gone = True
                 raise PeerGone() from exc
 
-    async def _beat(self) -> None:
+    async def _beat(self, every_s: float) -> None:
         with contextlib.suppress(PeerGone):
             while True:
-                await asyncio.sleep(self.heartbeat_s)
+                await asyncio.sleep(every_s)
                 await self.send({"type": "alive"})

@@ -112,6 +112,9 @@ def build_app(services: Services, limits: ServeLimits | None = None, api_key: st
     add_model_routes(app)
     add_embedding_routes(app)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    from workbench.server.ollama import add_ollama_routes  # its modules read this module's app keys
+
+    add_ollama_routes(app)
     app.on_shutdown.append(_stop_generations)
     return app
 

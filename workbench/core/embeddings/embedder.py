@@ -27,20 +27,19 @@ def encode_batch(model: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
-def count_tokens(model: Any, texts: list[str]) -> int:
-    """The tokens a loaded SentenceTransformer reads of ``texts`` (after its truncation, special tokens included):
-    what an API reports as prompt tokens. 0 for a model that cannot say."""
-    # sentence-transformers 5.2+ names it preprocess (tokenize warns); older ones only have tokenize
-    tokenize = getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
-    if tokenize is None or not texts:
-        return 0
-    mask = tokenize(texts).get("attention_mask")
-    return int(mask.sum()) if mask is not None else 0
+class InputTooLongError(ValueError):
+    """A text longer than the embedding model reads, where cutting it was not allowed."""
 
 
-def encode_counting(model: Any, texts: list[str]) -> tuple[np.ndarray, int]:
-    """:func:`encode_batch` and :func:`count_tokens` in one job on the inference thread."""
-    return encode_batch(model, texts), count_tokens(model, texts)
+def count_tokens(model: Any, texts: list[str]) -> tuple[list[int], int | None]:
+    """The token count of each text and the most the model reads (None: unknown); by words for a model without a
+    tokenizer."""
+    tokenizer = getattr(model, "tokenizer", None)
+    limit = getattr(model, "max_seq_length", None)
+    if tokenizer is None:
+        return [len(text.split()) for text in texts], limit if isinstance(limit, int) else None
+    ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return [len(row) for row in ids], limit if isinstance(limit, int) else None
 
 
 def _never_called(texts: list[str]) -> np.ndarray:
@@ -96,21 +95,20 @@ class Embedder:
         finally:
             await lease.release()
 
-    async def encode_texts(self, model_id: str, texts: list[str], holder: str = "Embeddings") -> tuple[np.ndarray, int]:
-        """Normalised vectors for ``texts`` (in order) and the tokens the model read, encoded as :meth:`embed`
-        encodes (the same model, function, batch size and normalisation) but not cached: for an API request, whose
-        texts would only grow the cache. Each batch is a job on the inference thread."""
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32), 0
-        rows: list[np.ndarray] = []
-        tokens = 0
+    async def encode_texts(self, model_id: str, texts: list[str], truncate: bool = True,
+                           holder: str = "an API request") -> tuple[np.ndarray, int]:  # fmt: skip
+        """Normalised vectors for ``texts`` (an API request: nothing cached) and how many tokens they hold. Each text
+        is cut to the model's longest input, unless ``truncate`` is False: then a longer one raises
+        InputTooLongError."""
         async with await self.manager.acquire(model_id, holder=holder) as lease:
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start : start + self.batch_size]
-                vectors, count = await self.manager.inference.run(encode_counting, lease.handle, batch)
-                rows.append(vectors)
-                tokens += count
-        return normalise(np.concatenate(rows)), tokens
+            counts, limit = await self.manager.inference.run(count_tokens, lease.handle, texts)
+            if not truncate and limit is not None and (longest := max(counts, default=0)) > limit:
+                raise InputTooLongError(f"an input is {longest} tokens, more than the {limit} that {model_id} reads "
+                                        "(send truncate: true to cut it)")  # fmt: skip
+            rows = [await self.manager.inference.run(encode_batch, lease.handle, texts[i : i + self.batch_size])
+                    for i in range(0, len(texts), self.batch_size)]  # fmt: skip
+        vectors = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        return normalise(vectors), sum(min(c, limit) if limit else c for c in counts)
 
     async def encode_query(self, model_id: str, text: str) -> np.ndarray:
         """One normalised vector for a search query."""

@@ -63,6 +63,9 @@ class _Record:
         self.handle: Any = None
         self.loading: asyncio.Future[None] | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.unload_at: float | None = None  # on the manager's clock: when the idle timer fires
+        # how long it stays once idle (Ollama's keep_alive): None the manager's idle_unload_s, 0 unload at once, <0 stay
+        self.keep_alive_s: float | None = None
 
     @property
     def resident(self) -> bool:
@@ -318,6 +321,33 @@ class ModelManager:
                     await self._unload(record, "shutting down")
         await self.inference.aclose()
 
+    async def keep_alive(self, model_id: str, seconds: float | None) -> str:
+        """Keep the model loaded ``seconds`` once idle (None: the manager's idle unload; 0: unload as soon as no lease
+        holds it, now if none does; negative: keep it). Returns a note for the user when that is not what happens
+        (a pinned model stays), else ""."""
+        record = self._record(model_id)
+        record.keep_alive_s = seconds
+        if record.pinned:
+            return f"{record.spec.name} is pinned: it stays loaded until it is unpinned"
+        if record.state is ModelState.READY and record.leases == 0:
+            if seconds == 0:
+                async with self._plan_lock:
+                    if record.state is ModelState.READY and record.leases == 0 and not record.pinned:
+                        await self._unload(record, "unloaded (keep_alive 0)")
+            else:
+                self._schedule_idle_unload(record)
+        return ""
+
+    def unload_in(self, model_id: str) -> float | None:
+        """Seconds until the model is unloaded for being idle (while leased: the time it will stay once released);
+        None when it stays (pinned, kept, no idle unload) or is not loaded."""
+        record = self._record(model_id)
+        if not record.resident:
+            return None
+        if record.unload_at is not None:
+            return max(0.0, record.unload_at - self._clock())
+        return self._idle_delay(record) if record.leases or record.state is ModelState.LOADING else None
+
     # --- loading, eviction, unloading ---------------------------------------------------------
 
     async def _load(self, record: _Record) -> None:
@@ -379,13 +409,22 @@ class ModelManager:
 
     def _schedule_idle_unload(self, record: _Record) -> None:
         self._cancel_idle_timer(record)
-        if not self.idle_unload_s or record.pinned or record.state is not ModelState.READY:
+        delay = self._idle_delay(record)
+        if delay is None or record.state is not ModelState.READY:
             return
-        loop = asyncio.get_running_loop()
-        record.idle_timer = loop.call_later(self.idle_unload_s, self._idle_expired, record)
+        record.unload_at = self._clock() + delay
+        record.idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_expired, record)
+
+    def _idle_delay(self, record: _Record) -> float | None:
+        """How long the model stays once idle; None: it stays."""
+        if record.pinned:
+            return None
+        if record.keep_alive_s is None:
+            return self.idle_unload_s or None
+        return None if record.keep_alive_s < 0 else record.keep_alive_s
 
     def _idle_expired(self, record: _Record) -> None:
-        record.idle_timer = None
+        record.idle_timer = record.unload_at = None
         task = asyncio.ensure_future(self._unload_if_idle(record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -393,10 +432,11 @@ class ModelManager:
     async def _unload_if_idle(self, record: _Record) -> None:
         async with self._plan_lock:
             if record.state is ModelState.READY and record.leases == 0 and not record.pinned:
-                await self._unload(record, f"idle for {self.idle_unload_s:g} s")
+                await self._unload(record, f"idle for {self._idle_delay(record) or 0:g} s")
 
     @staticmethod
     def _cancel_idle_timer(record: _Record) -> None:
+        record.unload_at = None
         if record.idle_timer is not None:
             record.idle_timer.cancel()
             record.idle_timer = None
