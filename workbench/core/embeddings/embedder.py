@@ -35,11 +35,15 @@ def count_tokens(model: Any, texts: list[str]) -> tuple[list[int], int | None]:
     """The token count of each text and the most the model reads (None: unknown); by words for a model without a
     tokenizer."""
     tokenizer = getattr(model, "tokenizer", None)
-    limit = getattr(model, "max_seq_length", None)
+    found = getattr(model, "max_seq_length", None)
+    limit = found if isinstance(found, int) else None
     if tokenizer is None:
-        return [len(text.split()) for text in texts], limit if isinstance(limit, int) else None
+        preprocess = getattr(model, "preprocess", None)  # a model without a tokenizer may still mask its input
+        if preprocess is not None and texts:
+            return [int(row.sum()) for row in preprocess(texts)["attention_mask"]], limit
+        return [len(text.split()) for text in texts], limit
     ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    return [len(row) for row in ids], limit if isinstance(limit, int) else None
+    return [len(row) for row in ids], limit
 
 
 def _never_called(texts: list[str]) -> np.ndarray:
