@@ -15,6 +15,7 @@ from typing import Any
 
 from workbench.core.chat.output import OutputRules
 from workbench.core.chat.sampling import SamplingSettings
+from workbench.core.models.backends.mlx_json import json_processor
 from workbench.core.models.backends.protocol import GenerationStep, PromptProgress
 from workbench.core.prompt_cache.reuse import PromptReuse
 
@@ -56,7 +57,8 @@ def generate_with_cache(
 ) -> Iterator[GenerationStep | PromptProgress]:
     """Stream the answer to ``prompt`` (token ids) from ``loaded`` (``mlx_lm.LoadedLanguageModel``): progress while
     reading the prompt, then one step per token with honest figures (speeds from the tokens actually read and
-    generated; none for a single generated token)."""
+    generated; none for a single generated token). JSON ``rules`` constrain the answer (stop sequences are the
+    caller's to apply)."""
     import mlx.core as mx
     from mlx_lm.generate import generation_stream, stream_generate
     from mlx_lm.models.cache import make_prompt_cache
@@ -80,6 +82,9 @@ def generate_with_cache(
             yield PromptProgress(done=done, total=len(prompt), cached=cached)
         first_at: float | None = None
         kwargs = _sampling_kwargs(sampling, prompt[max(0, len(prompt) - 1 - PENALTY_CONTEXT) : -1])
+        constraint = json_processor(loaded, rules)
+        if constraint is not None:
+            kwargs["logits_processors"] = [*kwargs["logits_processors"], constraint]  # last: it masks the result
         answer = stream_generate(loaded.model, loaded.tokenizer, prompt[-1:], max_tokens=max_tokens,
                                  prompt_cache=cache, **kwargs)  # fmt: skip
         with contextlib.closing(answer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class LoadedLanguageModel:
     config: dict[str, Any]
     model_id: str = ""  # whose prompt caches it reads and keeps
     fingerprint: str = ""  # of the files it was loaded from: a saved cache of other files is not used
+    guidance_tokenizers: dict[int, Any] = field(default_factory=dict)  # for JSON output, by logits width (mlx_json)
 
 
 def weight_files(path: Path) -> list[Path]:
