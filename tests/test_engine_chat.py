@@ -86,7 +86,7 @@ async def post_raw(socket: Path, data: bytes) -> tuple[int, dict[str, Any]]:
     ({"model": "fake-chat", "prompt": "hi", "system": 3}, "'system' must be a string"),
     ({"model": "fake-chat", "prompt": "hi", "top_p": 0}, "top_p: expected a number greater than 0"),
     ({"model": "fake-chat", "prompt": "hi", "max_tokens": True}, "max_tokens: expected a whole number"),
-    ({"model": "fake-chat", "prompt": "hi", "seed": -1}, "seed: expected a whole number >= 0"),
+    ({"model": "fake-chat", "prompt": "hi", "seed": -1}, "seed: expected a whole number from 0 to 2**63 - 1"),
     (["fake-chat", "hi"], "must be a JSON object"),
 ])  # fmt: skip
 async def test_the_route_refuses_a_bad_body_with_400(tmp_path: Path, body: Any, says: str) -> None:

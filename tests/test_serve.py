@@ -295,7 +295,7 @@ async def test_bad_requests_are_400_in_openais_shape(server: Running, body: byte
 
 
 async def test_unknown_routes_answer_in_openais_shape(server: Running) -> None:
-    status, _, raw = await post(server.url, {}, path="/completions")
+    status, _, raw = await post(server.url, {}, path="/edits")
     assert status == 404 and json.loads(raw)["error"]["type"] == "invalid_request_error"
 
 

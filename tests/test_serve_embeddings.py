@@ -8,32 +8,32 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import numpy as np
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.support.fake_chat import services_with_fake
-from tests.support.fake_embedder import DIMENSIONS, FakeEmbeddingBackend, fake_embedder_spec
+from tests.support.fake_embedder import DIMENSIONS, FakeEmbeddingBackend, FakeEmbeddingModel, fake_embedder_spec
+from tests.support.openai_app import OpenAiApp, serving_app
 from workbench.bootstrap import Services, build_services
 from workbench.core.embeddings.cache import normalise
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.core.settings.paths import AppPaths
-from workbench.server.openai import build_app
 from workbench.server.openai_embeddings import MAX_INPUT_CHARS, MAX_INPUTS
 
-WAIT = 20
 EMBEDDER = "org/fake-embed"
 TEXTS = ["rivers flow to the sea", "violins have four strings", "a river delta"]
 
 
 @dataclass
 class Served:
-    url: str
+    app: OpenAiApp
     services: Services
     embeddings: FakeEmbeddingBackend
-    client: openai.AsyncOpenAI
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self.app.client
 
 
 @pytest.fixture
@@ -42,22 +42,12 @@ async def served(app_paths: AppPaths) -> AsyncIterator[Served]:
     backend = FakeEmbeddingBackend()
     services.manager.add_backend(backend)
     services.manager.register(fake_embedder_spec(EMBEDDER))
-    server = TestServer(build_app(services))
-    await server.start_server()
-    url = str(server.make_url("/v1"))
-    client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=WAIT)
-    try:
-        yield Served(url, services, backend, client)
-    finally:
-        await client.close()
-        await server.close()
-        await services.aclose()
-        services.store.close()
+    async with serving_app(services) as app:
+        yield Served(app, services, backend)
 
 
-async def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.post(f"{url}/embeddings", json=body) as response:
-        return response.status, await response.json()
+async def post(served: Served, body: dict[str, Any]) -> tuple[int, Any]:
+    return await served.app.post("/embeddings", body)
 
 
 def fake_tokens(texts: list[str]) -> int:
@@ -84,10 +74,10 @@ async def test_one_string_and_the_clients_default_base64_give_the_same_vector(se
 
 
 async def test_base64_is_little_endian_float32_as_openai_sends_it(served: Served) -> None:
-    status, body = await post(served.url, {"model": EMBEDDER, "input": TEXTS, "encoding_format": "base64"})
+    status, body = await post(served, {"model": EMBEDDER, "input": TEXTS, "encoding_format": "base64"})
     assert status == 200
     decoded = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in body["data"]])
-    status, plain = await post(served.url, {"model": EMBEDDER, "input": TEXTS})
+    status, plain = await post(served, {"model": EMBEDDER, "input": TEXTS})
     assert status == 200 and np.array_equal(decoded, np.array([item["embedding"] for item in plain["data"]], "<f4"))
     assert np.allclose(np.linalg.norm(decoded, axis=1), 1, atol=1e-6)
 
@@ -151,7 +141,7 @@ async def test_models_lists_the_embedders_with_their_role(served: Served) -> Non
 )  # fmt: skip
 async def test_bad_requests_are_400_in_openais_shape_naming_the_field(served: Served, body: dict[str, Any],
                                                                       param: str) -> None:  # fmt: skip
-    status, answer = await post(served.url, body)
+    status, answer = await post(served, body)
     assert status == 400
     error = answer["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
@@ -170,11 +160,8 @@ async def test_many_texts_go_in_batches_on_the_inference_thread(served: Served) 
 @pytest.mark.real_model
 async def test_the_real_minilm_answers_the_panes_vectors_and_its_token_count(app_paths: AppPaths) -> None:
     services = build_services(app_paths)
-    server = TestServer(build_app(services))
-    await server.start_server()
-    client = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="unused", max_retries=0, timeout=120)
-    try:
-        answer = await client.embeddings.create(model=DEFAULT_EMBEDDER_ID, input=TEXTS)
+    async with serving_app(services, timeout=120) as app:
+        answer = await app.client.embeddings.create(model=DEFAULT_EMBEDDER_ID, input=TEXTS)
         pane = await services.embedder.embed(DEFAULT_EMBEDDER_ID, TEXTS)
         vectors = np.array([item.embedding for item in answer.data], dtype=np.float32)
         assert vectors.shape == (3, 384)
@@ -183,8 +170,16 @@ async def test_the_real_minilm_answers_the_panes_vectors_and_its_token_count(app
             tokenizer = lease.handle.tokenizer
             expected = sum(len(tokenizer(text)["input_ids"]) for text in TEXTS)
         assert answer.usage.prompt_tokens == expected
-    finally:
-        await client.close()
-        await server.close()
-        await services.aclose()
-        services.store.close()
+
+
+async def test_a_failing_embedder_is_a_500_that_says_what_failed_and_gives_the_model_back(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fall_over(self: FakeEmbeddingModel, texts: list[str], **_options: Any) -> Any:
+        raise RuntimeError("the fake embedder fell over")
+
+    monkeypatch.setattr(FakeEmbeddingModel, "encode", fall_over)
+    status, answer = await post(served, {"model": EMBEDDER, "input": "rivers"})
+    assert status == 500 and answer["error"]["type"] == "server_error"
+    assert answer["error"]["message"] == "embedding failed: RuntimeError: the fake embedder fell over"
+    assert served.services.manager.info(EMBEDDER).leases == 0

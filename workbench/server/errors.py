@@ -50,8 +50,10 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return ApiError(500, "internal server error (see the workbench log)", "server_error").response()
 
 
-def generation_error(model_id: str, exc: Exception) -> ApiError:
-    """What a failure of a chat run means to the client."""
+def generation_error(model_id: str, exc: Exception, prompt_param: str = "messages",
+                     work: str = "generation") -> ApiError:  # fmt: skip
+    """What a failure of a chat run (or of other ``work`` with a model: "embedding") means to the client;
+    ``prompt_param`` names the request's field a prompt that cannot fit came from."""
     if isinstance(exc, UnknownModelError):  # no longer registered when the run asked for it (its files deleted)
         return ApiError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, ModelDoesNotFitError):
@@ -59,11 +61,11 @@ def generation_error(model_id: str, exc: Exception) -> ApiError:
     if isinstance(exc, ModelLoadError):
         return ApiError(500, str(exc), "server_error", code="model_load_failed")
     if isinstance(exc, ChatError):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+        return ApiError(400, str(exc), param=prompt_param, code="context_length_exceeded")
     if isinstance(exc, ModelManagerError):
         return ApiError(500, str(exc), "server_error")
-    log.warning("generation with %s failed: %s: %s", model_id, type(exc).__name__, exc)
-    return ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error")
+    log.warning("%s with %s failed: %s: %s", work, model_id, type(exc).__name__, exc)
+    return ApiError(500, f"{work} failed: {type(exc).__name__}: {exc}", "server_error")
 
 
 __all__ = ["ApiError", "answer_errors", "generation_error"]

@@ -3,7 +3,10 @@ aiohttp application and the server.
 
 Routes: ``POST /v1/chat/completions`` (plain or streamed as server-sent events) here; ``GET /v1/models`` and
 ``GET /v1/models/{id}`` (every registered model with its role: :mod:`workbench.server.openai_models`, which also
-reads a request's model name), ``POST /v1/embeddings`` (:mod:`workbench.server.openai_embeddings`). Every answer is
+reads a request's model name), ``POST /v1/embeddings`` (:mod:`workbench.server.openai_embeddings`), ``POST
+/v1/completions`` (:mod:`workbench.server.openai_completions`). ``stop`` and ``response_format`` become the run's
+output rules: with a JSON format, an answer whose finish_reason is "stop" parses (and validates against the
+schema); one cut at "length" may not, as with OpenAI. Every answer is
 a :class:`ChatRun` on the manager, so loading, eviction and the memory budget behave as in the app, and concurrent
 streams of local models take turns on the inference thread.
 The request is read by :mod:`workbench.server.openai_requests`; what is let in (body size, requests at once, the
@@ -39,6 +42,7 @@ from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, answer_errors
 from workbench.server.limits import KeyRequiredError, ServeLimits, WaitingRequests, is_loopback, require_key
 from workbench.server.openai_answers import TRIMMED_HEADER, ChatShape, answer_run
+from workbench.server.openai_completions import add_completion_routes
 from workbench.server.openai_embeddings import add_embedding_routes
 from workbench.server.openai_models import add_model_routes, resolve_model
 from workbench.server.openai_requests import parse_request
@@ -85,7 +89,7 @@ async def _answer(request: web.Request) -> web.StreamResponse:
         kept, dropped = trim_to_characters(parsed.messages, services.manager.context_length)
     except ChatError as exc:
         raise ApiError(400, str(exc), param="messages", code="context_length_exceeded") from None
-    run = ChatRun(services.manager, parsed.model, kept, parsed.sampling, holder="an API request")
+    run = ChatRun(services.manager, parsed.model, kept, parsed.sampling, holder="an API request", rules=parsed.rules)
     return await answer_run(request, run, ChatShape(parsed.model), parsed.stream, parsed.include_usage, dropped)
 
 
@@ -111,6 +115,7 @@ def build_app(services: Services, limits: ServeLimits | None = None, api_key: st
     app[WAITING] = WaitingRequests(limits.max_waiting)
     add_model_routes(app)
     add_embedding_routes(app)
+    add_completion_routes(app)
     app.router.add_post("/v1/chat/completions", chat_completions)
     from workbench.server.ollama import add_ollama_routes  # its modules read this module's app keys
 

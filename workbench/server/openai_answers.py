@@ -39,6 +39,7 @@ class AnswerShape(Protocol):
     """The pieces of one answer's JSON, whole or chunked."""
 
     model: str
+    prompt_param: str  # the request's field the prompt came from
 
     def whole(self, text: str, finished: Finished | None) -> dict[str, Any]: ...
     def opening(self) -> dict[str, Any] | None: ...
@@ -68,6 +69,7 @@ class ChatShape(_Shape):
     """``chat.completion`` and its ``chat.completion.chunk``s."""
 
     prefix, whole_kind, chunk_kind = "chatcmpl", "chat.completion", "chat.completion.chunk"
+    prompt_param = "messages"
 
     def whole(self, text: str, finished: Finished | None) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
@@ -92,6 +94,7 @@ class TextShape(_Shape):
     """``text_completion``, whole and chunked (OpenAI names both the same)."""
 
     prefix, whole_kind, chunk_kind = "cmpl", "text_completion", "text_completion"
+    prompt_param = "prompt"
 
     def _choices(self, text: str, reason: str | None) -> list[dict[str, Any]]:
         return [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}]
@@ -129,7 +132,7 @@ async def answer_run(request: web.Request, run: ChatRun, shape: AnswerShape, str
 
 async def _whole(request: web.Request, shape: AnswerShape, events: AsyncIterator[ChatEvent],
                  dropped_before: int) -> web.Response:  # fmt: skip
-    event, dropped = await first_answer_event(events, shape.model)
+    event, dropped = await first_answer_event(events, shape.model, shape.prompt_param)
     texts: list[str] = []
     finished: Finished | None = None
     while event is not None:
@@ -137,14 +140,14 @@ async def _whole(request: web.Request, shape: AnswerShape, events: AsyncIterator
             texts.append(event.text)
         elif isinstance(event, Finished):
             finished = event
-        event = await next_event(events, shape.model)
+        event = await next_event(events, shape.model, shape.prompt_param)
     log_finished(request, shape.model, finished)
     return web.json_response(shape.whole("".join(texts), finished), headers=_trim_headers(dropped_before + dropped))
 
 
 async def _streamed(request: web.Request, shape: AnswerShape, events: AsyncIterator[ChatEvent],
                     dropped_before: int, include_usage: bool) -> web.StreamResponse:  # fmt: skip
-    event, dropped = await first_answer_event(events, shape.model)
+    event, dropped = await first_answer_event(events, shape.model, shape.prompt_param)
     response = web.StreamResponse(headers={**SSE_HEADERS, **_trim_headers(dropped_before + dropped)})
     try:
         await response.prepare(request)
@@ -167,7 +170,7 @@ async def _send_chunks(request: web.Request, response: web.StreamResponse, shape
                 await send_event(response, shape.piece(event.text))
             elif isinstance(event, Finished):
                 finished = event
-            event = await next_event(events, shape.model)
+            event = await next_event(events, shape.model, shape.prompt_param)
     except ApiError as exc:
         await send_event(response, {"error": exc.body})
         return

@@ -23,6 +23,7 @@ from workbench.core.embeddings.cache import normalise
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, generation_error
 from workbench.server.openai_models import resolve_model
+from workbench.server.openai_requests import checked_model
 from workbench.server.openai_shared import REQUEST_MODEL, SERVICES, WAITING, read_json
 
 MAX_INPUTS = 2048  # OpenAI's own bound on one request's inputs
@@ -44,9 +45,7 @@ def parse_embedding_request(body: object) -> EmbeddingRequest:
     """An embeddings request from its JSON body; unknown fields are ignored. Raises ApiError (400)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "'model' is required (an embedding model id from GET /v1/models)", param="model")
+    model = checked_model(body.get("model"))
     encoding = body.get("encoding_format")
     if encoding is None:
         encoding = "float"
@@ -116,7 +115,7 @@ async def embeddings(request: web.Request) -> web.Response:
         try:
             vectors, tokens = await services.embedder.encode_texts(model_id, parsed.texts, holder=HOLDER)
         except Exception as exc:
-            raise generation_error(model_id, exc) from exc
+            raise generation_error(model_id, exc, prompt_param="input", work="embedding") from exc
         vectors = shortened(vectors, parsed.dimensions, model_id)
         # thousands of vectors make megabytes of JSON: written off the loop, which serves every other request
         text = await asyncio.to_thread(answer_text, model_id, vectors, tokens, parsed.encoding_format)

@@ -91,21 +91,24 @@ def usage(finished: Finished | None) -> dict[str, Any]:
             "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
 
 
-async def next_event(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
-    """The run's next event, None at its end; failures become ApiError."""
+async def next_event(events: AsyncIterator[ChatEvent], model_id: str,
+                     prompt_param: str = "messages") -> ChatEvent | None:  # fmt: skip
+    """The run's next event, None at its end; failures become ApiError (a prompt that cannot fit names
+    ``prompt_param``)."""
     try:
         return await anext(events)
     except StopAsyncIteration:
         return None
     except Exception as exc:
-        raise generation_error(model_id, exc) from exc
+        raise generation_error(model_id, exc, prompt_param) from exc
 
 
-async def first_answer_event(events: AsyncIterator[ChatEvent], model_id: str) -> tuple[ChatEvent | None, int]:
+async def first_answer_event(events: AsyncIterator[ChatEvent], model_id: str,
+                             prompt_param: str = "messages") -> tuple[ChatEvent | None, int]:  # fmt: skip
     """Wait for the first token (or the end), past the prompt's reading, and count the messages dropped to fit the
     context."""
     dropped = 0
-    while isinstance(event := await next_event(events, model_id), ContextTrimmed | Reading):
+    while isinstance(event := await next_event(events, model_id, prompt_param), ContextTrimmed | Reading):
         if isinstance(event, ContextTrimmed):
             dropped += event.dropped
             log.info("%s: dropped the %d oldest messages to fit the context of %d", model_id, event.dropped,

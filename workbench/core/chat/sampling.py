@@ -56,7 +56,8 @@ _RULES: dict[str, _Rule] = {
     "top_k": _Rule(int, "a whole number >= 0 (0 = off)", lambda v: v >= 0),
     "max_tokens": _Rule(int, "a whole number of tokens >= 1", lambda v: v >= 1),
     "repetition_penalty": _Rule(float, "a number >= 1 (1 = off)", lambda v: v >= 1),
-    "seed": _Rule(int, "a whole number >= 0", lambda v: v >= 0),
+    # int64's range: what MLX's seed and remote servers take
+    "seed": _Rule(int, "a whole number from 0 to 2**63 - 1", lambda v: 0 <= v < 2**63),
 }
 
 
