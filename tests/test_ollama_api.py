@@ -16,6 +16,7 @@ import pytest
 from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
 from tests.support.fake_embedder import FakeEmbeddingBackend, fake_embedder_spec
 from workbench.bootstrap import Services
+from workbench.core.chat.output import OutputRules
 from workbench.core.models.spec import ModelState
 from workbench.core.settings.paths import AppPaths
 from workbench.server.openai import build_app, listen
@@ -221,3 +222,63 @@ async def test_embed_batches_are_normalised_and_match_the_embedder(api: Running)
     assert np.allclose(old.embedding, vectors[1], atol=1e-6)
     status, body = await api.post("/api/embed", {"model": EMBEDDER, "input": [1, 2]})
     assert status == 400 and "input" in body["error"]
+
+
+# --- format, stop, raw -----------------------------------------------------------------------------
+
+
+async def test_stop_ends_the_answer_before_it(api: Running) -> None:
+    whole = await api.client.chat("fake-chat", messages=[{"role": "user", "content": "hi"}],
+                                  options={"stop": [" there"]})  # fmt: skip
+    assert whole.message.content == "Hello" and whole.done_reason == "stop"
+    pieces = [part async for part in await api.client.generate("fake-chat", "hi", stream=True,
+                                                               options={"stop": ["!"]})]  # fmt: skip
+    assert "".join(part.response or "" for part in pieces) == "Hello there"
+
+
+async def test_format_becomes_output_rules(api: Running) -> None:
+    schema = {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}}, "required": ["color"]}
+    await api.client.chat("fake-chat", messages=[{"role": "user", "content": "hi"}], format=schema)
+    assert api.backend.rules[-1] == OutputRules(json_schema=schema)
+    await api.client.generate("fake-chat", "hi", format="json")
+    assert api.backend.rules[-1] == OutputRules(json_object=True)
+    await api.client.generate("fake-chat", "hi")
+    assert api.backend.rules[-1] is None  # none asked: none passed
+    status, body = await api.post("/api/chat", {"model": "fake-chat", "messages": [{"role": "user", "content": "x"}],
+                                                "format": {"type": "no-such-type"}})  # fmt: skip
+    assert status == 400 and "schema" in body["error"]
+    status, body = await api.post("/api/generate", {"model": "fake-chat", "prompt": "x", "format": "yaml"})
+    assert status == 400 and "format" in body["error"]
+    status, body = await api.post("/api/generate", {"model": "fake-chat", "prompt": "x",
+                                                    "options": {"stop": ["a", "b", "c", "d", "e"]}})  # fmt: skip
+    assert status == 400 and "stop" in body["error"]
+
+
+async def test_raw_generate_sends_the_prompt_as_it_is(api: Running) -> None:
+    answer = await api.client.generate("fake-chat", "<|user|>hi<|assistant|>", raw=True, system="ignored")
+    assert answer.response == "Hello there!"
+    assert api.backend.prompts[-1] == "<|user|>hi<|assistant|>"
+
+
+async def test_with_an_api_key_a_refusal_has_ollamas_shape_too(app_paths: AppPaths) -> None:
+    services, _backend = services_with_fake(app_paths)
+    runner, base = await listen(build_app(services, api_key="sesame"), "127.0.0.1", 0)
+    url = base.removesuffix("/v1")
+    try:
+        with pytest.raises(ollama.ResponseError) as raised:
+            await ollama.AsyncClient(host=url, timeout=WAIT).list()
+        assert raised.value.status_code == 401 and "API key" in raised.value.error
+        keyed = ollama.AsyncClient(host=url, timeout=WAIT, headers={"Authorization": "Bearer sesame"})
+        assert "fake-chat" in [model.model for model in (await keyed.list()).models]
+        chat = {"model": "fake-chat", "tools": [{"type": "function"}], "messages": [{"role": "user", "content": "x"}]}
+        status, body = await _post_raw(url + "/api/chat", chat, "sesame")
+        assert status == 400 and "tool" in body["error"]
+    finally:
+        await runner.cleanup()
+        await services.aclose()
+
+
+async def _post_raw(url: str, body: Any, key: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
+            return response.status, await response.json()

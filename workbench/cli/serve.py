@@ -174,6 +174,8 @@ async def print_requests(client: Any, listener_id: str, plan: ServePlan) -> int:
             kind = line.get("type")
             if kind == "listener":
                 note(f"serving the OpenAI API on {line['url']} (ctrl+c stops serving; the engine keeps running)")
+                root = str(line["url"]).removesuffix("/v1")
+                note(f"and Ollama's API on {root} (OLLAMA_HOST={root.removeprefix('http://')})")
                 if plan.api_key:
                     note("every request needs 'Authorization: Bearer KEY' (the key in the environment variable "
                          "given); the traffic is plain HTTP, not encrypted")  # fmt: skip

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from workbench.server.errors import ApiError
+from workbench.server.errors import ApiError, answer_errors
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def add_ollama_routes(app: web.Application) -> None:
     """Register Ollama's routes and its error shape on the API ``app`` (whose keys they read)."""
     from workbench.server import ollama_answers, ollama_embed, ollama_models, ollama_pull
 
-    app.middlewares.append(ollama_errors)
+    # right inside OpenAI's error answers, outside the key check: a refused key is an Ollama-shaped 401 here too
+    at = next((i + 1 for i, middleware in enumerate(app.middlewares) if middleware is answer_errors), 0)
+    app.middlewares.insert(at, ollama_errors)
     app.router.add_get("/", root)
     app.router.add_get("/api/version", version)
     ollama_models.add_routes(app)

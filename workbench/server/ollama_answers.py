@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from workbench.core.chat.model_sampling import chat_sampling
+from workbench.core.chat.output import OutputRules, OutputRulesError, check_rules
 from workbench.core.chat.run import ChatError, ChatEvent, ChatMessage, ChatRun, Finished, Token, trim_to_characters
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, generation_error
@@ -27,6 +28,7 @@ from workbench.server.ollama import ollama_time
 from workbench.server.ollama_requests import (
     Options,
     model_name,
+    parse_format,
     parse_keep_alive,
     parse_messages,
     parse_options,
@@ -52,7 +54,7 @@ class Asked:
     stream: bool
     keep_alive: float | None
     prompt: str | None = None  # a raw prompt (generate with raw: true)
-    rules: Any = None
+    rules: OutputRules | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -69,6 +71,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         model_id = resolve(services.manager, model_name(body), ModelRole.CHAT)
         keep_alive = parse_keep_alive(body.get("keep_alive"))
         messages = parse_messages(body.get("messages"))
+        if body.get("tools"):
+            raise ApiError(400, "tool calling is not supported: the workbench answers in text")
         if not messages:
             return await _load_or_unload(request, model_id, keep_alive, "chat")
         asked = Asked(model_id, "chat", messages, _options(services, body, model_id), stream_flag(body), keep_alive)
@@ -106,13 +110,15 @@ def _options(services: Any, body: dict[str, Any], model_id: str) -> Options:
     return parse_options(body, defaults, services.manager.context_length)
 
 
-def _rules(body: dict[str, Any], options: Options) -> Any:
-    """The output rules for ``format`` and ``options.stop``."""
-    from workbench.server.ollama_requests import parse_format
-
-    if parse_format(body.get("format")) is not None or options.stop:
-        raise ApiError(400, "'format' and 'stop' are not supported yet")
-    return None
+def _rules(body: dict[str, Any], options: Options) -> OutputRules | None:
+    """The output rules for ``format`` ("json" or a JSON schema) and ``options.stop``; 400 when they cannot apply."""
+    wanted = parse_format(body.get("format"))
+    try:
+        rules = check_rules(stop=options.stop, json_schema=wanted if isinstance(wanted, dict) else None,
+                            json_object=wanted is True)  # fmt: skip
+    except OutputRulesError as exc:
+        raise ApiError(400, str(exc)) from None
+    return rules or None
 
 
 # --- load and unload ---------------------------------------------------------------------------------
@@ -201,7 +207,7 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
             raise ApiError(400, str(exc)) from None
     loaded = manager.info(asked.model).resident
     run = ChatRun(manager, asked.model, asked.messages, asked.options.sampling, context_length=context,
-                  holder="an Ollama API request", **_run_extras(asked))  # fmt: skip
+                  holder="an Ollama API request", rules=asked.rules, prompt=asked.prompt)  # fmt: skip
     events = run.events()
     request.app[RUNS].add(run)
     note = ""
@@ -245,10 +251,6 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
         run.stop()
         await events.aclose()  # type: ignore[attr-defined]
         request.app[RUNS].discard(run)
-
-
-def _run_extras(asked: Asked) -> dict[str, Any]:
-    return {}
 
 
 async def _after(run: ChatRun, events: AsyncIterator[ChatEvent], asked: Asked) -> str:

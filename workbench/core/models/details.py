@@ -98,13 +98,13 @@ def _folder_details(folder: Path) -> ModelDetails:
     else:
         level = str(config.get("torch_dtype") or config.get("dtype") or "").upper().replace("FLOAT", "F")
         level = {"BF": "BF16"}.get(level, level).replace("BFLOAT16", "BF16")
-    count = _safetensors_parameters(folder, bits if isinstance(bits, int) else None)
+    count = _safetensors_parameters(folder, quantization if isinstance(quantization, dict) else {})
     if count is None and gguf is not None:
         count = gguf.parameter_count
     info = {"general.architecture": family, "general.parameter_count": count,
             f"{family}.context_length": context if isinstance(context, int) else None}  # fmt: skip
     return ModelDetails(
-        format="gguf" if source is not None else "safetensors",
+        format="gguf" if source is not None else "safetensors" if any(folder.glob("*.safetensors")) else "",
         family=str(family),
         parameter_count=count,
         quantization_level=level,
@@ -143,30 +143,31 @@ def _parameters(generation: dict[str, Any]) -> dict[str, Any]:
             if isinstance(generation.get(key), int | float) and not isinstance(generation.get(key), bool)}  # fmt: skip
 
 
-def _safetensors_parameters(folder: Path, bits: int | None) -> int | None:
-    """The parameter count from the tensor shapes; a quantized weight (with .scales beside it) packs 32/bits
-    values into each stored 32-bit word."""
+def _safetensors_parameters(folder: Path, quantization: dict[str, Any]) -> int | None:
+    """The parameter count from the tensor shapes; a quantized weight (with .scales beside it) holds as many values
+    per row as its scales times the group size (mlx-lm's quantization config, per layer where it says)."""
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         return None
     shapes: dict[str, list[int]] = {}
-    dtypes: dict[str, str] = {}
     for file in files:
         header = _safetensors_header(file)
         if header is None:
             return None
-        for name, tensor in header.items():
-            if name != "__metadata__" and isinstance(tensor, dict):
-                shapes[name] = tensor.get("shape") or []
-                dtypes[name] = str(tensor.get("dtype"))
+        shapes |= {name: tensor.get("shape") or [] for name, tensor in header.items()
+                   if name != "__metadata__" and isinstance(tensor, dict)}  # fmt: skip
     total = 0
     for name, shape in shapes.items():
         if name.endswith((".scales", ".biases")):
             continue
-        count = math.prod(shape)
-        if bits and dtypes[name] == "U32" and name.removesuffix(".weight") + ".scales" in shapes:
-            count = count * 32 // bits
-        total += count
+        module = name.removesuffix(".weight")
+        scales = shapes.get(module + ".scales")
+        if scales and shape:
+            layer = quantization.get(module) if isinstance(quantization.get(module), dict) else quantization
+            group = layer.get("group_size", quantization.get("group_size", 64))
+            total += math.prod(shape[:-1]) * scales[-1] * (group if isinstance(group, int) else 64)
+        else:
+            total += math.prod(shape)
     return total or None
 
 

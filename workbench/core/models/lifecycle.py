@@ -75,6 +75,27 @@ class _Record:
     def evictable(self) -> bool:
         return self.state is ModelState.READY and self.leases == 0 and not self.pinned
 
+    def idle_delay(self, default_s: float | None) -> float | None:
+        """How long the model stays once idle (``default_s``: the manager's idle unload); None: it stays."""
+        if self.pinned:
+            return None
+        if self.keep_alive_s is None:
+            return default_s or None
+        return None if self.keep_alive_s < 0 else self.keep_alive_s
+
+    def unload_in(self, now: float, default_s: float | None) -> float | None:
+        if not self.resident:
+            return None
+        if self.unload_at is not None:
+            return max(0.0, self.unload_at - now)
+        return self.idle_delay(default_s) if self.leases or self.state is ModelState.LOADING else None
+
+    def cancel_idle_timer(self) -> None:
+        self.unload_at = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
     def why_kept(self) -> str:
         if self.leases:
             return "in use"
@@ -244,7 +265,7 @@ class ModelManager:
         record = self._record(model_id)
         record.leases += 1  # counted at once, so nothing evicts the model while we wait for it
         record.holders[holder] += 1
-        self._cancel_idle_timer(record)
+        record.cancel_idle_timer()
         try:
             while record.state is not ModelState.READY and record.state is not ModelState.BUSY:
                 if record.loading is None:
@@ -295,7 +316,7 @@ class ModelManager:
             record = self._record(model_id)  # unregistered (or replaced) while we waited for the lock?
             record.refuse_removal()
             del self._records[model_id]  # from here on, acquire() finds no such model
-            self._cancel_idle_timer(record)
+            record.cancel_idle_timer()
             if record.state is ModelState.READY:
                 await self._unload(record, "removed")
             if self.prompt_cache_disk is not None:  # its saved caches go with its files
@@ -306,7 +327,7 @@ class ModelManager:
         record = self._record(model_id)
         record.pinned = pinned
         if pinned:
-            self._cancel_idle_timer(record)
+            record.cancel_idle_timer()
         else:
             self._schedule_idle_unload(record)
         self._emit(record, "pinned" if pinned else "unpinned")
@@ -316,7 +337,7 @@ class ModelManager:
         still runs when the process exits)."""
         async with self._plan_lock:
             for record in list(self._records.values()):
-                self._cancel_idle_timer(record)
+                record.cancel_idle_timer()
                 if record.state is ModelState.READY and record.leases == 0:
                     await self._unload(record, "shutting down")
         await self.inference.aclose()
@@ -326,6 +347,8 @@ class ModelManager:
         holds it, now if none does; negative: keep it). Returns a note for the user when that is not what happens
         (a pinned model stays), else ""."""
         record = self._record(model_id)
+        if seconds == 0 and not record.resident:
+            return ""  # nothing to unload: a later load keeps the usual idle time
         record.keep_alive_s = seconds
         if record.pinned:
             return f"{record.spec.name} is pinned: it stays loaded until it is unpinned"
@@ -341,12 +364,7 @@ class ModelManager:
     def unload_in(self, model_id: str) -> float | None:
         """Seconds until the model is unloaded for being idle (while leased: the time it will stay once released);
         None when it stays (pinned, kept, no idle unload) or is not loaded."""
-        record = self._record(model_id)
-        if not record.resident:
-            return None
-        if record.unload_at is not None:
-            return max(0.0, record.unload_at - self._clock())
-        return self._idle_delay(record) if record.leases or record.state is ModelState.LOADING else None
+        return self._record(model_id).unload_in(self._clock(), self.idle_unload_s)
 
     # --- loading, eviction, unloading ---------------------------------------------------------
 
@@ -394,7 +412,9 @@ class ModelManager:
 
     async def _unload(self, record: _Record, reason: str) -> None:
         """Unload a model; the caller holds the plan lock and has checked that it is idle."""
-        self._cancel_idle_timer(record)
+        record.cancel_idle_timer()
+        if record.keep_alive_s == 0:  # done what it asked: the next load keeps the usual idle time
+            record.keep_alive_s = None
         handle, record.handle = record.handle, None
         self._set_state(record, ModelState.UNLOADING, reason)
         try:
@@ -408,20 +428,12 @@ class ModelManager:
     # --- idle unload --------------------------------------------------------------------------
 
     def _schedule_idle_unload(self, record: _Record) -> None:
-        self._cancel_idle_timer(record)
-        delay = self._idle_delay(record)
+        record.cancel_idle_timer()
+        delay = record.idle_delay(self.idle_unload_s)
         if delay is None or record.state is not ModelState.READY:
             return
         record.unload_at = self._clock() + delay
         record.idle_timer = asyncio.get_running_loop().call_later(delay, self._idle_expired, record)
-
-    def _idle_delay(self, record: _Record) -> float | None:
-        """How long the model stays once idle; None: it stays."""
-        if record.pinned:
-            return None
-        if record.keep_alive_s is None:
-            return self.idle_unload_s or None
-        return None if record.keep_alive_s < 0 else record.keep_alive_s
 
     def _idle_expired(self, record: _Record) -> None:
         record.idle_timer = record.unload_at = None
@@ -432,14 +444,7 @@ class ModelManager:
     async def _unload_if_idle(self, record: _Record) -> None:
         async with self._plan_lock:
             if record.state is ModelState.READY and record.leases == 0 and not record.pinned:
-                await self._unload(record, f"idle for {self._idle_delay(record) or 0:g} s")
-
-    @staticmethod
-    def _cancel_idle_timer(record: _Record) -> None:
-        record.unload_at = None
-        if record.idle_timer is not None:
-            record.idle_timer.cancel()
-            record.idle_timer = None
+                await self._unload(record, f"idle for {record.idle_delay(self.idle_unload_s) or 0:g} s")
 
     # --- helpers ------------------------------------------------------------------------------
 

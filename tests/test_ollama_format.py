@@ -1,0 +1,69 @@
+"""Ollama's ``format`` on a real MLX model: a random-weight byte-level llama, which would write noise, answers
+/api/chat and /api/generate with JSON that parses (format "json") and validates (a JSON schema) whenever it stops."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import jsonschema
+import ollama
+import pytest
+
+from tests.support.fake_chat import services_with_fake
+from tests.support.tiny_models import make_tiny_byte_llama
+from workbench.core.models.spec import ModelSpec
+from workbench.core.settings.paths import AppPaths
+from workbench.server.openai import build_app, listen
+
+WAIT = 120
+MODEL = "tiny-bytes"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "color": {"enum": ["red", "green", "blue"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
+    },
+    "required": ["name", "color", "tags"],
+    "additionalProperties": False,
+}
+RANDOM = {"temperature": 1.0, "top_p": 1.0, "num_predict": 400}
+
+
+@pytest.fixture(scope="module")
+def byte_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_byte_llama(tmp_path_factory.mktemp("ollama-bytes") / MODEL, seed=5)
+
+
+@pytest.fixture
+async def client(app_paths: AppPaths, byte_model: Path) -> AsyncIterator[ollama.AsyncClient]:
+    services, _backend = services_with_fake(app_paths)
+    services.manager.register(ModelSpec(id=MODEL, name=MODEL, kind="mlx-lm", path=byte_model))
+    runner, base = await listen(build_app(services), "127.0.0.1", 0)
+    try:
+        yield ollama.AsyncClient(host=base.removesuffix("/v1"), timeout=WAIT)
+    finally:
+        await runner.cleanup()
+        await services.aclose()
+
+
+async def test_a_schema_answer_validates_whenever_it_stops(client: ollama.AsyncClient) -> None:
+    stopped = 0
+    for seed in range(3):
+        answer = await client.chat(MODEL, messages=[{"role": "user", "content": "a color"}], format=SCHEMA,
+                                   options={**RANDOM, "seed": seed})  # fmt: skip
+        if answer.done_reason == "stop":
+            stopped += 1
+            jsonschema.validate(json.loads(answer.message.content or ""), SCHEMA)
+    assert stopped >= 2  # bounded schema: a random model reaches its end
+
+
+async def test_format_json_streams_an_object(client: ollama.AsyncClient) -> None:
+    pieces = [part async for part in await client.generate(
+        MODEL, "some JSON", format="json", stream=True, options={**RANDOM, "num_predict": 60, "seed": 1})]  # fmt: skip
+    text = "".join(part.response or "" for part in pieces)
+    assert text.lstrip().startswith("{")
+    if pieces[-1].done_reason == "stop":
+        assert isinstance(json.loads(text), dict)
