@@ -147,16 +147,26 @@ def test_an_unknown_model_is_a_404_in_ollamas_shape(served: Served, olla: ollama
 # --- Ollama: answers ------------------------------------------------------------------------------------------------
 
 
+def durations_add_up(done: ollama.ChatResponse | ollama.GenerateResponse) -> None:
+    """Clients compute tokens/s from these (Open WebUI shows prompt_eval_count / prompt_eval_duration): loading,
+    reading the prompt and generating happen one after the other within the request's total."""
+    parts = [done.load_duration or 0, done.prompt_eval_duration or 0, done.eval_duration or 0]
+    assert done.total_duration and all(part >= 0 for part in parts)
+    assert sum(parts) <= done.total_duration * 1.05, (parts, done.total_duration)
+
+
 def test_chat_whole_and_streamed_answer_paris(olla: ollama.Client) -> None:
     whole = olla.chat(CHAT, messages=CAPITAL, options=FEW)
     assert whole.done and whole.done_reason in ("stop", "length")
     assert whole.message.role == "assistant" and "Paris" in (whole.message.content or ""), whole.message
     assert whole.prompt_eval_count and whole.prompt_eval_count > 5
     assert whole.eval_count and 0 < whole.eval_count <= FEW["num_predict"]
+    durations_add_up(whole)
 
     chunks = list(olla.chat(CHAT, messages=CAPITAL, options=FEW, stream=True))
     assert len(chunks) > 2 and all(not chunk.done for chunk in chunks[:-1]) and chunks[-1].done
     assert chunks[-1].done_reason in ("stop", "length") and chunks[-1].eval_count
+    durations_add_up(chunks[-1])
     assert "Paris" in "".join(chunk.message.content or "" for chunk in chunks)
 
 
@@ -166,6 +176,7 @@ def test_generate_whole_and_streamed(olla: ollama.Client) -> None:
     chunks = list(olla.generate(CHAT, prompt="What is the capital of France?", options=FEW, stream=True))
     assert chunks[-1].done and all(not chunk.done for chunk in chunks[:-1])
     assert "Paris" in "".join(chunk.response for chunk in chunks)
+    durations_add_up(chunks[-1])
 
 
 def test_ps_lists_the_loaded_chat_model_until_its_keep_alive(olla: ollama.Client) -> None:
