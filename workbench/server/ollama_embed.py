@@ -1,7 +1,8 @@
-"""Ollama's embeddings: ``POST /api/embed`` (``input``: a string or a list; ``truncate``; L2-normalised vectors,
-as Ollama gives them) and the older ``POST /api/embeddings`` (``prompt``: one string; ``embedding``: one vector).
-Both go through the embedder the Embeddings pane uses (``services.embedder``: the same model, the same
-normalisation), without its corpus cache; ``keep_alive`` applies as for answers."""
+"""Ollama's embeddings: ``POST /api/embed`` (``input``: a string or a list; ``truncate``; ``dimensions``: the first
+ones, normalised again; L2-normalised vectors, as Ollama gives them) and the older ``POST /api/embeddings``
+(``prompt``: one string; ``embedding``: one vector). Both go through the embedder the Embeddings pane uses
+(``services.embedder``: the same model, the same normalisation), without its corpus cache; ``keep_alive`` applies as
+for answers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from workbench.core.embeddings.cache import normalise
 from workbench.core.embeddings.embedder import InputTooLongError
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, generation_error
@@ -42,6 +44,10 @@ async def _embed(request: web.Request, field: str) -> Embedded:
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
             raise ApiError(400, "'truncate' must be true or false")
+        dimensions = body.get("dimensions")
+        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
+                                       or dimensions < 1):  # fmt: skip
+            raise ApiError(400, "'dimensions' must be a whole number >= 1")
         started = time.monotonic()
         loaded = services.manager.info(model_id).resident
         try:
@@ -52,6 +58,10 @@ async def _embed(request: web.Request, field: str) -> Embedded:
             raise generation_error(model_id, exc) from exc
         note = await services.manager.keep_alive(model_id, keep_alive)
     load_s = 0.0 if loaded else time.monotonic() - started
+    if dimensions is not None and vectors.size:
+        if dimensions > vectors.shape[1]:
+            raise ApiError(400, f"'dimensions' {dimensions} is more than the {vectors.shape[1]} that {model_id} gives")
+        vectors = normalise(vectors[:, :dimensions])  # the first ones, normalised again (Matryoshka-style)
     return Embedded(model_id, vectors.tolist(), tokens, note, load_s)
 
 
