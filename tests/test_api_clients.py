@@ -134,6 +134,8 @@ def test_show_has_the_context_length_the_parameters_and_the_template(olla: ollam
     assert shown.template and shown.parameters is not None
     assert shown.details is not None and shown.details.family == "llama"
     assert olla.show(f"{CHAT}:latest").modelinfo == shown.modelinfo  # clients add ":latest"; it is dropped
+    assert "completion" in (shown.capabilities or [])  # oterm reads the capabilities from here
+    assert olla.show(EMBEDDER).capabilities == ["embedding"]
 
 
 def test_an_unknown_model_is_a_404_in_ollamas_shape(served: Served, olla: ollama.Client) -> None:
@@ -185,6 +187,9 @@ def test_ps_lists_the_loaded_chat_model_until_its_keep_alive(olla: ollama.Client
     assert CHAT in loaded, sorted(loaded)
     row = loaded[CHAT]
     assert row.size and row.size > 0 and row.expires_at is not None
+    assert row.context_length and row.context_length > 0  # oterm shows "ctx used / context_length" from it
+    [listed] = [model for model in olla.list().models if model.model == CHAT]
+    assert row.details == listed.details  # one model, one description (parameter size, quantization)
     left_s = (row.expires_at - datetime.now(UTC)).total_seconds()
     assert 5 * 60 < left_s <= 10 * 60 + 5, row.expires_at
 
