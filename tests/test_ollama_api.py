@@ -228,7 +228,7 @@ async def test_embed_dimensions_and_truncate(api: Running) -> None:
     status, body = await api.post("/api/embed", {"model": EMBEDDER, "input": ["the sky is blue"], "dimensions": 8})
     assert status == 200 and len(body["embeddings"][0]) == 8
     assert np.isclose(np.linalg.norm(body["embeddings"][0]), 1.0, atol=1e-5)
-    assert body["prompt_eval_count"] == 4 and body["model"] == EMBEDDER
+    assert body["prompt_eval_count"] == 4 + 2 and body["model"] == EMBEDDER  # the fake tokenizer: words + 2 special
     status, body = await api.post("/api/embed", {"model": EMBEDDER, "input": "x", "dimensions": 4096})
     assert status == 400 and "dimensions" in body["error"]
     status, body = await api.post("/api/embed", {"model": EMBEDDER, "input": "x", "truncate": "no"})
