@@ -161,11 +161,13 @@ def _final(asked: Asked, text: str, finished: Finished | None, load_s: float, no
         "done": True,
         "done_reason": "length" if finished and finished.finish_reason == "length" else "stop",
         "total_duration": int((time.monotonic() - asked.started) * NS),
-        "load_duration": int(load_s * NS),
+        # load_s ran until the first token: reading the prompt is the run's own ttft, not loading
+        "load_duration": int(max(0.0, load_s - (figures.ttft_s if figures is not None else 0.0)) * NS),
     }
-    if figures is not None:
+    if figures is not None:  # prompt_tps is the speed of the tokens read: the cached ones took no time
         line |= {"prompt_eval_count": figures.prompt_tokens,
-                 "prompt_eval_duration": _duration_ns(figures.prompt_tokens, figures.prompt_tps),
+                 "prompt_eval_duration": _duration_ns(figures.prompt_tokens - figures.cached_tokens,
+                                                      figures.prompt_tps),
                  "eval_count": figures.generation_tokens,
                  "eval_duration": _duration_ns(figures.generation_tokens, figures.generation_tps)}  # fmt: skip
     if note:
