@@ -309,6 +309,8 @@ def test_embeddings_from_both_apis_equal_the_embeddings_panes(served: Served, ol
                         json={"model": EMBEDDER, "input": TEXTS[1], "encoding_format": "base64"}).json()  # fmt: skip
     unpacked = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(unpacked, corpus[1], atol=1e-5)
+    [loaded] = [model for model in olla.ps().models if model.model == EMBEDDER]
+    assert loaded.context_length == 512  # what MiniLM reads, as /api/show says (not the chat models' context)
 
 
 # --- pull through the download queue ------------------------------------------------------------------------------
