@@ -11,11 +11,9 @@ import jsonschema
 import ollama
 import pytest
 
-from tests.support.fake_chat import services_with_fake
+from tests.support.ollama_app import ollama_on_mlx_model
 from tests.support.tiny_models import make_tiny_byte_llama
-from workbench.core.models.spec import ModelSpec
 from workbench.core.settings.paths import AppPaths
-from workbench.server.openai import build_app, listen
 
 WAIT = 120
 MODEL = "tiny-bytes"
@@ -39,14 +37,8 @@ def byte_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def client(app_paths: AppPaths, byte_model: Path) -> AsyncIterator[ollama.AsyncClient]:
-    services, _backend = services_with_fake(app_paths)
-    services.manager.register(ModelSpec(id=MODEL, name=MODEL, kind="mlx-lm", path=byte_model))
-    runner, base = await listen(build_app(services), "127.0.0.1", 0)
-    try:
-        yield ollama.AsyncClient(host=base.removesuffix("/v1"), timeout=WAIT)
-    finally:
-        await runner.cleanup()
-        await services.aclose()
+    async with ollama_on_mlx_model(app_paths, MODEL, byte_model, WAIT) as client:
+        yield client
 
 
 async def test_a_schema_answer_validates_whenever_it_stops(client: ollama.AsyncClient) -> None:

@@ -9,10 +9,8 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.support.fake_chat import services_with_fake
-from workbench.core.models.spec import ModelSpec
+from tests.support.ollama_app import ollama_on_mlx_model
 from workbench.core.settings.paths import AppPaths
-from workbench.server.openai import build_app, listen
 
 WAIT = 120
 MODEL = "tiny-llama"
@@ -21,14 +19,8 @@ FEW = {"temperature": 0, "num_predict": 6}
 
 @pytest.fixture
 async def client(app_paths: AppPaths, tiny_models: dict[str, Path]) -> AsyncIterator[ollama.AsyncClient]:
-    services, _backend = services_with_fake(app_paths)
-    services.manager.register(ModelSpec(id=MODEL, name=MODEL, kind="mlx-lm", path=tiny_models["small"]))
-    runner, base = await listen(build_app(services), "127.0.0.1", 0)
-    try:
-        yield ollama.AsyncClient(host=base.removesuffix("/v1"), timeout=WAIT)
-    finally:
-        await runner.cleanup()
-        await services.aclose()
+    async with ollama_on_mlx_model(app_paths, MODEL, tiny_models["small"], WAIT) as client:
+        yield client
 
 
 async def test_a_follow_up_reads_only_its_new_tokens(client: ollama.AsyncClient) -> None:

@@ -4,38 +4,25 @@ build_app on the real services with the scripted chat backend; one test with a t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
-from tests.support.openai_app import OpenAiApp, serving_app
-from workbench.bootstrap import Services, build_services
+from tests.support.fake_chat import Script
+from tests.support.openai_app import Served, serving_app, serving_fake
+from workbench.bootstrap import build_services
 from workbench.core.chat.output import OutputRules
 from workbench.core.chat.run import MAX_CHARS_PER_TOKEN
 from workbench.core.models.local import DEFAULT_EMBEDDER_ID
 from workbench.core.settings.paths import AppPaths
 
 
-@dataclass
-class Served:
-    app: OpenAiApp
-    services: Services
-    backend: FakeChatBackend
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        return self.app.client
-
-
 @pytest.fixture
 async def served(app_paths: AppPaths) -> AsyncIterator[Served]:
-    services, backend = services_with_fake(app_paths)
-    async with serving_app(services) as app:
-        yield Served(app, services, backend)
+    async with serving_fake(app_paths) as running:
+        yield running
 
 
 async def test_a_whole_text_completion_continues_the_raw_prompt(served: Served) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.support.fake_chat import FakeChatBackend, Script, services_with_fake
-from tests.support.openai_app import OpenAiApp, serving_app
+from tests.support.fake_chat import Script
+from tests.support.openai_app import Served, serving_app, serving_fake
 from tests.support.tiny_models import make_tiny_byte_llama
-from workbench.bootstrap import Services, build_services
+from workbench.bootstrap import build_services
 from workbench.core.chat.output import MAX_SCHEMA_CHARS, OutputRules
 from workbench.core.settings.paths import AppPaths
 
@@ -28,22 +27,10 @@ CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxL
                "required": ["city"], "additionalProperties": False}  # fmt: skip
 
 
-@dataclass
-class Served:
-    app: OpenAiApp
-    services: Services
-    backend: FakeChatBackend
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        return self.app.client
-
-
 @pytest.fixture
 async def served(app_paths: AppPaths) -> AsyncIterator[Served]:
-    services, backend = services_with_fake(app_paths)
-    async with serving_app(services) as app:
-        yield Served(app, services, backend)
+    async with serving_fake(app_paths) as running:
+        yield running
 
 
 def chat(**fields: Any) -> dict[str, Any]:

@@ -12,7 +12,9 @@ import aiohttp
 import openai
 from aiohttp.test_utils import TestServer
 
+from tests.support.fake_chat import FakeChatBackend, services_with_fake
 from workbench.bootstrap import Services
+from workbench.core.settings.paths import AppPaths
 from workbench.server.openai import build_app
 
 WAIT = 20
@@ -50,3 +52,23 @@ async def serving_app(services: Services, timeout: float = WAIT) -> AsyncIterato
         await server.close()
         await services.aclose()
         services.store.close()
+
+
+@dataclass
+class Served:
+    """The API over the real services with the scripted "fake-chat" model."""
+
+    app: OpenAiApp
+    services: Services
+    backend: FakeChatBackend
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self.app.client
+
+
+@contextlib.asynccontextmanager
+async def serving_fake(paths: AppPaths) -> AsyncIterator[Served]:
+    services, backend = services_with_fake(paths)
+    async with serving_app(services) as app:
+        yield Served(app, services, backend)
