@@ -4,7 +4,6 @@ SmolLM2."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tests.support.answers import run_events, run_to_end
 from tests.support.tiny_models import BYTE_VOCAB_SIZE, make_tiny_byte_llama
 from workbench.core.chat.output import OutputRules, check_rules
 from workbench.core.chat.run import ChatMessage, ChatRun, Finished, Token
@@ -63,14 +63,7 @@ async def manager(byte_models: dict[str, Path]) -> AsyncIterator[ModelManager]:
 async def answer(manager: ModelManager, rules: OutputRules, sampling: SamplingSettings = RANDOM,
                  model: str = "bytes", prompt: str | None = None) -> tuple[str, Finished]:  # fmt: skip
     run = ChatRun(manager, model, [ChatMessage("user", "Describe a fruit.")], sampling, rules=rules, prompt=prompt)
-    events = await asyncio.wait_for(_collect(run), WAIT)
-    finished = events[-1]
-    assert isinstance(finished, Finished)
-    return "".join(e.text for e in events if isinstance(e, Token)), finished
-
-
-async def _collect(run: ChatRun) -> list[object]:
-    return [event async for event in run.events()]
+    return await run_to_end(run, WAIT)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -175,7 +168,7 @@ async def test_smollm2_answers_in_the_schema(smollm2_dir: Path) -> None:
         question = [ChatMessage("user", "Tell me about Paris as JSON.")]
         greedy = SamplingSettings(temperature=0.0, max_tokens=60)
         run = ChatRun(manager, "smol", question, greedy, rules=check_rules(json_schema=schema))
-        events = await asyncio.wait_for(_collect(run), WAIT)
+        events = await run_events(run, WAIT)
     finally:
         await manager.aclose()
     text = "".join(e.text for e in events if isinstance(e, Token))

@@ -11,22 +11,14 @@ import jsonschema
 import ollama
 import pytest
 
+from tests.support.answers import BOUNDED_SCHEMA
 from tests.support.ollama_app import ollama_on_mlx_model
 from tests.support.tiny_models import make_tiny_byte_llama
 from workbench.core.settings.paths import AppPaths
 
 WAIT = 120
 MODEL = "tiny-bytes"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "color": {"enum": ["red", "green", "blue"]},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
-    },
-    "required": ["name", "color", "tags"],
-    "additionalProperties": False,
-}
+SCHEMA = BOUNDED_SCHEMA
 RANDOM = {"temperature": 1.0, "top_p": 1.0, "num_predict": 400}
 
 

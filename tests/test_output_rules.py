@@ -3,12 +3,12 @@ prompts) on the scripted backend, a tiny MLX model and a remote endpoint (which 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.answers import run_to_end
 from tests.support.fake_chat import KIND, FakeChatBackend, Script, fake_spec
 from tests.support.fake_openai import fake_openai
 from workbench.core.chat.output import (
@@ -18,7 +18,7 @@ from workbench.core.chat.output import (
     StopScanner,
     check_rules,
 )
-from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, Finished, Token
+from workbench.core.chat.run import ChatError, ChatMessage, ChatRun, Finished
 from workbench.core.chat.sampling import SamplingSettings
 from workbench.core.models.backends import remote
 from workbench.core.models.backends.mlx_lm import MlxLmBackend
@@ -113,14 +113,7 @@ async def fake() -> AsyncIterator[tuple[ModelManager, FakeChatBackend]]:
 
 
 async def run_text(run: ChatRun) -> tuple[str, Finished]:
-    events = await asyncio.wait_for(_collect(run), WAIT)
-    finished = events[-1]
-    assert isinstance(finished, Finished)
-    return "".join(e.text for e in events if isinstance(e, Token)), finished
-
-
-async def _collect(run: ChatRun) -> list[object]:
-    return [event async for event in run.events()]
+    return await run_to_end(run, WAIT)
 
 
 async def test_a_stop_sequence_ends_the_answer_with_stop(fake: tuple[ModelManager, FakeChatBackend]) -> None:

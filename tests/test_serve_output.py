@@ -15,6 +15,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.support.answers import BOUNDED_SCHEMA
 from tests.support.fake_chat import Script
 from tests.support.openai_app import Served, serving_app, serving_fake
 from tests.support.tiny_models import make_tiny_byte_llama
@@ -153,16 +154,7 @@ async def test_a_schema_llguidance_cannot_compile_says_why(served: Served) -> No
 
 # --- constrained decoding end to end: a random-weight byte-level llama (it would write noise) --------------------
 
-BOUNDED = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "color": {"enum": ["red", "green", "blue"]},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
-    },
-    "required": ["name", "color", "tags"],
-    "additionalProperties": False,
-}
+BOUNDED = BOUNDED_SCHEMA
 
 
 @pytest.fixture(scope="module")
