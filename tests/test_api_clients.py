@@ -151,11 +151,10 @@ def test_an_unknown_model_is_a_404_in_ollamas_shape(served: Served, olla: ollama
 
 def durations_add_up(done: ollama.ChatResponse | ollama.GenerateResponse) -> None:
     """Clients compute tokens/s from these (Open WebUI shows prompt_eval_count / prompt_eval_duration): loading,
-    reading the prompt and generating happen one after the other within the request's total (the last two come
-    from token counts and speeds, so about a token's time of slack)."""
+    reading the prompt and generating happen one after the other within the request's total (measured times)."""
     parts = [done.load_duration or 0, done.prompt_eval_duration or 0, done.eval_duration or 0]
     assert done.total_duration and all(part >= 0 for part in parts)
-    assert sum(parts) <= done.total_duration * 1.1 + 0.25e9, (parts, done.total_duration)
+    assert sum(parts) <= done.total_duration, (parts, done.total_duration)
 
 
 def test_chat_whole_and_streamed_answer_paris(olla: ollama.Client) -> None:

@@ -41,7 +41,7 @@ async def test_a_follow_up_reads_only_its_new_tokens(client: ollama.AsyncClient)
 def adds_up(answer: ollama.ChatResponse) -> bool:
     parts = [answer.load_duration or 0, answer.prompt_eval_duration or 0, answer.eval_duration or 0]
     total = answer.total_duration or 0
-    return total > 0 and all(part >= 0 for part in parts) and sum(parts) <= total * 1.05
+    return total > 0 and all(part >= 0 for part in parts) and sum(parts) <= total  # measured times, no slack
 
 
 async def test_the_durations_add_up_with_a_load_and_with_a_kept_cache(client: ollama.AsyncClient) -> None:

@@ -154,31 +154,42 @@ def _piece(kind: str, model_id: str, text: str) -> dict[str, Any]:
     return base | {"response": text, "done": False}
 
 
-def _final(asked: Asked, text: str, finished: Finished | None, waited_s: float, note: str) -> dict[str, Any]:
-    """The last line; ``waited_s``: from the request to the first token when the model was not loaded (0 if it was).
-    The durations add up within total_duration, as clients that compute speeds from them expect."""
+@dataclass(frozen=True)
+class Timing:
+    """When an answer's parts ended, on the monotonic clock: its first token arrived, its end arrived."""
+
+    loaded_before: bool  # the model was loaded when the request came
+    first_at: float
+    end_at: float
+
+
+def _final(asked: Asked, text: str, finished: Finished | None, timing: Timing, note: str) -> dict[str, Any]:
+    """The last line. Its durations are measured times that add up within total_duration, as clients that compute
+    speeds from them expect: the load (until the run started reading the prompt), the prompt's reading with the
+    first token (the run's own time to first token), then the rest of the answer."""
     line = _piece(asked.kind, asked.model, text)
     figures = finished.figures if finished is not None else None
-    load_s = max(0.0, waited_s - figures.ttft_s) if figures is not None else waited_s  # less the prompt's reading
+    prompt_s = figures.ttft_s if figures is not None else 0.0
+    waited_s = timing.first_at - asked.started  # the load (if any), then the prompt's reading
+    load_s = 0.0 if timing.loaded_before else max(0.0, waited_s - prompt_s)
     line |= {
         "done": True,
         "done_reason": "length" if finished and finished.finish_reason == "length" else "stop",
-        "total_duration": int((time.monotonic() - asked.started) * NS),
-        "load_duration": int(load_s * NS),
+        "total_duration": _ns(time.monotonic() - asked.started),
+        "load_duration": _ns(load_s),
     }
     if figures is not None:
-        read = figures.prompt_tokens - figures.cached_tokens  # as Ollama counts: a kept prompt cache served the rest
-        line |= {"prompt_eval_count": read,
-                 "prompt_eval_duration": _duration_ns(read, figures.prompt_tps),
+        line |= {"prompt_eval_count": figures.prompt_tokens - figures.cached_tokens,  # as Ollama counts: a kept
+                 "prompt_eval_duration": _ns(min(prompt_s, waited_s)),              # prompt cache served the rest
                  "eval_count": figures.generation_tokens,
-                 "eval_duration": _duration_ns(figures.generation_tokens, figures.generation_tps)}  # fmt: skip
+                 "eval_duration": _ns(max(0.0, timing.end_at - timing.first_at))}  # fmt: skip
     if note:
         line["note"] = note
     return line
 
 
-def _duration_ns(tokens: int, per_second: float) -> int:
-    return int(tokens / per_second * NS) if per_second > 0 else 0
+def _ns(seconds: float) -> int:
+    return int(seconds * NS)
 
 
 async def _next(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
@@ -217,12 +228,12 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
     note = ""
     try:
         first = await _first_text(events, asked.model)
-        waited_s = 0.0 if loaded else time.monotonic() - asked.started  # the load, then the prompt's reading
+        first_at = end_at = time.monotonic()
         texts: list[str] = []
         finished: Finished | None = None
 
         async def collect(send: Callable[[str], Any] | None) -> None:
-            nonlocal finished
+            nonlocal finished, end_at
             event = first
             while event is not None:
                 if isinstance(event, Token):
@@ -230,22 +241,25 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
                     if send is not None:
                         await send(event.text)
                 elif isinstance(event, Finished):
-                    finished = event
+                    finished, end_at = event, time.monotonic()
                 event = await _next(events, asked.model)
+
+        def timing() -> Timing:
+            return Timing(loaded_before=loaded, first_at=first_at, end_at=end_at)
 
         if not asked.stream:
             await collect(None)
             note = await _after(run, events, asked)
             if finished is not None and finished.figures is not None:
                 request[REQUEST_FIGURES] = finished.figures
-            return web.json_response(_final(asked, "".join(texts), finished, waited_s, note))
+            return web.json_response(_final(asked, "".join(texts), finished, timing(), note))
         async with NdjsonStream(request, heartbeat_s=None) as stream:
             try:
                 await collect(lambda text: stream.send(_piece(asked.kind, asked.model, text)))
                 note = await _after(run, events, asked)
                 if finished is not None and finished.figures is not None:
                     request[REQUEST_FIGURES] = finished.figures
-                await stream.send(_final(asked, "", finished, waited_s, note))
+                await stream.send(_final(asked, "", finished, timing(), note))
             except ApiError as exc:
                 await stream.send({"error": exc.body["message"]})
             except PeerGone:
