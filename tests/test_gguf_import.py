@@ -149,6 +149,7 @@ def test_smollm2_import_keeps_the_native_4bit_blocks(smollm2_dir: Path) -> None:
     assert sampling_from_generation_config(generation) == wanted and wanted
     template = (smollm2_dir / "chat_template.jinja").read_text()
     assert "<|im_start|>" in template
+    assert json.loads((smollm2_dir / "workbench-import.json").read_text())["quantization"] == "Q4_1"
     assert not list(smollm2_dir.parent.glob(".*partial"))
 
 

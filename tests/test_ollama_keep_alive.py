@@ -145,5 +145,8 @@ def test_details_of_an_imported_gguf_read_its_source(tmp_path: Path) -> None:
     assert (details.format, details.family, details.quantization_level) == ("gguf", "qwen2", "Q4_K_M")
     assert details.template == "{{ messages }}"
     assert details.parameters == {"temperature": 0.2, "repeat_penalty": 1.1}
+    # an import records the GGUF's quantization: the lists read it there, not from the GGUF's header again
+    (folder / "workbench-import.json").write_text(json.dumps({"source": str(source), "quantization": "Q5_0"}))
+    assert (model_details(folder).format, model_details(folder).quantization_level) == ("gguf", "Q5_0")
     source.unlink()  # the source gone: what the folder says
     assert model_details(folder).quantization_level == "4-bit"

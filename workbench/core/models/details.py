@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.core.models.gguf_import import MARKER_FILE, is_gguf
+from workbench.core.models.gguf_import import MARKER_FILE, is_gguf, quantization_name
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,14 @@ def _folder_details(folder: Path) -> ModelDetails:
     context = config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
     quantization = config.get("quantization") or config.get("quantization_config") or {}
     bits = quantization.get("bits") if isinstance(quantization, dict) else None
-    source = _gguf_source(folder)
-    gguf = _gguf_details(source) if source is not None else None
-    if gguf is not None and gguf.quantization_level:
+    marker = _read_json(folder / MARKER_FILE)
+    source = _gguf_source(marker)
+    recorded = marker.get("quantization") if isinstance(marker.get("quantization"), str) else ""
+    # the GGUF's header only where the import did not record its quantization (an import by an older workbench)
+    gguf = _gguf_details(source) if source is not None and not recorded else None
+    if recorded and source is not None:
+        level = recorded
+    elif gguf is not None and gguf.quantization_level:
         level = gguf.quantization_level
     elif isinstance(bits, int):
         level = f"{bits}-bit"
@@ -115,9 +120,8 @@ def _folder_details(folder: Path) -> ModelDetails:
     )
 
 
-def _gguf_source(folder: Path) -> Path | None:
-    """The GGUF file an imported folder came from, while it is still there."""
-    marker = _read_json(folder / MARKER_FILE)
+def _gguf_source(marker: dict[str, Any]) -> Path | None:
+    """The GGUF file an imported folder came from (its import marker says), while it is still there."""
     source = marker.get("source")
     if isinstance(source, str) and (path := Path(source)).is_file() and is_gguf(path):
         return path
@@ -185,7 +189,7 @@ def _safetensors_header(file: Path) -> dict[str, Any] | None:
 
 def _gguf_details(path: Path) -> ModelDetails:
     try:
-        from gguf import GGUFReader, LlamaFileType  # gguf-py reads the header through a memory map
+        from gguf import GGUFReader  # gguf-py reads the header through a memory map
 
         reader = GGUFReader(str(path))
     except Exception as exc:  # a truncated or foreign file: gguf-py raises ValueError, struct errors, ...
@@ -201,12 +205,7 @@ def _gguf_details(path: Path) -> ModelDetails:
             continue
     architecture = str(meta.get("general.architecture") or "")
     file_type = meta.get("general.file_type")
-    level = ""
-    if isinstance(file_type, int):
-        try:
-            level = LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            level = ""
+    level = quantization_name(file_type) if isinstance(file_type, int) else ""
     count = sum(int(math.prod(tensor.shape)) for tensor in reader.tensors) or None
     context = meta.get(f"{architecture}.context_length")
     template = meta.pop("tokenizer.chat_template", "")

@@ -72,6 +72,16 @@ _TOP_NAMES = {
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
+def quantization_name(file_type: object) -> str:
+    """The name llama.cpp gives a GGUF's ``general.file_type`` ("Q4_K_M", "Q8_0", "F16"); "" when unknown."""
+    try:
+        from gguf import LlamaFileType
+
+        return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")  # type: ignore[call-overload]
+    except (ImportError, TypeError, ValueError):
+        return ""
+
+
 def mlx_name(gguf_name: str) -> str | None:
     """The mlx-lm llama name of a GGUF tensor (weight, scales or biases), or None if it has none."""
     if match := _BLOCK.match(gguf_name):
@@ -299,7 +309,9 @@ def import_gguf(
         report("writing tokenizer", 0.8)
         _save_tokenizer(gguf_path, staging)
         (staging / MARKER_FILE).write_text(
-            json.dumps({"source": str(gguf_path), "bits": bits, "name": meta.get("general.name")}, indent=2)
+            json.dumps({"source": str(gguf_path), "bits": bits, "name": meta.get("general.name"),
+                        # what the lists show; reading it from the GGUF again takes seconds (its whole vocabulary)
+                        "quantization": quantization_name(_scalar(meta, "general.file_type"))}, indent=2)
         )
         if dest.exists():
             shutil.rmtree(dest)
