@@ -37,6 +37,17 @@ from workbench.server.ollama_requests import (
     stream_flag,
     text_field,
 )
+from workbench.server.openai_shared import (
+    LIMITS,
+    REQUEST_FIGURES,
+    REQUEST_MODEL,
+    REQUEST_STREAM,
+    RUNS,
+    SERVICES,
+    WAITING,
+    first_answer_event,
+    next_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +70,6 @@ class Asked:
 
 
 def _app(request: web.Request) -> tuple[Any, Any, Any]:
-    from workbench.server.openai import LIMITS, SERVICES, WAITING
-
     return request.app[SERVICES], request.app[LIMITS], request.app[WAITING]
 
 
@@ -192,25 +201,7 @@ def _ns(seconds: float) -> int:
     return int(seconds * NS)
 
 
-async def _next(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
-    try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
-    except Exception as exc:
-        raise generation_error(model_id, exc) from exc
-
-
-async def _first_text(events: AsyncIterator[ChatEvent], model_id: str) -> ChatEvent | None:
-    """The first token (or the end), past the prompt's reading and the trimming of old turns."""
-    while (event := await _next(events, model_id)) is not None and not isinstance(event, Token | Finished):
-        pass
-    return event
-
-
 async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
-    from workbench.server.openai import REQUEST_FIGURES, REQUEST_MODEL, REQUEST_STREAM, RUNS
-
     services = _app(request)[0]
     manager = services.manager
     request[REQUEST_MODEL], request[REQUEST_STREAM] = asked.model, asked.stream
@@ -227,7 +218,7 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
     request.app[RUNS].add(run)
     note = ""
     try:
-        first = await _first_text(events, asked.model)
+        first, _dropped = await first_answer_event(events, asked.model)
         first_at = end_at = time.monotonic()
         texts: list[str] = []
         finished: Finished | None = None
@@ -242,7 +233,7 @@ async def _answer(request: web.Request, asked: Asked) -> web.StreamResponse:
                         await send(event.text)
                 elif isinstance(event, Finished):
                     finished, end_at = event, time.monotonic()
-                event = await _next(events, asked.model)
+                event = await next_event(events, asked.model)
 
         def timing() -> Timing:
             return Timing(loaded_before=loaded, first_at=first_at, end_at=end_at)

@@ -17,6 +17,7 @@ from workbench.core.embeddings.embedder import InputTooLongError
 from workbench.core.models.spec import ModelRole
 from workbench.server.errors import ApiError, generation_error
 from workbench.server.ollama_requests import model_name, parse_keep_alive, read_body, resolve
+from workbench.server.openai_shared import LIMITS, SERVICES, WAITING
 
 MAX_INPUTS = 2048
 NS = 1_000_000_000
@@ -33,8 +34,6 @@ class Embedded:
 
 async def _embed(request: web.Request, field: str) -> Embedded:
     """The vectors of the texts in the body's ``field`` ("input": a string or a list; "prompt": one string)."""
-    from workbench.server.openai import LIMITS, SERVICES, WAITING
-
     services = request.app[SERVICES]
     with request.app[WAITING].admit():
         body = await read_body(request, request.app[LIMITS].max_body_bytes)

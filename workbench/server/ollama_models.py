@@ -23,6 +23,7 @@ from workbench.core.models.spec import ModelInfo, ModelInUseError, ModelRole, Mo
 from workbench.server.errors import ApiError
 from workbench.server.ollama import ollama_time
 from workbench.server.ollama_requests import model_name, read_body, resolve
+from workbench.server.openai_shared import SERVICES
 
 MAX_SMALL_BODY = 64 * 1024
 KEPT_DETAILS = 256
@@ -72,8 +73,6 @@ def details_object(details: ModelDetails) -> dict[str, Any]:
 
 
 def _services(request: web.Request) -> Any:
-    from workbench.server.openai import SERVICES
-
     return request.app[SERVICES]
 
 

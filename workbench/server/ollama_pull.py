@@ -30,6 +30,7 @@ from workbench.server.errors import ApiError
 from workbench.server.ndjson import NdjsonStream, PeerGone
 from workbench.server.ollama_names import hub_name, import_name
 from workbench.server.ollama_requests import model_name, read_body, stream_flag
+from workbench.server.openai_shared import SERVICES
 
 if TYPE_CHECKING:
     from workbench.bootstrap import Services
@@ -43,8 +44,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    from workbench.server.openai import SERVICES
-
     services: Services = request.app[SERVICES]
     body = await read_body(request, MAX_BODY)
     name = model_name(body)
